@@ -1,0 +1,20 @@
+"""The group side of flow_escnn: grid elements, flow generators, flow sets, transport.
+
+Nothing in this subpackage builds a neural network layer.
+"""
+from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.generator import FlowGenerator
+from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, spatial_matrix
+from flow_escnn.flows.transport import TransportPlan, transport
+
+__all__ = [
+    "GridElement",
+    "FlowGenerator",
+    "FlowSet",
+    "TransportPlan",
+    "transport",
+    "rotation_element",
+    "rotation_order",
+    "spatial_matrix",
+]

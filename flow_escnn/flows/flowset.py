@@ -1,0 +1,262 @@
+"""FlowSet: the ordered finite set :math:`V` of flow generators a FERNN is lifted over.
+
+Two pieces of algebra on :math:`V` drive every commuting diagram in the package:
+
+* **Static action.** A fiber-group element :math:`g` (rotation/reflection about the
+  grid centre) conjugates flows, :math:`g\\,\\psi_t(\\nu)\\,g^{-1} = \\psi_t(g\\cdot\\nu)`
+  with :math:`g\\cdot\\nu` the generator of :math:`g\\,g_\\nu\\,g^{-1}` (for a translation
+  velocity: :math:`A(g)\\,u`; for a rotation: unchanged, or reversed by a reflection).
+  It acts on a lifted state by :math:`(g\\cdot h)(\\nu) = g\\cdot h(g^{-1}\\cdot\\nu)`,
+  exact only if :math:`V` is closed under :math:`G` (:meth:`FlowSet.action_permutation`).
+* **Flow shift.** An input flow :math:`\\mu` acts on a lifted state by
+  :math:`h'_t(\\nu) = \\psi_t(\\mu)\\cdot h_t(\\nu \\ominus \\mu)` with
+  :math:`\\nu \\ominus \\mu` the generator of :math:`g_\\mu^{-1} g_\\nu`
+  (:math:`u_\\nu - u_\\mu` for translations, :math:`k_\\nu - k_\\mu` for rotations).
+  The FERNN theorem needs :math:`g_\\mu` to commute with :math:`g_\\nu`; pairs that
+  do not, or whose difference leaves :math:`V`, have no prediction
+  (:meth:`FlowSet.shift_indices`).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.generator import FlowGenerator
+from flow_escnn.flows.gspace_utils import check_planar_gspace, rotation_order
+
+__all__ = ["FlowSet", "VelocityLike"]
+
+VelocityLike = Union[FlowGenerator, Tuple[int, int], Tuple[int, int, int]]
+
+
+class FlowSet:
+    """An ordered, duplicate-free set :math:`V` of flow generators on one gspace.
+
+    Args:
+        gspace: a planar escnn gspace with a finite fiber group.
+        generators: the generators, as :class:`FlowGenerator` or velocity tuples
+            ``(vx, vy)`` / ``(vx, vy, k)``; their order is the order of the V axis.
+
+    Raises:
+        ValueError: on an empty set, duplicates, or generators of another gspace.
+    """
+
+    __slots__ = ("_gspace", "_gens", "_index")
+
+    def __init__(self, gspace: Any, generators: Iterable[VelocityLike]) -> None:
+        check_planar_gspace(gspace)
+        gens = tuple(self._coerce(gspace, v) for v in generators)
+        if not gens:
+            raise ValueError("a FlowSet needs at least one generator (use FlowSet.identity(gspace) for none)")
+        index: Dict[FlowGenerator, int] = {}
+        for i, g in enumerate(gens):
+            if g in index:
+                raise ValueError(f"duplicate generator {g} at positions {index[g]} and {i}")
+            index[g] = i
+        self._gspace = gspace
+        self._gens = gens
+        self._index = index
+
+    @staticmethod
+    def _coerce(gspace: Any, v: VelocityLike) -> FlowGenerator:
+        if isinstance(v, FlowGenerator):
+            if v.gspace != gspace:
+                raise ValueError(f"generator {v} belongs to gspace {v.gspace}, not {gspace}")
+            return v
+        t = tuple(v)
+        if len(t) == 2:
+            return FlowGenerator(gspace, t, 0)
+        if len(t) == 3:
+            return FlowGenerator(gspace, t[:2], t[2])
+        raise ValueError(f"a velocity is (vx, vy) or (vx, vy, k), got {v!r}")
+
+    # -- constructors -----------------------------------------------------------------------
+    @classmethod
+    def identity(cls, gspace: Any) -> "FlowSet":
+        """:math:`V = \\{0\\}`: a FERNN over it is exactly a G-RNN."""
+        return cls(gspace, [(0, 0, 0)])
+
+    @classmethod
+    def translations(cls, gspace: Any, radius: int) -> "FlowSet":
+        """All integer velocities with :math:`\\max(|v_x|, |v_y|) \\le` ``radius``.
+
+        Ordered lexicographically by ``(vx, vy)``; ``radius=0`` is the identity flow alone,
+        ``radius=1`` the paper's :math:`V_1^T` (9 flows), ``radius=2`` :math:`V_2^T` (25).
+        """
+        r = _non_negative_int(radius, "radius")
+        return cls(gspace, [(vx, vy, 0) for vx in range(-r, r + 1) for vy in range(-r, r + 1)])
+
+    @classmethod
+    def rotations(cls, gspace: Any, steps: Iterable[int]) -> "FlowSet":
+        """Rotation flows about the grid centre by ``k * 2*pi/N`` per frame, ``k`` in ``steps``."""
+        if rotation_order(gspace) == 1:
+            raise ValueError(f"gspace {gspace} has no rotations; use rot2dOnR2(N) or flipRot2dOnR2(N)")
+        return cls(gspace, [(0, 0, k) for k in steps])
+
+    @classmethod
+    def roto_translations(cls, gspace: Any, radius: int, steps: Iterable[int]) -> "FlowSet":
+        """Product set: every translation of :meth:`translations` with every rotation step.
+
+        Note: a mixed generator :math:`(u, r^k)` with :math:`u \\ne 0, k \\ne 0` does not
+        commute with pure flows, so a FERNN over this set is exactly equivariant only to
+        the input flows that commute with all of V (see :meth:`exact_for`); the checks
+        measure the rest.
+        """
+        r = _non_negative_int(radius, "radius")
+        ks = list(steps)
+        return cls(
+            gspace,
+            [(vx, vy, k) for k in ks for vx in range(-r, r + 1) for vy in range(-r, r + 1)],
+        )
+
+    # -- container protocol -------------------------------------------------------------------
+    @property
+    def gspace(self) -> Any:
+        return self._gspace
+
+    @property
+    def generators(self) -> Tuple[FlowGenerator, ...]:
+        return self._gens
+
+    @property
+    def velocities(self) -> List[Tuple[int, int, int]]:
+        """``[(vx, vy, k), ...]`` in V-axis order."""
+        return [g.velocity for g in self._gens]
+
+    def __len__(self) -> int:
+        return len(self._gens)
+
+    def __iter__(self) -> Iterator[FlowGenerator]:
+        return iter(self._gens)
+
+    def __getitem__(self, i: int) -> FlowGenerator:
+        return self._gens[i]
+
+    def __contains__(self, v: object) -> bool:
+        try:
+            return self._coerce(self._gspace, v) in self._index  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def index(self, velocity: VelocityLike) -> int:
+        """Position of ``velocity`` on the V axis.
+
+        Raises:
+            KeyError: when the velocity is not in the set (the message lists the set).
+        """
+        g = self._coerce(self._gspace, velocity)
+        try:
+            return self._index[g]
+        except KeyError:
+            raise KeyError(f"velocity {g.velocity} is not in {self!r}; velocities are {self.velocities}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowSet):
+            return NotImplemented
+        return self._gspace == other._gspace and self._gens == other._gens
+
+    def __hash__(self) -> int:
+        return hash(self._gens)
+
+    def __repr__(self) -> str:
+        vs = self.velocities
+        shown = ", ".join(str(v) for v in vs[:6]) + (", ..." if len(vs) > 6 else "")
+        return f"FlowSet({self._gspace.name}, |V|={len(vs)}: [{shown}])"
+
+    # -- group action -------------------------------------------------------------------------
+    def elements(self, t: int) -> List[GridElement]:
+        """:math:`[\\psi_t(\\nu) \\text{ for } \\nu \\in V]`."""
+        return [g.psi(t) for g in self._gens]
+
+    def act(self, g: Any, velocity: VelocityLike) -> FlowGenerator:
+        """:math:`g\\cdot\\nu`, the generator of :math:`g\\,g_\\nu\\,g^{-1}` (``g`` a fiber element).
+
+        Raises:
+            ValueError: when the conjugate is not a valid generator (e.g. a 45-degree
+                rotation of an integer translation).
+        """
+        h = GridElement(self._gspace, g)
+        nu = self._coerce(self._gspace, velocity)
+        conj = nu.element().conjugate(h)
+        try:
+            return FlowGenerator.from_element(conj)
+        except ValueError as exc:
+            raise ValueError(f"{g} maps {nu} to {conj}, which is not a grid flow generator: {exc}") from None
+
+    def action_permutation(self, g: Any) -> List[int]:
+        """``perm`` with ``perm[i] = index(g . V[i])``.
+
+        Raises:
+            ValueError: when V is not closed under ``g`` (names the offending velocity).
+        """
+        perm = []
+        for nu in self._gens:
+            image = self.act(g, nu)
+            if image not in self._index:
+                raise ValueError(
+                    f"{self!r} is not closed under {g}: it maps {nu.velocity} to {image.velocity}, which is not "
+                    "in V. Use a G-symmetric set (e.g. FlowSet.translations with a square radius for C4/D4) "
+                    "or transform by a subgroup that preserves V."
+                )
+            perm.append(self._index[image])
+        return perm
+
+    def is_closed_under(self, g: Optional[Any] = None) -> bool:
+        """Whether :math:`g\\cdot V = V` (for every fiber element when ``g`` is None)."""
+        elems = list(self._gspace.fibergroup.elements) if g is None else [g]
+        try:
+            for e in elems:
+                self.action_permutation(e)
+        except ValueError:
+            return False
+        return True
+
+    def check_closed(self) -> None:
+        """Raise ``ValueError`` unless V is closed under the whole fiber group."""
+        for e in self._gspace.fibergroup.elements:
+            self.action_permutation(e)
+
+    # -- flow shift ---------------------------------------------------------------------------
+    def difference(self, velocity: VelocityLike, mu: VelocityLike) -> Optional[FlowGenerator]:
+        """:math:`\\nu \\ominus \\mu`, the generator of :math:`g_\\mu^{-1} g_\\nu`, or None.
+
+        None when :math:`g_\\mu` and :math:`g_\\nu` do not commute (no exact prediction)
+        or the difference is not a grid generator.
+        """
+        nu = self._coerce(self._gspace, velocity)
+        m = self._coerce(self._gspace, mu)
+        gm, gn = m.element(), nu.element()
+        if not gm.commutes_with(gn):
+            return None
+        try:
+            return FlowGenerator.from_element(gm.inverse() @ gn)
+        except ValueError:
+            return None
+
+    def shift_indices(self, mu: VelocityLike) -> np.ndarray:
+        """Source indices of the V-shift by ``mu``: ``src[i] = index(V[i] - mu)``, or -1.
+
+        -1 marks slices with no exact prediction (difference outside V, or not commuting).
+        """
+        src = np.full(len(self), -1, dtype=np.int64)
+        for i, nu in enumerate(self._gens):
+            d = self.difference(nu, mu)
+            if d is not None and d in self._index:
+                src[i] = self._index[d]
+        return src
+
+    def exact_for(self, mu: VelocityLike) -> bool:
+        """Whether input flow ``mu`` commutes with every generator of V (the theorem's condition)."""
+        gm = self._coerce(self._gspace, mu).element()
+        return all(gm.commutes_with(nu.element()) for nu in self._gens)
+
+
+def _non_negative_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not float(value).is_integer() or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+

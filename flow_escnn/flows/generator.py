@@ -1,0 +1,153 @@
+"""Flow generators: one-step elements :math:`g_\\nu` whose powers form a flow.
+
+A generator (a *velocity*) :math:`\\nu = (u, k)` pairs an integer translation
+:math:`u = (v_x, v_y)` (pixels per frame) with a rotation of :math:`k` steps of
+:math:`2\\pi/N` per frame about the grid centre. It names the one-step element
+:math:`g_\\nu = (u, r^k) \\in \\mathbb{Z}^2 \\rtimes C_N` and the discrete flow
+
+.. math::
+    \\psi_t(\\nu) = g_\\nu^{\\,t}, \\qquad \\psi_s(\\nu)\\,\\psi_t(\\nu) = \\psi_{s+t}(\\nu),
+
+the time-``t`` map of the one-parameter subgroup :math:`\\exp(t\\nu)`. For a pure
+translation :math:`\\psi_t(\\nu) = (t u, e)`; for a pure rotation :math:`(0, r^{tk})`;
+a mixed generator composes by the semidirect law of
+:class:`~flow_escnn.flows.element.GridElement`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, Tuple
+
+from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, rotation_steps
+
+__all__ = ["FlowGenerator"]
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise ValueError(
+            f"{what} must be an integer, got {value!r}: flows move by whole pixels and whole "
+            "2*pi/N rotation steps per frame so that transport is exact; for other speeds resample "
+            "the data, or use a finer rotation group (larger N)"
+        )
+    return int(as_float)
+
+
+class FlowGenerator:
+    """A velocity :math:`\\nu = (v_x, v_y, k)` on a gspace (immutable, hashable).
+
+    Args:
+        gspace: a planar escnn gspace with a finite fiber group.
+        translation: integer pixels per frame ``(vx, vy)``; x along the last array axis,
+            y up (so ``(1, 0)`` moves content one column right per frame).
+        rotation: integer rotation steps of ``2*pi/N`` per frame (counter-clockwise).
+
+    Raises:
+        ValueError: on non-integer translations or rotation steps.
+    """
+
+    __slots__ = ("_gspace", "_vx", "_vy", "_k")
+
+    def __init__(self, gspace: Any, translation: Sequence[int] = (0, 0), rotation: int = 0) -> None:
+        n = rotation_order(gspace)
+        if len(tuple(translation)) != 2:
+            raise ValueError(f"translation must be a pair (vx, vy), got {translation!r}")
+        self._gspace = gspace
+        self._vx = _as_int(translation[0], "translation vx")
+        self._vy = _as_int(translation[1], "translation vy")
+        k = _as_int(rotation, "rotation (in steps of 2*pi/N)")
+        if n == 1 and k != 0:
+            raise ValueError(f"gspace {gspace} has no rotations, but rotation={rotation} steps was requested")
+        self._k = k
+
+    @classmethod
+    def from_angle(cls, gspace: Any, angle: float, translation: Sequence[int] = (0, 0)) -> "FlowGenerator":
+        """Build a generator from an angular velocity in radians per frame.
+
+        Raises:
+            ValueError: when ``angle`` is not a multiple of ``2*pi/N`` (within 1e-9 rad).
+        """
+        n = rotation_order(gspace)
+        steps = angle * n / (2 * math.pi)
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, n):
+            raise ValueError(
+                f"angle {angle} rad ({math.degrees(angle):.6g} deg) is not a multiple of 2*pi/{n} "
+                f"({360 / n:.6g} deg) on gspace {gspace}; pick a multiple or a gspace whose N it divides"
+            )
+        return cls(gspace, translation, int(round(steps)))
+
+    @classmethod
+    def from_element(cls, element: GridElement) -> "FlowGenerator":
+        """The generator whose one-step element is ``element``.
+
+        Raises:
+            ValueError: when ``element`` has a non-integer translation or a reflection.
+        """
+        k = rotation_steps(element.gspace, element.g)
+        n = rotation_order(element.gspace)
+        if k > n // 2:  # represent rotations by the smallest angle, in (-pi, pi]
+            k -= n
+        return cls(element.gspace, tuple(float(v) for v in element.translation), k)
+
+    # -- accessors ----------------------------------------------------------------------------
+    @property
+    def gspace(self) -> Any:
+        return self._gspace
+
+    @property
+    def translation(self) -> Tuple[int, int]:
+        return (self._vx, self._vy)
+
+    @property
+    def rotation(self) -> int:
+        """Rotation steps of ``2*pi/N`` per frame."""
+        return self._k
+
+    @property
+    def angle(self) -> float:
+        """Angular velocity in radians per frame."""
+        return 2 * math.pi * self._k / rotation_order(self._gspace)
+
+    @property
+    def velocity(self) -> Tuple[int, int, int]:
+        """``(vx, vy, k)``."""
+        return (self._vx, self._vy, self._k)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.element().is_identity
+
+    def element(self) -> GridElement:
+        """The one-step element :math:`g_\\nu = (u, r^k)`."""
+        return GridElement(self._gspace, rotation_element(self._gspace, self._k), (self._vx, self._vy))
+
+    def psi(self, t: int) -> GridElement:
+        """:math:`\\psi_t(\\nu) = g_\\nu^t` (``t`` may be negative)."""
+        return self.element() ** t
+
+    # -- value semantics -----------------------------------------------------------------------
+    def _canonical(self) -> Tuple[int, int, int]:
+        return (self._vx, self._vy, self._k % rotation_order(self._gspace))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowGenerator):
+            return NotImplemented
+        return self._gspace == other._gspace and self._canonical() == other._canonical()
+
+    def __hash__(self) -> int:
+        return hash(self._canonical())
+
+    def __repr__(self) -> str:
+        parts = []
+        if (self._vx, self._vy) != (0, 0) or self._k == 0:
+            parts.append(f"v=({self._vx}, {self._vy})")
+        if self._k:
+            parts.append(f"k={self._k} ({math.degrees(self.angle):.4g} deg/frame)")
+        return f"FlowGenerator({', '.join(parts)})"
