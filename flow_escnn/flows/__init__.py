@@ -6,7 +6,7 @@ from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, spatial_matrix
-from flow_escnn.flows.transport import TransportPlan, transport
+from flow_escnn.flows.transport import TransportPlan, flow_sequence, transport
 
 __all__ = [
     "GridElement",
@@ -14,6 +14,7 @@ __all__ = [
     "FlowSet",
     "TransportPlan",
     "transport",
+    "flow_sequence",
     "rotation_element",
     "rotation_order",
     "spatial_matrix",

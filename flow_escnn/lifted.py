@@ -1,0 +1,236 @@
+"""Lifted field types and tensors: fields indexed by a flow generator :math:`\\nu \\in V`.
+
+A FERNN hidden state is a function :math:`h(\\nu, x)` of a velocity :math:`\\nu \\in V`
+and a pixel :math:`x`, with fibers of an escnn ``FieldType``. It is stored as
+``[B, V, C, H, W]`` (one frame) or ``[B, T, V, C, H, W]`` (a sequence), with the V axis
+ordered like ``flows.velocities``.
+
+Group actions on a lifted tensor (see :mod:`flow_escnn.flows.flowset`):
+
+.. math::
+    (g\\cdot h)_t(\\nu) &= g\\cdot h_t(g^{-1}\\cdot\\nu)
+        &&\\text{static } g \\in G \\text{ (space + fiber + V permutation)},\\\\
+    (\\mu\\cdot h)_t(\\nu) &= \\psi_t(\\mu)\\cdot h_t(\\nu \\ominus \\mu)
+        &&\\text{flow } \\mu \\text{ (per-slice transport + V shift)}.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence, Tuple
+
+import torch
+
+from flow_escnn._compat import enn
+from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.flowset import FlowSet, VelocityLike
+from flow_escnn.flows.transport import TransportPlan
+
+__all__ = ["LiftedFieldType", "LiftedTensor"]
+
+
+class LiftedFieldType:
+    """A field type lifted over a flow set: the pair (``field_type``, ``flows``).
+
+    Args:
+        field_type: the escnn ``FieldType`` of each V slice.
+        flows: the flow set V, on the same gspace.
+    """
+
+    __slots__ = ("_field_type", "_flows")
+
+    def __init__(self, field_type: Any, flows: FlowSet) -> None:
+        if not isinstance(field_type, enn.FieldType):
+            raise TypeError(f"field_type must be an escnn FieldType, got {type(field_type).__name__}")
+        if not isinstance(flows, FlowSet):
+            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
+        if flows.gspace != field_type.gspace:
+            raise ValueError(f"flows live on {flows.gspace} but field_type on {field_type.gspace}")
+        self._field_type = field_type
+        self._flows = flows
+
+    @property
+    def field_type(self) -> Any:
+        return self._field_type
+
+    @property
+    def flows(self) -> FlowSet:
+        return self._flows
+
+    @property
+    def gspace(self) -> Any:
+        return self._field_type.gspace
+
+    @property
+    def size(self) -> int:
+        """Channels per V slice."""
+        return int(self._field_type.size)
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LiftedFieldType):
+            return NotImplemented
+        return self._field_type == other._field_type and self._flows == other._flows
+
+    def __hash__(self) -> int:
+        return hash((self._field_type, self._flows))
+
+    def __repr__(self) -> str:
+        return f"LiftedFieldType(C={self.size}, {self._field_type!r}, {self._flows!r})"
+
+    def static_plan(self, g: Any, grid_shape: Tuple[int, int], interpolation: str = "bilinear") -> Tuple[TransportPlan, torch.Tensor]:
+        """Plan and V-source indices for the static action of fiber element ``g``.
+
+        Returns:
+            ``(plan, src)`` with ``(g.h)[nu_i] = plan(h[src[i]])``.
+
+        Raises:
+            ValueError: when V is not closed under ``g``.
+        """
+        src = self._flows.action_permutation(~g)
+        plan = TransportPlan(
+            self._field_type, [GridElement(self.gspace, g)] * len(self._flows), grid_shape, interpolation
+        )
+        return plan, torch.as_tensor(src, dtype=torch.long)
+
+
+class LiftedTensor:
+    """A tensor ``[B, V, C, H, W]`` or ``[B, T, V, C, H, W]`` with a :class:`LiftedFieldType`.
+
+    Args:
+        tensor: the data.
+        type: its lifted type; ``tensor.shape[-4:-2]`` must be ``(len(type), type.size)``.
+
+    Raises:
+        ValueError: on a rank other than 5 or 6, or V / C sizes that do not match ``type``.
+    """
+
+    __slots__ = ("tensor", "type")
+
+    def __init__(self, tensor: torch.Tensor, type: LiftedFieldType) -> None:  # noqa: A002 - escnn's name
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"tensor must be a torch.Tensor, got {tensor.__class__.__name__}")
+        if not isinstance(type, LiftedFieldType):
+            raise TypeError(f"type must be a LiftedFieldType, got {type.__class__.__name__}")
+        if tensor.dim() not in (5, 6):
+            raise ValueError(
+                f"a LiftedTensor is [B, V, C, H, W] or [B, T, V, C, H, W]; got rank {tensor.dim()} "
+                f"shape {tuple(tensor.shape)}"
+            )
+        v, c = tensor.shape[-4], tensor.shape[-3]
+        if (v, c) != (len(type), type.size):
+            raise ValueError(
+                f"tensor has V={v}, C={c} at dims -4, -3 but its type expects V={len(type)}, C={type.size} "
+                f"(shape {tuple(tensor.shape)})"
+            )
+        self.tensor = tensor
+        self.type = type
+
+    # -- shape helpers --------------------------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return self.tensor.shape
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.tensor.dim() == 6
+
+    @property
+    def flows(self) -> FlowSet:
+        return self.type.flows
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        return (int(self.tensor.shape[-2]), int(self.tensor.shape[-1]))
+
+    def __repr__(self) -> str:
+        layout = "[B, T, V, C, H, W]" if self.is_sequence else "[B, V, C, H, W]"
+        return f"LiftedTensor(shape={tuple(self.tensor.shape)} {layout}, {self.type!r})"
+
+    # -- folding to escnn ------------------------------------------------------------------------
+    def fold(self) -> Any:
+        """All leading axes (B, T, V) folded into escnn's batch: a ``GeometricTensor [N, C, H, W]``."""
+        c, h, w = self.tensor.shape[-3:]
+        return enn.GeometricTensor(self.tensor.reshape(-1, c, h, w), self.type.field_type)
+
+    @classmethod
+    def unfold(cls, x: Any, type: LiftedFieldType, leading: Sequence[int]) -> "LiftedTensor":  # noqa: A002
+        """Inverse of :meth:`fold`: ``x [N, C, H, W]`` back to ``[*leading, V, C, H, W]``.
+
+        Args:
+            x: a ``GeometricTensor`` (its type must equal ``type.field_type``) or a plain tensor.
+            type: the lifted type.
+            leading: ``(B,)`` or ``(B, T)``.
+        """
+        if isinstance(x, enn.GeometricTensor):
+            if x.type != type.field_type:
+                raise ValueError(f"GeometricTensor of type {x.type} cannot unfold into {type}")
+            x = x.tensor
+        c, h, w = x.shape[-3:]
+        return cls(x.reshape(*leading, len(type), c, h, w), type)
+
+    def frame(self, t: int) -> "LiftedTensor":
+        """Frame ``t`` of a sequence, as a ``[B, V, C, H, W]`` lifted tensor."""
+        self._require_sequence("frame")
+        return LiftedTensor(self.tensor[:, t], self.type)
+
+    def velocity_slice(self, velocity: VelocityLike) -> torch.Tensor:
+        """The slice :math:`h(\\nu)`: ``[B, C, H, W]`` or ``[B, T, C, H, W]``."""
+        return self.tensor.select(-4, self.flows.index(velocity))
+
+    # -- group actions ---------------------------------------------------------------------------
+    def transform(self, g: Any, interpolation: str = "bilinear") -> "LiftedTensor":
+        """Static action :math:`(g\\cdot h)(\\nu) = g\\cdot h(g^{-1}\\cdot\\nu)` of a fiber element.
+
+        Exact for rotations by multiples of 90 degrees and reflections on a square grid.
+
+        Raises:
+            ValueError: when V is not closed under ``g``.
+        """
+        plan, src = self.type.static_plan(g, self.grid_shape, interpolation)
+        plan = plan.to(self.tensor.device)
+        permuted = self.tensor.index_select(-4, src.to(self.tensor.device))
+        return LiftedTensor(plan(permuted), self.type)
+
+    def transform_flow(
+        self, mu: VelocityLike, start: int = 0, interpolation: str = "bilinear"
+    ) -> Tuple["LiftedTensor", torch.Tensor]:
+        """Flow action :math:`h'_t(\\nu) = \\psi_{\\text{start}+t}(\\mu)\\cdot h_t(\\nu\\ominus\\mu)`.
+
+        For a single frame ``[B, V, C, H, W]``, ``start`` is its time index ``t``.
+
+        Returns:
+            ``(transformed, valid)``: ``valid`` is a bool tensor ``[V]``, False where
+            :math:`\\nu\\ominus\\mu` is outside V or does not commute with :math:`\\mu`
+            (see :meth:`FlowSet.shift_indices`); those slices are filled with zeros and
+            carry no prediction.
+        """
+        flows = self.flows
+        mu_gen = FlowSet._coerce(flows.gspace, mu)
+        src = torch.as_tensor(flows.shift_indices(mu_gen), device=self.tensor.device)
+        valid = src >= 0
+        x = self.tensor if self.is_sequence else self.tensor.unsqueeze(1)
+        t_len = x.shape[1]
+        if t_len == 0:
+            raise ValueError("cannot transform a lifted sequence with T=0 frames")
+        shifted = x.index_select(2, src.clamp(min=0))
+        elements = [mu_gen.psi(start + t) for t in range(t_len) for _ in range(len(flows))]
+        plan = TransportPlan(self.type.field_type, elements, self.grid_shape, interpolation).to(x.device)
+        b, _, v, c, h, w = x.shape
+        out = plan(shifted.reshape(b, t_len * v, c, h, w)).reshape(b, t_len, v, c, h, w)
+        out = out * valid.view(1, 1, v, 1, 1, 1).to(out.dtype)
+        if not self.is_sequence:
+            out = out.squeeze(1)
+        return LiftedTensor(out, self.type), valid
+
+    def _require_sequence(self, what: str) -> None:
+        if not self.is_sequence:
+            raise ValueError(f"{what} needs a sequence [B, T, V, C, H, W], got shape {tuple(self.tensor.shape)}")
+
+    # -- torch conveniences ------------------------------------------------------------------------
+    def to(self, *args: Any, **kwargs: Any) -> "LiftedTensor":
+        return LiftedTensor(self.tensor.to(*args, **kwargs), self.type)
+
+    def detach(self) -> "LiftedTensor":
+        return LiftedTensor(self.tensor.detach(), self.type)
+
