@@ -1,0 +1,261 @@
+"""Flow-equivariant recurrent cells: FERNN, gated GRU- and LSTM-style cells.
+
+Every cell lifts its state over a flow set :math:`V` and, before each update,
+transports each slice by its own one-step flow :math:`\\psi_1(\\nu)`:
+
+.. math::
+    \\tilde h_{t-1}(\\nu) = \\psi_1(\\nu)\\cdot h_{t-1}(\\nu).
+
+The update is then an ordinary G-equivariant recurrent update with steerable
+convolutions :math:`U` (input) and :math:`W` (recurrent) shared over :math:`\\nu`;
+:math:`U * f_t` is computed once per frame and broadcast over :math:`V`.
+
+* :class:`FERNNCell` (Keller 2025):
+  :math:`h_t(\\nu) = \\sigma\\big(W * \\tilde h_{t-1}(\\nu) + U * f_t\\big)`.
+  Since :math:`W` commutes with exact transport, this equals the paper's
+  :math:`\\sigma(\\psi_1(\\nu)\\cdot[W * h_{t-1}](\\nu) + U * f_t)`; transporting the state
+  (``C`` channels) rather than :math:`W * h` is what lets the gated cells share one transport.
+* :class:`FlowGRUCell`: with :math:`a_\\bullet = U_\\bullet * f_t`, :math:`b_\\bullet = W_\\bullet * \\tilde h_{t-1}(\\nu)`,
+
+  .. math::
+      r = \\mathrm{sig}(a_r + b_r),\\; z = \\mathrm{sig}(a_z + b_z),\\;
+      n = \\tanh(a_n + r \\odot b_n),\\;
+      h_t(\\nu) = (1 - z)\\odot n + z \\odot \\tilde h_{t-1}(\\nu).
+
+* :class:`FlowLSTMCell`: :math:`i, f, g, o` from :math:`a + b` as in an LSTM, both
+  :math:`h` and the cell state :math:`c` transported:
+  :math:`c_t(\\nu) = f\\odot \\psi_1(\\nu)\\cdot c_{t-1}(\\nu) + i \\odot g`,
+  :math:`h_t(\\nu) = o \\odot \\tanh(c_t(\\nu))`.
+
+**Flow equivariance** (proof sketch, for every cell). Let :math:`f'_t = \\psi_t(\\mu) f_t`
+and suppose :math:`h'_{t-1}(\\nu) = \\psi_{t-1}(\\mu) h_{t-1}(\\nu\\ominus\\mu)` (true at
+:math:`t=0` for a zero initial state). If :math:`g_\\mu` commutes with :math:`g_\\nu` then
+:math:`g_\\nu\\,\\psi_{t-1}(\\mu) = \\psi_t(\\mu)\\, g_{\\nu\\ominus\\mu}`, hence
+:math:`\\tilde h'_{t-1}(\\nu) = \\psi_t(\\mu)\\,\\tilde h_{t-1}(\\nu\\ominus\\mu)`. The input
+term satisfies :math:`U * f'_t = \\psi_t(\\mu)(U * f_t)` and :math:`W` commutes with
+:math:`\\psi_t(\\mu)`, so every gate pre-activation at :math:`\\nu` is
+:math:`\\psi_t(\\mu)` applied to the one at :math:`\\nu\\ominus\\mu`. Pointwise
+:math:`\\sigma, \\mathrm{sig}, \\tanh` and the elementwise products commute with a
+transport that permutes pixels and fibers, so
+:math:`h'_t(\\nu) = \\psi_t(\\mu) h_t(\\nu\\ominus\\mu)` (and likewise :math:`c`). All
+steps are exact for integer translations and 90-degree rotations on a periodic grid
+with permutation-type fields; the hidden fields must therefore support pointwise
+nonlinearities (trivial, regular, quotient), which the cells check.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+
+from flow_escnn._compat import enn
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.lifted import LiftedFieldType, LiftedTensor
+from flow_escnn.nn.conv import SteerableConv
+from flow_escnn.nn.nonlinearity import check_pointwise, get_nonlinearity
+
+__all__ = ["FlowCellBase", "FERNNCell", "FlowGRUCell", "FlowLSTMCell", "State"]
+
+State = Tuple[torch.Tensor, ...]
+
+
+class FlowCellBase(torch.nn.Module):
+    """Shared machinery of the flow cells (not used directly).
+
+    Args:
+        in_type: escnn ``FieldType`` of the input frames (or of each V slice of a lifted input).
+        hidden_type: escnn ``FieldType`` of each V slice of the hidden state; must support
+            pointwise nonlinearities.
+        flows: the flow set :math:`V`.
+        kernel_size: odd kernel size of :math:`U` and :math:`W`.
+        bias: learn a bias in :math:`U` (escnn biases only trivial fields); :math:`W` has none.
+        padding_mode: ``"circular"`` (default; exact on the torus) or ``"zeros"``.
+        interpolation: resampling used by non-grid flows (approximate, see
+            :mod:`flow_escnn.flows.transport`).
+    """
+
+    gates: int = 1
+    state_size: int = 1
+
+    def __init__(
+        self,
+        in_type: Any,
+        hidden_type: Any,
+        flows: FlowSet,
+        kernel_size: int = 3,
+        bias: bool = True,
+        padding_mode: str = "circular",
+        interpolation: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        for name, ft in (("in_type", in_type), ("hidden_type", hidden_type)):
+            if not isinstance(ft, enn.FieldType):
+                raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")
+        if not isinstance(flows, FlowSet):
+            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
+        if not (in_type.gspace == hidden_type.gspace == flows.gspace):
+            raise ValueError(
+                f"in_type ({in_type.gspace}), hidden_type ({hidden_type.gspace}) and flows ({flows.gspace}) "
+                "must share one gspace"
+            )
+        check_pointwise(hidden_type)
+        self.in_type = in_type
+        self.hidden_type = hidden_type
+        self.flows = flows
+        self.lifted_type = LiftedFieldType(hidden_type, flows)
+        self.interpolation = interpolation
+        gate_type = enn.FieldType(hidden_type.gspace, list(hidden_type.representations) * self.gates)
+        self.gate_type = gate_type
+        self.U = SteerableConv(in_type, gate_type, kernel_size, bias=bias, padding_mode=padding_mode)
+        self.W = SteerableConv(hidden_type, gate_type, kernel_size, bias=False, padding_mode=padding_mode)
+        self._plans: Dict[Tuple[Any, ...], TransportPlan] = {}
+
+    # -- transport plans (cached per grid and device; not part of the state_dict) ------------------
+    def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, int], device: torch.device, extra: Any = None) -> TransportPlan:
+        """A cached :class:`TransportPlan`; ``elements_fn()`` lists its elements on a miss."""
+        k = (key, extra, grid, str(device), id(field_type))
+        plan = self._plans.get(k)
+        if plan is None:
+            plan = TransportPlan(field_type, elements_fn(), grid, self.interpolation).to(device)
+            self._plans[k] = plan
+        return plan
+
+    def step_plan(self, grid: Tuple[int, int], device: torch.device) -> TransportPlan:
+        """Transport by :math:`\\psi_1(\\nu)` for every :math:`\\nu \\in V` (state slices)."""
+        return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device)
+
+    # -- pieces of a step ------------------------------------------------------------------------------
+    def zero_state(self, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+        shape = (batch, len(self.flows), self.hidden_type.size, *grid)
+        return tuple(like.new_zeros(shape) for _ in range(self.state_size))
+
+    def input_term(self, x: torch.Tensor, ufilt: torch.Tensor, ubias: Optional[torch.Tensor]) -> torch.Tensor:
+        """:math:`U * x` for ``x`` of shape ``[..., C_in, H, W]`` (any leading axes)."""
+        lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+        out = self.U.apply_expanded(x.reshape(-1, c, h, w), ufilt, ubias)
+        return out.reshape(*lead, self.gate_type.size, h, w)
+
+    def recurrent_term(self, h: torch.Tensor, wfilt: torch.Tensor) -> torch.Tensor:
+        """:math:`W * h` for a lifted ``h`` of shape ``[B, V, C, H, W]``."""
+        b, v, c, hh, ww = h.shape
+        return self.W.apply_expanded(h.reshape(b * v, c, hh, ww), wfilt, None).reshape(b, v, -1, hh, ww)
+
+    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
+        """One update from an already transported state; ``u`` is ``[B, 1 or V, G*C, H, W]``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def output(state: State) -> torch.Tensor:
+        """The hidden state :math:`h` read out of the full state."""
+        return state[0]
+
+    def step(self, state: State, u: torch.Tensor, wfilt: torch.Tensor, plan: TransportPlan) -> State:
+        """Transport by :math:`\\psi_1(\\nu)`, then update (a pure function of its arguments)."""
+        return self.update(tuple(plan(s) for s in state), u, wfilt)
+
+    # -- public single-step API ----------------------------------------------------------------------------
+    def forward(
+        self, x: torch.Tensor, state: Optional[Union[LiftedTensor, Tuple[LiftedTensor, ...]]] = None
+    ) -> Union[LiftedTensor, Tuple[LiftedTensor, ...]]:
+        """One time step.
+
+        Args:
+            x: the frame :math:`f_t`, ``[B, C_in, H, W]`` (broadcast over V), or a lifted frame
+                ``[B, V, C_in, H, W]`` (tensor or :class:`LiftedTensor`) from a lower layer.
+            state: the previous state (``None`` for zeros): a :class:`LiftedTensor` ``[B, V, C, H, W]``,
+                or a pair ``(h, c)`` for :class:`FlowLSTMCell`.
+
+        Returns:
+            The new state, in the same form.
+        """
+        if isinstance(x, LiftedTensor):
+            x = x.tensor
+        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5) or x.shape[-3] != self.in_type.size:
+            raise ValueError(
+                f"expected a frame [B, {self.in_type.size}, H, W] or a lifted frame [B, V, {self.in_type.size}, H, W], "
+                f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
+        if x.dim() == 5 and x.shape[1] != len(self.flows):
+            raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
+        grid = (x.shape[-2], x.shape[-1])
+        raw = self._unpack_state(state, x.shape[0], grid, x)
+        ufilt, ubias = self.U.expand()
+        wfilt, _ = self.W.expand()
+        u = self.input_term(x, ufilt, ubias)
+        if u.dim() == 4:
+            u = u.unsqueeze(1)
+        new = self.step(raw, u, wfilt, self.step_plan(grid, x.device))
+        packed = tuple(LiftedTensor(s, self.lifted_type) for s in new)
+        return packed[0] if self.state_size == 1 else packed
+
+    def _unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+        if state is None:
+            return self.zero_state(batch, grid, like)
+        items = (state,) if self.state_size == 1 and not isinstance(state, tuple) else tuple(state)
+        if len(items) != self.state_size:
+            raise ValueError(f"{type(self).__name__} expects a state of {self.state_size} tensor(s), got {len(items)}")
+        out = []
+        expected = (batch, len(self.flows), self.hidden_type.size, *grid)
+        for s in items:
+            t = s.tensor if isinstance(s, LiftedTensor) else s
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != expected:
+                raise ValueError(
+                    f"state must be [B, V, C, H, W] = {expected}, got "
+                    f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+                )
+            out.append(t)
+        return tuple(out)
+
+
+class FERNNCell(FlowCellBase):
+    """The FERNN cell :math:`h_t(\\nu) = \\sigma(W * \\psi_1(\\nu) h_{t-1}(\\nu) + U * f_t)`.
+
+    Args:
+        nonlinearity: a pointwise :math:`\\sigma`: ``"relu"`` (default, as in the paper),
+            ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"``.
+        **kwargs: see :class:`FlowCellBase`.
+    """
+
+    gates = 1
+    state_size = 1
+
+    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
+        super().__init__(in_type, hidden_type, flows, kernel_size, **kwargs)
+        self.nonlinearity = nonlinearity
+        self._sigma = get_nonlinearity(nonlinearity)
+
+    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
+        return (self._sigma(self.recurrent_term(state[0], wfilt) + u),)
+
+
+class FlowGRUCell(FlowCellBase):
+    """GRU-style flow cell (reset, update and candidate gates; see the module docstring)."""
+
+    gates = 3
+    state_size = 1
+
+    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
+        h = state[0]
+        b = self.recurrent_term(h, wfilt)
+        ar, az, an = u.chunk(3, dim=2)
+        br, bz, bn = b.chunk(3, dim=2)
+        r = torch.sigmoid(ar + br)
+        z = torch.sigmoid(az + bz)
+        n = torch.tanh(an + r * bn)
+        return ((1 - z) * n + z * h,)
+
+
+class FlowLSTMCell(FlowCellBase):
+    """LSTM-style flow cell; its state is the pair :math:`(h, c)`, both transported."""
+
+    gates = 4
+    state_size = 2
+
+    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
+        h, c = state
+        pre = self.recurrent_term(h, wfilt) + u
+        i, f, g, o = pre.chunk(4, dim=2)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        return (h_new, c_new)

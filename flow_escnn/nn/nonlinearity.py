@@ -1,0 +1,52 @@
+"""Pointwise nonlinearities for lifted states, and the field types they are equivariant on.
+
+A pointwise function :math:`\\sigma` commutes with :math:`\\rho(g)` exactly when
+:math:`\\rho(g)` is a permutation matrix, i.e. for trivial, regular and quotient
+(permutation) representations: escnn marks them with ``'pointwise'`` in
+``Representation.supported_nonlinearities``. It also commutes with the V-index
+shift, and with exact spatial transport (see the note).
+
+.. note::
+    Exact transport (integer translations, 90-degree rotations) permutes pixels, so it
+    commutes with any pointwise :math:`\\sigma`. Bilinear transport is a convex
+    combination of pixels, which commutes with linear maps only: one more reason the
+    interpolated rotation flows are approximate.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+import torch
+
+__all__ = ["NONLINEARITIES", "get_nonlinearity", "check_pointwise"]
+
+NONLINEARITIES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "elu": torch.nn.functional.elu,
+    "identity": lambda x: x,
+}
+
+
+def get_nonlinearity(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The pointwise function called ``name``.
+
+    Raises:
+        ValueError: for an unknown name (lists the known ones).
+    """
+    try:
+        return NONLINEARITIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(NONLINEARITIES)}") from None
+
+
+def check_pointwise(field_type: Any, what: str = "hidden_type") -> None:
+    """Raise ``ValueError`` unless every field of ``field_type`` supports pointwise nonlinearities."""
+    bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
+    if bad:
+        raise ValueError(
+            f"{what} contains representations {bad} that do not support pointwise nonlinearities, so the "
+            "recurrence would not be equivariant; use trivial, regular or quotient representations "
+            "(e.g. gspace.regular_repr) for the hidden state"
+        )
