@@ -193,7 +193,7 @@ class LiftedTensor:
         return LiftedTensor(plan(permuted), self.type)
 
     def transform_flow(
-        self, mu: VelocityLike, start: int = 0, interpolation: str = "bilinear"
+        self, mu: VelocityLike, start: int = 0, interpolation: str = "bilinear", periodic_velocities: bool = False
     ) -> Tuple["LiftedTensor", torch.Tensor]:
         """Flow action :math:`h'_t(\\nu) = \\psi_{\\text{start}+t}(\\mu)\\cdot h_t(\\nu\\ominus\\mu)`.
 
@@ -203,11 +203,14 @@ class LiftedTensor:
             ``(transformed, valid)``: ``valid`` is a bool tensor ``[V]``, False where
             :math:`\\nu\\ominus\\mu` is outside V or does not commute with :math:`\\mu`
             (see :meth:`FlowSet.shift_indices`); those slices are filled with zeros and
-            carry no prediction.
+            carry no prediction. With ``periodic_velocities=True`` velocities are matched modulo
+            the grid (:meth:`FlowSet.shift_indices` with ``periodic_grid``), which is exact on the torus.
         """
         flows = self.flows
         mu_gen = FlowSet._coerce(flows.gspace, mu)
-        src = torch.as_tensor(flows.shift_indices(mu_gen), device=self.tensor.device)
+        src = torch.as_tensor(
+            flows.shift_indices(mu_gen, self.grid_shape if periodic_velocities else None), device=self.tensor.device
+        )
         valid = src >= 0
         x = self.tensor if self.is_sequence else self.tensor.unsqueeze(1)
         t_len = x.shape[1]

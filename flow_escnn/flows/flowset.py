@@ -236,16 +236,44 @@ class FlowSet:
         except ValueError:
             return None
 
-    def shift_indices(self, mu: VelocityLike) -> np.ndarray:
+    def shift_indices(self, mu: VelocityLike, periodic_grid: Optional[Tuple[int, int]] = None) -> np.ndarray:
         """Source indices of the V-shift by ``mu``: ``src[i] = index(V[i] - mu)``, or -1.
 
         -1 marks slices with no exact prediction (difference outside V, or not commuting).
+
+        Args:
+            mu: the input flow.
+            periodic_grid: ``(H, W)`` of a periodic grid. On an ``H x W`` torus the flows of
+                velocities ``(vx, vy)`` and ``(vx + W, vy + H)`` are the same map, so velocities are
+                matched modulo the grid; a V that covers :math:`\mathbb{Z}_W \times \mathbb{Z}_H`
+                (e.g. radius 2 on a 5x5 grid) is then closed under every translation flow and
+                pooling over V is exactly flow-invariant.
+
+        Raises:
+            ValueError: when two generators of V coincide on the given torus.
         """
+        def key(g: FlowGenerator) -> Tuple[int, int, int]:
+            vx, vy, k = g.velocity
+            k %= rotation_order(self._gspace)
+            if periodic_grid is None:
+                return (vx, vy, k)
+            h, w = periodic_grid
+            return (vx % w, vy % h, k)
+
+        lookup: Dict[Tuple[int, int, int], int] = {}
+        for i, nu in enumerate(self._gens):
+            kk = key(nu)
+            if kk in lookup:
+                raise ValueError(
+                    f"flows {self._gens[lookup[kk]].velocity} and {nu.velocity} of V coincide on the periodic grid "
+                    f"{periodic_grid}; use a smaller radius or a larger grid"
+                )
+            lookup[kk] = i
         src = np.full(len(self), -1, dtype=np.int64)
         for i, nu in enumerate(self._gens):
             d = self.difference(nu, mu)
-            if d is not None and d in self._index:
-                src[i] = self._index[d]
+            if d is not None and key(d) in lookup:
+                src[i] = lookup[key(d)]
         return src
 
     def exact_for(self, mu: VelocityLike) -> bool:
