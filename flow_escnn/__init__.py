@@ -1,9 +1,23 @@
-"""flow_escnn: flow-equivariant recurrent networks on top of escnn."""
+"""flow_escnn: flow-equivariant recurrent networks (FERNN) on top of escnn.
+
+Layout (data flows one way): :mod:`flow_escnn.flows` (group side: grid elements,
+flow generators, flow sets, transport) -> :mod:`flow_escnn.lifted` (fields lifted
+over V) -> :mod:`flow_escnn.nn` (layers) -> :mod:`flow_escnn.models`; the
+commuting-diagram checks in :mod:`flow_escnn.checks` only call models.
+"""
 from flow_escnn._compat import EscnnImportError, import_escnn
 
 import_escnn()  # fail loudly, with the fix, before anything else touches escnn
 
-from flow_escnn.flows import FlowGenerator, FlowSet, GridElement, TransportPlan, transport  # noqa: E402
+from flow_escnn.flows import (  # noqa: E402
+    FlowGenerator,
+    FlowSet,
+    GridElement,
+    TransportPlan,
+    flow_sequence,
+    transport,
+)
+from flow_escnn.lifted import LiftedFieldType, LiftedTensor  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -12,7 +26,10 @@ __all__ = [
     "FlowGenerator",
     "FlowSet",
     "GridElement",
+    "LiftedFieldType",
+    "LiftedTensor",
     "TransportPlan",
+    "flow_sequence",
     "transport",
     "__version__",
 ]

@@ -34,14 +34,20 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE_HASH" ] \
 fi
 
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# This machine's pip config lists local mirror folders that may be absent; pip warns once per
+# package about them. Only those lines are filtered; every other warning and error passes.
+pip_install() {
+    "${PIP[@]}" install "$@" 2> >(grep -v "^WARNING: Location 'file:///opt/" >&2)
+}
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "[bootstrap] installing $TORCH_REQ" >&2
-    "${PIP[@]}" install "$TORCH_REQ"
+    pip_install "$TORCH_REQ"
 fi
-echo "[bootstrap] installing $ESCNN_REQ (--no-deps, see docs/install.rst)" >&2
-"${PIP[@]}" install --no-deps "$ESCNN_REQ"
 echo "[bootstrap] installing flow_escnn (editable) with extras [$EXTRAS]" >&2
-"${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+pip_install -e "$ROOT[$EXTRAS]"
+# Last, so that no later resolver run tries to satisfy escnn's py3nj requirement.
+echo "[bootstrap] installing $ESCNN_REQ (--no-deps, see docs/install.rst)" >&2
+pip_install --no-deps "$ESCNN_REQ"
 "$VENV/bin/python" -c "import flow_escnn" 
 echo "$RECIPE_HASH" > "$STAMP"
 echo "[bootstrap] environment ready: $VENV" >&2
