@@ -221,7 +221,7 @@ class LiftedTensor:
         plan = TransportPlan(self.type.field_type, elements, self.grid_shape, interpolation).to(x.device)
         b, _, v, c, h, w = x.shape
         out = plan(shifted.reshape(b, t_len * v, c, h, w)).reshape(b, t_len, v, c, h, w)
-        out = out * valid.view(1, 1, v, 1, 1, 1).to(out.dtype)
+        out = torch.where(valid.view(1, 1, v, 1, 1, 1), out, torch.zeros((), dtype=out.dtype, device=out.device))
         if not self.is_sequence:
             out = out.squeeze(1)
         return LiftedTensor(out, self.type), valid

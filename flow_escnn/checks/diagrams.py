@@ -1,0 +1,467 @@
+"""Commuting-diagram checks for any sequence model: flows, static G, and both.
+
+The model :math:`\\Phi` is a black box ``model(x)`` mapping a sequence
+``x: [B, T, C, H, W]`` whose channels follow an escnn ``in_type`` to either
+
+* a *plain* field sequence ``[B, T', C', H, W]`` whose channels follow ``out_type``, or
+* a *lifted* sequence, a :class:`~flow_escnn.lifted.LiftedTensor`
+  ``[B, T', V, C', H, W]`` (its type, including the flow set V, comes with it).
+
+Output frame ``t`` is taken to belong to input time :math:`t + \\delta` with
+:math:`\\delta` = ``time_offset`` (0 for sequence-to-sequence encoders, 1 for a
+next-frame predictor whose frame ``t`` predicts input frame ``t + 1``). Each check
+transforms the input, calls the model once per transform (plus once on the original
+input), and compares with the transformation its theory predicts for the output:
+
+.. math::
+    \\begin{array}{ccc}
+    f & \\xrightarrow{\\;\\Phi\\;} & \\Phi(f)\\\\
+    \\big\\downarrow{\\scriptstyle \\tau} & & \\big\\downarrow{\\scriptstyle \\tau_{\\text{out}}}\\\\
+    \\tau\\cdot f & \\xrightarrow{\\;\\Phi\\;} & \\Phi(\\tau\\cdot f)
+        \\overset{?}{=} \\tau_{\\text{out}}\\cdot\\Phi(f)
+    \\end{array}
+
+Conventions
+-----------
+* The checks never change the model's train/eval mode. A ``torch.nn.Module`` in
+  training mode is refused (``ValueError``) unless ``allow_training=True``: call
+  ``model.eval()`` first. The model runs under ``torch.no_grad()``, in the dtype and
+  on the device of ``x``.
+* Tolerances default to :data:`~flow_escnn.checks.report.DEFAULT_TOLERANCES` of the
+  input dtype (float32: ``atol=rtol=1e-5``; float64: ``atol=rtol=1e-10``); a row
+  passes when ``max|y - y_hat| <= atol + rtol * max|y_hat|``.
+* Transports are exact for integer translations and multiples of 90 degrees on a
+  square grid. Anything else is resampled with ``interpolation`` (bilinear, periodic):
+  the report marks such rows ``exact = no`` and still measures them; pick tolerances
+  that suit the resampling error.
+* For lifted outputs, V slices without an exact prediction (:math:`\\nu\\ominus\\mu`
+  outside V, or :math:`g_\\nu` not commuting with :math:`g_\\mu`) are excluded; each
+  row says how many slices were compared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence
+
+import torch
+
+from flow_escnn.checks import predict
+from flow_escnn.checks.inputs import (
+    FlowsLike,
+    ModelOutput,
+    check_model_mode,
+    coerce_elements,
+    coerce_flows,
+    run_model,
+    validate_input,
+)
+from flow_escnn.checks.report import CheckRow, EquivarianceReport, default_tolerances
+from flow_escnn.flows.generator import FlowGenerator
+from flow_escnn.flows.transport import INTERPOLATIONS
+
+__all__ = [
+    "check_flow_equivariance",
+    "check_static_equivariance",
+    "check_combined_equivariance",
+    "check_equivariance",
+]
+
+Model = Callable[[torch.Tensor], Any]
+
+
+@dataclass
+class _Context:
+    """Everything one check run shares: the model, the input, the base output, tolerances."""
+
+    model: Model
+    x: torch.Tensor
+    in_type: Any
+    out_type: Any
+    time_offset: int
+    interpolation: str
+    periodic_velocities: bool
+    atol: float
+    rtol: float
+    base: ModelOutput
+    notes: List[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def call(self, x: torch.Tensor) -> ModelOutput:
+        out = run_model(self.model, x, self.in_type, self.out_type)
+        if out.tensor.shape != self.base.tensor.shape or out.lifted_type != self.base.lifted_type:
+            raise ValueError(
+                f"the model's output on a transformed input has shape {tuple(out.tensor.shape)} "
+                f"(type {out.lifted_type or out.field_type}) but {tuple(self.base.tensor.shape)} on the original "
+                "input; an equivariant model must return the same shape and type for both"
+            )
+        return out
+
+    def require_same_grid(self, what: str) -> None:
+        if tuple(self.base.tensor.shape[-2:]) != tuple(self.x.shape[-2:]):
+            raise ValueError(
+                f"{what} needs the model's output on the input's grid {tuple(self.x.shape[-2:])}, got "
+                f"{tuple(self.base.tensor.shape[-2:])}: a flow moves by input pixels per frame"
+            )
+
+    def report(self, rows: List[CheckRow]) -> EquivarianceReport:
+        return EquivarianceReport(
+            rows=rows,
+            atol=self.atol,
+            rtol=self.rtol,
+            dtype=str(self.x.dtype),
+            output_kind=self.base.kind,
+            time_offset=self.time_offset,
+            notes=list(self.notes),
+        )
+
+
+def _context(
+    model: Model,
+    x: torch.Tensor,
+    in_type: Any,
+    out_type: Any,
+    time_offset: int,
+    interpolation: str,
+    periodic_velocities: bool,
+    atol: Optional[float],
+    rtol: Optional[float],
+    allow_training: bool,
+) -> _Context:
+    validate_input(x, in_type)
+    if isinstance(time_offset, bool) or int(time_offset) != time_offset:
+        raise ValueError(f"time_offset must be an integer number of frames, got {time_offset!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    a, r = default_tolerances(x.dtype, atol, rtol)
+    check_model_mode(model, allow_training)
+    base = run_model(model, x, in_type, out_type)
+    return _Context(model, x, in_type, out_type, int(time_offset), interpolation, bool(periodic_velocities), a, r, base)
+
+
+def _rows(
+    ctx: _Context,
+    check: str,
+    label: str,
+    actual: ModelOutput,
+    expected: torch.Tensor,
+    exact: bool,
+    valid: Optional[torch.Tensor],
+) -> List[CheckRow]:
+    """One row per output frame: errors over the valid V slices of that frame."""
+    total = ctx.base.num_slices
+    a, e = actual.tensor, expected
+    if valid is not None:
+        idx = torch.nonzero(valid.to(a.device), as_tuple=False).flatten()
+        a, e = a.index_select(2, idx), e.index_select(2, idx)
+        compared = int(idx.numel())
+        if compared < total:
+            ctx.note(
+                "V slices whose nu - mu is outside V (or does not commute with mu) carry no exact prediction "
+                "and are excluded; the slices column counts the compared ones"
+            )
+    else:
+        compared = total
+    if not exact:
+        ctx.note(
+            f"rows with exact=no were transported by {ctx.interpolation} interpolation (not grid-exact): their "
+            "errors include resampling error, so set atol/rtol to suit it"
+        )
+    rows = []
+    for t in range(a.shape[1]):
+        if compared == 0:
+            err = ref = rel = 0.0
+        else:
+            diff = (a[:, t].double() - e[:, t].double()).abs()
+            err = float(diff.max())
+            ref = float(e[:, t].double().abs().max())
+            rel = _relative(err, ref)
+        tol = ctx.atol + ctx.rtol * ref
+        rows.append(
+            CheckRow(
+                check=check,
+                transform=label,
+                t=t,
+                max_abs_error=err,
+                max_rel_error=rel,
+                max_abs_expected=ref,
+                tolerance=tol,
+                compared_slices=compared,
+                total_slices=total,
+                exact=exact,
+                passed=bool(err <= tol),
+            )
+        )
+    return rows
+
+
+def _relative(err: float, ref: float) -> float:
+    if ref > 0:
+        return err / ref
+    return 0.0 if err == 0 else float("inf")
+
+
+def _flow_rows(ctx: _Context, mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+    ctx.require_same_grid("a flow check")
+    rows: List[CheckRow] = []
+    for mu in mus:
+        label = f"mu={mu.velocity}"
+        x_in, exact_in = predict.input_flow(ctx.x, ctx.in_type, mu, ctx.interpolation)
+        expected, exact_out, valid = predict.output_flow(
+            ctx.base, mu, ctx.time_offset, ctx.interpolation, ctx.periodic_velocities
+        )
+        actual = ctx.call(x_in)
+        if ctx.base.is_lifted and not ctx.base.lifted_type.flows.exact_for(mu):
+            ctx.note(f"{label} does not commute with every flow in V: only commuting slices are compared")
+        rows += _rows(ctx, "flow", label, actual, expected, exact_in and exact_out, valid)
+    return rows
+
+
+def _static_rows(ctx: _Context, elements: Sequence[Any]) -> List[CheckRow]:
+    rows: List[CheckRow] = []
+    for g in elements:
+        label = f"g={g}"
+        x_in, exact_in = predict.input_static(ctx.x, ctx.in_type, g, ctx.interpolation)
+        expected, exact_out, valid = predict.output_static(ctx.base, g, ctx.interpolation)
+        actual = ctx.call(x_in)
+        rows += _rows(ctx, "static", label, actual, expected, exact_in and exact_out, valid)
+    return rows
+
+
+def _combined_rows(ctx: _Context, elements: Sequence[Any], mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+    ctx.require_same_grid("a combined check")
+    rows: List[CheckRow] = []
+    for g in elements:
+        for mu in mus:
+            label = f"g={g} mu={mu.velocity}"
+            x_in, exact_in = predict.input_combined(ctx.x, ctx.in_type, g, mu, ctx.interpolation)
+            expected, exact_out, valid = predict.output_combined(
+                ctx.base, g, mu, ctx.time_offset, ctx.interpolation, ctx.periodic_velocities
+            )
+            actual = ctx.call(x_in)
+            rows += _rows(ctx, "combined", label, actual, expected, exact_in and exact_out, valid)
+    return rows
+
+
+def check_flow_equivariance(
+    model: Model,
+    x: torch.Tensor,
+    in_type: Any,
+    flows: FlowsLike,
+    *,
+    out_type: Any = None,
+    time_offset: int = 0,
+    interpolation: str = "bilinear",
+    periodic_velocities: bool = False,
+    atol: Optional[float] = None,
+    rtol: Optional[float] = None,
+    allow_training: bool = False,
+) -> EquivarianceReport:
+    """Check flow equivariance :math:`\\Phi(\\mu\\cdot f) = \\mu\\cdot\\Phi(f)` for each input flow.
+
+    The input is moved frame by frame, :math:`f'_t = \\psi_t(\\mu)\\, f_t` (frames
+    0-indexed, so frame 0 is unchanged). The prediction for output frame ``t``
+    (input time :math:`t+\\delta`, :math:`\\delta` = ``time_offset``) is
+
+    .. math::
+        y'_t = \\psi_{t+\\delta}(\\mu)\\, y_t \\quad\\text{(plain)}, \\qquad
+        h'_t(\\nu) = \\psi_{t+\\delta}(\\mu)\\, h_t(\\nu\\ominus\\mu) \\quad\\text{(lifted)},
+
+    the lifted case being the FERNN theorem, compared only on slices where
+    :math:`\\nu\\ominus\\mu \\in V` and :math:`g_\\mu` commutes with :math:`g_\\nu`.
+
+    Args:
+        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
+        x: input sequence ``[B, T, C, H, W]``, channels following ``in_type``; its dtype
+            and device are the ones the model runs in.
+        in_type: escnn ``FieldType`` of the input channels.
+        flows: one flow (a ``FlowGenerator`` or a velocity ``(vx, vy)`` / ``(vx, vy, k)``),
+            a ``FlowSet``, or a list of flows, on ``in_type.gspace``.
+        out_type: escnn ``FieldType`` of a plain output's channels (required for plain
+            outputs, ignored if equal to a lifted output's type).
+        time_offset: :math:`\\delta`, the input time of output frame 0.
+        interpolation: resampling for transports that are not grid-exact.
+        periodic_velocities: lifted outputs only: match :math:`\\nu\\ominus\\mu` to V modulo the
+            ``H x W`` grid (on a torus the flows of ``(vx, vy)`` and ``(vx + W, vy + H)`` coincide), so
+            a V covering the torus compares every slice. Only for models whose state lives on a torus.
+        atol: absolute tolerance (default by dtype, see :func:`default_tolerances`).
+        rtol: relative tolerance (default by dtype).
+        allow_training: accept a module in training mode (its mode is never changed).
+
+    Returns:
+        An :class:`EquivarianceReport` with one row per (flow, output frame).
+
+    Raises:
+        TypeError, ValueError: on invalid inputs, flows, tolerances or model outputs
+            (the message says what to fix).
+    """
+    validate_input(x, in_type)
+    mus = coerce_flows(in_type.gspace, flows)
+    ctx = _context(
+        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
+    )
+    return ctx.report(_flow_rows(ctx, mus))
+
+
+def check_static_equivariance(
+    model: Model,
+    x: torch.Tensor,
+    in_type: Any,
+    *,
+    elements: Optional[Sequence[Any]] = None,
+    out_type: Any = None,
+    interpolation: str = "bilinear",
+    atol: Optional[float] = None,
+    rtol: Optional[float] = None,
+    allow_training: bool = False,
+) -> EquivarianceReport:
+    """Check static equivariance :math:`\\Phi(g\\cdot f) = g\\cdot\\Phi(f)` for fiber elements ``g``.
+
+    Every input frame is transformed by :math:`g` (space about the grid centre and
+    fibers, :math:`(g f_t)(x) = \\rho_{\\text{in}}(g) f_t(g^{-1}x)`); the prediction is
+
+    .. math::
+        y'_t = g\\, y_t \\quad\\text{(plain)}, \\qquad
+        h'_t(\\nu) = g\\, h_t(g^{-1}\\cdot\\nu) \\quad\\text{(lifted: also permutes V)},
+
+    the lifted case needing V closed under :math:`g` (``ValueError`` otherwise).
+
+    Args:
+        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
+        x: input sequence ``[B, T, C, H, W]`` of type ``in_type``.
+        in_type: escnn ``FieldType`` of the input channels.
+        elements: fiber-group elements to check (default: every element of
+            ``in_type.gspace.fibergroup``, the identity included, which checks determinism).
+        out_type: escnn ``FieldType`` of a plain output (required for plain outputs).
+        interpolation: resampling for elements that are not grid-exact (e.g. 45 degrees).
+        atol: absolute tolerance (default by dtype).
+        rtol: relative tolerance (default by dtype).
+        allow_training: accept a module in training mode.
+
+    Returns:
+        An :class:`EquivarianceReport` with one row per (element, output frame).
+
+    Raises:
+        TypeError, ValueError: on invalid inputs, elements, tolerances or model outputs.
+    """
+    validate_input(x, in_type)
+    gs = coerce_elements(in_type.gspace, elements)
+    ctx = _context(model, x, in_type, out_type, 0, interpolation, False, atol, rtol, allow_training)
+    return ctx.report(_static_rows(ctx, gs))
+
+
+def check_combined_equivariance(
+    model: Model,
+    x: torch.Tensor,
+    in_type: Any,
+    flows: FlowsLike,
+    *,
+    elements: Optional[Sequence[Any]] = None,
+    out_type: Any = None,
+    time_offset: int = 0,
+    interpolation: str = "bilinear",
+    periodic_velocities: bool = False,
+    atol: Optional[float] = None,
+    rtol: Optional[float] = None,
+    allow_training: bool = False,
+) -> EquivarianceReport:
+    """Check equivariance to a rotated *and* moving input, for each pair (``g``, ``mu``).
+
+    The input is rotated by :math:`g` and moved by the rotated flow
+    :math:`g\\cdot\\mu` (the generator of :math:`g\\, g_\\mu\\, g^{-1}`); since
+    :math:`\\psi_t(g\\cdot\\mu) = g\\,\\psi_t(\\mu)\\,g^{-1}`, this is the same as moving
+    by :math:`\\mu` and then rotating by :math:`g`:
+
+    .. math::
+        f''_t = \\psi_t(g\\cdot\\mu)\\,(g f_t) = g\\,\\psi_t(\\mu)\\, f_t .
+
+    A model equivariant to both actions maps it to
+    :math:`\\Phi(g\\cdot(\\mu\\cdot f)) = g\\cdot(\\mu\\cdot\\Phi(f))`, so the prediction is
+
+    .. math::
+        y''_t = g\\,\\psi_{t+\\delta}(\\mu)\\, y_t \\quad\\text{(plain)}, \\qquad
+        h''_t(\\nu) = g\\,\\psi_{t+\\delta}(\\mu)\\, h_t(g^{-1}\\nu\\ominus\\mu) \\quad\\text{(lifted)},
+
+    which equals :math:`(g\\cdot\\mu)\\cdot(g\\cdot h)`. Lifted slices are compared where
+    :math:`g^{-1}\\nu\\ominus\\mu` has an exact prediction.
+
+    Args:
+        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
+        x: input sequence ``[B, T, C, H, W]`` of type ``in_type``.
+        in_type: escnn ``FieldType`` of the input channels.
+        flows: the flows :math:`\\mu` (as in :func:`check_flow_equivariance`).
+        elements: fiber elements :math:`g` (default: the whole fiber group).
+        out_type: escnn ``FieldType`` of a plain output (required for plain outputs).
+        time_offset: :math:`\\delta`, the input time of output frame 0.
+        interpolation: resampling for transports that are not grid-exact.
+        periodic_velocities: as in :func:`check_flow_equivariance`.
+        atol: absolute tolerance (default by dtype).
+        rtol: relative tolerance (default by dtype).
+        allow_training: accept a module in training mode.
+
+    Returns:
+        An :class:`EquivarianceReport` with one row per (element, flow, output frame).
+
+    Raises:
+        TypeError, ValueError: on invalid inputs, flows, elements, tolerances or outputs.
+    """
+    validate_input(x, in_type)
+    mus = coerce_flows(in_type.gspace, flows)
+    gs = coerce_elements(in_type.gspace, elements)
+    ctx = _context(
+        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
+    )
+    return ctx.report(_combined_rows(ctx, gs, mus))
+
+
+def check_equivariance(
+    model: Model,
+    x: torch.Tensor,
+    in_type: Any,
+    flows: Optional[FlowsLike] = None,
+    *,
+    elements: Optional[Sequence[Any]] = None,
+    out_type: Any = None,
+    static: bool = True,
+    combined: bool = True,
+    time_offset: int = 0,
+    interpolation: str = "bilinear",
+    periodic_velocities: bool = False,
+    atol: Optional[float] = None,
+    rtol: Optional[float] = None,
+    allow_training: bool = False,
+) -> EquivarianceReport:
+    """Run the flow, static and combined checks in one report (one base model call).
+
+    Args:
+        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol,
+            allow_training: as in :func:`check_flow_equivariance`.
+        flows: input flows :math:`\\mu`; None skips the flow and combined checks.
+        elements: fiber elements :math:`g` (default: the whole fiber group).
+        static: run :func:`check_static_equivariance`.
+        combined: run :func:`check_combined_equivariance` (only when ``flows`` is given).
+
+    Returns:
+        One :class:`EquivarianceReport` whose rows are labelled by check kind.
+
+    Raises:
+        ValueError: when nothing is to be checked, or on invalid arguments.
+    """
+    if flows is None and not static:
+        raise ValueError("nothing to check: give flows, or leave static=True")
+    validate_input(x, in_type)
+    mus = coerce_flows(in_type.gspace, flows) if flows is not None else []
+    gs = coerce_elements(in_type.gspace, elements) if (static or (combined and mus)) else []
+    ctx = _context(
+        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
+    )
+    rows: List[CheckRow] = []
+    if mus:
+        rows += _flow_rows(ctx, mus)
+    if static:
+        rows += _static_rows(ctx, gs)
+    if combined and mus:
+        rows += _combined_rows(ctx, gs, mus)
+    return ctx.report(rows)
