@@ -21,7 +21,7 @@ else is interpolated (:mod:`flow_escnn.flows.transport`).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, Tuple
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class GridElement:
         translation: ``(ux, uy)`` in pixels, x along the last array axis, y up.
     """
 
-    __slots__ = ("_gspace", "_g", "_u")
+    __slots__ = ("_gspace", "_g", "_u", "_a")
 
     def __init__(self, gspace: Any, g: Any = None, translation: Sequence[float] = (0.0, 0.0)) -> None:
         check_planar_gspace(gspace)
@@ -61,6 +61,8 @@ class GridElement:
         self._g = g
         self._u = _clean(u)
         self._u.setflags(write=False)
+        self._a = spatial_matrix(gspace, g)  # computed once: escnn's basespace_action is slow (~100 us)
+        self._a.setflags(write=False)
 
     # -- accessors -------------------------------------------------------------------------
     @property
@@ -79,8 +81,8 @@ class GridElement:
 
     @property
     def matrix(self) -> np.ndarray:
-        """:math:`A(g)`, the 2x2 action of :math:`g` on planar coordinates."""
-        return spatial_matrix(self._gspace, self._g)
+        """:math:`A(g)`, the 2x2 action of :math:`g` on planar coordinates (read-only)."""
+        return self._a
 
     @property
     def is_integral(self) -> bool:
@@ -145,9 +147,6 @@ class GridElement:
         return np.asarray(points, dtype=np.float64) @ self.matrix.T + self._u
 
     # -- value semantics --------------------------------------------------------------------
-    def _key(self) -> Tuple[Any, ...]:
-        return (id(self._gspace), self._g, tuple(np.round(self._u, 9).tolist()))
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GridElement):
             return NotImplemented
@@ -165,13 +164,3 @@ class GridElement:
         fmt = lambda v: str(int(v)) if v == int(v) else f"{v:.4g}"  # noqa: E731
         return f"GridElement(u=({fmt(ux)}, {fmt(uy)}), g={self._g})"
 
-
-def stack_elements(elements: Iterable[GridElement]) -> Tuple[GridElement, ...]:
-    """Materialise and validate an iterable of elements sharing one gspace."""
-    out = tuple(elements)
-    for e in out:
-        if not isinstance(e, GridElement):
-            raise TypeError(f"expected GridElement, got {type(e).__name__}")
-    if out and any(e.gspace != out[0].gspace for e in out):
-        raise ValueError("all elements must belong to the same gspace")
-    return out

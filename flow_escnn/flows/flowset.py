@@ -245,7 +245,7 @@ class FlowSet:
             mu: the input flow.
             periodic_grid: ``(H, W)`` of a periodic grid. On an ``H x W`` torus the flows of
                 velocities ``(vx, vy)`` and ``(vx + W, vy + H)`` are the same map, so velocities are
-                matched modulo the grid; a V that covers :math:`\mathbb{Z}_W \times \mathbb{Z}_H`
+                matched modulo the grid; a V that covers :math:`\\mathbb{Z}_W \\times \\mathbb{Z}_H`
                 (e.g. radius 2 on a 5x5 grid) is then closed under every translation flow and
                 pooling over V is exactly flow-invariant.
 

@@ -91,8 +91,12 @@ def rotation_steps(gspace: Any, element: Any) -> int:
         ValueError: when ``element`` contains a reflection.
     """
     G = gspace.fibergroup
+    if is_reflection(gspace, element):
+        # flip2dOnR2's fiber group is a CyclicGroup of order 2 whose generator is the flip,
+        # so the group type alone cannot tell a reflection from a rotation
+        raise ValueError(f"{element} contains a reflection; flow generators are rotations only")
     if isinstance(G, _group.CyclicGroup):
-        return int(element.to("int"))
+        return int(element.to("int")) % rotation_order(gspace)
     if isinstance(G, _group.DihedralGroup):
         flip, k = element.to("int")
         if flip:
