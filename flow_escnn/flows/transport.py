@@ -26,6 +26,10 @@ Exactness
   bilinearly with periodic wrap-around. It is *not* equivariant to within rounding;
   the error depends on the signal's smoothness. It is measured in the tests and the
   docs; the co-moving execution mode of the FERNN layers avoids compounding it.
+  Source points that fall outside the grid wrap around (torus), so after a rotation
+  by a non-multiple of 90 degrees only the inscribed disc is meaningful: content in
+  the corners is sampled from the opposite side. Keep rotating content inside the
+  disc (as Rotating MNIST does with centred digits).
 """
 from __future__ import annotations
 

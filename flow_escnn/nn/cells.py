@@ -192,7 +192,16 @@ class FlowCellBase(torch.nn.Module):
     def _unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
         if state is None:
             return self.zero_state(batch, grid, like)
-        items = (state,) if self.state_size == 1 and not isinstance(state, tuple) else tuple(state)
+        if isinstance(state, (LiftedTensor, torch.Tensor)):
+            items: Tuple[Any, ...] = (state,)
+        elif isinstance(state, (tuple, list)):
+            items = tuple(state)
+        else:
+            raise TypeError(
+                f"{type(self).__name__} expects its state as a LiftedTensor / tensor [B, V, C, H, W]"
+                + (" or a pair (h, c)" if self.state_size == 2 else "")
+                + f", got {type(state).__name__}"
+            )
         if len(items) != self.state_size:
             raise ValueError(f"{type(self).__name__} expects a state of {self.state_size} tensor(s), got {len(items)}")
         out = []
@@ -203,6 +212,12 @@ class FlowCellBase(torch.nn.Module):
                 raise ValueError(
                     f"state must be [B, V, C, H, W] = {expected}, got "
                     f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+                )
+            if isinstance(s, LiftedTensor) and s.type != self.lifted_type:
+                raise ValueError(f"state has lifted type {s.type} but this cell's state is {self.lifted_type}")
+            if t.dtype != like.dtype or t.device != like.device:
+                raise ValueError(
+                    f"state has dtype {t.dtype} on {t.device} but the input has dtype {like.dtype} on {like.device}"
                 )
             out.append(t)
         return tuple(out)
