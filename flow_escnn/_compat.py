@@ -11,6 +11,14 @@ escnn for SO(3) Clebsch-Gordan coefficients, which flow_escnn (2D only) never
 needs, and flow_escnn deliberately installs escnn without it (docs/install.rst).
 That one warning, matched by its exact text, is therefore silenced here; every
 other warning and error passes through.
+
+One patch is applied to escnn at import: escnn 1.0.11 computes kernel-basis null
+spaces with scikit-learn's ``randomized_svd`` whenever scikit-learn is importable
+(``escnn.group._numerical.null``). That path is non-deterministic
+(``random_state=None``) and raises ``TypeError: np.matrix is not supported`` on recent
+scikit-learn, which breaks every dihedral (``flipRot2dOnR2``) basis not yet in escnn's
+cache. :func:`_patch_escnn_null_space` replaces it by scipy's exact SVD, which is what
+escnn itself runs when scikit-learn is absent: same null space, deterministic.
 """
 from __future__ import annotations
 
@@ -61,11 +69,29 @@ def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
                     f"`import escnn` worked but `import {name}` failed with {exc!r} "
                     f"(numpy {numpy.__version__}; escnn's dependency lie_learn requires numpy<2). {_FIX}"
                 ) from exc
+    _patch_escnn_null_space()
     nn = modules[3]
     for attr in ("GeometricTensor", "FieldType", "R2Conv", "EquivariantModule"):
         if not hasattr(nn, attr):
             raise EscnnImportError(f"escnn.nn has no attribute {attr!r}: the escnn install is broken. {_FIX}")
     return modules[0], modules[1], modules[2], modules[3]
+
+
+def _patch_escnn_null_space() -> None:
+    """Make escnn's null-space SVD exact and deterministic (see the module docstring)."""
+    num = importlib.import_module("escnn.group._numerical")
+    current = getattr(num, "randomized_svd", None)
+    if current is None or getattr(current, "_flow_escnn_exact_svd", False):
+        return
+    import numpy as np
+    from scipy import linalg
+
+    def exact_svd(a, n_components, **_ignored):  # type: ignore[no-untyped-def]
+        u, s, vh = linalg.svd(np.asarray(a), full_matrices=False)
+        return u[:, :n_components], s[:n_components], vh[:n_components]
+
+    exact_svd._flow_escnn_exact_svd = True  # type: ignore[attr-defined]
+    num.randomized_svd = exact_svd
 
 
 escnn, group, gspaces, enn = import_escnn()

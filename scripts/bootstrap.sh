@@ -19,7 +19,7 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 TORCH_REQ="${FLOW_ESCNN_TORCH:-torch==2.13.0}"
 ESCNN_REQ="escnn==1.0.11"
-EXTRAS="${FLOW_ESCNN_EXTRAS:-test,experiments}"
+EXTRAS="${FLOW_ESCNN_EXTRAS:-test,experiments,docs}"
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[bootstrap] creating virtual environment at $VENV" >&2

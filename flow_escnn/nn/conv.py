@@ -58,9 +58,8 @@ moves stay local; no basis is recomputed and no memory is used until a cast happ
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -122,8 +121,7 @@ class SteerableConv(enn.EquivariantModule):
         self.out_type = out_type
         self.kernel_size = kernel_size
         self.padding_mode = padding_mode
-        with _escnn_svd_compat():
-            self.conv = enn.R2Conv(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
+        self.conv = enn.R2Conv(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
         _unshare_basis_blocks(self.conv)
         # R2Conv registers placeholder 'filter' / 'expanded_bias' buffers at construction and deletes
         # them in train mode: drop them now so the state_dict of a fresh module has the same keys as
@@ -307,37 +305,6 @@ def _unshare_basis_blocks(conv: torch.nn.Module) -> None:
         for name, child in list(parent._modules.items()):
             if isinstance(child, SingleBlockBasisExpansion):
                 parent._modules[name] = _private_module_copy(child)
-
-
-@contextlib.contextmanager
-def _escnn_svd_compat() -> Iterator[None]:
-    """Let escnn 1.0.11 build kernel bases when a recent scikit-learn is installed.
-
-    escnn's ``group._numerical.null`` passes ``scipy.sparse(...).todense()`` (an
-    ``np.matrix``) to ``sklearn.utils.extmath.randomized_svd``, which recent scikit-learn
-    rejects with ``TypeError: np.matrix is not supported``; every dihedral (``flipRot2dOnR2``)
-    basis whose Clebsch-Gordan coefficients are not cached yet then fails to build. Within this
-    context the matrix is converted with ``np.asarray`` first (same numbers, same algorithm).
-    """
-    try:
-        from escnn.group import _numerical as num
-    except ImportError:  # pragma: no cover - escnn layout changed
-        yield
-        return
-    orig = getattr(num, "randomized_svd", None)
-    if orig is None or getattr(orig, "_flow_escnn_asarray", False):
-        yield
-        return
-
-    def randomized_svd(m: Any, *args: Any, **kwargs: Any) -> Any:
-        return orig(np.asarray(m), *args, **kwargs)
-
-    randomized_svd._flow_escnn_asarray = True  # type: ignore[attr-defined]
-    num.randomized_svd = randomized_svd
-    try:
-        yield
-    finally:
-        num.randomized_svd = orig
 
 
 def periodic_conv2d(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
