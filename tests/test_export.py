@@ -253,3 +253,14 @@ def test_state_dict_round_trips_between_train_and_eval(index):
         assert set(target.state_dict()) == set(state)
         with torch.no_grad():
             assert torch.equal(call(target, x), call(source, x))
+
+
+def test_flow_rnn_export_method_equals_export_function():
+    torch.manual_seed(3)
+    model = FERNN(IN, HID, FlowSet.translations(C4, 1), num_layers=2).eval()
+    x = _x()
+    twin = model.export((H, H))
+    assert not find_escnn_objects(twin)
+    with torch.no_grad():
+        assert (twin(x) - model(x).tensor).abs().max().item() <= TOL
+        assert torch.equal(twin(x), export_flow_rnn(model, (H, H))(x))

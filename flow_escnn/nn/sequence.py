@@ -107,6 +107,17 @@ class FlowRNN(torch.nn.Module):
             return self.mode
         return "hidden" if self.cells[0].step_plan(grid, torch.device(device)).exact else "comoving"
 
+    def export(self, grid_shape: Tuple[int, int], max_steps: Optional[int] = None) -> torch.nn.Module:
+        """A plain-PyTorch twin for inputs on a ``grid_shape`` grid (see :mod:`flow_escnn.nn.export`).
+
+        Args:
+            grid_shape: ``(H, W)`` of the inputs (transports are per-grid gather tables).
+            max_steps: longest sequence the twin accepts; required in co-moving mode.
+        """
+        from flow_escnn.nn.export import export_flow_rnn  # export imports this module
+
+        return export_flow_rnn(self, grid_shape, max_steps)
+
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Union[torch.Tensor, LiftedTensor], h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
         """Run the stack over the sequence; returns the last layer's hidden sequence (see class doc)."""
