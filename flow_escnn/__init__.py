@@ -19,6 +19,8 @@ from flow_escnn.flows import (  # noqa: E402
 )
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor  # noqa: E402
 
+from flow_escnn import checks, models, nn  # noqa: E402  (subpackages, so `flow_escnn.nn.FERNN` works)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,4 +34,7 @@ __all__ = [
     "flow_sequence",
     "transport",
     "__version__",
+    "checks",
+    "models",
+    "nn",
 ]
