@@ -105,7 +105,9 @@ def test_exported_transport_matches_plan_for_dense_fibers_and_bilinear_space():
     twin = ExportedTransport.from_plan(plan)
     x = torch.randn(2, 3, ft.size, 7, 7)
     assert _max_diff(twin(x), plan(x)) <= 1e-6
-    assert _max_diff(twin(x[:, 1:]), plan(x)[:, 1:]) > 1e-3  # slice 0's table is not slice 1's
+    assert _max_diff(twin(x[:, 1:], 0), plan(x)[:, 1:]) > 1e-3  # slice 0's table is not slice 1's
+    with pytest.raises(ValueError, match=r"expected a tensor \[\.\.\., M=3, C=3, H=7, W=7\]"):
+        twin(x[:, 1:])  # without a start, the slice count must match: no silent partial use
     assert _max_diff(twin(x[:, 1:], 1), plan(x)[:, 1:]) <= 1e-6
 
 

@@ -33,14 +33,23 @@ Exactness
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from flow_escnn.flows.element import GridElement
 
-__all__ = ["TransportPlan", "transport", "flow_sequence", "INTERPOLATIONS"]
+__all__ = [
+    "GatherTransport",
+    "TransportPlan",
+    "transport",
+    "flow_sequence",
+    "INTERPOLATIONS",
+    "FIBER_IDENTITY",
+    "FIBER_PERMUTATION",
+    "FIBER_DENSE",
+]
 
 INTERPOLATIONS = ("bilinear",)
 _INT_TOL = 1e-6
@@ -100,8 +109,148 @@ def _as_permutation(rho: np.ndarray) -> np.ndarray | None:
     return np.argmax(r, axis=1)
 
 
-class TransportPlan(torch.nn.Module):
+FIBER_IDENTITY, FIBER_PERMUTATION, FIBER_DENSE = 0, 1, 2
+
+
+class GatherTransport(torch.nn.Module):
+    """Executes precomputed transport tables: plain torch, no escnn object, TorchScript-able.
+
+    Slice ``m`` of the input is transported by element ``m`` of the tables:
+    ``y[..., m, :, p] = fiber_m( sum_k wts[m, p, k] * x[..., m, :, idx[m, p, k]] )``, the fiber
+    action being a channel permutation (``perm[m]``: ``y[o] = x[perm[m, o]]``) or a dense
+    matrix (``rho[m]``). :class:`TransportPlan` builds the tables from group elements; the
+    exported (plain-PyTorch) models hold copies made by :meth:`from_plan`.
+
+    Args:
+        idx: ``[M, H*W*K]`` source pixel indices (K taps per output pixel).
+        wts: ``[M, H*W, K]`` interpolation weights (unused when ``K == 1``).
+        perm: ``[M, C]`` fiber permutations (``fiber_mode == FIBER_PERMUTATION``), else any.
+        rho: ``[M, C, C]`` fiber matrices (``fiber_mode == FIBER_DENSE``), else any.
+        channels: ``C``.
+        grid_shape: ``(H, W)``.
+        spatial_identity: skip the spatial gather (every element fixes every pixel).
+        fiber_mode: ``FIBER_IDENTITY``, ``FIBER_PERMUTATION`` or ``FIBER_DENSE``.
+        persistent: whether the tables appear in the ``state_dict``.
+
+    Shapes:
+        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``, all ``M`` slices; ``forward(x, start)``
+        transports ``x [..., m, C, H, W]`` by elements ``start .. start+m-1`` (a window, so one
+        long table can serve every time step of a sequence).
+    """
+
+    __jit_unused_properties__ = ["grid_shape", "fiber_identity", "fiber_is_permutation"]
+
+    def __init__(
+        self,
+        idx: torch.Tensor,
+        wts: torch.Tensor,
+        perm: torch.Tensor,
+        rho: torch.Tensor,
+        channels: int,
+        grid_shape: Tuple[int, int],
+        spatial_identity: bool,
+        fiber_mode: int,
+        persistent: bool = True,
+    ) -> None:
+        super().__init__()
+        h, w = int(grid_shape[0]), int(grid_shape[1])
+        self.num_slices = int(idx.shape[0])
+        self.channels = int(channels)
+        self.height = h
+        self.width = w
+        self.taps = int(idx.shape[1]) // (h * w) if self.num_slices > 0 else 1
+        self.spatial_identity = bool(spatial_identity)
+        self.fiber_mode = int(fiber_mode)
+        self.register_buffer("idx", idx.to(torch.long), persistent=persistent)
+        self.register_buffer("wts", wts, persistent=persistent)
+        self.register_buffer("perm", perm.to(torch.long), persistent=persistent)
+        self.register_buffer("rho", rho, persistent=persistent)
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def fiber_identity(self) -> bool:
+        return self.fiber_mode == FIBER_IDENTITY
+
+    @property
+    def fiber_is_permutation(self) -> bool:
+        return self.fiber_mode != FIBER_DENSE
+
+    @classmethod
+    def from_plan(cls, plan: "GatherTransport") -> "GatherTransport":
+        """A plain copy of ``plan``'s tables (persistent buffers; e.g. for export)."""
+        return cls(
+            plan.idx.detach().clone(),
+            plan.wts.detach().clone(),
+            plan.perm.detach().clone(),
+            plan.rho.detach().clone(),
+            plan.channels,
+            plan.grid_shape,
+            plan.spatial_identity,
+            plan.fiber_mode,
+        )
+
+    @classmethod
+    def empty(cls, channels: int, grid_shape: Tuple[int, int]) -> "GatherTransport":
+        """A placeholder with no slices (for a code path that is never taken)."""
+        z = torch.zeros(0, 0, dtype=torch.long)
+        return cls(z, torch.zeros(0, 0, 0, dtype=torch.float64), z, torch.zeros(0, 0, 0, dtype=torch.float64),
+                   channels, grid_shape, False, FIBER_IDENTITY)
+
+    def extra_repr(self) -> str:
+        fiber = ("identity", "permutation", "dense")[self.fiber_mode]
+        return (
+            f"M={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), "
+            f"taps={self.taps}, fiber={fiber}"
+        )
+
+    def forward(self, x: torch.Tensor, start: Optional[int] = None) -> torch.Tensor:
+        c, h, w = self.channels, self.height, self.width
+        if x.dim() < 4 or x.shape[-3] != c or x.shape[-2] != h or x.shape[-1] != w:
+            raise ValueError(
+                "expected a tensor [..., M, C={}, H={}, W={}] for this transport, got {}".format(c, h, w, list(x.shape))
+            )
+        m = x.shape[-4]
+        if start is None:
+            if m != self.num_slices:
+                raise ValueError(
+                    "expected a tensor [..., M={}, C={}, H={}, W={}] for this transport (one slice per element), "
+                    "got {}".format(self.num_slices, c, h, w, list(x.shape))
+                )
+            s0 = 0
+        else:
+            s0 = start
+            if s0 < 0 or s0 + m > self.num_slices:
+                raise ValueError(
+                    "this transport holds {} slices but slices {}..{} were requested".format(
+                        self.num_slices, s0, s0 + m - 1
+                    )
+                )
+        lead = x.shape[:-4]
+        y = x.reshape(-1, m, c, h * w)
+        b = y.shape[0]
+        if not self.spatial_identity:
+            k = self.taps
+            index = self.idx[s0 : s0 + m].view(1, m, 1, h * w * k).expand(b, m, c, h * w * k)
+            y = torch.gather(y, 3, index)
+            if k > 1:
+                wts = self.wts[s0 : s0 + m].to(dtype=y.dtype).view(1, m, 1, h * w, k)
+                y = (y.view(b, m, c, h * w, k) * wts).sum(-1)
+        if self.fiber_mode == 1:  # FIBER_PERMUTATION (literal: TorchScript reads no module globals)
+            y = torch.gather(y, 2, self.perm[s0 : s0 + m].view(1, m, c, 1).expand(b, m, c, h * w))
+        elif self.fiber_mode == 2:  # FIBER_DENSE
+            y = torch.einsum("moc,bmcp->bmop", self.rho[s0 : s0 + m].to(dtype=y.dtype), y)
+        shape: List[int] = list(lead) + [m, c, h, w]
+        return y.reshape(shape)
+
+
+class TransportPlan(GatherTransport):
     """Precomputed transport of ``M`` field slices by ``M`` grid elements.
+
+    Tables are built once (identical elements share their work) and executed by
+    :class:`GatherTransport`; they are not part of any ``state_dict``.
 
     Args:
         field_type: the escnn ``FieldType`` of each slice (its gspace must match the elements').
@@ -110,7 +259,8 @@ class TransportPlan(torch.nn.Module):
         interpolation: resampling for non-grid-preserving elements (``"bilinear"``).
 
     Shapes:
-        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns the same shape.
+        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns the same shape (see
+        :class:`GatherTransport` for windows).
 
     Attributes:
         exact: True when every element maps the grid onto itself (no interpolation).
@@ -123,7 +273,6 @@ class TransportPlan(torch.nn.Module):
         grid_shape: Tuple[int, int],
         interpolation: str = "bilinear",
     ) -> None:
-        super().__init__()
         elements = list(elements)
         if not elements:
             raise ValueError("a TransportPlan needs at least one element")
@@ -132,67 +281,59 @@ class TransportPlan(torch.nn.Module):
                 raise TypeError(f"elements must be GridElement, got {type(e).__name__}")
             if e.gspace != field_type.gspace:
                 raise ValueError(f"element {e} is on gspace {e.gspace}, field type on {field_type.gspace}")
-        h, w = (int(s) for s in grid_shape)
+        try:
+            h, w = (int(s) for s in grid_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"grid_shape must be a pair (H, W) of positive integers, got {grid_shape!r}") from None
         if h < 1 or w < 1:
             raise ValueError(f"grid_shape must be positive (H, W), got {grid_shape!r}")
-        self.field_type = field_type
-        self.grid_shape = (h, w)
-        self.num_slices = len(elements)
-        self.channels = int(field_type.size)
+        channels = int(field_type.size)
 
-        tables = [_spatial_table(e, h, w, interpolation) for e in elements]
-        self.exact = all(t[2] for t in tables)
-        k = 1 if self.exact else 4
+        # tables per distinct element (a plan over T*V elements often has few distinct ones)
+        spatial: Dict[GridElement, Tuple[np.ndarray, np.ndarray, bool]] = {}
+        fiber: Dict[Any, np.ndarray] = {}
+        for e in elements:
+            if e not in spatial:
+                spatial[e] = _spatial_table(e, h, w, interpolation)
+            if e.g not in fiber:
+                fiber[e.g] = _fiber_matrix(field_type, e)
+        tables = [spatial[e] for e in elements]
+        exact = all(t[2] for t in tables)
+        k = 1 if exact else 4
         idx = np.zeros((len(elements), h * w, k), dtype=np.int64)
         wts = np.zeros((len(elements), h * w, k), dtype=np.float64)
         for m, (ti, tw, _) in enumerate(tables):
             idx[m, :, : ti.shape[1]] = ti
             wts[m, :, : tw.shape[1]] = tw
-        identity_space = self.exact and np.array_equal(idx[..., 0], np.broadcast_to(np.arange(h * w), idx.shape[:2]))
-        self.spatial_identity = bool(identity_space)
-        self.register_buffer("_idx", torch.from_numpy(idx.reshape(len(elements), h * w * k)), persistent=False)
-        self.register_buffer("_wts", torch.from_numpy(wts), persistent=False)
+        spatial_identity = exact and np.array_equal(idx[..., 0], np.broadcast_to(np.arange(h * w), idx.shape[:2]))
 
-        rhos = [_fiber_matrix(field_type, e) for e in elements]
-        perms = [_as_permutation(r) for r in rhos]
-        eye = np.arange(self.channels)
-        self.fiber_identity = all(p is not None and np.array_equal(p, eye) for p in perms)
-        self.fiber_is_permutation = all(p is not None for p in perms)
-        if self.fiber_is_permutation:
-            self.register_buffer("_perm", torch.from_numpy(np.stack(perms).astype(np.int64)), persistent=False)
-            self._rho = None
+        perms_by_g = {g: _as_permutation(r) for g, r in fiber.items()}
+        eye = np.arange(channels)
+        if all(p is not None and np.array_equal(p, eye) for p in perms_by_g.values()):
+            mode = FIBER_IDENTITY
+        elif all(p is not None for p in perms_by_g.values()):
+            mode = FIBER_PERMUTATION
         else:
-            self._perm = None
-            self.register_buffer("_rho", torch.from_numpy(np.stack(rhos)), persistent=False)
-
-    def extra_repr(self) -> str:
-        return (
-            f"M={self.num_slices}, C={self.channels}, grid={self.grid_shape}, exact={self.exact}, "
-            f"fiber={'identity' if self.fiber_identity else 'permutation' if self.fiber_is_permutation else 'dense'}"
+            mode = FIBER_DENSE
+        perm = np.zeros((len(elements), channels), dtype=np.int64)
+        rho = np.zeros((len(elements), channels, channels) if mode == FIBER_DENSE else (0, 0, 0), dtype=np.float64)
+        for m, e in enumerate(elements):
+            if mode == FIBER_PERMUTATION:
+                perm[m] = perms_by_g[e.g]
+            elif mode == FIBER_DENSE:
+                rho[m] = fiber[e.g]
+        super().__init__(
+            torch.from_numpy(idx.reshape(len(elements), h * w * k)),
+            torch.from_numpy(wts),
+            torch.from_numpy(perm),
+            torch.from_numpy(rho),
+            channels,
+            (h, w),
+            bool(spatial_identity),
+            mode,
+            persistent=False,
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, c, (h, w) = self.num_slices, self.channels, self.grid_shape
-        if x.dim() < 4 or tuple(x.shape[-4:]) != (m, c, h, w):
-            raise ValueError(
-                f"expected a tensor [..., M={m}, C={c}, H={h}, W={w}] for this TransportPlan, got {tuple(x.shape)}"
-            )
-        lead = x.shape[:-4]
-        y = x.reshape(-1, m, c, h * w)
-        b = y.shape[0]
-        if not self.spatial_identity:
-            k = self._idx.shape[1] // (h * w)
-            index = self._idx.view(1, m, 1, h * w * k).expand(b, m, c, h * w * k)
-            y = torch.gather(y, 3, index)
-            if k > 1:
-                wts = self._wts.to(dtype=y.dtype).view(1, m, 1, h * w, k)
-                y = (y.view(b, m, c, h * w, k) * wts).sum(-1)
-        if not self.fiber_identity:
-            if self._perm is not None:
-                y = torch.gather(y, 2, self._perm.view(1, m, c, 1).expand(b, m, c, h * w))
-            else:
-                y = torch.einsum("moc,bmcp->bmop", self._rho.to(dtype=y.dtype), y)
-        return y.reshape(*lead, m, c, h, w)
+        self.exact = exact
 
 
 def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = "bilinear") -> torch.Tensor:

@@ -42,7 +42,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.flows.transport import GatherTransport, TransportPlan
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell
 from flow_escnn.nn.conv import SteerableConv
@@ -61,120 +61,12 @@ __all__ = [
 
 GridShape = Tuple[int, int]
 
-_FIBER_IDENTITY, _FIBER_PERMUTATION, _FIBER_DENSE = 0, 1, 2
 
 
 # -- transport --------------------------------------------------------------------------------------
-class ExportedTransport(torch.nn.Module):
-    """Plain-torch copy of a :class:`~flow_escnn.flows.TransportPlan` (gather tables as buffers).
-
-    Slice ``m`` of the input is transported by the plan's element ``m``:
-    :math:`y_m(x) = \\rho(g_m)\\, x_m(A(g_m)^{-1}(x - u_m))`, with the same gathers (and
-    bilinear weights) as the plan. ``forward(x, start)`` applies elements
-    ``start .. start + M - 1`` to the ``M`` slices of ``x`` (``[..., M, C, H, W]``), so one long
-    table serves every prefix of a sequence.
-
-    Build it with :meth:`from_plan` (or :meth:`empty` for an unused placeholder).
-    """
-
-    def __init__(
-        self,
-        idx: torch.Tensor,
-        wts: torch.Tensor,
-        perm: torch.Tensor,
-        rho: torch.Tensor,
-        channels: int,
-        grid_shape: GridShape,
-        spatial_identity: bool,
-        fiber_mode: int,
-    ) -> None:
-        super().__init__()
-        h, w = int(grid_shape[0]), int(grid_shape[1])
-        self.num_slices = int(idx.shape[0])
-        self.channels = int(channels)
-        self.height = h
-        self.width = w
-        self.taps = int(idx.shape[1]) // (h * w) if self.num_slices > 0 else 1
-        self.spatial_identity = bool(spatial_identity)
-        self.fiber_mode = int(fiber_mode)
-        self.register_buffer("idx", idx.detach().clone().to(torch.long))
-        self.register_buffer("wts", wts.detach().clone())
-        self.register_buffer("perm", perm.detach().clone().to(torch.long))
-        self.register_buffer("rho", rho.detach().clone())
-
-    @classmethod
-    def from_plan(cls, plan: TransportPlan) -> "ExportedTransport":
-        """Copy the tables of ``plan`` (reads its index/weight/fiber buffers)."""
-        needed = ("_idx", "_wts", "_perm", "_rho", "spatial_identity", "fiber_identity", "grid_shape", "channels")
-        missing = [n for n in needed if not hasattr(plan, n)]
-        if missing:
-            raise RuntimeError(
-                f"TransportPlan no longer has the attributes {missing} that export copies; "
-                "update flow_escnn.nn.export.ExportedTransport.from_plan"
-            )
-        h, w = plan.grid_shape
-        m, c = plan.num_slices, plan.channels
-        if plan.fiber_identity:
-            mode = _FIBER_IDENTITY
-        elif plan._perm is not None:
-            mode = _FIBER_PERMUTATION
-        else:
-            mode = _FIBER_DENSE
-        perm = plan._perm if plan._perm is not None else torch.zeros(m, c, dtype=torch.long)
-        rho = plan._rho if plan._rho is not None else torch.zeros(m, 0, 0, dtype=torch.float64)
-        return cls(plan._idx, plan._wts, perm, rho, c, (h, w), plan.spatial_identity, mode)
-
-    @classmethod
-    def empty(cls, channels: int, grid_shape: GridShape) -> "ExportedTransport":
-        """A placeholder with no slices (for a code path the exported model never takes)."""
-        return cls(
-            torch.zeros(0, 0, dtype=torch.long),
-            torch.zeros(0, 0, 0, dtype=torch.float64),
-            torch.zeros(0, 0, dtype=torch.long),
-            torch.zeros(0, 0, 0, dtype=torch.float64),
-            channels,
-            grid_shape,
-            False,
-            _FIBER_IDENTITY,
-        )
-
-    def extra_repr(self) -> str:
-        fiber = ("identity", "permutation", "dense")[self.fiber_mode]
-        return (
-            f"slices={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), "
-            f"taps={self.taps}, fiber={fiber}"
-        )
-
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        c, h, w = self.channels, self.height, self.width
-        if x.dim() < 4 or x.shape[-3] != c or x.shape[-2] != h or x.shape[-1] != w:
-            raise ValueError(
-                "expected a tensor [..., M, C={}, H={}, W={}] for this exported transport, got {}".format(
-                    c, h, w, list(x.shape)
-                )
-            )
-        m = x.shape[-4]
-        if start < 0 or start + m > self.num_slices:
-            raise ValueError(
-                "this exported transport holds {} slices but slices {}..{} were requested; re-export with a "
-                "larger max_steps".format(self.num_slices, start, start + m - 1)
-            )
-        lead = x.shape[:-4]
-        y = x.reshape(-1, m, c, h * w)
-        b = y.shape[0]
-        if not self.spatial_identity:
-            k = self.taps
-            index = self.idx[start : start + m].view(1, m, 1, h * w * k).expand(b, m, c, h * w * k)
-            y = torch.gather(y, 3, index)
-            if k > 1:
-                wts = self.wts[start : start + m].to(dtype=y.dtype).view(1, m, 1, h * w, k)
-                y = (y.view(b, m, c, h * w, k) * wts).sum(-1)
-        if self.fiber_mode == 1:  # permutation
-            y = torch.gather(y, 2, self.perm[start : start + m].view(1, m, c, 1).expand(b, m, c, h * w))
-        elif self.fiber_mode == 2:  # dense matrix
-            y = torch.einsum("moc,bmcp->bmop", self.rho[start : start + m].to(dtype=y.dtype), y)
-        shape: List[int] = list(lead) + [m, c, h, w]
-        return y.reshape(shape)
+#: The exported models execute transports with the same plain-torch executor the layers use
+#: (:class:`flow_escnn.flows.transport.GatherTransport`), holding copies of the plans' tables.
+ExportedTransport = GatherTransport
 
 
 # -- convolutions -----------------------------------------------------------------------------------
