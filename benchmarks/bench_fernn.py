@@ -500,7 +500,7 @@ class PlanRecorder:
     in-situ forward time while active (patches the class attribute; restored on exit)."""
 
     def __init__(self, device: str) -> None:
-        self.calls: List[Tuple[TransportPlan, Tuple[int, ...], torch.dtype, bool]] = []
+        self.calls: List[Tuple[TransportPlan, Tuple[int, ...], torch.dtype, bool, Optional[int]]] = []
         self.forward_s = 0.0
         self._device = device
         self._orig = None
@@ -510,13 +510,13 @@ class PlanRecorder:
         self._orig = orig
         rec = self
 
-        def forward(plan: TransportPlan, x: torch.Tensor) -> torch.Tensor:
+        def forward(plan: TransportPlan, x: torch.Tensor, start: Optional[int] = None) -> torch.Tensor:
             _sync(rec._device)
             t0 = time.perf_counter()
-            y = orig(plan, x)
+            y = orig(plan, x, start)
             _sync(rec._device)
             rec.forward_s += time.perf_counter() - t0
-            rec.calls.append((plan, tuple(x.shape), x.dtype, bool(x.requires_grad and torch.is_grad_enabled())))
+            rec.calls.append((plan, tuple(x.shape), x.dtype, bool(x.requires_grad and torch.is_grad_enabled()), start))
             return y
 
         TransportPlan.forward = forward  # type: ignore[method-assign]
@@ -534,12 +534,12 @@ def transport_share(model: Predictor, x: torch.Tensor, y: torch.Tensor, cfg: Ben
     calls = rec.calls
     g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     inputs = [torch.randn(shape, generator=g, device=cfg.device, dtype=dt).requires_grad_(rg)
-              for _, shape, dt, rg in calls]
-    grads = [torch.randn(shape, generator=g, device=cfg.device, dtype=dt) for _, shape, dt, _ in calls]
+              for _, shape, dt, rg, _ in calls]
+    grads = [torch.randn(shape, generator=g, device=cfg.device, dtype=dt) for _, shape, dt, _, _ in calls]
 
     def replay() -> None:
-        for (plan, _, _, rg), inp, gout in zip(calls, inputs, grads):
-            out = plan(inp)
+        for (plan, _, _, rg, start), inp, gout in zip(calls, inputs, grads):
+            out = plan(inp, start)
             if rg:  # the backward a training step runs through this call (no grad accumulation)
                 torch.autograd.grad(out, inp, gout)
 

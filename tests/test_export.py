@@ -213,15 +213,16 @@ def test_generic_export_dispatch_and_errors():
         export(Wrapper())
 
 
-def test_twin_refuses_other_grids_and_long_sequences():
+def test_twin_refuses_other_grids_and_handles_any_length_through_the_flow_period():
     in_type = enn.FieldType(C8, [C8.trivial_repr])
     hid = enn.FieldType(C8, [C8.regular_repr])
-    model = FERNN(in_type, hid, FlowSet.rotations(C8, [0, 1]))
-    with pytest.raises(ValueError, match="max_steps"):
-        export(model, grid_shape=(7, 7))
-    twin = export(model, grid_shape=(7, 7), max_steps=3)
-    with pytest.raises(ValueError, match="larger max_steps"):
-        twin(_x(4, 7))
+    torch.manual_seed(5)
+    model = FERNN(in_type, hid, FlowSet.rotations(C8, [0, 1])).eval()
+    assert model.resolve_mode((7, 7)) == "comoving" and model.flows.period((7, 7)) == 8
+    twin = export(model, grid_shape=(7, 7))  # co-moving tables cover one period: no max_steps needed
+    x = _x(19, 7)  # longer than two periods
+    with torch.no_grad():
+        assert _max_diff(twin(x), model(x).tensor) <= TOL
     with pytest.raises(ValueError, match="7x7 grid"):
         twin(_x(2, 5))
     with pytest.raises(ValueError, match="C=1"):

@@ -662,3 +662,66 @@ def test_sequence_bad_input(rng):
     rot_model = build(FERNN, in_t, hid_t, FlowSet.rotations(gs, [-1, 0, 1]))
     with pytest.raises(ValueError, match="square grid"):
         rot_model(randn(rng, 2, 3, 1, 5, 6))
+
+
+# -- periodic co-moving tables, time-major loop, bounded inference -------------------------------------
+def test_flow_periods_on_the_torus():
+    from flow_escnn import FlowGenerator
+
+    assert FlowGenerator(C4, (1, 0)).period((5, 5)) == 5
+    assert FlowGenerator(C4, (2, 0)).period((4, 6)) == 3  # grid (H, W): 2*3 = 6 wraps the width
+    assert FlowGenerator(C4, (2, 0)).period((6, 4)) == 2
+    assert FlowGenerator(C4, (1, 1)).period((4, 6)) == 12  # lcm(6, 4)
+    assert FlowGenerator(C4, (0, 0)).period((5, 5)) == 1
+    assert FlowGenerator(C8, (0, 0), 1).period((9, 9)) == 8
+    assert FlowGenerator(C8, (0, 0), 2).period((9, 9)) == 4
+    assert FlowGenerator(C4, (1, 0), 1).period((5, 5)) == 4  # (u, r)^4 = (0, e) for r != e
+    assert FlowSet.rotations(C8, [-1, 0, 2]).period((9, 9)) == 8
+    for g, grid in [(FlowGenerator(C4, (2, 1)), (6, 4)), (FlowGenerator(C8, (1, 0), 1), (9, 9))]:
+        p = g.period(grid)
+        x = torch.randn(1, 1, 1, *grid, dtype=F64)
+        ft = enn.FieldType(g.gspace, [g.gspace.trivial_repr])
+        same = TransportPlan(ft, [g.psi(p)], grid)(x)
+        assert torch.allclose(same, x, atol=1e-12), "psi_P must be the identity map of the torus"
+        if p > 1:
+            assert not torch.allclose(TransportPlan(ft, [g.psi(1)], grid)(x), x), "control: psi_1 is not"
+
+
+def test_comoving_beyond_the_period_equals_hidden_mode_for_exact_flows():
+    torch.manual_seed(11)
+    it = enn.FieldType(C4, [C4.trivial_repr])
+    ht = enn.FieldType(C4, [C4.regular_repr])
+    flows = FlowSet.translations(C4, 1)  # period 4 on a 4x4 torus
+    hidden = FERNN(it, ht, flows, mode="hidden", num_layers=2).to(F64)
+    comoving = FERNN(it, ht, flows, mode="comoving", num_layers=2).to(F64)
+    comoving.load_state_dict(hidden.state_dict())
+    x = torch.randn(2, 11, 1, 4, 4, dtype=F64)  # T = 11 > 2 periods
+    a, fa = hidden.forward_with_state(x)
+    b, fb = comoving.forward_with_state(x)
+    assert comoving.comoving_tables((4, 4), 11) == 4
+    assert (a.tensor - b.tensor).abs().max().item() <= EXACT
+    assert all((p.tensor - q.tensor).abs().max().item() <= EXACT for p, q in zip(fa, fb))
+
+
+def test_comoving_tables_do_not_grow_with_the_sequence_length():
+    it = enn.FieldType(C8, [C8.trivial_repr])
+    model = FERNN(it, enn.FieldType(C8, [C8.regular_repr]), FlowSet.rotations(C8, [-1, 1]), mode="comoving")
+    with torch.no_grad():
+        for t_len in (9, 40):
+            model.forward_with_state(torch.randn(1, t_len, 1, 7, 7), return_sequence=False)
+    sizes = {p.num_slices for p in model.cells[0]._plans.values()}
+    assert sizes <= {2, 16}, sizes  # psi_1 step plan (|V|=2) and one period (8 steps x 2 flows)
+
+
+def test_last_state_only_inference_matches_the_full_sequence():
+    torch.manual_seed(2)
+    it = enn.FieldType(C4, [C4.trivial_repr])
+    model = FlowLSTM(it, enn.FieldType(C4, [C4.regular_repr]), FlowSet.translations(C4, 1), num_layers=2).to(F64)
+    x = torch.randn(1, 7, 1, 5, 5, dtype=F64)
+    with torch.no_grad():
+        seq, full = model.forward_with_state(x)
+        none, last = model.forward_with_state(x, return_sequence=False)
+    assert none is None
+    assert (seq.tensor[:, -1] - last[-1][0].tensor).abs().max().item() == 0.0
+    for (h1, c1), (h2, c2) in zip(full, last):
+        assert torch.equal(h1.tensor, h2.tensor) and torch.equal(c1.tensor, c2.tensor)

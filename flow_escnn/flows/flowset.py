@@ -18,8 +18,8 @@ Two pieces of algebra on :math:`V` drive every commuting diagram in the package:
 """
 from __future__ import annotations
 
-import itertools
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+import math
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -165,6 +165,16 @@ class FlowSet:
         vs = self.velocities
         shown = ", ".join(str(v) for v in vs[:6]) + (", ..." if len(vs) > 6 else "")
         return f"FlowSet({self._gspace.name}, |V|={len(vs)}: [{shown}])"
+
+    def period(self, grid_shape: Tuple[int, int]) -> Optional[int]:
+        """Least common period of all flows of V on the ``H x W`` torus (see :meth:`FlowGenerator.period`)."""
+        p = 1
+        for g in self._gens:
+            q = g.period(grid_shape)
+            if q is None:
+                return None
+            p = p * q // math.gcd(p, q)
+        return p
 
     # -- group action -------------------------------------------------------------------------
     def elements(self, t: int) -> List[GridElement]:

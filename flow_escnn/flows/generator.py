@@ -16,7 +16,9 @@ a mixed generator composes by the semidirect law of
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
 
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, rotation_steps
@@ -127,6 +129,27 @@ class FlowGenerator:
     def element(self) -> GridElement:
         """The one-step element :math:`g_\\nu = (u, r^k)`."""
         return GridElement(self._gspace, rotation_element(self._gspace, self._k), (self._vx, self._vy))
+
+    def period(self, grid_shape: Tuple[int, int]) -> Optional[int]:
+        """Smallest :math:`p \\ge 1` with :math:`\\psi_p(\\nu)` the identity map of the ``H x W`` torus.
+
+        With :math:`r^k` of order :math:`o`, :math:`g_\\nu^{o}` is a pure translation (zero when
+        :math:`o > 1`, since :math:`\\sum_{s<o} r^{sk} = 0`), so
+        :math:`p = o \\cdot \\mathrm{lcm}(W/\\gcd(u_x, W),\\, H/\\gcd(u_y, H))` for its translation
+        :math:`u`. Then :math:`\\psi_{t+p}(\\nu) = \\psi_t(\\nu)` on the torus, which lets per-time
+        transport tables be reused periodically. None if that translation is not integral.
+        """
+        h, w = (int(s) for s in grid_shape)
+        n = rotation_order(self._gspace)
+        k = self._k % n
+        order = n // math.gcd(k, n) if k else 1
+        u = (self.element() ** order).translation
+        if not np.all(u == np.round(u)):
+            return None
+        ux, uy = int(round(u[0])), int(round(u[1]))
+        px = w // math.gcd(ux % w, w)
+        py = h // math.gcd(uy % h, h)
+        return order * (px * py // math.gcd(px, py))
 
     def psi(self, t: int) -> GridElement:
         """:math:`\\psi_t(\\nu) = g_\\nu^t` (``t`` may be negative)."""

@@ -18,7 +18,9 @@ grid:
   with one gather per step;
 * ``"comoving"``: :math:`k_t(\\nu) = \\mathrm{update}(k_{t-1}(\\nu),\\; \\psi_t(\\nu)^{-1}\\cdot U * f_t)`,
   :math:`h_t(\\nu) = \\psi_t(\\nu)\\cdot k_t(\\nu)`. Its tables depend on the sequence length, so
-  they are precomputed for up to ``max_steps`` frames.
+  they are precomputed for one period of the flows on the torus (indexed by
+  :math:`t \\bmod P`, any length works), or, for flows without a period there, for up to
+  ``max_steps`` frames.
 
 The tables are specific to one grid ``(H, W)`` (and ``max_steps``): the twin refuses
 other shapes with a message saying how to re-export.
@@ -243,6 +245,7 @@ class ExportedFlowRNN(torch.nn.Module):
         mode: str,
         num_flows: int,
         max_steps: int,
+        periodic: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ("hidden", "comoving"):
@@ -253,7 +256,8 @@ class ExportedFlowRNN(torch.nn.Module):
         self.mode = mode
         self.comoving = mode == "comoving"
         self.num_flows = int(num_flows)
-        self.max_steps = int(max_steps)
+        self.max_steps = int(max_steps)  # length of the co-moving tables (one period when periodic)
+        self.periodic = bool(periodic)
         first = self.cells[0].step_transport
         self.height = first.height
         self.width = first.width
@@ -262,7 +266,9 @@ class ExportedFlowRNN(torch.nn.Module):
         self.num_layers = len(self.cells)
 
     def extra_repr(self) -> str:
-        steps = f", max_steps={self.max_steps}" if self.comoving else ""
+        steps = ""
+        if self.comoving:
+            steps = f", period={self.max_steps}" if self.periodic else f", max_steps={self.max_steps}"
         return f"mode={self.mode!r}, |V|={self.num_flows}, grid=({self.height}, {self.width}){steps}"
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -285,7 +291,7 @@ class ExportedFlowRNN(torch.nn.Module):
             )
         if x.shape[1] == 0:
             raise ValueError("the input sequence has T=0 frames; give at least one frame")
-        if self.comoving and x.shape[1] > self.max_steps:
+        if self.comoving and not self.periodic and x.shape[1] > self.max_steps:
             raise ValueError(
                 "this co-moving export holds tables for {} frames, got T={}; "
                 "export again with a larger max_steps".format(self.max_steps, x.shape[1])
@@ -349,7 +355,7 @@ class ExportedFlowRNN(torch.nn.Module):
         if self.comoving:
             if return_sequence:
                 inp = self._from_comoving_frame(inp, t_len)
-            finals = [[self.from_comoving(s, (t_len - 1) * v) for s in st] for st in finals]
+            finals = [[self.from_comoving(s, ((t_len - 1) % self.max_steps) * v) for s in st] for st in finals]
         seq: Optional[torch.Tensor] = None
         if return_sequence:
             seq = inp
@@ -359,14 +365,19 @@ class ExportedFlowRNN(torch.nn.Module):
         """:math:`\\psi_t(\\nu)^{-1}\\cdot u_t` for all ``t, nu``: ``[B, T, V, G*C, H, W]``."""
         b, v = u.shape[0], self.num_flows
         g, h, w = u.shape[3], u.shape[4], u.shape[5]
-        u = u.expand(b, t_len, v, g, h, w).reshape(b, t_len * v, g, h, w)
-        return self.to_comoving(u, 0).reshape(b, t_len, v, g, h, w)
+        steps: List[torch.Tensor] = []
+        for t in range(t_len):
+            ut = u[:, t].expand(b, v, g, h, w)
+            steps.append(self.to_comoving(ut, (t % self.max_steps) * v))
+        return torch.stack(steps, dim=1)
 
     def _from_comoving_frame(self, k: torch.Tensor, t_len: int) -> torch.Tensor:
         """:math:`h_t(\\nu) = \\psi_t(\\nu)\\cdot k_t(\\nu)` for all ``t, nu``."""
-        b, v = k.shape[0], self.num_flows
-        c, h, w = k.shape[3], k.shape[4], k.shape[5]
-        return self.from_comoving(k.reshape(b, t_len * v, c, h, w), 0).reshape(k.shape)
+        v = self.num_flows
+        steps: List[torch.Tensor] = []
+        for t in range(t_len):
+            steps.append(self.from_comoving(k[:, t], (t % self.max_steps) * v))
+        return torch.stack(steps, dim=1)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -414,12 +425,17 @@ def export_flow_rnn(model: FlowRNN, grid_shape: GridShape, max_steps: Optional[i
     first = model.cells[0]
     v = len(model.flows)
     if mode == "comoving":
-        if max_steps is None or isinstance(max_steps, bool) or int(max_steps) < 1:
+        period = model.flows.period(grid)
+        if period is not None:
+            n = period  # tables for one period of the flows, indexed by t mod period: any length works
+        elif max_steps is None or isinstance(max_steps, bool) or int(max_steps) < 1:
             raise ValueError(
-                f"{type(model).__name__} runs in co-moving mode on a {grid[0]}x{grid[1]} grid, whose transport tables "
-                f"depend on the frame index: pass max_steps=<longest sequence length> (got {max_steps!r})"
+                f"{type(model).__name__} runs in co-moving mode on a {grid[0]}x{grid[1]} grid and its flows have "
+                f"no period there, so its transport tables depend on the frame index: pass "
+                f"max_steps=<longest sequence length> (got {max_steps!r})"
             )
-        n = int(max_steps)
+        else:
+            n = int(max_steps)
         to_plan = TransportPlan(
             first.gate_type, [g.psi(-t) for t in range(n) for g in model.flows], grid, first.interpolation
         ).to(device)
@@ -429,10 +445,11 @@ def export_flow_rnn(model: FlowRNN, grid_shape: GridShape, max_steps: Optional[i
         ).to(device)
         to_c, from_c = ExportedTransport.from_plan(to_plan), ExportedTransport.from_plan(from_plan)
     else:
-        n = 0
+        n, period = 0, None
         to_c = ExportedTransport.empty(first.gate_type.size, grid)
         from_c = ExportedTransport.empty(model.hidden_type.size, grid)
-    twin = ExportedFlowRNN(cells, to_c, from_c, mode, v, n).to(device)
+    twin = ExportedFlowRNN(cells, to_c, from_c, mode, v, n, periodic=mode == "comoving" and period is not None)
+    twin = twin.to(device)
     twin.train(model.training)
     return twin
 

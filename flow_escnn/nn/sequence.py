@@ -11,20 +11,28 @@ Two execution modes compute the same function (exactly so for grid-exact flows):
       k_t(\\nu) = \\sigma\\big(W * k_{t-1}(\\nu) + \\psi_t(\\nu)^{-1}\\cdot[U * f_t]\\big),
 
   because :math:`\\psi_t(\\nu)^{-1}\\psi_1(\\nu) = \\psi_{t-1}(\\nu)^{-1}` and :math:`W`
-  commutes with the transport. Only the input term is transported (once, for all
-  :math:`t` and :math:`\\nu` in one gather) and the output is transported back,
-  :math:`h_t(\\nu) = \\psi_t(\\nu) k_t(\\nu)`. Stacked layers chain in the co-moving
+  commutes with the transport. Only the input term is transported (one gather per
+  step for all :math:`\\nu`) and the output is transported back,
+  :math:`h_t(\\nu) = \\psi_t(\\nu) k_t(\\nu)`. Flows on a finite torus are periodic,
+  so these tables are built for one period and reused (:meth:`FlowRNN.comoving_tables`). Stacked layers chain in the co-moving
   frame directly. For interpolated (non-90-degree) rotations each output is then
   resampled twice in total instead of once per step, so the interpolation error does
   not compound over time. An initial state enters as :math:`k_{-1} = \\psi_1(\\nu) h_{-1}`.
 * ``mode="auto"`` (default) picks ``"hidden"`` when every :math:`\\psi_1(\\nu)` is exact on
   the grid and ``"comoving"`` otherwise.
 
-``checkpoint=True`` recomputes each step's intermediates in the backward pass
-(``torch.utils.checkpoint``), trading compute for activation memory.
+``checkpoint=True`` splits the sequence into segments of :math:`\\lceil\\sqrt{T}\\rceil`
+steps and recomputes each segment's intermediates in the backward pass
+(``torch.utils.checkpoint``): only the states at segment borders (and the outputs) are
+kept, trading about one extra forward pass for activation memory.
+
+The loop is time-major (all layers advance one frame at a time) and steerable filters
+are expanded once per call, so ``forward_with_state(x, return_sequence=False)`` keeps
+memory independent of the sequence length.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -145,82 +153,47 @@ class FlowRNN(torch.nn.Module):
         raw = self._check_input(x)
         b, t_len = raw.shape[0], raw.shape[1]
         grid = (raw.shape[-2], raw.shape[-1])
-        device = raw.device
-        mode = self.resolve_mode(grid, device)
-        states0 = self._check_h0(h0, b, grid, raw)
+        run = _Run(self, grid, raw.device, t_len, self.resolve_mode(grid, raw.device), return_sequence)
+        states: List[State] = []
+        for l, (h, cell) in enumerate(zip(self._check_h0(h0, b, grid, raw), self.cells)):
+            if h is None:
+                states.append(cell.zero_state(b, grid, raw))
+            elif run.comoving:
+                states.append(tuple(run.step_plans[l](s) for s in h))  # k_{-1} = psi_1(nu) h_{-1}
+            else:
+                states.append(h)
 
-        inp = raw
-        finals: List[State] = []
-        last_layer = self.num_layers - 1
-        for l, cell in enumerate(self.cells):
-            ufilt, ubias = cell.U.expand()
-            wfilt, _ = cell.W.expand()
-            u = cell.input_term(inp, ufilt, ubias)  # [B, T, (V,) G*C, H, W]
-            if u.dim() == 5:
-                u = u.unsqueeze(2)  # broadcast over V
-            step_plan = cell.step_plan(grid, device)
-            if mode == "comoving" and l == 0:
-                u = self._to_comoving(cell, u, t_len, grid, device)
-            state = states0[l] if states0[l] is not None else cell.zero_state(b, grid, raw)
-            if mode == "comoving" and states0[l] is not None:
-                state = tuple(step_plan(s) for s in state)  # k_{-1} = psi_1(nu) h_{-1}
-            identity = _IdentityPlan()
-            plan = identity if mode == "comoving" else step_plan
-            keep = return_sequence or l < last_layer
-            outs: List[torch.Tensor] = []
-            for t in range(t_len):
-                if self.checkpoint and torch.is_grad_enabled():
-                    state = _checkpoint(_StepFn(cell, plan), u[:, t], wfilt, *state, use_reentrant=False)
-                else:
-                    state = cell.step(state, u[:, t], wfilt, plan)
-                if keep:
-                    outs.append(cell.output(state))
-            finals.append(state)
-            if keep:
-                inp = torch.stack(outs, dim=1)  # [B, T, V, C, H, W]
-        if mode == "comoving":
-            if return_sequence:
-                inp = self._from_comoving(inp, t_len, grid, device)
-            last_plan = self.cells[0].plan(
-                "psi_t", lambda: self.flows.elements(t_len - 1), self.hidden_type, grid, device, extra=t_len - 1
-            )
-            finals = [tuple(last_plan(s) for s in st) for st in finals]
-        seq = LiftedTensor(inp, self.out_type) if return_sequence else None
+        frames = raw.unbind(1)
+        seg = _segment_length(t_len) if (self.checkpoint and torch.is_grad_enabled()) else t_len
+        outs: List[torch.Tensor] = []
+        for t0 in range(0, t_len, seg):
+            n = min(seg, t_len - t0)
+            flat = [s for st in states for s in st]
+            if seg < t_len:
+                res = _checkpoint(run.segment, t0, n, *frames[t0 : t0 + n], *flat, use_reentrant=False)
+            else:
+                res = run.segment(t0, n, *frames[t0 : t0 + n], *flat)
+            states = run.unflatten(res[: len(flat)])
+            outs.extend(res[len(flat) :])
+        if run.comoving:  # final states back to the stationary frame: psi_{T-1}(nu) k_{T-1}(nu)
+            states = [tuple(run.from_comoving(s, t_len - 1) for s in st) for st in states]
+        seq = LiftedTensor(torch.stack(outs, dim=1), self.out_type) if return_sequence else None
         packed = [
             tuple(LiftedTensor(s, self.out_type) for s in st) if len(st) > 1 else LiftedTensor(st[0], self.out_type)
-            for st in finals
+            for st in states
         ]
         return seq, packed
 
-    # -- co-moving frame transports ---------------------------------------------------------------------------
-    def _to_comoving(self, cell: FlowCellBase, u: torch.Tensor, t_len: int, grid: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        """:math:`\\psi_t(\\nu)^{-1}\\cdot u_t` for all ``t, nu`` in one gather: ``[B, T, V, G*C, H, W]``."""
-        v = len(self.flows)
-        plan = cell.plan(
-            "inv_psi_t",
-            lambda: [g.psi(-t) for t in range(t_len) for g in self.flows],
-            cell.gate_type,
-            grid,
-            device,
-            extra=t_len,
-        )
-        b = u.shape[0]
-        u = u.expand(b, t_len, v, *u.shape[3:]).reshape(b, t_len * v, *u.shape[3:])
-        return plan(u).reshape(b, t_len, v, *u.shape[2:])
+    def comoving_tables(self, grid: Tuple[int, int], t_len: int) -> int:
+        """How many time steps the co-moving transport tables cover on ``grid`` for length ``t_len``.
 
-    def _from_comoving(self, k: torch.Tensor, t_len: int, grid: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        """:math:`h_t(\\nu) = \\psi_t(\\nu)\\cdot k_t(\\nu)` for all ``t, nu`` in one gather."""
-        v = len(self.flows)
-        plan = self.cells[-1].plan(
-            "psi_t_all",
-            lambda: [g.psi(t) for t in range(t_len) for g in self.flows],
-            self.hidden_type,
-            grid,
-            device,
-            extra=t_len,
-        )
-        b = k.shape[0]
-        return plan(k.reshape(b, t_len * v, *k.shape[3:])).reshape(k.shape)
+        Flows on a finite torus are periodic (:meth:`FlowSet.period`), so the tables for
+        :math:`\\psi_t(\\nu)^{\\pm 1}` are built for one period :math:`P` and indexed by
+        :math:`t \\bmod P`: memory and set-up stay bounded for any sequence length. Falls back
+        to ``t_len`` steps when :math:`P > t_len` (or no period exists).
+        """
+        p = self.flows.period(grid)
+        return p if p is not None and p <= t_len else t_len
 
     # -- validation ---------------------------------------------------------------------------------------------
     def _check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
@@ -258,24 +231,76 @@ class FlowRNN(torch.nn.Module):
         return [None if s is None else cell._unpack_state(s, b, grid, like) for s, cell in zip(h0, self.cells)]
 
 
-class _IdentityPlan:
-    """Stands in for the step transport in the co-moving frame (no transport)."""
-
-    exact = True
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+def _segment_length(t_len: int) -> int:
+    """Checkpoint segment length: about sqrt(T) steps, so stored states and recomputation balance."""
+    return max(1, math.ceil(math.sqrt(t_len)))
 
 
-class _StepFn:
-    """Picklable step closure for ``torch.utils.checkpoint`` (state passed as varargs)."""
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
-    def __init__(self, cell: FlowCellBase, plan: Any) -> None:
-        self.cell = cell
-        self.plan = plan
 
-    def __call__(self, u: torch.Tensor, wfilt: torch.Tensor, *state: torch.Tensor) -> State:
-        return self.cell.step(tuple(state), u, wfilt, self.plan)
+class _Run:
+    """Everything one forward pass needs, built once: expanded filters and transport plans.
+
+    ``segment(t0, n, *frames, *flat_states)`` runs steps ``t0 .. t0+n-1`` through all layers
+    (time-major, so nothing of size T is needed besides the outputs) and returns the new flat
+    states followed by the ``n`` outputs; it is what ``torch.utils.checkpoint`` wraps.
+    """
+
+    def __init__(self, model: FlowRNN, grid: Tuple[int, int], device: torch.device, t_len: int, mode: str, keep: bool) -> None:
+        self.cells = list(model.cells)
+        self.comoving = mode == "comoving"
+        self.keep = keep
+        self.v = len(model.flows)
+        self.filters = [(c.U.expand(), c.W.expand()[0]) for c in self.cells]  # once per sequence
+        self.step_plans = [c.step_plan(grid, device) for c in self.cells]
+        self.sizes = [c.state_size for c in self.cells]
+        if self.comoving:
+            first, last = self.cells[0], self.cells[-1]
+            self.period = model.comoving_tables(grid, t_len)
+            steps, flows = self.period, model.flows
+            self.to_plan = first.plan(
+                "inv_psi_t", lambda: [g.psi(-t) for t in range(steps) for g in flows], first.gate_type, grid, device, extra=steps
+            )
+            self.from_plan = last.plan(
+                "psi_t", lambda: [g.psi(t) for t in range(steps) for g in flows], last.hidden_type, grid, device, extra=steps
+            )
+
+    def to_comoving(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """:math:`\\psi_t(\\nu)^{-1}\\cdot u` for every :math:`\\nu`; ``u`` is ``[B, 1 or V, G*C, H, W]``."""
+        u = u.expand(u.shape[0], self.v, *u.shape[2:])
+        return self.to_plan(u, (t % self.period) * self.v)
+
+    def from_comoving(self, k: torch.Tensor, t: int) -> torch.Tensor:
+        """:math:`\\psi_t(\\nu)\\cdot k(\\nu)` for every :math:`\\nu`; ``k`` is ``[B, V, C, H, W]``."""
+        return self.from_plan(k, (t % self.period) * self.v)
+
+    def unflatten(self, flat: Sequence[torch.Tensor]) -> List[State]:
+        out, i = [], 0
+        for n in self.sizes:
+            out.append(tuple(flat[i : i + n]))
+            i += n
+        return out
+
+    def segment(self, t0: int, n: int, *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        frames, states = tensors[:n], self.unflatten(tensors[n:])
+        outs: List[torch.Tensor] = []
+        for i in range(n):
+            t = t0 + i
+            inp = frames[i]
+            for l, (cell, ((ufilt, ubias), wfilt)) in enumerate(zip(self.cells, self.filters)):
+                u = cell.input_term(inp, ufilt, ubias)
+                if u.dim() == 4:
+                    u = u.unsqueeze(1)  # one frame, broadcast over V
+                if self.comoving and l == 0:
+                    u = self.to_comoving(u, t)
+                plan = _identity if self.comoving else self.step_plans[l]
+                states[l] = cell.step(states[l], u, wfilt, plan)
+                inp = cell.output(states[l])
+            if self.keep:
+                outs.append(self.from_comoving(inp, t) if self.comoving else inp)
+        return tuple(s for st in states for s in st) + tuple(outs)
 
 
 class FERNN(FlowRNN):
