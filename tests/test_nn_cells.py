@@ -217,3 +217,25 @@ def test_cell_bad_input(rng):
         FlowLSTMCell(in_t, hid_t, flows, padding_mode="reflect")
     with pytest.raises(TypeError, match="FlowGRUCell has no nonlinearity"):
         FlowGRUCell(in_t, hid_t, flows, nonlinearity="relu")
+
+
+def test_step_function_compiles_as_one_graph():
+    """The per-step function is a pure tensor function: torch.compile traces it whole (fullgraph)."""
+    gs = gspaces.rot2dOnR2(4)
+    it = enn.FieldType(gs, [gs.trivial_repr])
+    ht = enn.FieldType(gs, [gs.regular_repr])
+    torch.manual_seed(0)
+    for seq_cls, _ in PAIRS:
+        cell = seq_cls(it, ht, FlowSet.translations(gs, 1)).cells[0]
+        plan = cell.step_plan((6, 6), torch.device("cpu"))
+        (ufilt, ubias), (wfilt, _) = cell.U.expand(), cell.W.expand()
+        state = tuple(torch.randn(s.shape) for s in cell.zero_state(2, (6, 6), torch.zeros(())))
+        u = cell.input_term(torch.randn(2, 1, 6, 6), ufilt, ubias).unsqueeze(1)
+
+        def step(u, w, *state):
+            return cell.step(state, u, w, plan)
+
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=True)  # raises on a graph break
+        for a, b in zip(compiled(u, wfilt, *state), step(u, wfilt, *state)):
+            assert torch.equal(a, b)
+    torch._dynamo.reset()
