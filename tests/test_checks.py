@@ -677,3 +677,21 @@ def test_check_equivariance_needs_something_to_check():
         check_equivariance(_ident, _x(), TRIVIAL, None, static=False, out_type=TRIVIAL)
     rep = check_equivariance(_ident, _x(), TRIVIAL, None, out_type=TRIVIAL)
     assert {r.check for r in rep.rows} == {"static"} and rep.passed
+
+
+def test_a_transform_with_no_comparable_slice_is_not_verified_and_fails():
+    """A lifted G-RNN output (V = {0}) has no prediction under a flow: the report must not pass
+    on the strength of other (e.g. static) rows."""
+    from flow_escnn.checks import check_equivariance
+    from flow_escnn.nn import FERNN
+
+    gs = gspaces.rot2dOnR2(4)
+    it = enn.FieldType(gs, [gs.trivial_repr])
+    model = FERNN(it, enn.FieldType(gs, [gs.regular_repr]), FlowSet.identity(gs)).double().eval()
+    x = torch.randn(1, 3, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    report = check_equivariance(model, x, it, flows=[(1, 0)])
+    assert not report.passed
+    assert any(u.startswith("flow") for u in report.unverified)
+    assert "not verified" in report.summary()
+    static_only = check_equivariance(model, x, it, flows=None)
+    assert static_only.passed and not static_only.unverified  # the static rows themselves are fine

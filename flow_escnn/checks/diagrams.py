@@ -436,8 +436,8 @@ def check_equivariance(
     """Run the flow, static and combined checks in one report (one base model call).
 
     Args:
-        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol,
-            allow_training: as in :func:`check_flow_equivariance`.
+        model, x, in_type, out_type, time_offset, interpolation: as in :func:`check_flow_equivariance`.
+        periodic_velocities, atol, rtol, allow_training: as in :func:`check_flow_equivariance`.
         flows: input flows :math:`\\mu`; None skips the flow and combined checks.
         elements: fiber elements :math:`g` (default: the whole fiber group).
         static: run :func:`check_static_equivariance`.

@@ -157,9 +157,22 @@ class EquivarianceReport:
         return [r for r in self.rows if not r.skipped and not r.passed]
 
     @property
+    def unverified(self) -> List[str]:
+        """``"check transform"`` labels for which no slice of any frame could be compared.
+
+        E.g. a flow check of a lifted output over :math:`V = \\{0\\}` (a G-RNN): no
+        :math:`\\nu \\ominus \\mu` lies in V, so nothing is predicted. Such a transform is not
+        verified and the report does not pass; check a plain (e.g. V-pooled) output instead.
+        """
+        groups: Dict[Tuple[str, str], List[CheckRow]] = {}
+        for r in self.rows:
+            groups.setdefault((r.check, r.transform), []).append(r)
+        return [f"{c} {t}" for (c, t), rows in groups.items() if all(r.skipped for r in rows)]
+
+    @property
     def passed(self) -> bool:
-        """True iff at least one slice was compared and no compared row failed."""
-        return bool(self.compared_rows) and not self.failed_rows
+        """True iff every transform had a compared slice and no compared row failed."""
+        return bool(self.compared_rows) and not self.failed_rows and not self.unverified
 
     @property
     def max_abs_error(self) -> float:
@@ -254,6 +267,10 @@ class EquivarianceReport:
         )
         if not self.compared_rows:
             lines.append("nothing was compared: the check verified nothing and counts as failed")
+        elif self.unverified:
+            lines.append(
+                "not verified (no slice had a prediction), counted as failed: " + ", ".join(self.unverified)
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -269,6 +286,7 @@ class EquivarianceReport:
         """
         return {
             "passed": self.passed,
+            "unverified": self.unverified,
             "max_abs_error": self.max_abs_error,
             "max_rel_error": self.max_rel_error,
             "atol": self.atol,
