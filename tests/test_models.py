@@ -215,3 +215,30 @@ def test_classifier_bad_input():
         model(torch.zeros(B, 1, 5, 5))
     with pytest.raises(TypeError, match="torch.Tensor"):
         model("frames")
+
+
+@pytest.mark.parametrize("activation", ["clamp", "sigmoid"])
+def test_predictor_output_activation_bounds_predictions_and_keeps_equivariance(activation):
+    from flow_escnn.checks import check_flow_equivariance
+
+    gs = gspaces.rot2dOnR2(4)
+    it = enn.FieldType(gs, [gs.trivial_repr])
+    torch.manual_seed(0)
+    model = NextFramePredictor(
+        it, enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 2), output_activation=activation
+    ).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 1.0)  # large outputs, so the activation matters
+    x = torch.randn(2, 3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x, 4)
+    assert y.min() >= 0.0 and y.max() <= 1.0
+    report = check_flow_equivariance(
+        lambda s: model(s, 4), x, it, [(1, 0), (-1, 2)], out_type=it, time_offset=3, periodic_velocities=False
+    )
+    assert report.passed, report.summary()
+    with torch.no_grad():
+        assert torch.equal(model.export((5, 5))(x, 4), y)
+    with pytest.raises(ValueError, match="output_activation must be one of"):
+        NextFramePredictor(it, enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 1), output_activation="tanh")

@@ -70,9 +70,23 @@ from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
 from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
 
-__all__ = ["NextFramePredictor", "ExportedNextFramePredictor", "CELLS"]
+__all__ = ["NextFramePredictor", "ExportedNextFramePredictor", "CELLS", "OUTPUT_ACTIVATIONS", "output_activation"]
 
 CELLS = {"fernn": FERNN, "gru": FlowGRU, "lstm": FlowLSTM}
+OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
+
+
+def output_activation(z: torch.Tensor, name: str) -> torch.Tensor:
+    """The pointwise map on the decoder's output: ``"identity"``, ``"clamp"`` to [0, 1] or ``"sigmoid"``.
+
+    A pointwise map commutes with transports of permutation-type fields, so it keeps the
+    predictions equivariant; ``"clamp"`` bounds what is fed back for frames in [0, 1].
+    """
+    if name == "clamp":
+        return z.clamp(0.0, 1.0)
+    if name == "sigmoid":
+        return torch.sigmoid(z)
+    return z
 
 State = Tuple[torch.Tensor, ...]
 
@@ -107,6 +121,9 @@ class NextFramePredictor(torch.nn.Module):
         checkpoint: gradient checkpointing in the encoder.
         padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"`` (encoder and decoder).
         bias: biases in :math:`U` and the decoder (escnn biases trivial fields only).
+        output_activation: pointwise map on each prediction (:func:`output_activation`):
+            ``"identity"`` (default), ``"clamp"`` to [0, 1] (bounds what is fed back; for frames in
+            [0, 1]) or ``"sigmoid"``. Pointwise, so predictions stay equivariant.
         **cell_kwargs: passed to the cells (e.g. ``nonlinearity`` for FERNN, ``interpolation``).
 
     Shapes:
@@ -132,9 +149,14 @@ class NextFramePredictor(torch.nn.Module):
         checkpoint: bool = False,
         padding_mode: str = "circular",
         bias: bool = True,
+        output_activation: str = "identity",
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+        if output_activation != "identity":
+            check_pointwise(in_type, "in_type (the predictions, for output_activation)")
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
         if pool not in VELOCITY_POOLS:
@@ -162,6 +184,7 @@ class NextFramePredictor(torch.nn.Module):
         self.flows = flows
         self.cell = cell
         self.pool = pool
+        self.output_activation = output_activation
         types_ = [hidden_type] + [dec_type] * decoder_layers + [in_type]
         self.decoder = torch.nn.ModuleList(
             [
@@ -183,7 +206,7 @@ class NextFramePredictor(torch.nn.Module):
             z = conv.apply_expanded(z, filt, bias)
             if i < n - 1:
                 z = torch.relu(z)
-        return z
+        return output_activation(z, self.output_activation)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode a pooled field ``[..., C, H, W]`` to frames ``[..., C_in, H, W]``."""
@@ -281,7 +304,7 @@ class NextFramePredictor(torch.nn.Module):
             raise ValueError("NextFramePredictor.export needs grid_shape=(H, W) (its transports are per-grid tables)")
         encoder = export_flow_rnn(self.encoder, grid_shape, max_steps)
         decoder = [export_conv(conv) for conv in self.decoder]
-        twin = ExportedNextFramePredictor(encoder, decoder, self.pool)
+        twin = ExportedNextFramePredictor(encoder, decoder, self.pool, self.output_activation)
         twin.train(self.training)
         return twin
 
@@ -289,12 +312,15 @@ class NextFramePredictor(torch.nn.Module):
 class ExportedNextFramePredictor(torch.nn.Module):
     """Plain-PyTorch twin of :class:`NextFramePredictor` (same ``forward``; TorchScript-able)."""
 
-    def __init__(self, encoder: ExportedFlowRNN, decoder: List[torch.nn.Conv2d], pool: str) -> None:
+    def __init__(
+        self, encoder: ExportedFlowRNN, decoder: List[torch.nn.Conv2d], pool: str, output_activation: str = "identity"
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = torch.nn.ModuleList(list(decoder))
         self.num_decoder = len(decoder)
         self.pool = pool
+        self.output_activation = output_activation
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``[N, C, H, W]``."""
@@ -304,7 +330,7 @@ class ExportedNextFramePredictor(torch.nn.Module):
             if i < self.num_decoder - 1:
                 z = torch.relu(z)
             i += 1
-        return z
+        return output_activation(z, self.output_activation)
 
     def forward(self, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False) -> torch.Tensor:
         if x.dim() != 5:

@@ -1,0 +1,7 @@
+"""``python -m flow_escnn.experiments``: see :mod:`flow_escnn.experiments.cli`."""
+import sys
+
+from flow_escnn.experiments.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,592 @@
+"""Experiment configuration, the velocity-set syntax, and the next-frame model factory.
+
+Velocity sets (``train_velocities`` / ``test_velocities``)
+----------------------------------------------------------
+A data velocity is ``(vx, vy, degrees_per_frame)``: integer pixels per frame with x along
+the last array axis and **y up**, angles counter-clockwise about the grid centre (the
+package convention). The string syntax, per ``flow``:
+
+===============  ==========================  ===============================================
+flow             range form                  explicit list (needs a comma or a colon)
+===============  ==========================  ===============================================
+``translation``  ``R``: all of [-R, R]^2     ``vx:vy,vx:vy,...`` e.g. ``1:0,0:1,-1:0``
+``rotation``     ``M`` or ``M/S``: -M..M      ``a,b,...`` degrees, e.g. ``-30,0,30``
+                 degrees in steps S (10)     (one angle: ``30,``)
+``both``         ``R@M`` or ``R@M/S``:       ``vx:vy:deg,...``
+                 product of the two
+===============  ==========================  ===============================================
+
+So ``--train-velocities 1 --test-velocities 2`` trains on the 9 velocities with
+:math:`\\max(|v_x|,|v_y|)\\le 1` and tests on the 25 of :math:`[-2,2]^2` (16 of them unseen).
+
+Model flow set :math:`V`
+------------------------
+``flow_radius`` R gives ``FlowSet.translations(gspace, R)``; ``flow_steps`` (``K`` for
+``-K..K`` or a list ``k1,k2,...``) gives ``FlowSet.rotations(gspace, steps)`` in steps of
+:math:`360/N` degrees per frame (``group`` = N); ``flow="both"`` takes their product. By
+default V covers the *training* velocities: R is their largest :math:`\\max(|v_x|,|v_y|)`,
+and the steps are the nearest multiples of :math:`360/N` of their angles. The G-RNN always
+uses ``FlowSet.identity``.
+
+Models
+------
+* ``fernn``: :class:`~flow_escnn.models.NextFramePredictor` over V (``cell`` fernn/gru/lstm);
+* ``grnn``: the same predictor over ``FlowSet.identity`` (the G-RNN, same parameter count);
+* ``grnn_plus``: :class:`GRNNPlusPredictor` (the G-RNN+ encoder of
+  :mod:`flow_escnn.nn.baselines` with the predictor's decoder convention).
+
+Hidden width: ``hidden_fields`` F fields of the regular representation of :math:`C_N`
+(``F * N`` channels; trivial fields when ``group == 1``), or ``hidden_channels`` C, which
+must then be a multiple of N. The decoder uses the hidden field type in its hidden layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flow_escnn._compat import enn, gspaces
+from flow_escnn.data.velocities import (
+    FLOW_KINDS,
+    rotation_velocities,
+    translation_velocities,
+    velocity_array,
+)
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.models.predictor import CELLS, OUTPUT_ACTIVATIONS, NextFramePredictor, output_activation
+from flow_escnn.nn.baselines import GRNNPlus
+from flow_escnn.nn.conv import SteerableConv
+from flow_escnn.nn.nonlinearity import get_nonlinearity
+from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
+
+__all__ = [
+    "MODELS",
+    "ExperimentConfig",
+    "GRNNPlusPredictor",
+    "parse_velocities",
+    "parse_flow_steps",
+    "velocity_key",
+    "make_gspace",
+    "field_types",
+    "model_flows",
+    "build_model",
+    "count_parameters",
+]
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("fernn", "grnn", "grnn_plus")
+
+#: Default velocity specs per flow kind: (train, test).
+DEFAULT_VELOCITIES: Dict[str, Tuple[str, str]] = {
+    "translation": ("1", "2"),
+    "rotation": ("20", "40"),
+    "both": ("1@20", "2@40"),
+}
+
+_SYNTAX = {
+    "translation": "'R' (all integer velocities in [-R, R]^2) or a list 'vx:vy,vx:vy,...' (e.g. '1:0,0:1')",
+    "rotation": "'M' or 'M/S' (-M..M degrees per frame in steps of S, default 10) or a list 'a,b,...' of degrees "
+    "(one angle: '30,')",
+    "both": "'R@M' or 'R@M/S' (translations [-R, R]^2 times angles -M..M step S) or a list 'vx:vy:deg,...'",
+}
+
+
+# -- velocity syntax ---------------------------------------------------------------------------------------
+def _bad(spec: str, flow: str, why: str = "") -> ValueError:
+    extra = f" ({why})" if why else ""
+    return ValueError(f"cannot read the velocity set {spec!r} for flow={flow!r}{extra}; expected {_SYNTAX[flow]}")
+
+
+def _int(text: str, spec: str, flow: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad(spec, flow, f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value):
+        raise _bad(spec, flow, f"{text!r} is not an integer number of pixels per frame")
+    return int(value)
+
+
+def _float(text: str, spec: str, flow: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad(spec, flow, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise _bad(spec, flow, f"{text!r} is not finite")
+    return value
+
+
+def _angle_range(text: str, spec: str, flow: str) -> List[float]:
+    m, _, s = text.partition("/")
+    try:
+        return rotation_velocities(_float(m, spec, flow), _float(s, spec, flow) if s else 10.0)
+    except ValueError as exc:
+        if "cannot read" in str(exc):
+            raise
+        raise _bad(spec, flow, str(exc)) from None
+
+
+def _radius(text: str, spec: str, flow: str) -> int:
+    r = _int(text, spec, flow)
+    if r < 0:
+        raise _bad(spec, flow, "the radius must be >= 0")
+    return r
+
+
+def parse_velocities(spec: str, flow: str) -> np.ndarray:
+    """Read a velocity-set string (syntax in the module docstring).
+
+    Args:
+        spec: e.g. ``"1"``, ``"1:0,0:1"``, ``"40/10"``, ``"-30,0,30"``, ``"1@20"``.
+        flow: ``"translation"``, ``"rotation"`` or ``"both"``.
+
+    Returns:
+        float64 ``[M, 3]`` rows ``(vx, vy, degrees_per_frame)`` in the order of the
+        :mod:`flow_escnn.data.velocities` helpers (or the given order for a list).
+
+    Raises:
+        ValueError: with the expected syntax, on anything malformed.
+    """
+    if flow not in FLOW_KINDS:
+        raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+    if not isinstance(spec, str) or not spec.strip():
+        raise _bad(str(spec), flow, "empty")
+    s = "".join(spec.split())
+    items = [p for p in s.split(",") if p]
+    explicit = "," in s or ":" in s
+    rows: List[Any]
+    if flow == "translation":
+        if explicit:
+            rows = []
+            for item in items:
+                parts = item.split(":")
+                if len(parts) != 2:
+                    raise _bad(spec, flow, f"{item!r} is not 'vx:vy'")
+                rows.append((_int(parts[0], spec, flow), _int(parts[1], spec, flow)))
+        else:
+            rows = translation_velocities(_radius(s, spec, flow))
+    elif flow == "rotation":
+        if ":" in s:
+            raise _bad(spec, flow, "rotation velocities are angles; use flow 'both' for translations")
+        rows = [_float(a, spec, flow) for a in items] if explicit else _angle_range(s, spec, flow)
+    else:
+        if "@" in s and not explicit:
+            r, _, m = s.partition("@")
+            pairs = translation_velocities(_radius(r, spec, flow))
+            rows = [(vx, vy, w) for w in _angle_range(m, spec, flow) for vx, vy in pairs]
+        elif explicit and "@" not in s:
+            rows = []
+            for item in items:
+                parts = item.split(":")
+                if len(parts) != 3:
+                    raise _bad(spec, flow, f"{item!r} is not 'vx:vy:deg'")
+                rows.append((_int(parts[0], spec, flow), _int(parts[1], spec, flow), _float(parts[2], spec, flow)))
+        else:
+            raise _bad(spec, flow)
+    if not rows:
+        raise _bad(spec, flow, "empty")
+    try:
+        return velocity_array(rows, flow)
+    except ValueError as exc:
+        raise _bad(spec, flow, str(exc)) from None
+
+
+def parse_flow_steps(spec: str) -> List[int]:
+    """Rotation steps of the model's V: ``"K"`` -> ``[-K, ..., K]``; ``"k1,k2,..."`` -> that list.
+
+    Raises:
+        ValueError: on anything that is not integers.
+    """
+    s = "".join(str(spec).split())
+    try:
+        if "," in s:
+            steps = [int(p) for p in s.split(",") if p]
+        else:
+            k = int(s)
+            if k < 0:
+                raise ValueError
+            steps = list(range(-k, k + 1))
+    except ValueError:
+        raise ValueError(
+            f"cannot read the rotation steps {spec!r}: expected 'K' (steps -K..K of 360/N degrees per frame) "
+            "or a list of integers 'k1,k2,...'"
+        ) from None
+    if not steps or len(set(steps)) != len(steps):
+        raise ValueError(f"the rotation steps {spec!r} must be a non-empty list without duplicates")
+    return steps
+
+
+def velocity_key(row: Any, flow: str) -> str:
+    """A readable key of one data velocity ``(vx, vy, deg)``: ``"(1,-1)"``, ``"30deg"``, ``"(1,0)@30deg"``."""
+    vx, vy, w = int(row[0]), int(row[1]), float(row[2])
+    trans = f"({vx},{vy})"
+    rot = f"{w:g}deg"
+    if flow == "translation":
+        return trans
+    if flow == "rotation":
+        return rot
+    return f"{trans}@{rot}"
+
+
+def velocity_speed(row: Any, flow: str) -> float:
+    """A scalar speed for plots: :math:`\\max(|v_x|,|v_y|)` (translations) or :math:`|\\omega|` in degrees."""
+    if flow == "rotation":
+        return abs(float(row[2]))
+    return float(max(abs(row[0]), abs(row[1])))
+
+
+# -- the config ------------------------------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything that defines a Flowing-MNIST next-frame experiment (saved in checkpoints).
+
+    ``None`` fields get their defaults in :meth:`resolve` (which every entry point calls), so
+    a saved config is fully explicit. See the module docstring for the velocity syntax and V.
+    """
+
+    # model
+    model: str = "fernn"
+    cell: str = "fernn"
+    group: int = 1
+    hidden_channels: Optional[int] = None
+    hidden_fields: Optional[int] = None
+    num_layers: int = 1
+    decoder_layers: int = 2
+    output_activation: str = "clamp"
+    kernel_size: int = 3
+    pool: str = "max"
+    flow_radius: Optional[int] = None
+    flow_steps: Optional[str] = None
+    velocity_kernel_size: int = 5
+    # data
+    flow: str = "translation"
+    train_velocities: Optional[str] = None
+    test_velocities: Optional[str] = None
+    digits: str = "mnist"
+    grid_size: int = 28
+    digit_size: Optional[int] = None
+    num_digits: int = 2
+    num_train: int = 10000
+    num_val: int = 500
+    num_test: int = 1000
+    num_per_velocity: int = 100
+    t_in: int = 10
+    t_out: int = 10
+    horizon_factor: int = 3
+    # optimisation
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    one_step_weight: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    eval_batch_size: Optional[int] = None
+
+    # -- (de)serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ExperimentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown experiment config keys {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- derived quantities ------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.num_train / self.batch_size))
+
+    @property
+    def extended_horizon(self) -> int:
+        return self.horizon_factor * self.t_out
+
+    def train_velocity_array(self) -> np.ndarray:
+        return parse_velocities(self.train_velocities or DEFAULT_VELOCITIES[self.flow][0], self.flow)
+
+    def test_velocity_array(self) -> np.ndarray:
+        return parse_velocities(self.test_velocities or DEFAULT_VELOCITIES[self.flow][1], self.flow)
+
+    def hidden_field_count(self) -> int:
+        if self.hidden_fields is not None:
+            return self.hidden_fields
+        channels = 16 if self.hidden_channels is None else self.hidden_channels
+        return max(1, channels // self.group)
+
+    # -- validation and defaults ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option when anything is inconsistent."""
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(sorted(CELLS))}, got {self.cell!r}")
+        if self.model == "grnn_plus" and self.cell != "fernn":
+            raise ValueError("model 'grnn_plus' has only the plain (non-gated) cell; drop --cell or use --cell fernn")
+        if self.model == "grnn_plus" and self.num_layers != 1:
+            raise ValueError("model 'grnn_plus' supports num_layers=1 only")
+        if self.flow not in FLOW_KINDS:
+            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {self.flow!r}")
+        if self.pool not in VELOCITY_POOLS:
+            raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {self.pool!r}")
+        positive = (
+            "group", "num_layers", "kernel_size", "velocity_kernel_size", "grid_size", "num_digits", "num_train",
+            "num_val", "num_test", "num_per_velocity", "t_in", "t_out", "horizon_factor", "batch_size",
+            "eval_every", "checkpoint_every",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("hidden_channels", "hidden_fields", "steps", "epochs", "digit_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.decoder_layers) or self.decoder_layers < 0:
+            raise ValueError(f"decoder_layers must be a non-negative integer, got {self.decoder_layers!r}")
+        if self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+        if self.kernel_size % 2 == 0 or self.velocity_kernel_size % 2 == 0:
+            raise ValueError("kernel_size and velocity_kernel_size must be odd")
+        if self.hidden_channels is not None and self.hidden_fields is not None:
+            raise ValueError("give either hidden_channels or hidden_fields, not both")
+        if self.hidden_channels is not None and self.hidden_channels % self.group:
+            raise ValueError(
+                f"hidden_channels={self.hidden_channels} is not a multiple of the group order N={self.group} "
+                f"(regular fields of C_{self.group} have {self.group} channels each); use hidden_fields instead"
+            )
+        if self.steps is not None and self.epochs is not None and self.steps != self.epochs * self.steps_per_epoch:
+            raise ValueError("give either steps or epochs, not both")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        if not (isinstance(self.one_step_weight, (int, float)) and self.one_step_weight >= 0):
+            raise ValueError(f"one_step_weight must be >= 0, got {self.one_step_weight!r}")
+        if self.one_step_weight > 0 and self.model == "grnn_plus":
+            raise ValueError("one_step_weight > 0 is not implemented for model 'grnn_plus'")
+        if self.one_step_weight > 0 and self.t_in < 2:
+            raise ValueError("one_step_weight > 0 needs t_in >= 2")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:K'), got {self.device!r}")
+        if not isinstance(self.digits, str) or not self.digits:
+            raise ValueError("digits must be 'mnist', 'synthetic' or a folder path")
+        if self.digit_size is not None and self.digit_size > self.grid_size:
+            raise ValueError(f"digit_size={self.digit_size} does not fit on a {self.grid_size}x{self.grid_size} grid")
+        self.train_velocity_array()
+        self.test_velocity_array()
+        if self.flow_radius is not None and (not _is_int(self.flow_radius) or self.flow_radius < 0):
+            raise ValueError(f"flow_radius must be a non-negative integer, got {self.flow_radius!r}")
+        if self.flow_steps is not None:
+            parse_flow_steps(self.flow_steps)
+        if self.model == "grnn" and (self.flow_radius is not None or self.flow_steps is not None):
+            raise ValueError("the G-RNN has no flow set (V = {0}); flow_radius / flow_steps apply to fernn and grnn_plus")
+        if self.model != "grnn" and self.flow in ("rotation", "both") and self.group < 2:
+            raise ValueError(
+                f"a {self.model} over rotation flows needs a rotation group: pass group N >= 2 (rot2dOnR2(N)); "
+                "its V then holds rotations by multiples of 360/N degrees per frame"
+            )
+        if self.model == "grnn_plus" and self.flow != "translation":
+            raise ValueError("model 'grnn_plus' (learned per-velocity kernels) is implemented for translation flows only")
+
+    def resolve(self) -> "ExperimentConfig":
+        """Validate and return a copy with every ``None`` default filled in."""
+        self.validate()
+        c = dataclasses.replace(self)
+        c.train_velocities = c.train_velocities or DEFAULT_VELOCITIES[c.flow][0]
+        c.test_velocities = c.test_velocities or DEFAULT_VELOCITIES[c.flow][1]
+        c.hidden_fields = c.hidden_field_count()
+        c.hidden_channels = None
+        if c.digit_size is None and c.grid_size < 28:
+            c.digit_size = c.grid_size  # keep MNIST's digit-to-grid ratio on smaller grids
+        if c.eval_batch_size is None:
+            c.eval_batch_size = max(c.batch_size, 64)
+        if c.steps is None:
+            c.steps = 2000 if c.epochs is None else c.epochs * c.steps_per_epoch
+        if c.model != "grnn":
+            train = c.train_velocity_array()
+            if c.flow_radius is None and c.flow in ("translation", "both"):
+                c.flow_radius = int(np.abs(train[:, :2]).max())
+            if c.flow_steps is None and c.flow in ("rotation", "both"):
+                step = 360.0 / c.group
+                ks = sorted({int(round(w / step)) for w in train[:, 2]})
+                if any(abs(w / step - round(w / step)) > 1e-9 for w in train[:, 2]):
+                    logger.warning(
+                        "training angles %s are not all multiples of 360/%d = %g degrees: V uses the nearest steps %s",
+                        sorted(set(train[:, 2].tolist())), c.group, step, ks,
+                    )
+                c.flow_steps = ",".join(str(k) for k in ks) + ("," if len(ks) == 1 else "")
+        c.validate()
+        return c
+
+
+# -- model factory ------------------------------------------------------------------------------------------
+def make_gspace(group: int) -> Any:
+    """``trivialOnR2()`` for ``group == 1``, else ``rot2dOnR2(group)``."""
+    if not _is_int(group) or group < 1:
+        raise ValueError(f"group must be a positive integer, got {group!r}")
+    return gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
+
+
+def field_types(config: ExperimentConfig) -> Tuple[Any, Any]:
+    """``(in_type, hidden_type)``: one trivial (grayscale) field in; F regular (or trivial) fields hidden."""
+    gs = make_gspace(config.group)
+    in_type = enn.FieldType(gs, [gs.trivial_repr])
+    hidden_type = enn.FieldType(gs, [gs.regular_repr] * config.hidden_field_count())
+    return in_type, hidden_type
+
+
+def model_flows(config: ExperimentConfig, gspace: Any) -> FlowSet:
+    """The model's V for a *resolved* config (identity for the G-RNN)."""
+    if config.model == "grnn":
+        return FlowSet.identity(gspace)
+    if config.flow == "translation":
+        return FlowSet.translations(gspace, int(config.flow_radius))
+    steps = parse_flow_steps(config.flow_steps)
+    if config.flow == "rotation":
+        return FlowSet.rotations(gspace, steps)
+    return FlowSet.roto_translations(gspace, int(config.flow_radius), steps)
+
+
+def build_model(config: ExperimentConfig) -> torch.nn.Module:
+    """The next-frame model of a config: ``forward(x [B, T_in, C, H, W], P) -> [B, P, C, H, W]``.
+
+    Every model also has ``encoder`` (returning the lifted hidden sequence
+    ``[B, T, |V|, C, H, W]``) and ``flows`` (its V), which the plots use.
+    """
+    c = config.resolve()
+    in_type, hidden_type = field_types(c)
+    flows = model_flows(c, in_type.gspace)
+    if c.model == "grnn_plus":
+        return GRNNPlusPredictor(
+            in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, kernel_size=c.kernel_size,
+            velocity_kernel_size=c.velocity_kernel_size, output_activation=c.output_activation,
+        )
+    return NextFramePredictor(
+        in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell=c.cell,
+        num_layers=c.num_layers, kernel_size=c.kernel_size, output_activation=c.output_activation,
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+# -- G-RNN+ as a next-frame predictor --------------------------------------------------------------------------
+class GRNNPlusPredictor(torch.nn.Module):
+    """G-RNN+ next-frame predictor with the decoder convention of :class:`~flow_escnn.models.NextFramePredictor`.
+
+    The encoder is :class:`~flow_escnn.nn.baselines.GRNNPlus` (one layer),
+    :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`. The learned kernel
+    :math:`K_\\nu` takes the place of the transport :math:`\\psi_1(\\nu)` everywhere the FERNN
+    predictor uses it, so frame :math:`s \\ge T_{in}` is predicted as
+
+    .. math::
+        \\tilde h_s(\\nu) = K_\\nu \\circledast h_{s-1}(\\nu), \\qquad \\hat f_s = \\mathrm{Dec}(P_V \\tilde h_s),
+        \\qquad h_s(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{s-1}](\\nu) + U * \\hat f_s).
+
+    With ``init="shift"`` (pure translations that fit the kernel) :math:`K_\\nu` starts as the
+    exact transport, so the untrained model computes the FERNN predictor with the same weights.
+    Not flow-equivariant once trained (see :class:`~flow_escnn.nn.baselines.GRNNPlus`).
+
+    Shapes: ``forward(x [B, T_in, C, H, W], num_predictions) -> [B, P, C, H, W]``.
+    """
+
+    def __init__(
+        self,
+        in_type: Any,
+        hidden_type: Any,
+        flows: FlowSet,
+        decoder_layers: int = 2,
+        pool: str = "max",
+        kernel_size: int = 3,
+        velocity_kernel_size: int = 5,
+        padding_mode: str = "circular",
+        bias: bool = True,
+        output_activation: str = "identity",
+    ) -> None:
+        super().__init__()
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+        self.output_activation = output_activation
+        if pool not in VELOCITY_POOLS:
+            raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {pool!r}")
+        p = velocity_kernel_size // 2
+        fits = all(k == 0 and max(abs(vx), abs(vy)) <= p for vx, vy, k in flows.velocities)
+        self.encoder = GRNNPlus(
+            in_type, hidden_type, flows, kernel_size=kernel_size, velocity_kernel_size=velocity_kernel_size,
+            init="shift" if fits else "identity", num_layers=1, bias=bias, padding_mode=padding_mode,
+        )
+        self.in_type = in_type
+        self.hidden_type = hidden_type
+        self.flows = flows
+        self.pool = pool
+        self._sigma = get_nonlinearity(self.encoder.nonlinearity)
+        types_ = [hidden_type] + [hidden_type] * decoder_layers + [in_type]
+        self.decoder = torch.nn.ModuleList(
+            [
+                SteerableConv(a, b, kernel_size, bias=bias, padding_mode=padding_mode)
+                for a, b in zip(types_[:-1], types_[1:])
+            ]
+        )
+
+    def _velocity_conv(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`K_\\nu \\circledast h(\\nu)` (periodic) for ``h [B, V, C, H, W]``."""
+        b, v, c, hh, ww = h.shape
+        p = self.encoder.velocity_kernel_size // 2
+        a = h.reshape(b, v * c, hh, ww)
+        if p > 0:
+            a = F.pad(a, (p, p, p, p), mode="circular")
+        return F.conv2d(a, self.encoder.velocity_filter(0), groups=v * c).reshape(b, v, c, hh, ww)
+
+    def _decode(self, z: torch.Tensor, filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
+        n = len(self.decoder)
+        for i, (conv, (filt, bias)) in enumerate(zip(self.decoder, filters)):
+            z = conv.apply_expanded(z, filt, bias)
+            if i < n - 1:
+                z = torch.relu(z)
+        return output_activation(z, self.output_activation)
+
+    def forward(self, x: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2] != self.in_type.size:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected input frames [B, T_in, C={self.in_type.size}, H, W], got {got}")
+        if isinstance(num_predictions, bool) or not isinstance(num_predictions, int) or num_predictions < 1:
+            raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
+        enc = self.encoder
+        h = enc(x).tensor[:, -1]  # h_{T_in - 1}: [B, V, C, H, W]
+        dec_filters = [conv.expand() for conv in self.decoder]
+        ufilt, ubias = enc.U[0].expand()
+        wfilt, _ = enc.W[0].expand()
+        b, v, c, hh, ww = h.shape
+        preds: List[torch.Tensor] = []
+        for j in range(num_predictions):
+            pred = self._decode(reduce_velocities(self._velocity_conv(h), self.pool), dec_filters)
+            preds.append(pred)
+            if j == num_predictions - 1:
+                break
+            u = enc.U[0].apply_expanded(pred, ufilt, ubias).unsqueeze(1)  # broadcast over V
+            a = enc.W[0].apply_expanded(h.reshape(b * v, c, hh, ww), wfilt, None).reshape(b, v, c, hh, ww)
+            h = self._sigma(self._velocity_conv(a) + u)
+        return torch.stack(preds, dim=1)
