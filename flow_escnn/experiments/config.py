@@ -4,17 +4,13 @@ Velocity sets (``train_velocities`` / ``test_velocities``)
 ----------------------------------------------------------
 A data velocity is ``(vx, vy, degrees_per_frame)``: integer pixels per frame with x along
 the last array axis and **y up**, angles counter-clockwise about the grid centre (the
-package convention). The string syntax, per ``flow``:
+package convention). The string syntax, per ``flow``::
 
-===============  ==========================  ===============================================
-flow             range form                  explicit list (needs a comma or a colon)
-===============  ==========================  ===============================================
-``translation``  ``R``: all of [-R, R]^2     ``vx:vy,vx:vy,...`` e.g. ``1:0,0:1,-1:0``
-``rotation``     ``M`` or ``M/S``: -M..M      ``a,b,...`` degrees, e.g. ``-30,0,30``
-                 degrees in steps S (10)     (one angle: ``30,``)
-``both``         ``R@M`` or ``R@M/S``:       ``vx:vy:deg,...``
-                 product of the two
-===============  ==========================  ===============================================
+    flow          range form                           explicit list (needs a comma or a colon)
+    translation   R: all of [-R, R]^2                  vx:vy,vx:vy,...  e.g. 1:0,0:1,-1:0
+    rotation      M or M/S: -M..M degrees in steps S   a,b,... degrees, e.g. -30,0,30 (one angle: 30,)
+                  (S defaults to 10)
+    both          R@M or R@M/S: product of the two     vx:vy:deg,...
 
 So ``--train-velocities 1 --test-velocities 2`` trains on the 9 velocities with
 :math:`\\max(|v_x|,|v_y|)\\le 1` and tests on the 25 of :math:`[-2,2]^2` (16 of them unseen).

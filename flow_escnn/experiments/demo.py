@@ -21,7 +21,7 @@ half the G-RNN's MSE on the training velocities and on the unseen ones, but (1) 
 velocities of one border row of V its error is as bad as the G-RNN's. The most active slice
 for digits moving with v was v + (0, 1), not v: the learned recurrent kernel W also moves
 content (by a pixel per frame), so the slice that tracks v is v + drift, which leaves
-V = [-2, 2]^2 for |v| = 2 in the drift's direction (seed 1 failed on another side); and (2) its autoregressive predictions blow up past the training
+V = [-2, 2]^2 for :math:`|v| = 2` in the drift's direction (seed 1 failed on another side); and (2) its autoregressive predictions blow up past the training
 horizon (pixel intensities grow every frame), while the G-RNN's blurred predictions stay
 bounded. Longer training (the paper trains 50 epochs on 54k sequences) is not part of a
 10-minute demo.
