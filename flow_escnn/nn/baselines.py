@@ -27,7 +27,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import PADDING_MODES, SteerableConv
-from flow_escnn.nn.nonlinearity import get_nonlinearity
+from flow_escnn.nn.nonlinearity import apply_nonlinearity, get_nonlinearity
 from flow_escnn.nn.sequence import FERNN
 
 __all__ = ["GRNN", "GRNNPlus", "ExportedGRNNPlus", "Conv3DClassifier", "KERNEL_SHARING", "KERNEL_INITS"]
@@ -339,21 +339,9 @@ class _ExportedGRNNPlusLayer(torch.nn.Module):
             if p > 0:
                 a = F.pad(a, [p, p, p, p], mode="circular")
             a = F.conv2d(a, self.K, groups=v * c).reshape(b, v, c, hh, ww)
-            h = _nonlinearity(a + u[:, t], self.nonlinearity)
+            h = apply_nonlinearity(a + u[:, t], self.nonlinearity)
             outs.append(h)
         return torch.stack(outs, dim=1)
-
-
-def _nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "relu":
-        return torch.relu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "elu":
-        return F.elu(x)
-    return x
 
 
 class Conv3DClassifier(torch.nn.Module):

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from flow_escnn._compat import enn
 from flow_escnn.flows.gspace_utils import spatial_matrix
 
-__all__ = ["SteerableConv", "PADDING_MODES"]
+__all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d"]
 
 PADDING_MODES = ("circular", "zeros")
 
@@ -258,19 +258,35 @@ class SteerableConv(enn.EquivariantModule):
         """A plain ``torch.nn.Conv2d`` with the expanded weights and the same padding mode."""
         with torch.no_grad():
             filt, bias = self.expand()
-        conv = torch.nn.Conv2d(
-            self.in_type.size,
-            self.out_type.size,
-            self.kernel_size,
-            padding=self.kernel_size // 2,
-            padding_mode=self.padding_mode,
-            bias=bias is not None,
-        ).to(device=filt.device, dtype=filt.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(filt)
-            if bias is not None:
-                conv.bias.copy_(bias)
-        return conv
+        return dense_conv2d(filt, bias, self.kernel_size // 2, self.padding_mode)
+
+
+def dense_conv2d(
+    filt: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    padding: Any,
+    padding_mode: str,
+    stride: Any = 1,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> torch.nn.Conv2d:
+    """A ``torch.nn.Conv2d`` holding an expanded filter ``[C_out, C_in/groups, k, k]`` and bias."""
+    conv = torch.nn.Conv2d(
+        filt.shape[1] * groups,
+        filt.shape[0],
+        tuple(filt.shape[-2:]),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias is not None,
+        padding_mode=padding_mode,
+    ).to(device=filt.device, dtype=filt.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(filt)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
 
 
 def _signed_permutation(rho: np.ndarray, tol: float = 1e-9) -> Optional[Tuple[np.ndarray, np.ndarray]]:

@@ -47,7 +47,8 @@ from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.flows.transport import GatherTransport, TransportPlan
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell
-from flow_escnn.nn.conv import SteerableConv
+from flow_escnn.nn.conv import SteerableConv, dense_conv2d
+from flow_escnn.nn.nonlinearity import apply_nonlinearity
 from flow_escnn.nn.sequence import FlowRNN
 
 __all__ = [
@@ -81,22 +82,7 @@ def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
             filt, bias = conv.expand_parameters()
     finally:
         conv.train(was_training)
-    out = torch.nn.Conv2d(
-        conv.in_type.size,
-        conv.out_type.size,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=bias is not None,
-        padding_mode=conv.padding_mode,
-    ).to(device=filt.device, dtype=filt.dtype)
-    with torch.no_grad():
-        out.weight.copy_(filt)
-        if bias is not None:
-            out.bias.copy_(bias)
-    return out
+    return dense_conv2d(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
 
 
 def export_conv(conv: Any) -> torch.nn.Conv2d:
@@ -115,19 +101,6 @@ def export_conv(conv: Any) -> torch.nn.Conv2d:
 
 
 # -- cells ------------------------------------------------------------------------------------------
-def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
-    """The pointwise nonlinearities of :data:`flow_escnn.nn.NONLINEARITIES` (TorchScript-compatible)."""
-    if name == "relu":
-        return torch.relu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "elu":
-        return torch.nn.functional.elu(x)
-    return x
-
-
 _KNOWN_NONLINEARITIES = ("relu", "tanh", "sigmoid", "elu", "identity")
 
 

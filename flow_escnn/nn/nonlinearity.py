@@ -14,18 +14,33 @@ shift, and with exact spatial transport (see the note).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict
 
 import torch
 
-__all__ = ["NONLINEARITIES", "get_nonlinearity", "check_pointwise"]
+__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "check_pointwise"]
+
+
+def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Apply the pointwise nonlinearity called ``name`` (TorchScript-compatible dispatch).
+
+    Unknown names are rejected at construction by :func:`get_nonlinearity`; here they fall
+    through to the identity, which only ``"identity"`` should reach.
+    """
+    if name == "relu":
+        return torch.relu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "elu":
+        return torch.nn.functional.elu(x)
+    return x
+
 
 NONLINEARITIES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "elu": torch.nn.functional.elu,
-    "identity": lambda x: x,
+    name: functools.partial(apply_nonlinearity, name=name) for name in ("relu", "tanh", "sigmoid", "elu", "identity")
 }
 
 
