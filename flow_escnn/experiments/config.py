@@ -259,7 +259,7 @@ class ExperimentConfig:
     hidden_fields: Optional[int] = None
     num_layers: int = 1
     decoder_layers: int = 2
-    output_activation: str = "identity"
+    output_activation: str = "sigmoid"  # frames are in [0, 1]; bounds what is fed back
     kernel_size: int = 3
     pool: str = "max"
     flow_radius: Optional[int] = None
