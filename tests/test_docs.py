@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -105,6 +106,7 @@ PAGES = pages_with_code()
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)  # the pages draw random weights and inputs: keep the run reproducible
     namespace: Dict[str, object] = {"__name__": f"docs_{Path(page).stem}"}
     for line, code in PAGES[page]:
         try:
