@@ -22,6 +22,7 @@ from flow_escnn.nn.pooling import (
     pool_velocities,
 )
 from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.vmixing import VelocityMixing
 
 __all__ = [
     # layers
@@ -35,6 +36,7 @@ __all__ = [
     "FlowGRU",
     "FlowLSTM",
     "NONLINEARITIES",
+    "VelocityMixing",
     # pooling
     "VelocityPool",
     "GroupPool",

@@ -54,6 +54,7 @@ from flow_escnn.flows.transport import TransportPlan
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.nonlinearity import check_pointwise, get_nonlinearity
+from flow_escnn.nn.vmixing import VelocityMixing
 
 __all__ = ["FlowCellBase", "FERNNCell", "FlowGRUCell", "FlowLSTMCell", "State"]
 
@@ -73,6 +74,10 @@ class FlowCellBase(torch.nn.Module):
         padding_mode: ``"circular"`` (default; exact on the torus) or ``"zeros"``.
         interpolation: resampling used by non-grid flows (approximate, see
             :mod:`flow_escnn.flows.transport`).
+        velocity_mixing: radius of an optional learned mixing of neighbouring velocity slices
+            after the transport (:class:`~flow_escnn.nn.vmixing.VelocityMixing`; 0 = off, the
+            paper's cell). Exactly G-equivariant; flow-equivariant away from the border of V
+            (see that module); stationary-frame (``mode="hidden"``) only.
     """
 
     gates: int = 1
@@ -89,6 +94,7 @@ class FlowCellBase(torch.nn.Module):
         interpolation: str = "bilinear",
         *,
         nonlinearity: Optional[str] = None,
+        velocity_mixing: int = 0,
     ) -> None:
         super().__init__()
         if nonlinearity is not None:
@@ -118,6 +124,8 @@ class FlowCellBase(torch.nn.Module):
         self.U = SteerableConv(in_type, gate_type, kernel_size, bias=bias, padding_mode=padding_mode)
         self.W = SteerableConv(hidden_type, gate_type, kernel_size, bias=False, padding_mode=padding_mode)
         self._plans: Dict[Tuple[Any, ...], TransportPlan] = {}
+        # optional learned mixing of neighbouring velocities (flow_escnn.nn.vmixing), 0 = off
+        self.mix: Optional[VelocityMixing] = VelocityMixing(flows, velocity_mixing) if velocity_mixing else None
 
     # -- transport plans (cached per grid and device; not part of the state_dict) ------------------
     def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, int], device: torch.device, extra: Any = None) -> TransportPlan:
@@ -159,8 +167,11 @@ class FlowCellBase(torch.nn.Module):
         return state[0]
 
     def step(self, state: State, u: torch.Tensor, wfilt: torch.Tensor, plan: TransportPlan) -> State:
-        """Transport by :math:`\\psi_1(\\nu)`, then update (a pure function of its arguments)."""
-        return self.update(tuple(plan(s) for s in state), u, wfilt)
+        """Transport by :math:`\\psi_1(\\nu)` (then V-mix, if enabled), then update."""
+        moved = tuple(plan(s) for s in state)
+        if self.mix is not None:
+            moved = tuple(self.mix(s) for s in moved)
+        return self.update(moved, u, wfilt)
 
     # -- public single-step API ----------------------------------------------------------------------------
     def forward(

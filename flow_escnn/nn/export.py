@@ -119,6 +119,7 @@ class ExportedFlowCell(torch.nn.Module):
         step_transport: ExportedTransport,
         hidden_channels: int,
         nonlinearity: str = "relu",
+        mixing: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
         if kind not in ("fernn", "gru", "lstm"):
@@ -130,6 +131,9 @@ class ExportedFlowCell(torch.nn.Module):
         self.U = U
         self.W = W
         self.step_transport = step_transport
+        # V-mixing matrix [V, V] applied after the transport (flow_escnn.nn.vmixing); empty = off
+        self.has_mixing = mixing is not None
+        self.register_buffer("mixing", mixing.detach().clone() if mixing is not None else torch.zeros(0, 0))
         self.hidden_channels = int(hidden_channels)
         self.gate_channels = int(U.out_channels)
         self.in_channels = int(U.in_channels)
@@ -169,8 +173,11 @@ class ExportedFlowCell(torch.nn.Module):
         return [h_new, c_new]
 
     def transport(self, state: List[torch.Tensor]) -> List[torch.Tensor]:
-        """:math:`\\psi_1(\\nu)\\cdot s(\\nu)` for every tensor of the state."""
-        return [self.step_transport(s) for s in state]
+        """:math:`\\psi_1(\\nu)\\cdot s(\\nu)` for every tensor of the state (then V-mixing, if any)."""
+        moved = [self.step_transport(s) for s in state]
+        if self.has_mixing:
+            moved = [torch.einsum("ij,bjchw->bichw", self.mixing.to(s.dtype), s) for s in moved]
+        return moved
 
     def forward(self, state: List[torch.Tensor], u: torch.Tensor) -> List[torch.Tensor]:
         """Transport by :math:`\\psi_1(\\nu)`, then update (the hidden-mode step)."""
@@ -195,8 +202,9 @@ def export_cell(cell: FlowCellBase, grid_shape: GridShape) -> ExportedFlowCell:
     device = _device_of(cell)
     step = ExportedTransport.from_plan(cell.step_plan(tuple(grid_shape), device))
     nonlinearity = getattr(cell, "nonlinearity", "relu") if kind == "fernn" else "identity"
+    mixing = cell.mix.matrix().detach() if cell.mix is not None else None
     return ExportedFlowCell(
-        kind, export_conv(cell.U), export_conv(cell.W), step, cell.hidden_type.size, nonlinearity
+        kind, export_conv(cell.U), export_conv(cell.W), step, cell.hidden_type.size, nonlinearity, mixing
     ).to(device)
 
 

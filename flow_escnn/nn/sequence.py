@@ -111,8 +111,15 @@ class FlowRNN(torch.nn.Module):
 
     def resolve_mode(self, grid: Tuple[int, int], device: Union[str, torch.device] = "cpu") -> str:
         """The mode actually used on a ``grid`` (``"auto"`` resolved)."""
+        mixing = any(c.mix is not None for c in self.cells)
+        if self.mode == "comoving" and mixing:
+            raise ValueError(
+                "V-mixing (velocity_mixing > 0) is defined in the stationary frame: use mode='hidden' or 'auto'"
+            )
         if self.mode != "auto":
             return self.mode
+        if mixing:
+            return "hidden"
         return "hidden" if self.cells[0].step_plan(grid, torch.device(device)).exact else "comoving"
 
     def export(self, grid_shape: Tuple[int, int], max_steps: Optional[int] = None) -> torch.nn.Module:
