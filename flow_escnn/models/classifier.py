@@ -46,12 +46,11 @@ from flow_escnn.nn.pooling import (
     reduce_space,
     reduce_velocities,
 )
-from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.sequence import SEQUENCE_LAYERS, FlowRNN
 
 __all__ = ["SequenceClassifier", "ExportedSequenceClassifier", "READOUTS"]
 
 READOUTS = ("last", "mean")
-_CELLS = {"fernn": FERNN, "gru": FlowGRU, "lstm": FlowLSTM}
 
 
 class SequenceClassifier(torch.nn.Module):
@@ -100,8 +99,8 @@ class SequenceClassifier(torch.nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        if cell not in _CELLS:
-            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+        if cell not in SEQUENCE_LAYERS:
+            raise ValueError(f"cell must be one of {sorted(SEQUENCE_LAYERS)}, got {cell!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if velocity_pool not in VELOCITY_POOLS:
@@ -114,7 +113,7 @@ class SequenceClassifier(torch.nn.Module):
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         if not isinstance(hidden_type, enn.FieldType):
             raise TypeError(f"hidden_type must be an escnn FieldType, got {type(hidden_type).__name__}")
-        self.encoder: FlowRNN = _CELLS[cell](
+        self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](
             in_type,
             hidden_type,
             flows,

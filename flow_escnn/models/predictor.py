@@ -68,11 +68,11 @@ from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.export import ExportedFlowRNN, export_conv, export_flow_rnn
 from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
-from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.sequence import SEQUENCE_LAYERS, FlowRNN
 
 __all__ = ["NextFramePredictor", "ExportedNextFramePredictor", "CELLS", "OUTPUT_ACTIVATIONS", "output_activation"]
 
-CELLS = {"fernn": FERNN, "gru": FlowGRU, "lstm": FlowLSTM}
+CELLS = SEQUENCE_LAYERS  # cell name -> sequence layer
 OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
 
 

@@ -42,7 +42,7 @@ from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
 
-__all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES"]
+__all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES", "SEQUENCE_LAYERS"]
 
 MODES = ("auto", "hidden", "comoving")
 
@@ -332,3 +332,7 @@ class FlowLSTM(FlowRNN):
     """A stack of :class:`~flow_escnn.nn.cells.FlowLSTMCell`; final states are ``(h, c)`` pairs."""
 
     cell_class = FlowLSTMCell
+
+
+#: The sequence layer for each cell name (``cell=`` in the models and the experiments).
+SEQUENCE_LAYERS = {"fernn": FERNN, "gru": FlowGRU, "lstm": FlowLSTM}
