@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from flow_escnn.data._checks import positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import bilinear_periodic, rot90_shift_periodic, shift_periodic
 from flow_escnn.data.digits import SPLITS, DigitSet, check_split
@@ -107,17 +108,11 @@ def _grid_shape(grid_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _centred_canvas(images: np.ndarray, grid: Tuple[int, int], digit_size: Optional[int]) -> torch.Tensor:
     """Digits ``[M, h, w]`` -> ``[M, H, W]`` centred on the grid (optionally resized first)."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     if digit_size is not None:
-        s = _positive_int(digit_size, "digit_size")
+        s = positive_int(digit_size, "digit_size")
         if (s, s) != tuple(x.shape[-2:]):
             mode = "area" if s <= min(x.shape[-2:]) else "bilinear"
             kwargs = {} if mode == "area" else {"align_corners": False}
@@ -219,9 +214,9 @@ def generate_flowing_sequences(
     """
     if flow not in FLOW_KINDS:
         raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-    n = _positive_int(num_sequences, "num_sequences")
-    T = _positive_int(num_frames, "num_frames")
-    K = _positive_int(num_digits, "num_digits")
+    n = positive_int(num_sequences, "num_sequences")
+    T = positive_int(num_frames, "num_frames")
+    K = positive_int(num_digits, "num_digits")
     for value, what in ((seed, "seed"), (stream, "stream")):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{what} must be a non-negative integer, got {value!r}")

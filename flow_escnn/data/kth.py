@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from flow_escnn.data._checks import positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import shift_periodic
 from flow_escnn.data.clip_io import CLIP_SUFFIXES, clip_length, read_clip
@@ -210,12 +211,6 @@ def read_kth_sequences(path: Union[str, Path]) -> Dict[str, List[Tuple[int, int]
     return out
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _resize(frames: np.ndarray, size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames))[:, None]  # [T, 1, H, W]
     if tuple(x.shape[-2:]) == (size, size):
@@ -275,11 +270,11 @@ class MovingKTH(Dataset):
     ) -> None:
         super().__init__()
         self.split = check_split(split)
-        self.num_frames = _positive_int(num_frames, "num_frames")
-        self.stride = _positive_int(stride, "stride")
-        self.size = _positive_int(size, "size")
+        self.num_frames = positive_int(num_frames, "num_frames")
+        self.stride = positive_int(stride, "stride")
+        self.size = positive_int(size, "size")
         if hop is not None:
-            hop = _positive_int(hop, "hop")
+            hop = positive_int(hop, "hop")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         vels = test_velocities if (split == "test" and test_velocities is not None) else velocities

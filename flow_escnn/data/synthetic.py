@@ -16,18 +16,13 @@ from typing import Dict
 
 import numpy as np
 
+from flow_escnn.data._checks import positive_int
 from flow_escnn.data.digits import SPLITS, DigitSet, DigitSource, validate_digit_set
 
 __all__ = ["SyntheticDigits"]
 
 _NUM_CLASSES = 10
 _MAX_STROKES = 4
-
-
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class SyntheticDigits(DigitSource):
@@ -53,11 +48,11 @@ class SyntheticDigits(DigitSource):
     ) -> None:
         super().__init__()
         self._sizes = {
-            "train": _positive_int(num_train, "num_train"),
-            "val": _positive_int(num_val, "num_val"),
-            "test": _positive_int(num_test, "num_test"),
+            "train": positive_int(num_train, "num_train"),
+            "val": positive_int(num_val, "num_val"),
+            "test": positive_int(num_test, "num_test"),
         }
-        self._size = _positive_int(size, "size")
+        self._size = positive_int(size, "size")
         if self._size < 8:
             raise ValueError(f"size must be at least 8 pixels, got {size}")
         if not (jitter >= 0.0 and np.isfinite(jitter)):

@@ -22,6 +22,7 @@ from typing import Any, Iterable, List, Tuple
 
 import numpy as np
 
+from flow_escnn.data._checks import non_negative_int
 from flow_escnn.flows.generator import FlowGenerator
 
 __all__ = [
@@ -37,12 +38,6 @@ __all__ = [
 FLOW_KINDS = ("translation", "rotation", "both")
 
 
-def _non_negative_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
 def translation_velocities(radius: int) -> List[Tuple[int, int]]:
     """All integer velocities :math:`(v_x, v_y)` with :math:`\\max(|v_x|, |v_y|) \\le r`.
 
@@ -54,7 +49,7 @@ def translation_velocities(radius: int) -> List[Tuple[int, int]]:
         The ``(2r+1)^2`` pairs, ordered lexicographically by ``(vx, vy)`` like
         :meth:`FlowSet.translations <flow_escnn.flows.flowset.FlowSet.translations>`.
     """
-    r = _non_negative_int(radius, "radius")
+    r = non_negative_int(radius, "radius")
     return [(vx, vy) for vx in range(-r, r + 1) for vy in range(-r, r + 1)]
 
 
