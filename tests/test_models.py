@@ -242,3 +242,22 @@ def test_predictor_output_activation_bounds_predictions_and_keeps_equivariance(a
         assert torch.equal(model.export((5, 5))(x, 4), y)
     with pytest.raises(ValueError, match="output_activation must be one of"):
         NextFramePredictor(it, enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 1), output_activation="tanh")
+
+
+def test_predictor_expands_every_filter_once_per_call(monkeypatch):
+    from flow_escnn.nn import SteerableConv
+
+    calls = []
+    original = SteerableConv.expand
+
+    def counting(self):
+        calls.append(id(self))
+        return original(self)
+
+    monkeypatch.setattr(SteerableConv, "expand", counting)
+    model = NextFramePredictor(IN, enn.FieldType(C4, [C4.regular_repr]), FlowSet.translations(C4, 1), num_layers=2)
+    x = torch.rand(1, 4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    calls.clear()
+    model(x, 5)
+    convs = [m for m in model.modules() if isinstance(m, SteerableConv)]
+    assert sorted(calls) == sorted(id(c) for c in convs)  # each conv exactly once, for any horizon

@@ -247,7 +247,8 @@ class NextFramePredictor(torch.nn.Module):
         cells = list(self.encoder.cells)
         plans = [c.step_plan(grid, x.device) for c in cells]
         dec_filters = [conv.expand() for conv in self.decoder]
-        seq, finals = self.encoder.forward_with_state(x, return_sequence=include_one_step)
+        filters = self.encoder.expanded_filters()  # shared by the encoder pass and the continuation
+        seq, finals = self.encoder.forward_with_state(x, return_sequence=include_one_step, filters=filters)
         outputs: List[torch.Tensor] = []
         if include_one_step and x.shape[1] > 1:
             hs = seq.tensor[:, :-1]  # h_0 .. h_{T_in - 2}
@@ -256,7 +257,6 @@ class NextFramePredictor(torch.nn.Module):
             dec = self._decode(pooled.reshape(b * t, *pooled.shape[2:]), dec_filters)
             outputs.append(dec.reshape(b, t, *dec.shape[1:]))
         states = [_as_tuple(s) for s in finals]
-        filters = [(c.U.expand(), c.W.expand()[0]) for c in cells]
         preds: List[torch.Tensor] = []
         for j in range(num_predictions):
             moved = [tuple(plan(s) for s in st) for st, plan in zip(states, plans)]  # h~_s

@@ -47,6 +47,7 @@ __all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES", "SEQUENCE_LAYERS"
 MODES = ("auto", "hidden", "comoving")
 
 StateLike = Union[LiftedTensor, Tuple[LiftedTensor, ...], torch.Tensor]
+Filters = Tuple[Tuple[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # ((U filter, U bias), W filter)
 
 
 class FlowRNN(torch.nn.Module):
@@ -144,6 +145,7 @@ class FlowRNN(torch.nn.Module):
         x: Union[torch.Tensor, LiftedTensor],
         h0: Optional[Sequence[StateLike]] = None,
         return_sequence: bool = True,
+        filters: Optional[List[Filters]] = None,
     ) -> Tuple[Optional[LiftedTensor], List[Union[LiftedTensor, Tuple[LiftedTensor, ...]]]]:
         """Run the stack and also return every layer's final state.
 
@@ -153,6 +155,9 @@ class FlowRNN(torch.nn.Module):
                 :class:`LiftedTensor` ``[B, V, C, H, W]`` (a pair ``(h, c)`` for FlowLSTM).
             return_sequence: when False, only the final states are kept (memory stays bounded for
                 long inference runs: nothing of size ``T`` is stored) and the first output is None.
+            filters: the layers' expanded filters from :meth:`expanded_filters`, for a caller that
+                keeps stepping the cells afterwards (so nothing is expanded twice); expanded here
+                when None.
 
         Returns:
             ``(sequence or None, [final state of each layer])``, final states in the stationary frame.
@@ -160,7 +165,7 @@ class FlowRNN(torch.nn.Module):
         raw = self._check_input(x)
         b, t_len = raw.shape[0], raw.shape[1]
         grid = (raw.shape[-2], raw.shape[-1])
-        run = _Run(self, grid, raw.device, t_len, self.resolve_mode(grid, raw.device), return_sequence)
+        run = _Run(self, grid, raw.device, t_len, self.resolve_mode(grid, raw.device), return_sequence, filters)
         states: List[State] = []
         for l, (h, cell) in enumerate(zip(self._check_h0(h0, b, grid, raw), self.cells)):
             if h is None:
@@ -190,6 +195,10 @@ class FlowRNN(torch.nn.Module):
             for st in states
         ]
         return seq, packed
+
+    def expanded_filters(self) -> List[Filters]:
+        """Every layer's ``((U filter, U bias), W filter)``, expanded once (differentiable)."""
+        return [(c.U.expand(), c.W.expand()[0]) for c in self.cells]
 
     def comoving_tables(self, grid: Tuple[int, int], t_len: int) -> int:
         """How many time steps the co-moving transport tables cover on ``grid`` for length ``t_len``.
@@ -255,12 +264,21 @@ class _Run:
     states followed by the ``n`` outputs; it is what ``torch.utils.checkpoint`` wraps.
     """
 
-    def __init__(self, model: FlowRNN, grid: Tuple[int, int], device: torch.device, t_len: int, mode: str, keep: bool) -> None:
+    def __init__(
+        self,
+        model: FlowRNN,
+        grid: Tuple[int, int],
+        device: torch.device,
+        t_len: int,
+        mode: str,
+        keep: bool,
+        filters: Optional[List[Filters]] = None,
+    ) -> None:
         self.cells = list(model.cells)
         self.comoving = mode == "comoving"
         self.keep = keep
         self.v = len(model.flows)
-        self.filters = [(c.U.expand(), c.W.expand()[0]) for c in self.cells]  # once per sequence
+        self.filters = model.expanded_filters() if filters is None else filters  # once per sequence
         self.step_plans = [c.step_plan(grid, device) for c in self.cells]
         self.sizes = [c.state_size for c in self.cells]
         if self.comoving:
