@@ -54,9 +54,8 @@ from flow_escnn.data.velocities import (
     velocity_array,
 )
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.models.predictor import CELLS, OUTPUT_ACTIVATIONS, NextFramePredictor, output_activation
+from flow_escnn.models.predictor import CELLS, OUTPUT_ACTIVATIONS, NextFramePredictor, build_decoder, run_decoder
 from flow_escnn.nn.baselines import GRNNPlus
-from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.nonlinearity import get_nonlinearity
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
 
@@ -539,13 +538,7 @@ class GRNNPlusPredictor(torch.nn.Module):
         self.flows = flows
         self.pool = pool
         self._sigma = get_nonlinearity(self.encoder.nonlinearity)
-        types_ = [hidden_type] + [hidden_type] * decoder_layers + [in_type]
-        self.decoder = torch.nn.ModuleList(
-            [
-                SteerableConv(a, b, kernel_size, bias=bias, padding_mode=padding_mode)
-                for a, b in zip(types_[:-1], types_[1:])
-            ]
-        )
+        self.decoder = build_decoder(hidden_type, in_type, decoder_layers, hidden_type, kernel_size, bias, padding_mode)
 
     def _velocity_conv(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`K_\\nu \\circledast h(\\nu)` (periodic) for ``h [B, V, C, H, W]``."""
@@ -557,12 +550,7 @@ class GRNNPlusPredictor(torch.nn.Module):
         return F.conv2d(a, self.encoder.velocity_filter(0), groups=v * c).reshape(b, v, c, hh, ww)
 
     def _decode(self, z: torch.Tensor, filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
-        n = len(self.decoder)
-        for i, (conv, (filt, bias)) in enumerate(zip(self.decoder, filters)):
-            z = conv.apply_expanded(z, filt, bias)
-            if i < n - 1:
-                z = torch.relu(z)
-        return output_activation(z, self.output_activation)
+        return run_decoder(z, self.decoder, filters, self.output_activation)
 
     def forward(self, x: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2] != self.in_type.size:

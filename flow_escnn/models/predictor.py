@@ -70,7 +70,15 @@ from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
 from flow_escnn.nn.sequence import SEQUENCE_LAYERS, FlowRNN
 
-__all__ = ["NextFramePredictor", "ExportedNextFramePredictor", "CELLS", "OUTPUT_ACTIVATIONS", "output_activation"]
+__all__ = [
+    "NextFramePredictor",
+    "ExportedNextFramePredictor",
+    "CELLS",
+    "OUTPUT_ACTIVATIONS",
+    "output_activation",
+    "build_decoder",
+    "run_decoder",
+]
 
 CELLS = SEQUENCE_LAYERS  # cell name -> sequence layer
 OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
@@ -87,6 +95,31 @@ def output_activation(z: torch.Tensor, name: str) -> torch.Tensor:
     if name == "sigmoid":
         return torch.sigmoid(z)
     return z
+
+
+def build_decoder(
+    hidden_type: Any, in_type: Any, layers: int, decoder_type: Any, kernel_size: int, bias: bool, padding_mode: str
+) -> torch.nn.ModuleList:
+    """The steerable decoder: ``layers`` convs ``-> decoder_type`` (each followed by ReLU), then one to ``in_type``."""
+    types_ = [hidden_type] + [decoder_type] * layers + [in_type]
+    return torch.nn.ModuleList(
+        [SteerableConv(a, b, kernel_size, bias=bias, padding_mode=padding_mode) for a, b in zip(types_[:-1], types_[1:])]
+    )
+
+
+def run_decoder(
+    z: torch.Tensor,
+    decoder: torch.nn.ModuleList,
+    filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+    activation: str,
+) -> torch.Tensor:
+    """Apply a :func:`build_decoder` stack to ``[N, C, H, W]`` with already expanded filters."""
+    n = len(decoder)
+    for i, (conv, (filt, bias)) in enumerate(zip(decoder, filters)):
+        z = conv.apply_expanded(z, filt, bias)
+        if i < n - 1:
+            z = torch.relu(z)
+    return output_activation(z, activation)
 
 State = Tuple[torch.Tensor, ...]
 
@@ -185,12 +218,8 @@ class NextFramePredictor(torch.nn.Module):
         self.cell = cell
         self.pool = pool
         self.output_activation = output_activation
-        types_ = [hidden_type] + [dec_type] * decoder_layers + [in_type]
-        self.decoder = torch.nn.ModuleList(
-            [
-                SteerableConv(a, b, decoder_kernel_size, bias=bias, padding_mode=padding_mode)
-                for a, b in zip(types_[:-1], types_[1:])
-            ]
+        self.decoder = build_decoder(
+            hidden_type, in_type, decoder_layers, dec_type, decoder_kernel_size, bias, padding_mode
         )
 
     @property
@@ -201,12 +230,7 @@ class NextFramePredictor(torch.nn.Module):
     # -- pieces --------------------------------------------------------------------------------------
     def _decode(self, z: torch.Tensor, filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
         """``Dec`` on ``[N, C, H, W]`` with already expanded filters."""
-        n = len(self.decoder)
-        for i, (conv, (filt, bias)) in enumerate(zip(self.decoder, filters)):
-            z = conv.apply_expanded(z, filt, bias)
-            if i < n - 1:
-                z = torch.relu(z)
-        return output_activation(z, self.output_activation)
+        return run_decoder(z, self.decoder, filters, self.output_activation)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode a pooled field ``[..., C, H, W]`` to frames ``[..., C_in, H, W]``."""
