@@ -219,23 +219,36 @@ def test_cell_bad_input(rng):
         FlowGRUCell(in_t, hid_t, flows, nonlinearity="relu")
 
 
-def test_step_function_compiles_as_one_graph():
-    """The per-step function is a pure tensor function: torch.compile traces it whole (fullgraph)."""
+def test_engine_step_compiles_as_one_graph():
+    """The engine's loop body (transport + update of every layer) is a pure tensor function:
+    torch.compile traces it whole (fullgraph), forward and backward, custom gathers included."""
     gs = gspaces.rot2dOnR2(4)
     it = enn.FieldType(gs, [gs.trivial_repr])
     ht = enn.FieldType(gs, [gs.regular_repr])
     torch.manual_seed(0)
     for seq_cls, _ in PAIRS:
-        cell = seq_cls(it, ht, FlowSet.translations(gs, 1)).cells[0]
-        plan = cell.step_plan((6, 6), torch.device("cpu"))
-        (ufilt, ubias), (wfilt, _) = cell.U.expand(), cell.W.expand()
-        state = tuple(torch.randn(s.shape) for s in cell.zero_state(2, (6, 6), torch.zeros(())))
-        u = cell.input_term(torch.randn(2, 1, 6, 6), ufilt, ubias).unsqueeze(1)
+        model = seq_cls(it, ht, FlowSet.translations(gs, 1), num_layers=2)
+        rec = model.compile((6, 6), "cpu", 4)
+        weights = {k: v.detach().requires_grad_() for k, v in model.weights().items() if v is not None}
+        states = [tuple(torch.randn(2, 9, 4, 6, 6, requires_grad=True) for _ in range(cell.state_size))
+                  for cell in model.cells]
+        x = torch.randn(2, 1, 1, 6, 6)
 
-        def step(u, w, *state):
-            return cell.step(state, u, w, plan)
+        def step(x, weights, states):
+            u = rec.input_terms(0, x, weights, 3)[:, 0]
+            new = []
+            for l in range(2):
+                if l:
+                    u = rec.input_terms(l, new[-1][0].unsqueeze(1), weights, 3)[:, 0]
+                new.append(rec.update(l, rec.transport(l, states[l], weights, 3, False), u, weights))
+            return new
 
         compiled = torch.compile(step, backend="aot_eager", fullgraph=True)  # raises on a graph break
-        for a, b in zip(compiled(u, wfilt, *state), step(u, wfilt, *state)):
-            assert torch.equal(a, b)
-    torch._dynamo.reset()
+        out_c, out_e = compiled(x, weights, states), step(x, weights, states)
+        for a, b in zip(out_c, out_e):
+            for p, q in zip(a, b):
+                torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+        grads_c = torch.autograd.grad(sum(s.sum() for st in out_c for s in st), list(weights.values()))
+        grads_e = torch.autograd.grad(sum(s.sum() for st in out_e for s in st), list(weights.values()))
+        for p, q in zip(grads_c, grads_e):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)

@@ -18,7 +18,6 @@ prints tables and shows progress bars.
 """
 from flow_escnn.experiments.config import (
     ExperimentConfig,
-    GRNNPlusPredictor,
     build_model,
     parse_flow_steps,
     parse_velocities,
@@ -29,7 +28,6 @@ from flow_escnn.experiments.training import load_checkpoint, train_flowing
 
 __all__ = [
     "ExperimentConfig",
-    "GRNNPlusPredictor",
     "build_model",
     "parse_velocities",
     "parse_flow_steps",

@@ -28,8 +28,9 @@ Models
 ------
 * ``fernn``: :class:`~flow_escnn.models.NextFramePredictor` over V (``cell`` fernn/gru/lstm);
 * ``grnn``: the same predictor over ``FlowSet.identity`` (the G-RNN, same parameter count);
-* ``grnn_plus``: :class:`GRNNPlusPredictor` (the G-RNN+ encoder of
-  :mod:`flow_escnn.nn.baselines` with the predictor's decoder convention).
+* ``grnn_plus``: the same predictor with ``cell="grnn_plus"`` (the G-RNN+ of
+  :mod:`flow_escnn.nn.baselines`: learned per-velocity kernels in place of the transport,
+  initialised to the shifts when V's translations fit the kernel).
 
 Hidden width: ``hidden_fields`` F fields of the regular representation of :math:`C_N`
 (``F * N`` channels; trivial fields when ``group == 1``), or ``hidden_channels`` C, which
@@ -44,7 +45,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.data.velocities import (
@@ -54,15 +54,13 @@ from flow_escnn.data.velocities import (
     velocity_array,
 )
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.models.predictor import CELLS, OUTPUT_ACTIVATIONS, NextFramePredictor, build_decoder, run_decoder
-from flow_escnn.nn.baselines import GRNNPlus
-from flow_escnn.nn.nonlinearity import get_nonlinearity
-from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
+from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, NextFramePredictor
+from flow_escnn.nn.baselines import shift_fits
+from flow_escnn.nn.pooling import VELOCITY_POOLS
 
 __all__ = [
     "MODELS",
     "ExperimentConfig",
-    "GRNNPlusPredictor",
     "parse_velocities",
     "parse_flow_steps",
     "velocity_key",
@@ -76,6 +74,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODELS = ("fernn", "grnn", "grnn_plus")
+#: Recurrent cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own).
+CELLS = ("fernn", "gru", "lstm")
 
 #: Default velocity specs per flow kind: (train, test).
 DEFAULT_VELOCITIES: Dict[str, Tuple[str, str]] = {
@@ -334,7 +334,7 @@ class ExperimentConfig:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {tuple(sorted(CELLS))}, got {self.cell!r}")
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.model == "grnn_plus" and self.cell != "fernn":
             raise ValueError("model 'grnn_plus' has only the plain (non-gated) cell; drop --cell or use --cell fernn")
         if self.model == "grnn_plus" and self.num_layers != 1:
@@ -474,9 +474,11 @@ def build_model(config: ExperimentConfig) -> torch.nn.Module:
     in_type, hidden_type = field_types(c)
     flows = model_flows(c, in_type.gspace)
     if c.model == "grnn_plus":
-        return GRNNPlusPredictor(
-            in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, kernel_size=c.kernel_size,
-            velocity_kernel_size=c.velocity_kernel_size, output_activation=c.output_activation,
+        return NextFramePredictor(
+            in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell="grnn_plus",
+            kernel_size=c.kernel_size, output_activation=c.output_activation,
+            velocity_kernel_size=c.velocity_kernel_size,
+            init="shift" if shift_fits(flows, c.velocity_kernel_size) else "identity",
         )
     return NextFramePredictor(
         in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell=c.cell,
@@ -486,91 +488,3 @@ def build_model(config: ExperimentConfig) -> torch.nn.Module:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
-# -- G-RNN+ as a next-frame predictor --------------------------------------------------------------------------
-class GRNNPlusPredictor(torch.nn.Module):
-    """G-RNN+ next-frame predictor with the decoder convention of :class:`~flow_escnn.models.NextFramePredictor`.
-
-    The encoder is :class:`~flow_escnn.nn.baselines.GRNNPlus` (one layer),
-    :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`. The learned kernel
-    :math:`K_\\nu` takes the place of the transport :math:`\\psi_1(\\nu)` everywhere the FERNN
-    predictor uses it, so frame :math:`s \\ge T_{in}` is predicted as
-
-    .. math::
-        \\tilde h_s(\\nu) = K_\\nu \\circledast h_{s-1}(\\nu), \\qquad \\hat f_s = \\mathrm{Dec}(P_V \\tilde h_s),
-        \\qquad h_s(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{s-1}](\\nu) + U * \\hat f_s).
-
-    With ``init="shift"`` (pure translations that fit the kernel) :math:`K_\\nu` starts as the
-    exact transport, so the untrained model computes the FERNN predictor with the same weights.
-    Not flow-equivariant once trained (see :class:`~flow_escnn.nn.baselines.GRNNPlus`).
-
-    Shapes: ``forward(x [B, T_in, C, H, W], num_predictions) -> [B, P, C, H, W]``.
-    """
-
-    def __init__(
-        self,
-        in_type: Any,
-        hidden_type: Any,
-        flows: FlowSet,
-        decoder_layers: int = 2,
-        pool: str = "max",
-        kernel_size: int = 3,
-        velocity_kernel_size: int = 5,
-        padding_mode: str = "circular",
-        bias: bool = True,
-        output_activation: str = "identity",
-    ) -> None:
-        super().__init__()
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
-        self.output_activation = output_activation
-        if pool not in VELOCITY_POOLS:
-            raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {pool!r}")
-        p = velocity_kernel_size // 2
-        fits = all(k == 0 and max(abs(vx), abs(vy)) <= p for vx, vy, k in flows.velocities)
-        self.encoder = GRNNPlus(
-            in_type, hidden_type, flows, kernel_size=kernel_size, velocity_kernel_size=velocity_kernel_size,
-            init="shift" if fits else "identity", num_layers=1, bias=bias, padding_mode=padding_mode,
-        )
-        self.in_type = in_type
-        self.hidden_type = hidden_type
-        self.flows = flows
-        self.pool = pool
-        self._sigma = get_nonlinearity(self.encoder.nonlinearity)
-        self.decoder = build_decoder(hidden_type, in_type, decoder_layers, hidden_type, kernel_size, bias, padding_mode)
-
-    def _velocity_conv(self, h: torch.Tensor) -> torch.Tensor:
-        """:math:`K_\\nu \\circledast h(\\nu)` (periodic) for ``h [B, V, C, H, W]``."""
-        b, v, c, hh, ww = h.shape
-        p = self.encoder.velocity_kernel_size // 2
-        a = h.reshape(b, v * c, hh, ww)
-        if p > 0:
-            a = F.pad(a, (p, p, p, p), mode="circular")
-        return F.conv2d(a, self.encoder.velocity_filter(0), groups=v * c).reshape(b, v, c, hh, ww)
-
-    def _decode(self, z: torch.Tensor, filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
-        return run_decoder(z, self.decoder, filters, self.output_activation)
-
-    def forward(self, x: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2] != self.in_type.size:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected input frames [B, T_in, C={self.in_type.size}, H, W], got {got}")
-        if isinstance(num_predictions, bool) or not isinstance(num_predictions, int) or num_predictions < 1:
-            raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
-        enc = self.encoder
-        h = enc(x).tensor[:, -1]  # h_{T_in - 1}: [B, V, C, H, W]
-        dec_filters = [conv.expand() for conv in self.decoder]
-        ufilt, ubias = enc.U[0].expand()
-        wfilt, _ = enc.W[0].expand()
-        b, v, c, hh, ww = h.shape
-        preds: List[torch.Tensor] = []
-        for j in range(num_predictions):
-            pred = self._decode(reduce_velocities(self._velocity_conv(h), self.pool), dec_filters)
-            preds.append(pred)
-            if j == num_predictions - 1:
-                break
-            u = enc.U[0].apply_expanded(pred, ufilt, ubias).unsqueeze(1)  # broadcast over V
-            a = enc.W[0].apply_expanded(h.reshape(b * v, c, hh, ww), wfilt, None).reshape(b, v, c, hh, ww)
-            h = self._sigma(self._velocity_conv(a) + u)
-        return torch.stack(preds, dim=1)

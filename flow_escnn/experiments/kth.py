@@ -11,8 +11,8 @@ Models (all circular padding, since the moved clips wrap around the torus):
   ``FlowSet.translations(gspace, flow_radius)`` (max over V, max over each field's fiber,
   mean over pixels of the last state, linear head);
 * ``grnn``: the same over ``FlowSet.identity`` (same parameter count);
-* ``grnn_plus``: :class:`~flow_escnn.nn.baselines.GRNNPlus` with the same readout
-  (:class:`GRNNPlusClassifier`);
+* ``grnn_plus``: the same classifier with ``cell="grnn_plus"``
+  (:class:`~flow_escnn.nn.baselines.GRNNPlus`: learned per-velocity kernels; not invariant);
 * ``conv3d``: :class:`~flow_escnn.nn.baselines.Conv3DClassifier` (``conv3d_channels``).
 
 Training: cross-entropy, Adam, gradient clipping, seeded batch order, deterministic mode;
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn.data.kth import KTH_ACTIONS, MovingKTH
-from flow_escnn.experiments.config import count_parameters, make_gspace, parse_velocities
+from flow_escnn.experiments.config import CELLS, count_parameters, make_gspace, parse_velocities
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -48,11 +48,9 @@ from flow_escnn.experiments.runtime import (
 )
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.models.classifier import SequenceClassifier
-from flow_escnn.models.predictor import CELLS
-from flow_escnn.nn.baselines import Conv3DClassifier, GRNNPlus
-from flow_escnn.nn.pooling import GroupPool, reduce_space, reduce_velocities
+from flow_escnn.nn.baselines import Conv3DClassifier, shift_fits
 
-__all__ = ["KTH_MODELS", "KTHConfig", "GRNNPlusClassifier", "build_kth_model", "train_kth"]
+__all__ = ["KTH_MODELS", "KTHConfig", "build_kth_model", "train_kth"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +117,7 @@ class KTHConfig:
         if self.model not in KTH_MODELS:
             raise ValueError(f"model must be one of {KTH_MODELS}, got {self.model!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {tuple(sorted(CELLS))}, got {self.cell!r}")
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.model in ("grnn_plus", "conv3d") and self.cell != "fernn":
             raise ValueError(f"model {self.model!r} has no gated cells; drop --cell")
         for name in ("group", "num_layers", "kernel_size", "velocity_kernel_size", "num_frames", "stride", "size",
@@ -149,27 +147,6 @@ class KTHConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
 
-class GRNNPlusClassifier(torch.nn.Module):
-    """G-RNN+ encoder with the readout of :class:`~flow_escnn.models.SequenceClassifier`.
-
-    ``logits = A * mean_x(groupmax(max_V h_{T-1})) + b``; not invariant (G-RNN+ is not equivariant).
-    """
-
-    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, num_classes: int, kernel_size: int = 3,
-                 velocity_kernel_size: int = 5) -> None:
-        super().__init__()
-        p = velocity_kernel_size // 2
-        fits = all(k == 0 and max(abs(vx), abs(vy)) <= p for vx, vy, k in flows.velocities)
-        self.encoder = GRNNPlus(in_type, hidden_type, flows, kernel_size=kernel_size,
-                                velocity_kernel_size=velocity_kernel_size, init="shift" if fits else "identity")
-        self.group_pooling = GroupPool(hidden_type, "max")
-        self.head = torch.nn.Linear(self.group_pooling.num_fields, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(x).tensor[:, -1]  # [B, V, C, H, W]
-        return self.head(reduce_space(self.group_pooling(reduce_velocities(h, "max")), "mean"))
-
-
 def build_kth_model(config: KTHConfig) -> torch.nn.Module:
     """The classifier of a KTH config (six classes, one grayscale input channel)."""
     config.validate()
@@ -181,8 +158,10 @@ def build_kth_model(config: KTHConfig) -> torch.nn.Module:
     in_type = enn.FieldType(gs, [gs.trivial_repr])
     hidden_type = enn.FieldType(gs, [gs.regular_repr] * config.hidden_field_count())
     if config.model == "grnn_plus":
-        return GRNNPlusClassifier(in_type, hidden_type, FlowSet.translations(gs, config.flow_radius), n,
-                                  kernel_size=config.kernel_size, velocity_kernel_size=config.velocity_kernel_size)
+        flows = FlowSet.translations(gs, config.flow_radius)
+        init = "shift" if shift_fits(flows, config.velocity_kernel_size) else "identity"
+        return SequenceClassifier(in_type, hidden_type, flows, n, cell="grnn_plus", kernel_size=config.kernel_size,
+                                  velocity_kernel_size=config.velocity_kernel_size, init=init)
     flows = FlowSet.identity(gs) if config.model == "grnn" else FlowSet.translations(gs, config.flow_radius)
     return SequenceClassifier(in_type, hidden_type, flows, n, cell=config.cell, num_layers=config.num_layers,
                               kernel_size=config.kernel_size)

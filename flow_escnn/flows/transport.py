@@ -1,4 +1,4 @@
-"""Transport of escnn fields by grid elements: exact gathers, or bilinear resampling.
+"""Transport of escnn fields by grid elements: exact gathers, or interpolated resampling.
 
 Given elements :math:`(u_m, g_m)`, :math:`m = 1..M`, and a tensor ``x`` of shape
 ``[B, M, C, H, W]`` whose slice ``m`` is a field of type ``field_type``,
@@ -8,11 +8,13 @@ Given elements :math:`(u_m, g_m)`, :math:`m = 1..M`, and a tensor ``x`` of shape
     y_m(x) = \\rho(g_m)\\, x_m\\big(A(g_m)^{-1}(x - u_m)\\big)
 
 on the periodic grid (a torus), with the coordinate convention of
-:mod:`flow_escnn.flows.gspace_utils`. Everything is precomputed once at
-construction: per-slice spatial gather indices (and bilinear weights) and per-slice
-fiber permutations (or matrices). The forward pass is one or two ``torch.gather``
-calls on expanded index views, with no Python loop over slices or the batch, and it
-is differentiable.
+:mod:`flow_escnn.flows.gspace_utils`. Everything is precomputed once at construction:
+per-slice spatial gather tables (and interpolation weights, with their transposes for the
+backward pass) and per-slice fiber permutations (or matrices). Optionally the output is
+circularly padded by ``pad`` pixels in the same gather, so that a ``padding=0``
+convolution can read it directly. The executors are the plain-torch functions of
+:mod:`flow_escnn.flows.gather`: no Python loop over slices or the batch, deterministic
+gather-only backward passes.
 
 Exactness
 ---------
@@ -20,8 +22,8 @@ Exactness
   and :math:`A(g)` a signed permutation (rotations by multiples of 90 degrees,
   reflections). Rotations other than 180 degrees need a square grid.
 * **Fiber** action: if :math:`\\rho(g)` is a permutation matrix (trivial, regular,
-  quotient fields; entries within 1e-9 of 0/1) it is applied as a gather, exactly;
-  otherwise as a dense ``C x C`` matrix product (exact up to float rounding).
+  quotient fields; entries within 1e-9 of 0/1) it is applied as a channel permutation,
+  exactly; otherwise as a dense ``C x C`` matrix product (exact up to float rounding).
 * **Approximate**: any other angle or a fractional translation is resampled
   bilinearly with periodic wrap-around. It is *not* equivariant to within rounding;
   the error depends on the signal's smoothness. It is measured in the tests and the
@@ -33,12 +35,20 @@ Exactness
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.gather import (
+    interior_index,
+    inverse_permutation,
+    pad_index,
+    permute_channels,
+    permute_pixels,
+    weighted_gather,
+)
 
 __all__ = [
     "GatherTransport",
@@ -46,9 +56,6 @@ __all__ = [
     "transport",
     "flow_sequence",
     "INTERPOLATIONS",
-    "FIBER_IDENTITY",
-    "FIBER_PERMUTATION",
-    "FIBER_DENSE",
 ]
 
 INTERPOLATIONS = ("bilinear",)
@@ -95,11 +102,26 @@ def _spatial_table(e: GridElement, h: int, w: int, interpolation: str) -> Tuple[
     return np.stack(idx, -1), np.stack(wts, -1), False
 
 
-def _fiber_matrix(field_type: Any, e: GridElement) -> np.ndarray:
-    return np.asarray(field_type.representation(e.g), dtype=np.float64)
+def _transpose_table(idx: np.ndarray, wts: np.ndarray, n_in: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For every source pixel, the ``(output pixel, weight)`` pairs that read it: ``[N_in, K']`` each."""
+    n_out, k = idx.shape
+    q = np.repeat(np.arange(n_out), k)
+    s, ww = idx.reshape(-1), wts.reshape(-1)
+    keep = ww != 0
+    q, s, ww = q[keep], s[keep], ww[keep]
+    order = np.argsort(s, kind="stable")
+    q, s, ww = q[order], s[order], ww[order]
+    counts = np.bincount(s, minlength=n_in)
+    k2 = max(1, int(counts.max(initial=0)))
+    rank = np.arange(len(s)) - (np.cumsum(counts) - counts)[s]
+    t_idx = np.zeros((n_in, k2), dtype=np.int64)
+    t_wts = np.zeros((n_in, k2), dtype=np.float64)
+    t_idx[s, rank] = q
+    t_wts[s, rank] = ww
+    return t_idx, t_wts
 
 
-def _as_permutation(rho: np.ndarray) -> np.ndarray | None:
+def _as_permutation(rho: np.ndarray) -> Optional[np.ndarray]:
     """``perm`` with ``rho[o, perm[o]] == 1`` if ``rho`` is a permutation matrix, else None."""
     r = np.round(rho)
     if np.max(np.abs(rho - r)) > _PERM_TOL or not np.all((r == 0) | (r == 1)):
@@ -109,62 +131,72 @@ def _as_permutation(rho: np.ndarray) -> np.ndarray | None:
     return np.argmax(r, axis=1)
 
 
-FIBER_IDENTITY, FIBER_PERMUTATION, FIBER_DENSE = 0, 1, 2
-
-
 class GatherTransport(torch.nn.Module):
-    """Executes precomputed transport tables: plain torch, no escnn object, TorchScript-able.
+    """Executes precomputed transport tables (plain torch; no escnn object inside).
 
-    Slice ``m`` of the input is transported by element ``m`` of the tables:
-    ``y[..., m, :, p] = fiber_m( sum_k wts[m, p, k] * x[..., m, :, idx[m, p, k]] )``, the fiber
-    action being a channel permutation (``perm[m]``: ``y[o] = x[perm[m, o]]``) or a dense
-    matrix (``rho[m]``). :class:`TransportPlan` builds the tables from group elements; the
-    exported (plain-PyTorch) models hold copies made by :meth:`from_plan`.
+    Slice ``m`` of the input is transported by table row ``m``; see
+    :mod:`flow_escnn.flows.gather` for the executors. :class:`TransportPlan` builds the
+    tables from group elements.
 
     Args:
-        idx: ``[M, H*W*K]`` source pixel indices (K taps per output pixel).
-        wts: ``[M, H*W, K]`` interpolation weights (unused when ``K == 1``).
-        perm: ``[M, C]`` fiber permutations (``fiber_mode == FIBER_PERMUTATION``), else any.
-        rho: ``[M, C, C]`` fiber matrices (``fiber_mode == FIBER_DENSE``), else any.
+        index: exact tables: ``[M, N_out]`` source pixels; interpolated: ``[M, N_out, K]``.
+            ``N_out = (H+2p)*(W+2p)``.
+        weights: ``None`` (exact) or ``[M, N_out, K]`` interpolation weights (float64).
+        perm: ``None`` or ``[M, C]`` fiber permutations (``y[o] = x[perm[m, o]]``).
+        rho: ``None`` or ``[M, C, C]`` dense fiber matrices.
         channels: ``C``.
-        grid_shape: ``(H, W)``.
-        spatial_identity: skip the spatial gather (every element fixes every pixel).
-        fiber_mode: ``FIBER_IDENTITY``, ``FIBER_PERMUTATION`` or ``FIBER_DENSE``.
-        persistent: whether the tables appear in the ``state_dict``.
+        grid_shape: ``(H, W)`` of the *input* (unpadded) grid.
+        pad: circular padding of the output.
 
     Shapes:
-        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``, all ``M`` slices; ``forward(x, start)``
-        transports ``x [..., m, C, H, W]`` by elements ``start .. start+m-1`` (a window, so one
-        long table can serve every time step of a sequence).
+        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns ``[..., M, C, H+2p, W+2p]``.
+        ``forward(x, start=s)`` transports ``x [..., m, C, H, W]`` by rows ``s .. s+m-1``;
+        ``forward(x, rows=r)`` by the rows ``r`` (a long tensor of any shape ``S``), for ``x``
+        of shape ``[..., *S, C, H, W]`` (size-1 axes of ``x`` broadcast).
     """
-
-    __jit_unused_properties__ = ["grid_shape", "fiber_identity", "fiber_is_permutation"]
 
     def __init__(
         self,
-        idx: torch.Tensor,
-        wts: torch.Tensor,
-        perm: torch.Tensor,
-        rho: torch.Tensor,
+        index: torch.Tensor,
+        weights: Optional[torch.Tensor],
+        perm: Optional[torch.Tensor],
+        rho: Optional[torch.Tensor],
         channels: int,
         grid_shape: Tuple[int, int],
-        spatial_identity: bool,
-        fiber_mode: int,
-        persistent: bool = True,
+        pad: int = 0,
     ) -> None:
         super().__init__()
         h, w = int(grid_shape[0]), int(grid_shape[1])
-        self.num_slices = int(idx.shape[0])
-        self.channels = int(channels)
-        self.height = h
-        self.width = w
-        self.taps = int(idx.shape[1]) // (h * w) if self.num_slices > 0 else 1
-        self.spatial_identity = bool(spatial_identity)
-        self.fiber_mode = int(fiber_mode)
-        self.register_buffer("idx", idx.to(torch.long), persistent=persistent)
-        self.register_buffer("wts", wts, persistent=persistent)
-        self.register_buffer("perm", perm.to(torch.long), persistent=persistent)
-        self.register_buffer("rho", rho, persistent=persistent)
+        self.height, self.width, self.pad, self.channels = h, w, int(pad), int(channels)
+        self.num_slices = int(index.shape[0])
+        n, n_out = h * w, (h + 2 * self.pad) * (w + 2 * self.pad)
+        if index.shape[1] != n_out:
+            raise ValueError(f"expected tables with {n_out} output pixels, got {tuple(index.shape)}")
+        self.exact = weights is None
+        padmap = pad_index(h, w, self.pad)
+        if self.exact:
+            unpadded = index[:, interior_index(h, w, self.pad)]
+            identity = bool((unpadded == torch.arange(n)).all())
+            self.spatial_identity = identity
+            self.register_buffer("index", padmap if identity else index.contiguous(), persistent=False)
+            self.register_buffer("inverse", None if identity else inverse_permutation(unpadded), persistent=False)
+        else:
+            self.spatial_identity = False
+            t_idx, t_wts = zip(*(_transpose_table(i.numpy(), wt.numpy(), n) for i, wt in zip(index, weights)))
+            k2 = max(t.shape[1] for t in t_idx)
+            t_index = np.zeros((self.num_slices, n, k2), dtype=np.int64)
+            t_weights = np.zeros((self.num_slices, n, k2), dtype=np.float64)
+            for m, (ti, tw) in enumerate(zip(t_idx, t_wts)):
+                t_index[m, :, : ti.shape[1]], t_weights[m, :, : tw.shape[1]] = ti, tw
+            self.register_buffer("index", index.contiguous(), persistent=False)
+            self.register_buffer("weights", weights.contiguous(), persistent=False)
+            self.register_buffer("t_index", torch.from_numpy(t_index), persistent=False)
+            self.register_buffer("t_weights", torch.from_numpy(t_weights), persistent=False)
+        if perm is not None and bool((perm == torch.arange(self.channels)).all()):
+            perm = None
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("perm_inverse", None if perm is None else inverse_permutation(perm), persistent=False)
+        self.register_buffer("rho", rho, persistent=False)
 
     @property
     def grid_shape(self) -> Tuple[int, int]:
@@ -172,78 +204,80 @@ class GatherTransport(torch.nn.Module):
 
     @property
     def fiber_identity(self) -> bool:
-        return self.fiber_mode == FIBER_IDENTITY
+        return self.perm is None and self.rho is None
 
     @property
     def fiber_is_permutation(self) -> bool:
-        return self.fiber_mode != FIBER_DENSE
-
-    @classmethod
-    def from_plan(cls, plan: "GatherTransport") -> "GatherTransport":
-        """A plain copy of ``plan``'s tables (persistent buffers; e.g. for export)."""
-        return cls(
-            plan.idx.detach().clone(),
-            plan.wts.detach().clone(),
-            plan.perm.detach().clone(),
-            plan.rho.detach().clone(),
-            plan.channels,
-            plan.grid_shape,
-            plan.spatial_identity,
-            plan.fiber_mode,
-        )
-
-    @classmethod
-    def empty(cls, channels: int, grid_shape: Tuple[int, int]) -> "GatherTransport":
-        """A placeholder with no slices (for a code path that is never taken)."""
-        z = torch.zeros(0, 0, dtype=torch.long)
-        return cls(z, torch.zeros(0, 0, 0, dtype=torch.float64), z, torch.zeros(0, 0, 0, dtype=torch.float64),
-                   channels, grid_shape, False, FIBER_IDENTITY)
+        return self.rho is None
 
     def extra_repr(self) -> str:
-        fiber = ("identity", "permutation", "dense")[self.fiber_mode]
+        fiber = "identity" if self.fiber_identity else ("permutation" if self.fiber_is_permutation else "dense")
+        taps = 1 if self.exact else self.index.shape[-1]
         return (
-            f"M={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), "
-            f"taps={self.taps}, fiber={fiber}"
+            f"M={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), pad={self.pad}, "
+            f"taps={taps}, fiber={fiber}"
         )
 
-    def forward(self, x: torch.Tensor, start: Optional[int] = None) -> torch.Tensor:
-        c, h, w = self.channels, self.height, self.width
-        if x.dim() < 4 or x.shape[-3] != c or x.shape[-2] != h or x.shape[-1] != w:
-            raise ValueError(
-                "expected a tensor [..., M, C={}, H={}, W={}] for this transport, got {}".format(c, h, w, list(x.shape))
-            )
-        m = x.shape[-4]
-        if start is None:
-            if m != self.num_slices:
+    def _select(self, t: Optional[torch.Tensor], sel: Any) -> Optional[torch.Tensor]:
+        if t is None or sel is None:
+            return t
+        if isinstance(sel, slice):
+            return t[sel]
+        return t.index_select(0, sel.reshape(-1)).view(*sel.shape, *t.shape[1:])
+
+    def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        c, h, w, p = self.channels, self.height, self.width, self.pad
+        if x.dim() < 4 or tuple(x.shape[-3:]) != (c, h, w):
+            raise ValueError(f"expected a tensor [..., M, C={c}, H={h}, W={w}] for this transport, got {list(x.shape)}")
+        sel: Any = None
+        if rows is not None:
+            s_shape = tuple(rows.shape)
+            sel = rows
+        elif start is not None:
+            m = x.shape[-4]
+            if start < 0 or start + m > self.num_slices:
                 raise ValueError(
-                    "expected a tensor [..., M={}, C={}, H={}, W={}] for this transport (one slice per element), "
-                    "got {}".format(self.num_slices, c, h, w, list(x.shape))
+                    f"this transport holds {self.num_slices} slices but slices {start}..{start + m - 1} were requested"
                 )
-            s0 = 0
+            s_shape, sel = (m,), slice(start, start + m)
         else:
-            s0 = start
-            if s0 < 0 or s0 + m > self.num_slices:
+            if x.shape[-4] != self.num_slices:
                 raise ValueError(
-                    "this transport holds {} slices but slices {}..{} were requested".format(
-                        self.num_slices, s0, s0 + m - 1
-                    )
+                    f"expected a tensor [..., M={self.num_slices}, C={c}, H={h}, W={w}] for this transport "
+                    f"(one slice per table row), got {list(x.shape)}"
                 )
-        lead = x.shape[:-4]
-        y = x.reshape(-1, m, c, h * w)
-        b = y.shape[0]
-        if not self.spatial_identity:
-            k = self.taps
-            index = self.idx[s0 : s0 + m].view(1, m, 1, h * w * k).expand(b, m, c, h * w * k)
-            y = torch.gather(y, 3, index)
-            if k > 1:
-                wts = self.wts[s0 : s0 + m].to(dtype=y.dtype).view(1, m, 1, h * w, k)
-                y = (y.view(b, m, c, h * w, k) * wts).sum(-1)
-        if self.fiber_mode == 1:  # FIBER_PERMUTATION (literal: TorchScript reads no module globals)
-            y = torch.gather(y, 2, self.perm[s0 : s0 + m].view(1, m, c, 1).expand(b, m, c, h * w))
-        elif self.fiber_mode == 2:  # FIBER_DENSE
-            y = torch.einsum("moc,bmcp->bmop", self.rho[s0 : s0 + m].to(dtype=y.dtype), y)
-        shape: List[int] = list(lead) + [m, c, h, w]
-        return y.reshape(shape)
+            s_shape = (self.num_slices,)
+        k = len(s_shape)
+        lead = tuple(x.shape[: x.dim() - 3 - k])
+        x = x.expand(*lead, *s_shape, c, h, w).reshape(*lead, *s_shape, c, h * w)
+        if self.exact:
+            if self.spatial_identity:
+                y = permute_pixels(x, self.index, None, h, w, p) if p else x
+            else:
+                index = self._select(self.index, sel).unsqueeze(-2)  # [*S, 1, N_out]
+                inverse = self._select(self.inverse, sel).unsqueeze(-2)
+                y = permute_pixels(x, index, inverse, h, w, p)
+        else:
+            y = weighted_gather(
+                x,
+                self._select(self.index, sel).unsqueeze(-3),
+                self._select(self.weights, sel).unsqueeze(-3),
+                self._select(self.t_index, sel).unsqueeze(-3),
+                self._select(self.t_weights, sel).unsqueeze(-3),
+            )
+        n_out = y.shape[-1]
+        if self.perm is not None:
+            perm = self._select(self.perm, sel)
+            inv = self._select(self.perm_inverse, sel)
+            count = int(np.prod(s_shape))
+            offs = torch.arange(count, device=perm.device).view(*s_shape, 1) * c
+            y = permute_channels(
+                y.reshape(*lead, count * c, n_out), (perm + offs).reshape(-1), (inv + offs).reshape(-1)
+            )
+        elif self.rho is not None:
+            rho = self._select(self.rho, sel).to(dtype=y.dtype)
+            y = torch.einsum("...oc,...cn->...on", rho, y)
+        return y.reshape(*lead, *s_shape, c, h + 2 * p, w + 2 * p)
 
 
 class TransportPlan(GatherTransport):
@@ -257,10 +291,11 @@ class TransportPlan(GatherTransport):
         elements: the ``M`` elements :math:`(u_m, g_m)`.
         grid_shape: ``(H, W)``.
         interpolation: resampling for non-grid-preserving elements (``"bilinear"``).
+        pad: circularly pad the output by this many pixels (in the same gather).
 
     Shapes:
-        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns the same shape (see
-        :class:`GatherTransport` for windows).
+        ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns ``[..., M, C, H+2p, W+2p]`` (see
+        :class:`GatherTransport` for windows and row selections).
 
     Attributes:
         exact: True when every element maps the grid onto itself (no interpolation).
@@ -272,6 +307,7 @@ class TransportPlan(GatherTransport):
         elements: Sequence[GridElement],
         grid_shape: Tuple[int, int],
         interpolation: str = "bilinear",
+        pad: int = 0,
     ) -> None:
         elements = list(elements)
         if not elements:
@@ -281,12 +317,16 @@ class TransportPlan(GatherTransport):
                 raise TypeError(f"elements must be GridElement, got {type(e).__name__}")
             if e.gspace != field_type.gspace:
                 raise ValueError(f"element {e} is on gspace {e.gspace}, field type on {field_type.gspace}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         try:
             h, w = (int(s) for s in grid_shape)
         except (TypeError, ValueError):
             raise ValueError(f"grid_shape must be a pair (H, W) of positive integers, got {grid_shape!r}") from None
         if h < 1 or w < 1:
             raise ValueError(f"grid_shape must be positive (H, W), got {grid_shape!r}")
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or pad > min(h, w):
+            raise ValueError(f"pad must be an integer in [0, min(H, W)] = [0, {min(h, w)}], got {pad!r}")
         channels = int(field_type.size)
 
         # tables per distinct element (a plan over T*V elements often has few distinct ones)
@@ -296,44 +336,33 @@ class TransportPlan(GatherTransport):
             if e not in spatial:
                 spatial[e] = _spatial_table(e, h, w, interpolation)
             if e.g not in fiber:
-                fiber[e.g] = _fiber_matrix(field_type, e)
+                fiber[e.g] = np.asarray(field_type.representation(e.g), dtype=np.float64)
         tables = [spatial[e] for e in elements]
         exact = all(t[2] for t in tables)
-        k = 1 if exact else 4
-        idx = np.zeros((len(elements), h * w, k), dtype=np.int64)
-        wts = np.zeros((len(elements), h * w, k), dtype=np.float64)
+        k = 1 if exact else max(t[0].shape[1] for t in tables)
+        padmap = pad_index(h, w, pad).numpy()
+        idx = np.zeros((len(elements), padmap.size, k), dtype=np.int64)
+        wts = np.zeros((len(elements), padmap.size, k), dtype=np.float64)
         for m, (ti, tw, _) in enumerate(tables):
-            idx[m, :, : ti.shape[1]] = ti
-            wts[m, :, : tw.shape[1]] = tw
-        spatial_identity = exact and np.array_equal(idx[..., 0], np.broadcast_to(np.arange(h * w), idx.shape[:2]))
+            idx[m, :, : ti.shape[1]] = ti[padmap]
+            wts[m, :, : tw.shape[1]] = tw[padmap]
 
         perms_by_g = {g: _as_permutation(r) for g, r in fiber.items()}
-        eye = np.arange(channels)
-        if all(p is not None and np.array_equal(p, eye) for p in perms_by_g.values()):
-            mode = FIBER_IDENTITY
-        elif all(p is not None for p in perms_by_g.values()):
-            mode = FIBER_PERMUTATION
+        perm: Optional[torch.Tensor] = None
+        rho: Optional[torch.Tensor] = None
+        if all(p is not None for p in perms_by_g.values()):
+            perm = torch.from_numpy(np.stack([perms_by_g[e.g] for e in elements]).astype(np.int64))
         else:
-            mode = FIBER_DENSE
-        perm = np.zeros((len(elements), channels), dtype=np.int64)
-        rho = np.zeros((len(elements), channels, channels) if mode == FIBER_DENSE else (0, 0, 0), dtype=np.float64)
-        for m, e in enumerate(elements):
-            if mode == FIBER_PERMUTATION:
-                perm[m] = perms_by_g[e.g]
-            elif mode == FIBER_DENSE:
-                rho[m] = fiber[e.g]
+            rho = torch.from_numpy(np.stack([fiber[e.g] for e in elements]))
         super().__init__(
-            torch.from_numpy(idx.reshape(len(elements), h * w * k)),
-            torch.from_numpy(wts),
-            torch.from_numpy(perm),
-            torch.from_numpy(rho),
+            torch.from_numpy(idx[..., 0] if exact else idx),
+            None if exact else torch.from_numpy(wts),
+            perm,
+            rho,
             channels,
             (h, w),
-            bool(spatial_identity),
-            mode,
-            persistent=False,
+            pad,
         )
-        self.exact = exact
 
 
 def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = "bilinear") -> torch.Tensor:

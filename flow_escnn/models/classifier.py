@@ -30,27 +30,64 @@ padding, and interpolated rotations.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.nn.export import ExportedFlowRNN, export_flow_rnn
+from flow_escnn.nn.engine import Recurrence, Weights
+from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
+from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.pooling import (
     GROUP_POOLS,
     SPATIAL_POOLS,
     VELOCITY_POOLS,
     GroupPool,
-    group_pool_core,
     reduce_space,
     reduce_velocities,
 )
-from flow_escnn.nn.sequence import SEQUENCE_LAYERS, FlowRNN
+from flow_escnn.nn.sequence import FlowRNN
 
-__all__ = ["SequenceClassifier", "ExportedSequenceClassifier", "READOUTS"]
+__all__ = ["SequenceClassifier", "ExportedSequenceClassifier", "ClassifierProgram", "READOUTS"]
 
 READOUTS = ("last", "mean")
+
+
+class ClassifierProgram(torch.nn.Module):
+    """The classifier as plain torch: encoder program, the three poolings and the linear head.
+
+    ``features(weights, x)`` / ``forward(weights, x)`` are what both :class:`SequenceClassifier`
+    and :class:`ExportedSequenceClassifier` run.
+    """
+
+    def __init__(
+        self, recurrence: Recurrence, group_pooling: GroupPool, velocity_pool: str, spatial_pool: str, readout: str,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.recurrence = recurrence
+        self.group_pooling = group_pooling
+        self.velocity_pool = velocity_pool
+        self.spatial_pool = spatial_pool
+        self.readout = readout
+        self.checkpoint = bool(checkpoint)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """``[..., V, C, H, W]`` -> invariant features ``[..., F]``."""
+        return reduce_space(self.group_pooling(reduce_velocities(h, self.velocity_pool)), self.spatial_pool)
+
+    def features(self, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+        if self.readout == "mean":  # per-step features, averaged: the lifted sequence is never stored
+            res = self.recurrence.run(x, weights, keep_outputs=True, output_map=self.pool, checkpoint=self.checkpoint)
+            return torch.stack(res.outputs, dim=1).mean(dim=1)
+        res = self.recurrence.run(x, weights, keep_outputs=False, checkpoint=self.checkpoint)
+        return self.pool(res.states[-1][0])
+
+    def forward(self, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.features(weights, x), weights["head_weight"], weights.get("head_bias"))
 
 
 class SequenceClassifier(torch.nn.Module):
@@ -63,7 +100,7 @@ class SequenceClassifier(torch.nn.Module):
         hidden_type: escnn ``FieldType`` of each V slice of the state.
         flows: the flow set :math:`V`.
         num_classes: number of logits.
-        cell: ``"fernn"``, ``"gru"`` or ``"lstm"``.
+        cell: ``"fernn"``, ``"gru"``, ``"lstm"`` or ``"grnn_plus"`` (not invariant: the G-RNN+ baseline).
         num_layers: stacked encoder layers.
         kernel_size: kernel size of :math:`U, W`.
         velocity_pool: ``"max"`` or ``"mean"`` over :math:`V`.
@@ -73,7 +110,8 @@ class SequenceClassifier(torch.nn.Module):
         mode: encoder execution mode.
         checkpoint: gradient checkpointing in the encoder.
         padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"``.
-        **cell_kwargs: passed to the cells (``bias``, ``nonlinearity``, ``interpolation``).
+        **cell_kwargs: passed to the cells (``bias``, ``nonlinearity``, ``interpolation``,
+            ``velocity_kernel_size`` for G-RNN+).
 
     Shapes:
         ``forward(x)``: ``[B, T, C_in, H, W]`` -> logits ``[B, num_classes]``;
@@ -133,91 +171,61 @@ class SequenceClassifier(torch.nn.Module):
         self.group_pooling = GroupPool(hidden_type, group_pool)
         self.num_features = self.group_pooling.num_fields
         self.head = torch.nn.Linear(self.num_features, num_classes)
+        self.checkpoint = bool(checkpoint)
 
     @property
     def num_classes(self) -> int:
         return self.head.out_features
 
-    def _pool(self, h: torch.Tensor) -> torch.Tensor:
-        """``[..., V, C, H, W]`` -> invariant features ``[..., F]``."""
-        return reduce_space(self.group_pooling(reduce_velocities(h, self.velocity_pool)), self.spatial_pool)
+    def weights(self) -> Weights:
+        """Encoder weights (expanded once, differentiable) and the head."""
+        out = self.encoder.weights()
+        out["head_weight"], out["head_bias"] = self.head.weight, self.head.bias
+        return out
+
+    def _program(self, x: torch.Tensor) -> ClassifierProgram:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
+        self.encoder._check_input(x)
+        recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
+        return ClassifierProgram(recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool, self.readout,
+                                 self.checkpoint)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Invariant features ``[B, F]`` of a sequence ``[B, T, C_in, H, W]``."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
-        if self.readout == "mean":
-            seq = self.encoder(x).tensor  # [B, T, V, C, H, W]
-            return self._pool(seq).mean(dim=1)
-        _, finals = self.encoder.forward_with_state(x, return_sequence=False)
-        last = finals[-1]
-        h = last[0] if isinstance(last, tuple) else last
-        return self._pool(h.tensor)
+        return self._program(x).features(self.encoder.weights(), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_classes]``."""
-        return self.head(self.features(x))
+        return self._program(x)(self.weights(), x)
 
     def export(
         self, grid_shape: Optional[Tuple[int, int]] = None, max_steps: Optional[int] = None
     ) -> "ExportedSequenceClassifier":
-        """A plain-PyTorch twin (see :mod:`flow_escnn.nn.export`) for inputs on a ``grid_shape`` grid."""
+        """A plain-PyTorch twin (the same program with frozen weights) for inputs on a ``grid_shape`` grid."""
         if grid_shape is None:
             raise ValueError("SequenceClassifier.export needs grid_shape=(H, W) (its transports are per-grid tables)")
-        twin = ExportedSequenceClassifier(
-            export_flow_rnn(self.encoder, grid_shape, max_steps),
-            self.group_pooling,
-            self.head,
-            self.velocity_pool,
-            self.spatial_pool,
-            self.readout,
-        )
-        twin.train(self.training)
-        return twin
-
-
-class ExportedSequenceClassifier(torch.nn.Module):
-    """Plain-PyTorch twin of :class:`SequenceClassifier` (TorchScript-able)."""
-
-    def __init__(
-        self,
-        encoder: ExportedFlowRNN,
-        group_pooling: GroupPool,
-        head: torch.nn.Linear,
-        velocity_pool: str,
-        spatial_pool: str,
-        readout: str,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = torch.nn.Linear(head.in_features, head.out_features, bias=head.bias is not None).to(
-            device=head.weight.device, dtype=head.weight.dtype
-        )
+        recurrence, limit = self.encoder.export_program(check_grid(grid_shape), max_steps)
+        program = ClassifierProgram(recurrence, copy.deepcopy(self.group_pooling), self.velocity_pool,
+                                    self.spatial_pool, self.readout)
         with torch.no_grad():
-            self.head.weight.copy_(head.weight)
-            if head.bias is not None:
-                self.head.bias.copy_(head.bias)
-        self.register_buffer("group_index", group_pooling.index.detach().clone())
-        self.register_buffer("group_mask", group_pooling.mask.detach().clone())
-        self.num_fields = group_pooling.num_fields
-        self.max_field_size = group_pooling.max_field_size
-        self.group_pool = group_pooling.mode
-        self.velocity_pool = velocity_pool
-        self.spatial_pool = spatial_pool
-        self.readout = readout
+            weights = self.weights()
+        return ExportedSequenceClassifier(program, weights, self.in_type.size, limit).train(self.training)
 
-    def _pool(self, h: torch.Tensor) -> torch.Tensor:
-        z = reduce_velocities(h, self.velocity_pool)
-        z = group_pool_core(z, self.group_index, self.group_mask, self.num_fields, self.max_field_size, self.group_pool)
-        return reduce_space(z, self.spatial_pool)
+
+class ExportedSequenceClassifier(Frozen):
+    """Plain-PyTorch twin of :class:`SequenceClassifier` (same ``forward`` and ``features``)."""
+
+    def __init__(self, program: ClassifierProgram, weights: Weights, in_channels: int, max_steps: Optional[int]) -> None:
+        super().__init__(weights)
+        self.program = program
+        self.in_channels = int(in_channels)
+        self.max_steps = max_steps
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.readout == "mean":
-            seq, _ = self.encoder.forward_with_state(x, None, True)
-            assert seq is not None
-            return self._pool(seq).mean(dim=1)
-        _, finals = self.encoder.forward_with_state(x, None, False)
-        return self._pool(finals[-1][0])
+        check_exported_input(x, self.program.recurrence, self.in_channels, self.max_steps)
+        return self.program.features(self.frozen_weights(), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        check_exported_input(x, self.program.recurrence, self.in_channels, self.max_steps)
+        return self.program(self.frozen_weights(), x)

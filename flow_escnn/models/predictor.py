@@ -52,9 +52,13 @@ equivariant (an error from the border of :math:`V`; the tests measure it).
 element, square grid) rotates every prediction by :math:`g` when :math:`V` is closed under
 :math:`G` (:attr:`NextFramePredictor.static_equivariant`).
 
-Interpolated (non-90-degree) rotation flows: the encoder may run in co-moving mode, but
-the autoregressive continuation transports the state in the stationary frame every step,
-so bilinear resampling error compounds over the predicted frames.
+The encoder and the continuation are one run of the recurrence engine
+(:mod:`flow_escnn.nn.engine`): the guess :math:`\\tilde h_s` is the transported state the step
+computes anyway, and past the input frames the decoded prediction is the step's input.
+Interpolated (non-90-degree) rotation flows run in the co-moving frame throughout, the
+continuation included (:math:`\\tilde h_s = \\psi_s(\\nu) k_{s-1}(\\nu)`), so resampling error
+does not compound over the predicted frames either. Only the pooled guesses are kept, never
+the lifted hidden sequence.
 """
 from __future__ import annotations
 
@@ -65,22 +69,24 @@ import torch
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.conv import SteerableConv
-from flow_escnn.nn.export import ExportedFlowRNN, export_conv, export_flow_rnn
+from flow_escnn.nn.engine import Recurrence, Weights, conv_same
+from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
+from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
-from flow_escnn.nn.sequence import SEQUENCE_LAYERS, FlowRNN
+from flow_escnn.nn.sequence import FlowRNN
 
 __all__ = [
     "NextFramePredictor",
     "ExportedNextFramePredictor",
-    "CELLS",
+    "PredictorProgram",
     "OUTPUT_ACTIVATIONS",
     "output_activation",
     "build_decoder",
+    "decoder_weights",
     "run_decoder",
 ]
 
-CELLS = SEQUENCE_LAYERS  # cell name -> sequence layer
 OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
 
 
@@ -107,30 +113,86 @@ def build_decoder(
     )
 
 
-def run_decoder(
-    z: torch.Tensor,
-    decoder: torch.nn.ModuleList,
-    filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
-    activation: str,
-) -> torch.Tensor:
-    """Apply a :func:`build_decoder` stack to ``[N, C, H, W]`` with already expanded filters."""
-    n = len(decoder)
-    for i, (conv, (filt, bias)) in enumerate(zip(decoder, filters)):
-        z = conv.apply_expanded(z, filt, bias)
-        if i < n - 1:
+def decoder_weights(decoder: torch.nn.ModuleList) -> Weights:
+    """The decoder's expanded filters under the program's names (``dec{i}_weight`` / ``dec{i}_bias``)."""
+    out: Weights = {}
+    for i, conv in enumerate(decoder):
+        out[f"dec{i}_weight"], out[f"dec{i}_bias"] = conv.expand()
+    return out
+
+
+def run_decoder(z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str) -> torch.Tensor:
+    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`)."""
+    for i in range(layers):
+        z = conv_same(z, weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias"), padding_mode)
+        if i < layers - 1:
             z = torch.relu(z)
     return output_activation(z, activation)
 
-State = Tuple[torch.Tensor, ...]
+
+class PredictorProgram(torch.nn.Module):
+    """The predictor as plain torch: the encoder's engine program plus the decoder (no weights inside).
+
+    ``forward(weights, x, num_predictions, include_one_step)`` is what both
+    :class:`NextFramePredictor` (with freshly expanded weights) and
+    :class:`ExportedNextFramePredictor` (with frozen ones) run.
+    """
+
+    def __init__(
+        self, recurrence: Recurrence, decoder_layers: int, padding_mode: str, pool: str, activation: str,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.recurrence = recurrence
+        self.decoder_layers = int(decoder_layers)
+        self.padding_mode = padding_mode
+        self.pool = pool
+        self.activation = activation
+        self.checkpoint = bool(checkpoint)
+
+    def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
+        """``Dec`` on ``[N, C, H, W]``."""
+        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation)
+
+    def forward(
+        self, weights: Weights, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False
+    ) -> torch.Tensor:
+        t_in = x.shape[1]
+        pool = self.pool
+
+        def predict(s: int, guess: torch.Tensor) -> torch.Tensor:
+            pooled = reduce_velocities(guess, pool)
+            return pooled if s < t_in else self.decode(weights, pooled)  # one-step guesses are decoded in one batch
+
+        res = self.recurrence.run(
+            x, weights, keep_outputs=False, predict=predict, predict_from=1 if include_one_step else t_in,
+            extra_steps=num_predictions - 1, checkpoint=self.checkpoint,
+        )
+        preds = res.predictions
+        n_one = len(preds) - num_predictions
+        out = torch.stack(preds[n_one:], dim=1)
+        if n_one == 0:
+            return out
+        pooled = torch.stack(preds[:n_one], dim=1)
+        b, t = pooled.shape[:2]
+        one = self.decode(weights, pooled.reshape(b * t, *pooled.shape[2:]))
+        return torch.cat([one.reshape(b, t, *one.shape[1:]), out], dim=1)
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _as_tuple(state: Any) -> State:
-    items = state if isinstance(state, tuple) else (state,)
-    return tuple(s.tensor if hasattr(s, "tensor") else s for s in items)
+def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor [B, T_in, C, H, W], got {type(x).__name__}")
+    if x.dim() != 5 or x.shape[2] != channels:
+        raise ValueError(
+            f"expected input frames [B, T_in, C={channels}, H, W], got shape {tuple(x.shape)}"
+            + (" (a single frame? add the time axis)" if x.dim() == 4 else "")
+        )
+    if x.shape[1] < 1:
+        raise ValueError("the input sequence has T_in=0 frames; give at least one frame")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating point input, got dtype {x.dtype}")
+    if isinstance(num_predictions, bool) or not isinstance(num_predictions, int) or num_predictions < 1:
+        raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
 
 
 class NextFramePredictor(torch.nn.Module):
@@ -145,19 +207,21 @@ class NextFramePredictor(torch.nn.Module):
         decoder_layers: number of hidden ``conv + ReLU`` layers of the decoder before the last
             conv to ``in_type`` (0: a single conv).
         pool: ``"max"`` (paper) or ``"mean"`` pooling over :math:`V`.
-        cell: ``"fernn"``, ``"gru"`` or ``"lstm"``.
+        cell: ``"fernn"``, ``"gru"``, ``"lstm"`` or ``"grnn_plus"`` (the G-RNN+ baseline: learned
+            per-velocity kernels in place of the transport, see :class:`~flow_escnn.nn.GRNNPlus`).
         num_layers: stacked encoder layers.
         kernel_size: kernel size of the encoder's :math:`U, W`.
         decoder_kernel_size: kernel size of the decoder convs.
         decoder_type: field type of the decoder's hidden layers (default ``hidden_type``).
         mode: encoder execution mode (``"auto"``, ``"hidden"``, ``"comoving"``).
-        checkpoint: gradient checkpointing in the encoder.
+        checkpoint: gradient checkpointing (segments of the encoder and continuation steps).
         padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"`` (encoder and decoder).
         bias: biases in :math:`U` and the decoder (escnn biases trivial fields only).
         output_activation: pointwise map on each prediction (:func:`output_activation`):
             ``"identity"`` (default), ``"clamp"`` to [0, 1] (bounds what is fed back; for frames in
             [0, 1]) or ``"sigmoid"``. Pointwise, so predictions stay equivariant.
-        **cell_kwargs: passed to the cells (e.g. ``nonlinearity`` for FERNN, ``interpolation``).
+        **cell_kwargs: passed to the cells (e.g. ``nonlinearity`` for FERNN, ``interpolation``,
+            ``velocity_kernel_size`` for G-RNN+).
 
     Shapes:
         ``forward(x, num_predictions)``: ``x [B, T_in, C, H, W]`` ->
@@ -190,13 +254,13 @@ class NextFramePredictor(torch.nn.Module):
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
         if output_activation != "identity":
             check_pointwise(in_type, "in_type (the predictions, for output_activation)")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if cell not in SEQUENCE_LAYERS:
+            raise ValueError(f"cell must be one of {sorted(SEQUENCE_LAYERS)}, got {cell!r}")
         if pool not in VELOCITY_POOLS:
             raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {pool!r}")
         if isinstance(decoder_layers, bool) or not isinstance(decoder_layers, int) or decoder_layers < 0:
             raise ValueError(f"decoder_layers must be a non-negative integer, got {decoder_layers!r}")
-        self.encoder: FlowRNN = CELLS[cell](
+        self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](
             in_type,
             hidden_type,
             flows,
@@ -217,6 +281,7 @@ class NextFramePredictor(torch.nn.Module):
         self.flows = flows
         self.cell = cell
         self.pool = pool
+        self.padding_mode = padding_mode
         self.output_activation = output_activation
         self.decoder = build_decoder(
             hidden_type, in_type, decoder_layers, dec_type, decoder_kernel_size, bias, padding_mode
@@ -227,29 +292,24 @@ class NextFramePredictor(torch.nn.Module):
         """Whether :math:`V` is closed under the fiber group, so predictions commute with static :math:`G`."""
         return self.flows.is_closed_under()
 
-    # -- pieces --------------------------------------------------------------------------------------
-    def _decode(self, z: torch.Tensor, filters: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
-        """``Dec`` on ``[N, C, H, W]`` with already expanded filters."""
-        return run_decoder(z, self.decoder, filters, self.output_activation)
+    # -- the engine ----------------------------------------------------------------------------------
+    def weights(self) -> Weights:
+        """Encoder and decoder weights, expanded once (differentiable)."""
+        out = self.encoder.weights()
+        out.update(decoder_weights(self.decoder))
+        return out
+
+    def program(self, recurrence: Recurrence) -> PredictorProgram:
+        return PredictorProgram(
+            recurrence, len(self.decoder), self.padding_mode, self.pool, self.output_activation, self.encoder.checkpoint
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode a pooled field ``[..., C, H, W]`` to frames ``[..., C_in, H, W]``."""
         lead = z.shape[:-3]
-        out = self._decode(z.reshape(-1, *z.shape[-3:]), [conv.expand() for conv in self.decoder])
+        flat = z.reshape(-1, *z.shape[-3:])
+        out = run_decoder(flat, decoder_weights(self.decoder), len(self.decoder), self.padding_mode, self.output_activation)
         return out.reshape(*lead, *out.shape[-3:])
-
-    def _check_input(self, x: Any, num_predictions: Any) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor [B, T_in, C, H, W], got {type(x).__name__}")
-        if x.dim() != 5 or x.shape[2] != self.in_type.size:
-            raise ValueError(
-                f"expected input frames [B, T_in, C={self.in_type.size}, H, W], got shape {tuple(x.shape)}"
-                + (" (a single frame? add the time axis)" if x.dim() == 4 else "")
-            )
-        if x.shape[1] < 1:
-            raise ValueError("the input sequence has T_in=0 frames; give at least one frame")
-        if isinstance(num_predictions, bool) or not isinstance(num_predictions, int) or num_predictions < 1:
-            raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False) -> torch.Tensor:
@@ -266,40 +326,9 @@ class NextFramePredictor(torch.nn.Module):
             :math:`\\psi_{T_{in}+j}(\\mu)`), or ``[B, T_in - 1 + P, C, H, W]`` with
             ``include_one_step`` (output :math:`j` is frame :math:`j + 1`).
         """
-        self._check_input(x, num_predictions)
-        grid = (x.shape[-2], x.shape[-1])
-        cells = list(self.encoder.cells)
-        plans = [c.step_plan(grid, x.device) for c in cells]
-        dec_filters = [conv.expand() for conv in self.decoder]
-        filters = self.encoder.expanded_filters()  # shared by the encoder pass and the continuation
-        seq, finals = self.encoder.forward_with_state(x, return_sequence=include_one_step, filters=filters)
-        outputs: List[torch.Tensor] = []
-        if include_one_step and x.shape[1] > 1:
-            hs = seq.tensor[:, :-1]  # h_0 .. h_{T_in - 2}
-            pooled = reduce_velocities(plans[-1](hs), self.pool)  # frames 1 .. T_in - 1
-            b, t = pooled.shape[:2]
-            dec = self._decode(pooled.reshape(b * t, *pooled.shape[2:]), dec_filters)
-            outputs.append(dec.reshape(b, t, *dec.shape[1:]))
-        states = [_as_tuple(s) for s in finals]
-        preds: List[torch.Tensor] = []
-        for j in range(num_predictions):
-            moved = [tuple(plan(s) for s in st) for st, plan in zip(states, plans)]  # h~_s
-            pred = self._decode(reduce_velocities(cells[-1].output(moved[-1]), self.pool), dec_filters)
-            preds.append(pred)
-            if j == num_predictions - 1:
-                break
-            inp = pred
-            new_states = []
-            for cell_, st, ((ufilt, ubias), wfilt) in zip(cells, moved, filters):
-                u = cell_.input_term(inp, ufilt, ubias)
-                if u.dim() == 4:
-                    u = u.unsqueeze(1)  # broadcast over V
-                st = cell_.step(st, u, wfilt, _identity)  # already transported
-                new_states.append(st)
-                inp = cell_.output(st)
-            states = new_states
-        outputs.append(torch.stack(preds, dim=1))
-        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+        _check_predictor_input(x, self.in_type.size, num_predictions)
+        recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1] + num_predictions)
+        return self.program(recurrence)(self.weights(), x, num_predictions, include_one_step)
 
     def one_step_predictions(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher-forced one-step-ahead predictions of frames :math:`1..T_{in}-1`: ``[B, T_in-1, C, H, W]``.
@@ -308,7 +337,7 @@ class NextFramePredictor(torch.nn.Module):
         true frames :math:`f_0..f_{s-1}` only (never :math:`f_s`). Output :math:`j` transforms by
         :math:`\\psi_{j+1}(\\mu)`.
         """
-        self._check_input(x, 1)
+        _check_predictor_input(x, self.in_type.size, 1)
         if x.shape[1] < 2:
             raise ValueError("one-step predictions need T_in >= 2 input frames")
         full = self.forward(x, 1, include_one_step=True)
@@ -318,88 +347,32 @@ class NextFramePredictor(torch.nn.Module):
     def export(
         self, grid_shape: Optional[Tuple[int, int]] = None, max_steps: Optional[int] = None
     ) -> "ExportedNextFramePredictor":
-        """A plain-PyTorch twin (see :mod:`flow_escnn.nn.export`) for inputs on a ``grid_shape`` grid.
+        """A plain-PyTorch twin (the same program with frozen weights) for inputs on a ``grid_shape`` grid.
 
         Args:
             grid_shape: ``(H, W)``; required.
-            max_steps: longest input sequence, required when the encoder runs in co-moving mode.
+            max_steps: longest ``T_in + num_predictions``, required when the encoder runs in
+                co-moving mode and its flows have no period on the grid.
         """
         if grid_shape is None:
             raise ValueError("NextFramePredictor.export needs grid_shape=(H, W) (its transports are per-grid tables)")
-        encoder = export_flow_rnn(self.encoder, grid_shape, max_steps)
-        decoder = [export_conv(conv) for conv in self.decoder]
-        twin = ExportedNextFramePredictor(encoder, decoder, self.pool, self.output_activation)
-        twin.train(self.training)
-        return twin
+        recurrence, limit = self.encoder.export_program(check_grid(grid_shape), max_steps)
+        with torch.no_grad():
+            weights = self.weights()
+        twin = ExportedNextFramePredictor(self.program(recurrence), weights, self.in_type.size, limit)
+        return twin.train(self.training)
 
 
-class ExportedNextFramePredictor(torch.nn.Module):
-    """Plain-PyTorch twin of :class:`NextFramePredictor` (same ``forward``; TorchScript-able)."""
+class ExportedNextFramePredictor(Frozen):
+    """Plain-PyTorch twin of :class:`NextFramePredictor` (same ``forward``)."""
 
-    def __init__(
-        self, encoder: ExportedFlowRNN, decoder: List[torch.nn.Conv2d], pool: str, output_activation: str = "identity"
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = torch.nn.ModuleList(list(decoder))
-        self.num_decoder = len(decoder)
-        self.pool = pool
-        self.output_activation = output_activation
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode ``[N, C, H, W]``."""
-        i = 0
-        for conv in self.decoder:
-            z = conv(z)
-            if i < self.num_decoder - 1:
-                z = torch.relu(z)
-            i += 1
-        return output_activation(z, self.output_activation)
+    def __init__(self, program: PredictorProgram, weights: Weights, in_channels: int, max_steps: Optional[int]) -> None:
+        super().__init__(weights)
+        self.program = program
+        self.in_channels = int(in_channels)
+        self.max_steps = max_steps
 
     def forward(self, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False) -> torch.Tensor:
-        if x.dim() != 5:
-            raise ValueError("expected input frames [B, T_in, C, H, W], got shape {}".format(list(x.shape)))
-        if num_predictions < 1:
-            raise ValueError("num_predictions must be a positive integer, got {}".format(num_predictions))
-        seq, finals = self.encoder.forward_with_state(x, None, include_one_step)
-        outputs: List[torch.Tensor] = []
-        if include_one_step and x.shape[1] > 1 and seq is not None:
-            hs = seq[:, :-1]
-            moved_seq = hs
-            i = 0
-            for cell in self.encoder.cells:  # psi_1(nu) of the last layer
-                if i == self.encoder.num_layers - 1:
-                    moved_seq = cell.step_transport(hs)
-                i += 1
-            pooled = reduce_velocities(moved_seq, self.pool)
-            b, t = pooled.shape[0], pooled.shape[1]
-            dec = self.decode(pooled.reshape(b * t, pooled.shape[2], pooled.shape[3], pooled.shape[4]))
-            outputs.append(dec.reshape(b, t, dec.shape[1], dec.shape[2], dec.shape[3]))
-        states = finals
-        preds: List[torch.Tensor] = []
-        for j in range(num_predictions):
-            moved: List[List[torch.Tensor]] = []
-            l = 0
-            for cell in self.encoder.cells:
-                moved.append(cell.transport(states[l]))
-                l += 1
-            pred = self.decode(reduce_velocities(moved[-1][0], self.pool))
-            preds.append(pred)
-            if j == num_predictions - 1:
-                break
-            inp = pred
-            new_states: List[List[torch.Tensor]] = []
-            l = 0
-            for cell in self.encoder.cells:
-                u = cell.input_term(inp)
-                if u.dim() == 4:
-                    u = u.unsqueeze(1)
-                st = cell.update(moved[l], u)
-                new_states.append(st)
-                inp = st[0]
-                l += 1
-            states = new_states
-        outputs.append(torch.stack(preds, dim=1))
-        if len(outputs) > 1:
-            return torch.cat(outputs, dim=1)
-        return outputs[0]
+        _check_predictor_input(x, self.in_channels, num_predictions)
+        check_exported_input(x, self.program.recurrence, self.in_channels, self.max_steps, num_predictions)
+        return self.program(self.frozen_weights(), x, num_predictions, include_one_step)

@@ -1,16 +1,12 @@
 """Neural network layers: steerable convolutions, flow cells, sequence layers, pooling,
-baselines and plain-PyTorch export."""
-from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, ExportedGRNNPlus, GRNNPlus
+baselines, the recurrence engine and plain-PyTorch export."""
+from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, GRNNPlus, GRNNPlusCell
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell
 from flow_escnn.nn.conv import SteerableConv
-from flow_escnn.nn.export import (
-    ExportedFlowCell,
-    ExportedFlowRNN,
-    ExportedTransport,
-    export,
-    export_flow_rnn,
-    find_escnn_objects,
-)
+from flow_escnn.nn.engine import LayerSpec, Recurrence
+from flow_escnn.nn.export import export, export_flow_rnn, find_escnn_objects
+from flow_escnn.nn.frozen import ExportedFlowRNN, Frozen
+from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.nonlinearity import NONLINEARITIES
 from flow_escnn.nn.pooling import (
     GroupPool,
@@ -22,6 +18,7 @@ from flow_escnn.nn.pooling import (
     pool_velocities,
 )
 from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
 __all__ = [
@@ -35,8 +32,13 @@ __all__ = [
     "FERNN",
     "FlowGRU",
     "FlowLSTM",
+    "SEQUENCE_LAYERS",
     "NONLINEARITIES",
     "VelocityMixing",
+    # the engine
+    "CELL_KINDS",
+    "LayerSpec",
+    "Recurrence",
     # pooling
     "VelocityPool",
     "GroupPool",
@@ -48,13 +50,12 @@ __all__ = [
     # baselines
     "GRNN",
     "GRNNPlus",
-    "ExportedGRNNPlus",
+    "GRNNPlusCell",
     "Conv3DClassifier",
     # export
     "export",
     "export_flow_rnn",
     "find_escnn_objects",
-    "ExportedTransport",
-    "ExportedFlowCell",
+    "Frozen",
     "ExportedFlowRNN",
 ]

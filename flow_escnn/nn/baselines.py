@@ -13,24 +13,27 @@
 * :class:`Conv3DClassifier` -- a plain ``torch.nn.Conv3d`` stack over ``[B, T, C, H, W]``,
   global average pooling and a linear head (the action-recognition baseline).
 
-All three are vectorised: no Python loop over :math:`V` or the batch (only over time in
-the recurrences).
+The G-RNN and the G-RNN+ are sequence layers of the recurrence engine
+(:mod:`flow_escnn.nn.engine`): the G-RNN+ is the cell kind ``"grnn_plus"``, whose transport
+is its learned kernel, so the predictor, the classifier and ``export()`` serve it like any
+other cell (``cell="grnn_plus"``). No Python loop over :math:`V` or the batch (only over time).
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.lifted import LiftedFieldType, LiftedTensor
-from flow_escnn.nn.conv import PADDING_MODES, SteerableConv
-from flow_escnn.nn.nonlinearity import apply_nonlinearity, get_nonlinearity
-from flow_escnn.nn.sequence import FERNN
+from flow_escnn.nn.cells import FlowCellBase
+from flow_escnn.nn.conv import PADDING_MODES
+from flow_escnn.nn.engine import Weights
+from flow_escnn.nn.nonlinearity import get_nonlinearity
+from flow_escnn.nn.sequence import FERNN, FlowRNN
 
-__all__ = ["GRNN", "GRNNPlus", "ExportedGRNNPlus", "Conv3DClassifier", "KERNEL_SHARING", "KERNEL_INITS"]
+__all__ = ["GRNN", "GRNNPlus", "GRNNPlusCell", "Conv3DClassifier", "KERNEL_SHARING", "KERNEL_INITS", "shift_fits"]
 
 KERNEL_SHARING = ("channel", "shared")
 KERNEL_INITS = ("shift", "identity")
@@ -103,7 +106,80 @@ def _delta_kernels(flows: FlowSet, size: int, init: str) -> torch.Tensor:
     return k
 
 
-class GRNNPlus(torch.nn.Module):
+def shift_fits(flows: FlowSet, velocity_kernel_size: int) -> bool:
+    """Whether ``init="shift"`` can represent every :math:`\\psi_1(\\nu)` of ``flows`` in the kernel."""
+    p = velocity_kernel_size // 2
+    return all(k == 0 and max(abs(vx), abs(vy)) <= p for vx, vy, k in flows.velocities)
+
+
+class GRNNPlusCell(FlowCellBase):
+    """The G-RNN+ cell: :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
+
+    :math:`K_\\nu` is a learned ``k x k`` depthwise kernel per velocity (periodic padding), in
+    place of the transport :math:`\\psi_1(\\nu)`; see :class:`GRNNPlus`.
+
+    Args:
+        velocity_kernel_size: odd size ``k`` of :math:`K_\\nu` (5 in the paper).
+        kernel_sharing: ``"channel"`` (one kernel per channel, ``[V, C, k, k]``) or ``"shared"`` (``[V, 1, k, k]``).
+        init: ``"shift"`` (:math:`K_\\nu` = the delta that *is* :math:`\\psi_1(\\nu)`) or ``"identity"``.
+        nonlinearity: pointwise :math:`\\sigma`.
+        **kwargs: see :class:`~flow_escnn.nn.cells.FlowCellBase` (no V-mixing).
+    """
+
+    kind = "grnn_plus"
+
+    def __init__(
+        self,
+        in_type: Any,
+        hidden_type: Any,
+        flows: FlowSet,
+        kernel_size: int = 3,
+        velocity_kernel_size: int = 5,
+        kernel_sharing: str = "channel",
+        init: str = "shift",
+        nonlinearity: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        if kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
+        if init not in KERNEL_INITS:
+            raise ValueError(f"init must be one of {KERNEL_INITS}, got {init!r}")
+        k = velocity_kernel_size
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+            raise ValueError(f"velocity_kernel_size must be a positive odd integer, got {k!r}")
+        if kwargs.get("velocity_mixing"):
+            raise ValueError("G-RNN+ has no V-mixing (its learned kernels already mix space per velocity)")
+        get_nonlinearity(nonlinearity)
+        if not isinstance(flows, FlowSet):
+            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
+        super().__init__(in_type, hidden_type, flows, kernel_size, **kwargs)
+        self.nonlinearity = nonlinearity
+        self.velocity_kernel_size = k
+        self.kernel_sharing = kernel_sharing
+        per = hidden_type.size if kernel_sharing == "channel" else 1
+        base = _delta_kernels(flows, k, init).unsqueeze(1)  # [V, 1, k, k]
+        self.K = torch.nn.Parameter(base.expand(len(flows), per, k, k).clone())
+
+    @property
+    def nonlinearity_name(self) -> str:
+        return self.nonlinearity
+
+    def velocity_filter(self) -> torch.Tensor:
+        """The depthwise filter ``[V*C, 1, k, k]`` (for ``F.conv2d(groups=V*C)``)."""
+        v, c, k = len(self.flows), self.hidden_type.size, self.velocity_kernel_size
+        return self.K.expand(v, c, k, k).reshape(v * c, 1, k, k)
+
+    def weights(self, prefix: str = "l0_") -> Weights:
+        out = super().weights(prefix)
+        out[f"{prefix}kernel"] = self.velocity_filter()
+        return out
+
+    def step_transport(self, grid: Any, device: torch.device) -> None:
+        """None: the learned kernel takes the place of the transport (stationary frame only)."""
+        return None
+
+
+class GRNNPlus(FlowRNN):
     """G-RNN+ (Keller 2025): a lifted G-RNN with a learned depthwise kernel per velocity.
 
     .. math::
@@ -137,15 +213,17 @@ class GRNNPlus(torch.nn.Module):
         init: ``"shift"`` or ``"identity"``.
         nonlinearity: pointwise :math:`\\sigma` (``"relu"`` default).
         num_layers: stacked layers; layer :math:`l>0` reads layer :math:`l-1`'s lifted output.
-        bias: learn a bias in :math:`U`.
-        padding_mode: padding of :math:`U, W` (``"circular"`` or ``"zeros"``); :math:`K_\\nu` is
-            always periodic.
+        mode: ``"auto"`` or ``"hidden"`` (the learned kernel has no co-moving form).
+        checkpoint: recompute segments in the backward pass.
+        **cell_kwargs: ``bias``, ``padding_mode`` (of :math:`U, W`; :math:`K_\\nu` is always periodic).
 
     Shapes:
         ``forward(x)``: ``[B, T, C_in, H, W]`` -> :class:`~flow_escnn.lifted.LiftedTensor`
         ``[B, T, |V|, C, H, W]``, the layout of :class:`~flow_escnn.nn.FERNN`, so the same
         readouts (:mod:`flow_escnn.nn.pooling`) apply.
     """
+
+    cell_class = GRNNPlusCell
 
     def __init__(
         self,
@@ -158,190 +236,36 @@ class GRNNPlus(torch.nn.Module):
         init: str = "shift",
         nonlinearity: str = "relu",
         num_layers: int = 1,
-        bias: bool = True,
-        padding_mode: str = "circular",
+        mode: str = "auto",
+        checkpoint: bool = False,
+        **cell_kwargs: Any,
     ) -> None:
-        super().__init__()
-        for name, ft in (("in_type", in_type), ("hidden_type", hidden_type)):
-            if not isinstance(ft, enn.FieldType):
-                raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")
-        if not isinstance(flows, FlowSet):
-            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
-        if kernel_sharing not in KERNEL_SHARING:
-            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
-        if init not in KERNEL_INITS:
-            raise ValueError(f"init must be one of {KERNEL_INITS}, got {init!r}")
-        k = velocity_kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ValueError(f"velocity_kernel_size must be a positive odd integer, got {k!r}")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        self.in_type = in_type
-        self.hidden_type = hidden_type
-        self.flows = flows
-        self.out_type = LiftedFieldType(hidden_type, flows)
-        self.velocity_kernel_size = k
+        super().__init__(
+            in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
+            velocity_kernel_size=velocity_kernel_size, kernel_sharing=kernel_sharing, init=init,
+            nonlinearity=nonlinearity, **cell_kwargs,
+        )
+        self.velocity_kernel_size = velocity_kernel_size
         self.kernel_sharing = kernel_sharing
         self.nonlinearity = nonlinearity
-        self._sigma = get_nonlinearity(nonlinearity)
-        c = hidden_type.size
-        self.U = torch.nn.ModuleList(
-            [
-                SteerableConv(
-                    in_type if l == 0 else hidden_type, hidden_type, kernel_size, bias=bias, padding_mode=padding_mode
-                )
-                for l in range(num_layers)
-            ]
-        )
-        self.W = torch.nn.ModuleList(
-            [
-                SteerableConv(hidden_type, hidden_type, kernel_size, bias=False, padding_mode=padding_mode)
-                for _ in range(num_layers)
-            ]
-        )
-        base = _delta_kernels(flows, k, init).unsqueeze(1)  # [V, 1, k, k]
-        per = c if kernel_sharing == "channel" else 1
-        self.K = torch.nn.ParameterList(
-            [torch.nn.Parameter(base.expand(len(flows), per, k, k).clone()) for _ in range(num_layers)]
-        )
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.U)
+        self._register_load_state_dict_pre_hook(_upgrade_grnn_plus_state)
 
     def velocity_filter(self, layer: int) -> torch.Tensor:
-        """The depthwise filter ``[V*C, 1, k, k]`` of layer ``layer`` (for ``F.conv2d(groups=V*C)``)."""
-        kv = self.K[layer]
-        v, c, k = len(self.flows), self.hidden_type.size, self.velocity_kernel_size
-        return kv.expand(v, c, k, k).reshape(v * c, 1, k, k)
-
-    def forward(self, x: Union[torch.Tensor, LiftedTensor]) -> LiftedTensor:
-        """Run the stack over ``x [B, T, C_in, H, W]``; returns ``[B, T, |V|, C, H, W]``."""
-        raw = x.tensor if isinstance(x, LiftedTensor) else x
-        if not isinstance(raw, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
-        if raw.dim() != 5 or raw.shape[2] != self.in_type.size:
-            raise ValueError(
-                f"expected an input sequence [B, T, C={self.in_type.size}, H, W], got shape {tuple(raw.shape)}"
-                + (" (a single frame? add the time axis)" if raw.dim() == 4 else "")
-            )
-        if raw.shape[1] == 0:
-            raise ValueError("the input sequence has T=0 frames; give at least one frame")
-        b, t_len, _, hh, ww = raw.shape
-        v, c, p = len(self.flows), self.hidden_type.size, self.velocity_kernel_size // 2
-        inp = raw
-        for l in range(self.num_layers):
-            ufilt, ubias = self.U[l].expand()
-            wfilt, _ = self.W[l].expand()
-            lead = inp.shape[:-3]
-            u = self.U[l].apply_expanded(inp.reshape(-1, *inp.shape[-3:]), ufilt, ubias).reshape(*lead, c, hh, ww)
-            if u.dim() == 5:
-                u = u.unsqueeze(2)  # broadcast over V
-            kfilt = self.velocity_filter(l)
-            h = raw.new_zeros(b, v, c, hh, ww)
-            outs: List[torch.Tensor] = []
-            for t in range(t_len):
-                a = self.W[l].apply_expanded(h.reshape(b * v, c, hh, ww), wfilt, None).reshape(b, v * c, hh, ww)
-                if p > 0:
-                    a = F.pad(a, (p, p, p, p), mode="circular")
-                a = F.conv2d(a, kfilt, groups=v * c).reshape(b, v, c, hh, ww)
-                h = self._sigma(a + u[:, t])
-                outs.append(h)
-            inp = torch.stack(outs, dim=1)
-        return LiftedTensor(inp, self.out_type)
-
-    def export(self, grid_shape: Optional[Any] = None, max_steps: Optional[int] = None) -> "ExportedGRNNPlus":
-        """A plain-PyTorch twin (``Conv2d`` for :math:`U, W`, the kernels :math:`K_\\nu` copied).
-
-        ``grid_shape`` and ``max_steps`` are accepted for the generic :func:`flow_escnn.nn.export.export`
-        and ignored: G-RNN+ has no precomputed transports, so its twin runs on any grid.
-        """
-        twin = ExportedGRNNPlus(
-            [u.export() for u in self.U],
-            [w.export() for w in self.W],
-            [self.velocity_filter(l).detach().clone() for l in range(self.num_layers)],
-            len(self.flows),
-            self.hidden_type.size,
-            self.nonlinearity,
-        )
-        twin.train(self.training)
-        return twin
+        """The depthwise filter ``[V*C, 1, k, k]`` of layer ``layer``."""
+        return self.cells[layer].velocity_filter()
 
 
-class ExportedGRNNPlus(torch.nn.Module):
-    """Plain-PyTorch twin of :class:`GRNNPlus`; ``forward`` returns the tensor ``[B, T, V, C, H, W]``.
-
-    Each layer keeps ``Conv2d`` copies of :math:`U, W` and its kernels as a parameter
-    ``[V*C, 1, k, k]`` (already expanded over channels). TorchScript-able; runs on any grid.
-    """
-
-    def __init__(
-        self,
-        U: Sequence[torch.nn.Conv2d],
-        W: Sequence[torch.nn.Conv2d],
-        K: Sequence[torch.Tensor],
-        num_flows: int,
-        hidden_channels: int,
-        nonlinearity: str,
-    ) -> None:
-        super().__init__()
-        if nonlinearity not in ("relu", "tanh", "sigmoid", "elu", "identity"):
-            raise ValueError(f"cannot export the nonlinearity {nonlinearity!r}")
-        self.layers = torch.nn.ModuleList(
-            [_ExportedGRNNPlusLayer(u, w, k, num_flows, hidden_channels, nonlinearity) for u, w, k in zip(U, W, K)]
-        )
-        self.in_channels = int(U[0].in_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[2] != self.in_channels:
-            raise ValueError(
-                "expected an input sequence [B, T, C={}, H, W], got shape {}".format(self.in_channels, list(x.shape))
-            )
-        inp = x
-        for layer in self.layers:
-            inp = layer(inp)
-        return inp
-
-
-class _ExportedGRNNPlusLayer(torch.nn.Module):
-    def __init__(
-        self,
-        U: torch.nn.Conv2d,
-        W: torch.nn.Conv2d,
-        K: torch.Tensor,
-        num_flows: int,
-        hidden_channels: int,
-        nonlinearity: str,
-    ) -> None:
-        super().__init__()
-        self.U = U
-        self.W = W
-        self.K = torch.nn.Parameter(K)
-        self.num_flows = int(num_flows)
-        self.hidden_channels = int(hidden_channels)
-        self.nonlinearity = nonlinearity
-
-    def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        b, t_len, hh, ww = inp.shape[0], inp.shape[1], inp.shape[-2], inp.shape[-1]
-        v, c = self.num_flows, self.hidden_channels
-        u = self.U(inp.reshape(-1, inp.shape[-3], hh, ww))
-        shape: List[int] = list(inp.shape[:-3]) + [c, hh, ww]
-        u = u.reshape(shape)
-        if u.dim() == 5:
-            u = u.unsqueeze(2)  # broadcast over V
-        p = self.K.shape[-1] // 2
-        h = inp.new_zeros([b, v, c, hh, ww])
-        outs: List[torch.Tensor] = []
-        for t in range(t_len):
-            a = self.W(h.reshape(b * v, c, hh, ww)).reshape(b, v * c, hh, ww)
-            if p > 0:
-                a = F.pad(a, [p, p, p, p], mode="circular")
-            a = F.conv2d(a, self.K, groups=v * c).reshape(b, v, c, hh, ww)
-            h = apply_nonlinearity(a + u[:, t], self.nonlinearity)
-            outs.append(h)
-        return torch.stack(outs, dim=1)
+def _upgrade_grnn_plus_state(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Rename the keys of G-RNN+ checkpoints written before it ran on the engine
+    (``U.{l}.*``, ``W.{l}.*``, ``K.{l}`` -> ``cells.{l}.U.*``, ``cells.{l}.W.*``, ``cells.{l}.K``)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        head, _, tail = rest.partition(".")
+        if head in ("U", "W", "K"):
+            layer, _, sub = tail.partition(".")
+            if layer.isdigit():
+                new = f"{prefix}cells.{layer}.{head}" + (f".{sub}" if sub else "")
+                state_dict[new] = state_dict.pop(key)
 
 
 class Conv3DClassifier(torch.nn.Module):

@@ -50,10 +50,12 @@ import torch
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.flows.transport import INTERPOLATIONS, TransportPlan
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
+from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
 from flow_escnn.nn.nonlinearity import check_pointwise, get_nonlinearity
+from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
 __all__ = ["FlowCellBase", "FERNNCell", "FlowGRUCell", "FlowLSTMCell", "State"]
@@ -63,6 +65,11 @@ State = Tuple[torch.Tensor, ...]
 
 class FlowCellBase(torch.nn.Module):
     """Shared machinery of the flow cells (not used directly).
+
+    A cell holds the parameters of one layer (:math:`U`, :math:`W`, optional V-mixing) and
+    describes itself to the recurrence engine (:mod:`flow_escnn.nn.engine`): its
+    :meth:`spec`, its expanded :meth:`weights` and its step transport
+    :meth:`step_transport`. The update equations live in :mod:`flow_escnn.nn.updates`.
 
     Args:
         in_type: escnn ``FieldType`` of the input frames (or of each V slice of a lifted input).
@@ -80,8 +87,7 @@ class FlowCellBase(torch.nn.Module):
             (see that module); stationary-frame (``mode="hidden"``) only.
     """
 
-    gates: int = 1
-    state_size: int = 1
+    kind: str = "fernn"
 
     def __init__(
         self,
@@ -113,6 +119,8 @@ class FlowCellBase(torch.nn.Module):
                 f"in_type ({in_type.gspace}), hidden_type ({hidden_type.gspace}) and flows ({flows.gspace}) "
                 "must share one gspace"
             )
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         check_pointwise(hidden_type)
         self.in_type = in_type
         self.hidden_type = hidden_type
@@ -127,57 +135,64 @@ class FlowCellBase(torch.nn.Module):
         # optional learned mixing of neighbouring velocities (flow_escnn.nn.vmixing), 0 = off
         self.mix: Optional[VelocityMixing] = VelocityMixing(flows, velocity_mixing) if velocity_mixing else None
 
-    # -- transport plans (cached per grid and device; not part of the state_dict) ------------------
-    def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, int], device: torch.device, extra: Any = None) -> TransportPlan:
-        """A cached :class:`TransportPlan`; ``elements_fn()`` lists its elements on a miss."""
-        k = (key, extra, grid, str(device), id(field_type))
+    @property
+    def gates(self) -> int:
+        return CELL_KINDS[self.kind].gates
+
+    @property
+    def state_size(self) -> int:
+        return CELL_KINDS[self.kind].state_size
+
+    @property
+    def nonlinearity_name(self) -> str:
+        return "identity"
+
+    # -- what the engine needs ---------------------------------------------------------------------------
+    def spec(self) -> LayerSpec:
+        """The static facts of this layer for the recurrence engine."""
+        return LayerSpec(
+            kind=self.kind,
+            in_channels=self.in_type.size,
+            hidden_channels=self.hidden_type.size,
+            kernel_size=self.U.kernel_size,
+            padding_mode=self.U.padding_mode,
+            nonlinearity=self.nonlinearity_name,
+            mixing=self.mix is not None,
+        )
+
+    def weights(self, prefix: str = "l0_") -> Weights:
+        """The expanded (dense, differentiable) weights under the engine's names."""
+        uw, ub = self.U.expand()
+        out: Weights = {f"{prefix}u_weight": uw, f"{prefix}u_bias": ub, f"{prefix}w_weight": self.W.expand()[0]}
+        if self.mix is not None:
+            out[f"{prefix}mixing"] = self.mix.matrix()
+        return out
+
+    def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, int], device: torch.device,
+             extra: Any = None, pad: int = 0) -> TransportPlan:
+        """A cached :class:`TransportPlan` (not part of the ``state_dict``); ``elements_fn()`` lists its
+        elements on a miss."""
+        k = (key, extra, grid, str(device), id(field_type), pad)
         plan = self._plans.get(k)
         if plan is None:
-            plan = TransportPlan(field_type, elements_fn(), grid, self.interpolation).to(device)
+            plan = TransportPlan(field_type, elements_fn(), grid, self.interpolation, pad=pad).to(device)
             self._plans[k] = plan
         return plan
 
-    def step_plan(self, grid: Tuple[int, int], device: torch.device) -> TransportPlan:
-        """Transport by :math:`\\psi_1(\\nu)` for every :math:`\\nu \\in V` (state slices)."""
-        return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device)
+    def step_transport(self, grid: Tuple[int, int], device: torch.device) -> Optional[TransportPlan]:
+        """Transport by :math:`\\psi_1(\\nu)` for every :math:`\\nu \\in V`, padded for the recurrent convolution."""
+        return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device, pad=self.spec().pad)
 
-    # -- pieces of a step ------------------------------------------------------------------------------
-    def zero_state(self, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
-        shape = (batch, len(self.flows), self.hidden_type.size, *grid)
-        return tuple(like.new_zeros(shape) for _ in range(self.state_size))
-
-    def input_term(self, x: torch.Tensor, ufilt: torch.Tensor, ubias: Optional[torch.Tensor]) -> torch.Tensor:
-        """:math:`U * x` for ``x`` of shape ``[..., C_in, H, W]`` (any leading axes)."""
-        lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
-        out = self.U.apply_expanded(x.reshape(-1, c, h, w), ufilt, ubias)
-        return out.reshape(*lead, self.gate_type.size, h, w)
-
-    def recurrent_term(self, h: torch.Tensor, wfilt: torch.Tensor) -> torch.Tensor:
-        """:math:`W * h` for a lifted ``h`` of shape ``[B, V, C, H, W]``."""
-        b, v, c, hh, ww = h.shape
-        return self.W.apply_expanded(h.reshape(b * v, c, hh, ww), wfilt, None).reshape(b, v, -1, hh, ww)
-
-    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
-        """One update from an already transported state; ``u`` is ``[B, 1 or V, G*C, H, W]``."""
-        raise NotImplementedError
-
-    @staticmethod
-    def output(state: State) -> torch.Tensor:
-        """The hidden state :math:`h` read out of the full state."""
-        return state[0]
-
-    def step(self, state: State, u: torch.Tensor, wfilt: torch.Tensor, plan: TransportPlan) -> State:
-        """Transport by :math:`\\psi_1(\\nu)` (then V-mix, if enabled), then update."""
-        moved = tuple(plan(s) for s in state)
-        if self.mix is not None:
-            moved = tuple(self.mix(s) for s in moved)
-        return self.update(moved, u, wfilt)
+    def exact_on(self, grid: Tuple[int, int], device: torch.device) -> bool:
+        """Whether every :math:`\\psi_1(\\nu)` maps the ``grid`` onto itself (no interpolation)."""
+        plan = self.step_transport(grid, device)
+        return plan is None or plan.exact
 
     # -- public single-step API ----------------------------------------------------------------------------
     def forward(
         self, x: torch.Tensor, state: Optional[Union[LiftedTensor, Tuple[LiftedTensor, ...]]] = None
     ) -> Union[LiftedTensor, Tuple[LiftedTensor, ...]]:
-        """One time step.
+        """One time step (stationary frame), run by the recurrence engine.
 
         Args:
             x: the frame :math:`f_t`, ``[B, C_in, H, W]`` (broadcast over V), or a lifted frame
@@ -200,15 +215,15 @@ class FlowCellBase(torch.nn.Module):
         if x.dim() == 5 and x.shape[1] != len(self.flows):
             raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
         grid = (x.shape[-2], x.shape[-1])
-        raw = self._unpack_state(state, x.shape[0], grid, x)
-        ufilt, ubias = self.U.expand()
-        wfilt, _ = self.W.expand()
-        u = self.input_term(x, ufilt, ubias)
-        if u.dim() == 4:
-            u = u.unsqueeze(1)
-        new = self.step(raw, u, wfilt, self.step_plan(grid, x.device))
+        h0 = None if state is None else [self._unpack_state(state, x.shape[0], grid, x)]
+        program = Recurrence([self.spec()], len(self.flows), grid, "hidden", [self.step_transport(grid, x.device)])
+        new = program.run(x.unsqueeze(1), self.weights(), h0, keep_outputs=False).states[0]
         packed = tuple(LiftedTensor(s, self.lifted_type) for s in new)
         return packed[0] if self.state_size == 1 else packed
+
+    def zero_state(self, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+        shape = (batch, len(self.flows), self.hidden_type.size, *grid)
+        return tuple(like.new_zeros(shape) for _ in range(self.state_size))
 
     def _unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
         if state is None:
@@ -253,45 +268,25 @@ class FERNNCell(FlowCellBase):
         **kwargs: see :class:`FlowCellBase`.
     """
 
-    gates = 1
-    state_size = 1
+    kind = "fernn"
 
     def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
+        get_nonlinearity(nonlinearity)  # validates the name
         super().__init__(in_type, hidden_type, flows, kernel_size, **kwargs)
         self.nonlinearity = nonlinearity
-        self._sigma = get_nonlinearity(nonlinearity)
 
-    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
-        return (self._sigma(self.recurrent_term(state[0], wfilt) + u),)
+    @property
+    def nonlinearity_name(self) -> str:
+        return self.nonlinearity
 
 
 class FlowGRUCell(FlowCellBase):
     """GRU-style flow cell (reset, update and candidate gates; see the module docstring)."""
 
-    gates = 3
-    state_size = 1
-
-    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
-        h = state[0]
-        b = self.recurrent_term(h, wfilt)
-        ar, az, an = u.chunk(3, dim=2)
-        br, bz, bn = b.chunk(3, dim=2)
-        r = torch.sigmoid(ar + br)
-        z = torch.sigmoid(az + bz)
-        n = torch.tanh(an + r * bn)
-        return ((1 - z) * n + z * h,)
+    kind = "gru"
 
 
 class FlowLSTMCell(FlowCellBase):
     """LSTM-style flow cell; its state is the pair :math:`(h, c)`, both transported."""
 
-    gates = 4
-    state_size = 2
-
-    def update(self, state: State, u: torch.Tensor, wfilt: torch.Tensor) -> State:
-        h, c = state
-        pre = self.recurrent_term(h, wfilt) + u
-        i, f, g, o = pre.chunk(4, dim=2)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        return (h_new, c_new)
+    kind = "lstm"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict
 
 import torch
 
-__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "check_pointwise"]
+__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "apply_nonlinearity_", "check_pointwise"]
 
 
 def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -36,6 +36,23 @@ def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
         return torch.sigmoid(x)
     if name == "elu":
         return torch.nn.functional.elu(x)
+    return x
+
+
+def apply_nonlinearity_(x: torch.Tensor, name: str) -> torch.Tensor:
+    """In-place :func:`apply_nonlinearity` (``x`` must be a fresh tensor nothing else reads).
+
+    Every function here saves its *output* for the backward pass, so the in-place form is
+    autograd-safe and saves one allocation and one memory pass.
+    """
+    if name == "relu":
+        return torch.relu_(x)
+    if name == "tanh":
+        return torch.tanh_(x)
+    if name == "sigmoid":
+        return torch.sigmoid_(x)
+    if name == "elu":
+        return torch.nn.functional.elu_(x)
     return x
 
 

@@ -26,28 +26,30 @@ steps and recomputes each segment's intermediates in the backward pass
 (``torch.utils.checkpoint``): only the states at segment borders (and the outputs) are
 kept, trading about one extra forward pass for activation memory.
 
-The loop is time-major (all layers advance one frame at a time) and steerable filters
-are expanded once per call, so ``forward_with_state(x, return_sequence=False)`` keeps
-memory independent of the sequence length.
+Every layer here is a thin shell around the recurrence engine (:mod:`flow_escnn.nn.engine`):
+it validates its input, compiles (and caches) the transport tables for the grid, expands
+its steerable filters once per call and runs the engine's time-major loop, so
+``forward_with_state(x, return_sequence=False)`` keeps memory independent of the
+sequence length.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, List, Optional, Sequence, Tuple, Type, Union
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
+from flow_escnn.nn.engine import Recurrence, Weights
+from flow_escnn.nn.frozen import ExportedFlowRNN, check_grid
 
-__all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES", "SEQUENCE_LAYERS"]
+__all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES"]
 
 MODES = ("auto", "hidden", "comoving")
 
 StateLike = Union[LiftedTensor, Tuple[LiftedTensor, ...], torch.Tensor]
-Filters = Tuple[Tuple[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # ((U filter, U bias), W filter)
 
 
 class FlowRNN(torch.nn.Module):
@@ -60,7 +62,8 @@ class FlowRNN(torch.nn.Module):
         kernel_size: odd kernel size of every :math:`U, W`.
         num_layers: number of stacked cells; layer :math:`l>0` reads layer :math:`l-1`'s lifted output.
         mode: ``"auto"``, ``"hidden"`` or ``"comoving"`` (see the module docstring).
-        checkpoint: recompute each step in the backward pass to save activation memory.
+        checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass to
+            save activation memory.
         **cell_kwargs: passed to every cell (``bias``, ``padding_mode``, ``interpolation``,
             and ``nonlinearity`` for FERNN).
 
@@ -100,10 +103,16 @@ class FlowRNN(torch.nn.Module):
                 for l in range(num_layers)
             ]
         )
+        self._programs: Dict[Tuple[Any, ...], Recurrence] = {}
 
     @property
     def num_layers(self) -> int:
         return len(self.cells)
+
+    @property
+    def kind(self) -> str:
+        """The cell kind (``"fernn"``, ``"gru"``, ``"lstm"``, ``"grnn_plus"``)."""
+        return self.cells[0].kind
 
     @property
     def out_type(self) -> LiftedFieldType:
@@ -112,27 +121,92 @@ class FlowRNN(torch.nn.Module):
 
     def resolve_mode(self, grid: Tuple[int, int], device: Union[str, torch.device] = "cpu") -> str:
         """The mode actually used on a ``grid`` (``"auto"`` resolved)."""
-        mixing = any(c.mix is not None for c in self.cells)
-        if self.mode == "comoving" and mixing:
-            raise ValueError(
-                "V-mixing (velocity_mixing > 0) is defined in the stationary frame: use mode='hidden' or 'auto'"
-            )
+        stationary_only = [c for c in self.cells if c.mix is not None or c.step_transport(grid, torch.device(device)) is None]
+        if self.mode == "comoving" and stationary_only:
+            what = "V-mixing (velocity_mixing > 0)" if stationary_only[0].mix is not None else "a learned per-velocity kernel"
+            raise ValueError(f"{what} is defined in the stationary frame: use mode='hidden' or 'auto'")
         if self.mode != "auto":
             return self.mode
-        if mixing:
+        if stationary_only:
             return "hidden"
-        return "hidden" if self.cells[0].step_plan(grid, torch.device(device)).exact else "comoving"
+        return "hidden" if self.cells[0].exact_on(grid, torch.device(device)) else "comoving"
 
-    def export(self, grid_shape: Tuple[int, int], max_steps: Optional[int] = None) -> torch.nn.Module:
-        """A plain-PyTorch twin for inputs on a ``grid_shape`` grid (see :mod:`flow_escnn.nn.export`).
+    # -- the engine ---------------------------------------------------------------------------------------
+    def weights(self) -> Weights:
+        """Every layer's expanded (differentiable) weights, under the engine's names (``l{i}_...``)."""
+        out: Weights = {}
+        for l, cell in enumerate(self.cells):
+            out.update(cell.weights(f"l{l}_"))
+        return out
+
+    def comoving_tables(self, grid: Tuple[int, int], t_len: int) -> int:
+        """How many time steps the co-moving transport tables cover on ``grid`` for length ``t_len``.
+
+        Flows on a finite torus are periodic (:meth:`FlowSet.period`), so the tables for
+        :math:`\\psi_t(\\nu)^{\\pm 1}` are built for one period :math:`P` and indexed by
+        :math:`t \\bmod P`: memory and set-up stay bounded for any sequence length. Falls back
+        to ``t_len`` steps when :math:`P > t_len` (or no period exists).
+        """
+        p = self.flows.period(grid)
+        return p if p is not None and p <= t_len else t_len
+
+    def compile(self, grid: Tuple[int, int], device: Union[str, torch.device], steps: int) -> Recurrence:
+        """The engine program for ``steps`` time steps on ``grid`` (cached; tables only, no weights)."""
+        device = torch.device(device)
+        mode = self.resolve_mode(grid, device)
+        n = self.comoving_tables(grid, steps) if mode == "comoving" else 1
+        key = (tuple(grid), str(device), mode, n)
+        program = self._programs.get(key)
+        if program is None:
+            first, last = self.cells[0], self.cells[-1]
+            to_c = from_c = None
+            if mode == "comoving":
+                flows = self.flows
+                to_c = first.plan("inv_psi_t", lambda: [g.psi(-t) for t in range(n) for g in flows], first.in_type,
+                                  grid, device, extra=n, pad=first.spec().pad)
+                from_c = last.plan("psi_t", lambda: [g.psi(t) for t in range(n) for g in flows], last.hidden_type,
+                                   grid, device, extra=n)
+            program = Recurrence(
+                [c.spec() for c in self.cells], len(self.flows), grid, mode,
+                [c.step_transport(grid, device) for c in self.cells], to_c, from_c, period=n,
+            )
+            self._programs[key] = program
+        return program
+
+    def export(self, grid_shape: Tuple[int, int], max_steps: Optional[int] = None) -> ExportedFlowRNN:
+        """A plain-PyTorch twin for inputs on a ``grid_shape`` grid: the same engine program with
+        frozen weights (see :mod:`flow_escnn.nn.frozen`).
 
         Args:
             grid_shape: ``(H, W)`` of the inputs (transports are per-grid gather tables).
-            max_steps: longest sequence the twin accepts; required in co-moving mode.
+            max_steps: longest sequence the twin accepts; required in co-moving mode when the
+                flows have no period on that grid.
         """
-        from flow_escnn.nn.export import export_flow_rnn  # export imports this module
+        grid = check_grid(grid_shape)
+        program, limit = self.export_program(grid, max_steps)
+        with torch.no_grad():
+            weights = self.weights()
+        return ExportedFlowRNN(program, weights, self.in_type.size, max_steps=limit).train(self.training)
 
-        return export_flow_rnn(self, grid_shape, max_steps)
+    def export_program(self, grid: Tuple[int, int], max_steps: Optional[int] = None) -> Tuple[Recurrence, Optional[int]]:
+        """A private copy of the compiled program for exports, and the longest sequence it serves
+        (``None``: any length; hidden mode, or co-moving tables for one whole flow period)."""
+        device = _device_of(self)
+        limit: Optional[int] = None
+        steps = 1
+        if self.resolve_mode(grid, device) == "comoving":
+            period = self.flows.period(grid)
+            if period is not None:
+                steps = period
+            elif max_steps is None or isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+                raise ValueError(
+                    f"{type(self).__name__} runs in co-moving mode on a {grid[0]}x{grid[1]} grid and its flows have "
+                    f"no period there, so its transport tables depend on the frame index: pass "
+                    f"max_steps=<longest sequence length> (got {max_steps!r})"
+                )
+            else:
+                steps = limit = max_steps
+        return copy.deepcopy(self.compile(grid, device, steps)), limit
 
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Union[torch.Tensor, LiftedTensor], h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
@@ -145,7 +219,7 @@ class FlowRNN(torch.nn.Module):
         x: Union[torch.Tensor, LiftedTensor],
         h0: Optional[Sequence[StateLike]] = None,
         return_sequence: bool = True,
-        filters: Optional[List[Filters]] = None,
+        weights: Optional[Weights] = None,
     ) -> Tuple[Optional[LiftedTensor], List[Union[LiftedTensor, Tuple[LiftedTensor, ...]]]]:
         """Run the stack and also return every layer's final state.
 
@@ -155,9 +229,8 @@ class FlowRNN(torch.nn.Module):
                 :class:`LiftedTensor` ``[B, V, C, H, W]`` (a pair ``(h, c)`` for FlowLSTM).
             return_sequence: when False, only the final states are kept (memory stays bounded for
                 long inference runs: nothing of size ``T`` is stored) and the first output is None.
-            filters: the layers' expanded filters from :meth:`expanded_filters`, for a caller that
-                keeps stepping the cells afterwards (so nothing is expanded twice); expanded here
-                when None.
+            weights: the expanded weights from :meth:`weights`, for a caller that reuses them
+                (so nothing is expanded twice); expanded here when None.
 
         Returns:
             ``(sequence or None, [final state of each layer])``, final states in the stationary frame.
@@ -165,51 +238,17 @@ class FlowRNN(torch.nn.Module):
         raw = self._check_input(x)
         b, t_len = raw.shape[0], raw.shape[1]
         grid = (raw.shape[-2], raw.shape[-1])
-        run = _Run(self, grid, raw.device, t_len, self.resolve_mode(grid, raw.device), return_sequence, filters)
-        states: List[State] = []
-        for l, (h, cell) in enumerate(zip(self._check_h0(h0, b, grid, raw), self.cells)):
-            if h is None:
-                states.append(cell.zero_state(b, grid, raw))
-            elif run.comoving:
-                states.append(tuple(run.step_plans[l](s) for s in h))  # k_{-1} = psi_1(nu) h_{-1}
-            else:
-                states.append(h)
-
-        frames = raw.unbind(1)
-        seg = _segment_length(t_len) if (self.checkpoint and torch.is_grad_enabled()) else t_len
-        outs: List[torch.Tensor] = []
-        for t0 in range(0, t_len, seg):
-            n = min(seg, t_len - t0)
-            flat = [s for st in states for s in st]
-            if seg < t_len:
-                res = _checkpoint(run.segment, t0, n, *frames[t0 : t0 + n], *flat, use_reentrant=False)
-            else:
-                res = run.segment(t0, n, *frames[t0 : t0 + n], *flat)
-            states = run.unflatten(res[: len(flat)])
-            outs.extend(res[len(flat) :])
-        if run.comoving:  # final states back to the stationary frame: psi_{T-1}(nu) k_{T-1}(nu)
-            states = [tuple(run.from_comoving(s, t_len - 1) for s in st) for st in states]
-        seq = LiftedTensor(torch.stack(outs, dim=1), self.out_type) if return_sequence else None
+        h0_raw = self._check_h0(h0, b, grid, raw)
+        program = self.compile(grid, raw.device, t_len)
+        seq, states = program.run_sequence(
+            raw, self.weights() if weights is None else weights, h0_raw, return_sequence, self.checkpoint
+        )
+        out = None if seq is None else LiftedTensor(seq, self.out_type)
         packed = [
             tuple(LiftedTensor(s, self.out_type) for s in st) if len(st) > 1 else LiftedTensor(st[0], self.out_type)
             for st in states
         ]
-        return seq, packed
-
-    def expanded_filters(self) -> List[Filters]:
-        """Every layer's ``((U filter, U bias), W filter)``, expanded once (differentiable)."""
-        return [(c.U.expand(), c.W.expand()[0]) for c in self.cells]
-
-    def comoving_tables(self, grid: Tuple[int, int], t_len: int) -> int:
-        """How many time steps the co-moving transport tables cover on ``grid`` for length ``t_len``.
-
-        Flows on a finite torus are periodic (:meth:`FlowSet.period`), so the tables for
-        :math:`\\psi_t(\\nu)^{\\pm 1}` are built for one period :math:`P` and indexed by
-        :math:`t \\bmod P`: memory and set-up stay bounded for any sequence length. Falls back
-        to ``t_len`` steps when :math:`P > t_len` (or no period exists).
-        """
-        p = self.flows.period(grid)
-        return p if p is not None and p <= t_len else t_len
+        return out, packed
 
     # -- validation ---------------------------------------------------------------------------------------------
     def _check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
@@ -236,96 +275,24 @@ class FlowRNN(torch.nn.Module):
             raise TypeError(f"expected a floating point input, got dtype {raw.dtype}")
         return raw
 
-    def _check_h0(self, h0: Optional[Sequence[StateLike]], b: int, grid: Tuple[int, int], like: torch.Tensor) -> List[Optional[State]]:
+    def _check_h0(self, h0: Optional[Sequence[StateLike]], b: int, grid: Tuple[int, int], like: torch.Tensor) -> Optional[List[State]]:
         if h0 is None:
-            return [None] * self.num_layers
+            return None
         if isinstance(h0, (LiftedTensor, torch.Tensor)):
             raise TypeError("h0 must be a list with one initial state (or None) per layer")
         h0 = list(h0)
         if len(h0) != self.num_layers:
             raise ValueError(f"h0 has {len(h0)} entries but the stack has {self.num_layers} layers")
-        return [None if s is None else cell._unpack_state(s, b, grid, like) for s, cell in zip(h0, self.cells)]
+        return [
+            cell.zero_state(b, grid, like) if s is None else cell._unpack_state(s, b, grid, like)
+            for s, cell in zip(h0, self.cells)
+        ]
 
 
-def _segment_length(t_len: int) -> int:
-    """Checkpoint segment length: about sqrt(T) steps, so stored states and recomputation balance."""
-    return max(1, math.ceil(math.sqrt(t_len)))
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-class _Run:
-    """Everything one forward pass needs, built once: expanded filters and transport plans.
-
-    ``segment(t0, n, *frames, *flat_states)`` runs steps ``t0 .. t0+n-1`` through all layers
-    (time-major, so nothing of size T is needed besides the outputs) and returns the new flat
-    states followed by the ``n`` outputs; it is what ``torch.utils.checkpoint`` wraps.
-    """
-
-    def __init__(
-        self,
-        model: FlowRNN,
-        grid: Tuple[int, int],
-        device: torch.device,
-        t_len: int,
-        mode: str,
-        keep: bool,
-        filters: Optional[List[Filters]] = None,
-    ) -> None:
-        self.cells = list(model.cells)
-        self.comoving = mode == "comoving"
-        self.keep = keep
-        self.v = len(model.flows)
-        self.filters = model.expanded_filters() if filters is None else filters  # once per sequence
-        self.step_plans = [c.step_plan(grid, device) for c in self.cells]
-        self.sizes = [c.state_size for c in self.cells]
-        if self.comoving:
-            first, last = self.cells[0], self.cells[-1]
-            self.period = model.comoving_tables(grid, t_len)
-            steps, flows = self.period, model.flows
-            self.to_plan = first.plan(
-                "inv_psi_t", lambda: [g.psi(-t) for t in range(steps) for g in flows], first.gate_type, grid, device, extra=steps
-            )
-            self.from_plan = last.plan(
-                "psi_t", lambda: [g.psi(t) for t in range(steps) for g in flows], last.hidden_type, grid, device, extra=steps
-            )
-
-    def to_comoving(self, u: torch.Tensor, t: int) -> torch.Tensor:
-        """:math:`\\psi_t(\\nu)^{-1}\\cdot u` for every :math:`\\nu`; ``u`` is ``[B, 1 or V, G*C, H, W]``."""
-        u = u.expand(u.shape[0], self.v, *u.shape[2:])
-        return self.to_plan(u, (t % self.period) * self.v)
-
-    def from_comoving(self, k: torch.Tensor, t: int) -> torch.Tensor:
-        """:math:`\\psi_t(\\nu)\\cdot k(\\nu)` for every :math:`\\nu`; ``k`` is ``[B, V, C, H, W]``."""
-        return self.from_plan(k, (t % self.period) * self.v)
-
-    def unflatten(self, flat: Sequence[torch.Tensor]) -> List[State]:
-        out, i = [], 0
-        for n in self.sizes:
-            out.append(tuple(flat[i : i + n]))
-            i += n
-        return out
-
-    def segment(self, t0: int, n: int, *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        frames, states = tensors[:n], self.unflatten(tensors[n:])
-        outs: List[torch.Tensor] = []
-        for i in range(n):
-            t = t0 + i
-            inp = frames[i]
-            for l, (cell, ((ufilt, ubias), wfilt)) in enumerate(zip(self.cells, self.filters)):
-                u = cell.input_term(inp, ufilt, ubias)
-                if u.dim() == 4:
-                    u = u.unsqueeze(1)  # one frame, broadcast over V
-                if self.comoving and l == 0:
-                    u = self.to_comoving(u, t)
-                plan = _identity if self.comoving else self.step_plans[l]
-                states[l] = cell.step(states[l], u, wfilt, plan)
-                inp = cell.output(states[l])
-            if self.keep:
-                outs.append(self.from_comoving(inp, t) if self.comoving else inp)
-        return tuple(s for st in states for s in st) + tuple(outs)
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 class FERNN(FlowRNN):
@@ -350,7 +317,3 @@ class FlowLSTM(FlowRNN):
     """A stack of :class:`~flow_escnn.nn.cells.FlowLSTMCell`; final states are ``(h, c)`` pairs."""
 
     cell_class = FlowLSTMCell
-
-
-#: The sequence layer for each cell name (``cell=`` in the models and the experiments).
-SEQUENCE_LAYERS = {"fernn": FERNN, "gru": FlowGRU, "lstm": FlowLSTM}

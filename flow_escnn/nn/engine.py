@@ -1,0 +1,388 @@
+"""The recurrence engine: one compiled program and one step loop for every flow recurrence.
+
+Every recurrent model of flow_escnn (the sequence layers :class:`~flow_escnn.nn.FERNN`,
+:class:`~flow_escnn.nn.FlowGRU`, :class:`~flow_escnn.nn.FlowLSTM`, the G-RNN and the G-RNN+,
+the predictor's encoder *and* its autoregressive continuation, the classifier's encoder,
+and every ``export()``) runs through :class:`Recurrence`, in two phases:
+
+1. **Compile** (once per grid, device and mode; cached by the layers): transport tables
+   for :math:`\\psi_1(\\nu)` with the circular padding of the recurrent convolution folded
+   into the same gather, or, in the co-moving frame, the tables of
+   :math:`\\psi_t(\\nu)^{-1}` / :math:`\\psi_t(\\nu)` over one flow period. The result is a
+   plain ``torch.nn.Module`` holding integer tables and a few ints: no escnn object.
+2. **Run**: :meth:`Recurrence.run` takes the input sequence and the *already expanded*
+   weights (a dict of tensors, see :class:`LayerSpec`) and loops over time. Everything in
+   the loop is plain torch: ``conv2d`` on dense filters, gathers whose backward passes are
+   gathers (:mod:`flow_escnn.flows.gather`), and the cell updates of
+   :mod:`flow_escnn.nn.updates`. It is what autocast, ``torch.compile`` and checkpointing see.
+
+``forward()`` of a layer = compile + expand the filters (differentiable) + run;
+``export()`` = compile + expand once with frozen weights (:mod:`flow_escnn.nn.export`) + the
+same run, so an export cannot drift from its model.
+
+One step, hidden (stationary-frame) mode, layer :math:`l`:
+
+.. math::
+    \\tilde s_{t-1}(\\nu) = M\\big(\\psi_1(\\nu)\\cdot s_{t-1}(\\nu)\\big),\\quad
+    s_t(\\nu) = \\mathrm{update}\\big(W * \\tilde h_{t-1}(\\nu),\\; U * x_t,\\; \\tilde s_{t-1}(\\nu)\\big),
+
+with :math:`M` the optional V-mixing and :math:`x_t` the frame (layer 0) or the layer below's
+:math:`h_t`. In the co-moving mode, :math:`k_t(\\nu) = \\psi_t(\\nu)^{-1} h_t(\\nu)` is updated
+with no state transport and the *input frame* is transported instead,
+:math:`U * (\\psi_t(\\nu)^{-1} f_t)`, which equals :math:`\\psi_t(\\nu)^{-1}(U * f_t)` for exact
+flows (so both modes compute the same function) and costs a transport of the few input
+channels rather than of all gate channels. The G-RNN+ (``kind="grnn_plus"``) replaces the
+transport by a learned depthwise kernel per velocity applied after :math:`W`:
+:math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
+
+Readouts for next-frame prediction: the state's guess of frame :math:`s` is
+:math:`\\tilde h_s = \\psi_1(\\nu) h_{s-1}(\\nu)` (:math:`=\\psi_s(\\nu) k_{s-1}(\\nu)` co-moving),
+which the hidden mode computes anyway at step :math:`s`; :meth:`Recurrence.run` hands it
+to a ``predict`` callback and, past the given frames, feeds the callback's frame back as
+the input (the predictor's autoregressive continuation is the same step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from flow_escnn.flows.gather import circular_pad
+from flow_escnn.flows.transport import GatherTransport
+from flow_escnn.nn.updates import CELL_KINDS
+
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "check_dtype", "conv_same", "segment_length", "MODES"]
+
+State = Tuple[torch.Tensor, ...]
+Weights = Dict[str, Optional[torch.Tensor]]
+MODES = ("hidden", "comoving")
+
+
+def conv_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
+    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular or zero padding."""
+    p = weight.shape[-1] // 2
+    if padding_mode == "circular":
+        return F.conv2d(circular_pad(x, p), weight, bias)
+    return F.conv2d(x, weight, bias, padding=p)
+
+
+def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """Refuse an input whose dtype differs from the weights' outside ``torch.autocast`` (with the fix)."""
+    if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    raise TypeError(
+        f"the input has dtype {x.dtype} but the model's weights are {weight.dtype}: cast the input "
+        f"(x.to({weight.dtype})), convert the model (model.to({x.dtype})), or run under "
+        f"torch.autocast('{x.device.type}', dtype={x.dtype}) for mixed precision"
+    )
+
+
+def segment_length(t_len: int) -> int:
+    """Checkpoint segment length: about :math:`\\sqrt{T}` steps, so stored states and recomputation balance."""
+    return max(1, math.ceil(math.sqrt(t_len)))
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Static facts of one layer of a :class:`Recurrence` (plain data).
+
+    The layer's weights live in the ``weights`` dict passed to :meth:`Recurrence.run` under
+    ``f"{prefix}u_weight"``, ``u_bias`` (optional), ``w_weight``, ``mixing`` (optional ``[V, V]``)
+    and ``kernel`` (``grnn_plus`` only: ``[V*C, 1, k, k]``), with ``prefix = f"l{index}_"``.
+    """
+
+    kind: str
+    in_channels: int
+    hidden_channels: int
+    kernel_size: int
+    padding_mode: str = "circular"
+    nonlinearity: str = "relu"
+    mixing: bool = False
+
+    @property
+    def gate_channels(self) -> int:
+        return CELL_KINDS[self.kind].gates * self.hidden_channels
+
+    @property
+    def state_size(self) -> int:
+        return CELL_KINDS[self.kind].state_size
+
+    @property
+    def pad(self) -> int:
+        """Padding that the transports write (circular mode) for the recurrent convolution."""
+        return self.kernel_size // 2 if self.padding_mode == "circular" else 0
+
+
+class RunResult(NamedTuple):
+    """What :meth:`Recurrence.run` returns: per-step outputs, predictions and the final states."""
+
+    outputs: List[torch.Tensor]
+    predictions: List[torch.Tensor]
+    states: List[State]
+
+
+class _Moved(NamedTuple):
+    conv_input: torch.Tensor  # [B*V, C, H(+2p), W(+2p)]: what W convolves
+    state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
+    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu) in the stationary frame, when known
+
+
+Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
+
+
+class Recurrence(torch.nn.Module):
+    """A compiled flow recurrence on one grid (plain torch; see the module docstring).
+
+    Args:
+        layers: one :class:`LayerSpec` per stacked layer.
+        num_flows: :math:`|V|`.
+        grid_shape: ``(H, W)``.
+        mode: ``"hidden"`` or ``"comoving"``.
+        step: per layer, the transport by :math:`\\psi_1(\\nu)` of the hidden fields (padded by
+            the layer's :attr:`LayerSpec.pad`), ``None`` for ``grnn_plus`` layers.
+        to_comoving: co-moving mode: :math:`\\psi_t(\\nu)^{-1}` of the input frames for
+            ``t = 0..P-1`` (row ``t*V + nu``), padded by layer 0's pad.
+        from_comoving: co-moving mode: :math:`\\psi_t(\\nu)` of the last layer's hidden fields.
+        period: ``P``, the number of time steps the co-moving tables hold (indexed by ``t mod P``).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec],
+        num_flows: int,
+        grid_shape: Tuple[int, int],
+        mode: str,
+        step: Sequence[Optional[GatherTransport]],
+        to_comoving: Optional[GatherTransport] = None,
+        from_comoving: Optional[GatherTransport] = None,
+        period: int = 1,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "comoving" and (to_comoving is None or from_comoving is None):
+            raise ValueError("the co-moving mode needs the to_comoving and from_comoving tables")
+        self.layers = list(layers)
+        self.num_flows = int(num_flows)
+        self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
+        self.mode = mode
+        self.comoving = mode == "comoving"
+        self.step_transports = torch.nn.ModuleList([t if t is not None else torch.nn.Identity() for t in step])
+        self.to_comoving = to_comoving
+        self.from_comoving = from_comoving
+        self.period = int(period)
+
+    def extra_repr(self) -> str:
+        kinds = ",".join(s.kind for s in self.layers)
+        per = f", period={self.period}" if self.comoving else ""
+        return f"layers=[{kinds}], |V|={self.num_flows}, grid={self.grid_shape}, mode={self.mode!r}{per}"
+
+    # -- pieces of one step ---------------------------------------------------------------------------
+    def _rows(self, t0: int, n: int, device: torch.device) -> torch.Tensor:
+        """Table rows ``[n, V]`` of times ``t0 .. t0+n-1`` (modulo the period)."""
+        times = torch.arange(t0, t0 + n, device=device) % self.period
+        return times[:, None] * self.num_flows + torch.arange(self.num_flows, device=device)
+
+    def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int) -> torch.Tensor:
+        """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, H, W]`` (frames ``t0 ..``); ``[B, n, 1|V, G, H, W]``.
+
+        Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`.
+        """
+        spec = self.layers[l]
+        uw, ub = weights[f"l{l}_u_weight"], weights.get(f"l{l}_u_bias")
+        if x.dim() == 5:
+            x = x.unsqueeze(2)
+        b, n, v = x.shape[0], x.shape[1], x.shape[2]
+        h, w = x.shape[-2], x.shape[-1]
+        if l == 0 and self.comoving:
+            xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, H+2p, W+2p]
+            v = self.num_flows
+            flat = xp.reshape(b * n * v, *xp.shape[-3:])
+            out = F.conv2d(flat, uw, ub) if spec.pad else F.conv2d(flat, uw, ub, padding=uw.shape[-1] // 2)
+        else:
+            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode)
+        return out.view(b, n, v, out.shape[1], h, w)
+
+    def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool) -> _Moved:
+        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu) s_{t-1})` (hidden) or :math:`k_{t-1}` padded (co-moving)."""
+        spec = self.layers[l]
+        h = state[0]
+        b, v, c, hh, ww = h.shape
+        p = spec.pad
+        readout = None
+        if spec.kind == "grnn_plus" or self.comoving:
+            moved = [circular_pad(s, p) if (p and i == 0) else s for i, s in enumerate(state)]
+            if need_readout:
+                if self.comoving:
+                    readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0])
+                else:
+                    readout = self._velocity_kernel(l, h, weights)
+        else:
+            tr = self.step_transports[l]
+            moved = [tr(h)] + [tr(s) for s in state[1:]]
+            mix = weights.get(f"l{l}_mixing")
+            if mix is not None:
+                moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
+        conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
+        views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
+        if readout is None and not self.comoving and spec.kind != "grnn_plus":
+            readout = views[0]
+        return _Moved(conv_input, views, readout)
+
+    def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        """G-RNN+: :math:`K_\\nu \\circledast x(\\nu)` (depthwise, circular) for ``x [B, V, C, H, W]``."""
+        b, v, c, h, w = x.shape
+        k = weights[f"l{l}_kernel"]
+        y = F.conv2d(circular_pad(x.reshape(b, v * c, h, w), k.shape[-1] // 2), k.to(x.dtype), groups=v * c)
+        return y.view(b, v, c, h, w)
+
+    def update(self, l: int, moved: _Moved, u: torch.Tensor, weights: Weights) -> State:
+        """The cell update of layer ``l`` from the transported state and the input term ``u``."""
+        spec = self.layers[l]
+        ww = weights[f"l{l}_w_weight"]
+        b, v, c, h, w = moved.state[0].shape
+        bt = F.conv2d(moved.conv_input, ww) if spec.pad else F.conv2d(moved.conv_input, ww, padding=ww.shape[-1] // 2)
+        bt = bt.view(b, v, -1, h, w)
+        if spec.kind == "grnn_plus":
+            bt = self._velocity_kernel(l, bt, weights)
+        return CELL_KINDS[spec.kind].update(bt, u, moved.state, spec.nonlinearity)
+
+    def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
+        h, w = self.grid_shape
+        return [
+            tuple(torch.zeros(batch, self.num_flows, s.hidden_channels, h, w, dtype=dtype, device=device)
+                  for _ in range(s.state_size))
+            for s in self.layers
+        ]
+
+    def to_frame(self, states: List[State], t: int, stationary: bool) -> List[State]:
+        """Co-moving states of time ``t`` to the stationary frame (``stationary=True``: :math:`\\psi_t k`)
+        or stationary initial states into the co-moving frame (:math:`k_{-1} = \\psi_1 h_{-1}`)."""
+        if not self.comoving:
+            return states
+        if stationary:
+            rows = self._rows(t, 1, states[0][0].device)[0]
+            return [tuple(self.from_comoving(s, rows=rows) for s in st) for st in states]
+        return [tuple(self._step_unpadded(l, s) for s in st) for l, st in enumerate(states)]
+
+    def _step_unpadded(self, l: int, s: torch.Tensor) -> torch.Tensor:
+        y = self.step_transports[l](s)
+        p = self.layers[l].pad
+        return y[..., p : p + s.shape[-2], p : p + s.shape[-1]] if p else y
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def run(
+        self,
+        x: torch.Tensor,
+        weights: Weights,
+        h0: Optional[List[State]] = None,
+        *,
+        keep_outputs: bool = True,
+        output_map: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        predict: Optional[Predict] = None,
+        predict_from: int = 0,
+        extra_steps: int = 0,
+        checkpoint: bool = False,
+        chunk: int = 32,
+    ) -> RunResult:
+        """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
+
+        Args:
+            x: the input frames (a lifted input carries its own V axis).
+            weights: expanded weights (see :class:`LayerSpec`).
+            h0: initial states per layer in the stationary frame (``None``: zeros).
+            keep_outputs: collect the last layer's :math:`h_t` (stationary frame) of every step.
+            output_map: applied to each kept output (e.g. a per-step readout), when given.
+            predict: ``predict(s, guess)`` is called with the guess :math:`\\tilde h_s` of frame ``s``
+                (``[B, V, C, H, W]``, stationary frame) for ``predict_from <= s <= T + extra_steps``;
+                its return values are collected, and for ``s >= T`` the returned frame
+                ``[B, C_in, H, W]`` is the input of step ``s``.
+            predict_from: first frame to predict (``>= 1``).
+            extra_steps: steps run past the given frames on predicted inputs.
+            checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass.
+            chunk: frames per input-term batch when nothing of size T is kept.
+
+        Returns:
+            :class:`RunResult`: outputs, predictions, final states (stationary frame; the
+            states after the last update).
+        """
+        check_dtype(x, weights["l0_u_weight"])
+        b, t_in = x.shape[0], x.shape[1]
+        n_updates = t_in + extra_steps
+        last_predict = n_updates if predict is not None else -1
+        if predict is not None and predict_from < 1:
+            raise ValueError("predict_from must be >= 1 (frame 0 has no earlier state to predict it from)")
+        states: Optional[List[State]] = None if h0 is None else self.to_frame(h0, -1, stationary=False)
+        total = max(n_updates, last_predict + 1)
+        grad = torch.is_grad_enabled()
+        seg = segment_length(total) if (checkpoint and grad) else (total if (keep_outputs or grad) else chunk)
+        outputs: List[torch.Tensor] = []
+        predictions: List[torch.Tensor] = []
+
+        def segment(t0: int, n: int, flat: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+            given = min(n, max(0, t_in - t0))
+            u0 = self.input_terms(0, x[:, t0 : t0 + given], weights, t0).unbind(1) if given else ()
+            if flat:
+                st = self._unflatten(flat)
+            else:  # zero initial state, in the dtype the convolutions produce (autocast)
+                st = self.zero_state(b, u0[0].dtype if given else x.dtype, x.device)
+            outs, preds = [], []
+            last = len(self.layers) - 1
+            for i in range(n):
+                t = t0 + i
+                want = predict is not None and predict_from <= t <= last_predict
+                layers = range(len(self.layers)) if t < n_updates else [last]
+                moved = {l: self.transport(l, st[l], weights, t, want and l == last) for l in layers}
+                guess = None
+                if want:
+                    guess = predict(t, moved[last].readout)
+                    preds.append(guess)
+                if t >= n_updates:
+                    continue
+                u = u0[i] if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
+                new: List[State] = []
+                for l in range(len(self.layers)):
+                    if l > 0:
+                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t)[:, 0]
+                    new.append(self.update(l, moved[l], u, weights))
+                st = new
+                if keep_outputs:
+                    out = st[-1][0]
+                    if self.comoving:
+                        out = self.from_comoving(out, rows=self._rows(t, 1, out.device)[0])
+                    outs.append(output_map(out) if output_map is not None else out)
+            return [s for layer in st for s in layer], outs, preds
+
+        flat: List[torch.Tensor] = [] if states is None else [s for layer in states for s in layer]
+        for t0 in range(0, total, seg):
+            n = min(seg, total - t0)
+            if checkpoint and grad and seg < total:
+                flat, outs, preds = _checkpoint(segment, t0, n, flat, use_reentrant=False)
+            else:
+                flat, outs, preds = segment(t0, n, flat)
+            outputs.extend(outs)
+            predictions.extend(preds)
+        return RunResult(outputs, predictions, self.to_frame(self._unflatten(flat), n_updates - 1, stationary=True))
+
+    def run_sequence(
+        self,
+        x: torch.Tensor,
+        weights: Weights,
+        h0: Optional[List[State]] = None,
+        return_sequence: bool = True,
+        checkpoint: bool = False,
+    ) -> Tuple[Optional[torch.Tensor], List[State]]:
+        """:meth:`run` for a sequence layer: ``(last layer's [B, T, V, C, H, W] or None, final states)``."""
+        res = self.run(x, weights, h0, keep_outputs=return_sequence, checkpoint=checkpoint)
+        return (torch.stack(res.outputs, dim=1) if return_sequence else None), res.states
+
+    def _unflatten(self, flat: Sequence[torch.Tensor]) -> List[State]:
+        out, i = [], 0
+        for spec in self.layers:
+            out.append(tuple(flat[i : i + spec.state_size]))
+            i += spec.state_size
+        return out

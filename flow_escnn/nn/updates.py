@@ -1,0 +1,73 @@
+"""The update equations of every recurrent cell kind, written once as plain-torch functions.
+
+Each update maps the already transported state :math:`\\tilde s_{t-1}(\\nu)` (for the
+flow cells :math:`\\tilde s = \\psi_1(\\nu)\\cdot s`, see :mod:`flow_escnn.nn.cells`), the
+recurrent term :math:`b = W * \\tilde h_{t-1}` and the input term :math:`a = U * f_t`
+(``[B, 1 or V, G*C, H, W]``, broadcast over :math:`V`) to the new state:
+
+.. math::
+    \\text{fernn:}\\quad & h_t = \\sigma(a + b)\\\\
+    \\text{gru:}\\quad & r = \\mathrm{sig}(a_r + b_r),\\ z = \\mathrm{sig}(a_z + b_z),\\
+        n = \\tanh(a_n + r \\odot b_n),\\ h_t = (1 - z)\\odot n + z\\odot \\tilde h_{t-1}\\\\
+    \\text{lstm:}\\quad & (i, f, g, o) = a + b,\\ c_t = \\mathrm{sig}(f)\\odot\\tilde c_{t-1}
+        + \\mathrm{sig}(i)\\odot\\tanh(g),\\ h_t = \\mathrm{sig}(o)\\odot\\tanh(c_t)
+
+The recurrence engine (:mod:`flow_escnn.nn.engine`) is the only caller; the cells, the
+sequence layers, the models and every ``export()`` run through it. ``b`` is a fresh
+convolution output that nothing else reads, so the updates may overwrite it (in-place
+additions and nonlinearities save one allocation and one memory pass each).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple, Tuple
+
+import torch
+
+from flow_escnn.nn.nonlinearity import apply_nonlinearity_
+
+__all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update"]
+
+State = Tuple[torch.Tensor, ...]
+
+
+def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
+    """:math:`h_t = \\sigma(a + b)` (``b`` is overwritten)."""
+    return (apply_nonlinearity_(b.add_(a), nonlinearity),)
+
+
+def gru_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
+    """GRU update from the transported :math:`\\tilde h` (``moved[0]``)."""
+    h = moved[0]
+    ar, az, an = a.chunk(3, dim=2)
+    br, bz, bn = b.chunk(3, dim=2)
+    r = torch.sigmoid(ar + br)
+    z = torch.sigmoid(az + bz)
+    n = torch.tanh(an + r * bn)
+    return ((1 - z) * n + z * h,)
+
+
+def lstm_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
+    """LSTM update from the transported :math:`(\\tilde h, \\tilde c)`; returns :math:`(h_t, c_t)`."""
+    c = moved[1]
+    i, f, g, o = b.add_(a).chunk(4, dim=2)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return (torch.sigmoid(o) * torch.tanh(c_new), c_new)
+
+
+class CellKind(NamedTuple):
+    """Static facts of a cell kind: gate count, state tensors, update function."""
+
+    name: str
+    gates: int
+    state_size: int
+    update: Callable[[torch.Tensor, torch.Tensor, State, str], State]
+
+
+#: Every cell kind the engine runs, by name (``cell=`` in the models and the experiments;
+#: ``"grnn_plus"`` is the FERNN update with a learned per-velocity kernel as its transport).
+CELL_KINDS: Dict[str, CellKind] = {
+    "fernn": CellKind("fernn", 1, 1, fernn_update),
+    "gru": CellKind("gru", 3, 1, gru_update),
+    "lstm": CellKind("lstm", 4, 2, lstm_update),
+    "grnn_plus": CellKind("grnn_plus", 1, 1, fernn_update),
+}
