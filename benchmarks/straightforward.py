@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from escnn import nn as enn
 
-__all__ = ["StraightforwardFERNN"]
+__all__ = ["StraightforwardFERNN", "StraightforwardPredictor"]
 
 
 class StraightforwardFERNN(torch.nn.Module):
@@ -138,6 +138,67 @@ class StraightforwardFERNN(torch.nn.Module):
             mine.weights.copy_(theirs.weights)
             if mine.bias is not None:
                 mine.bias.copy_(theirs.bias)
+        return self
+
+
+class StraightforwardPredictor(torch.nn.Module):
+    """Naive next-frame predictor with the convention of ``flow_escnn.models.NextFramePredictor``.
+
+    Encoder: :class:`StraightforwardFERNN`'s step (Python loop over V, escnn convs re-expanded
+    every call). Frame ``s >= T_in`` is decoded from the max over V of the transported state
+    :math:`\\psi_1(\\nu) h_{s-1}(\\nu)` by escnn ``R2Conv`` layers (circular padding, ReLU between),
+    and fed back as the next input.
+
+    Shapes:
+        ``forward(x [B, T_in, C, H, W], num_predictions)`` -> ``[B, num_predictions, C, H, W]``.
+    """
+
+    def __init__(self, in_type: Any, hidden_type: Any, velocities: Sequence[Tuple[int, int, int]],
+                 grid_shape: Tuple[int, int], decoder_layers: int = 2, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.encoder = StraightforwardFERNN(in_type, hidden_type, velocities, grid_shape, kernel_size)
+        types_ = [hidden_type] * (decoder_layers + 1) + [in_type]
+        p = kernel_size // 2
+        self.decoder = torch.nn.ModuleList(
+            [enn.R2Conv(a, b, kernel_size, padding=p, padding_mode="circular") for a, b in zip(types_[:-1], types_[1:])]
+        )
+
+    def step(self, h: torch.Tensor, f: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        b, v, c, hh, ww = h.shape
+        u = enc.U(enn.GeometricTensor(f, enc.in_type)).tensor
+        w = enc.W(enn.GeometricTensor(moved.reshape(b * v, c, hh, ww), enc.hidden_type)).tensor
+        return torch.relu(w.reshape(b, v, c, hh, ww) + u.unsqueeze(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.decoder):
+            z = conv(enn.GeometricTensor(z, conv.in_type)).tensor
+            if i < len(self.decoder) - 1:
+                z = torch.relu(z)
+        return z
+
+    def forward(self, x: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:
+        enc = self.encoder
+        b, t_in = x.shape[0], x.shape[1]
+        h = x.new_zeros(b, len(enc.velocities), enc.hidden_type.size, *x.shape[-2:])
+        for t in range(t_in):
+            h = self.step(h, x[:, t], enc.transport(h))
+        preds = []
+        for j in range(num_predictions):
+            moved = enc.transport(h)
+            preds.append(self.decode(moved.max(dim=1).values))
+            if j < num_predictions - 1:
+                h = self.step(h, preds[-1], moved)
+        return torch.stack(preds, dim=1)
+
+    @torch.no_grad()
+    def load_from_predictor(self, model: Any) -> "StraightforwardPredictor":
+        """Copy the weights of a one-layer ``NextFramePredictor`` (fernn cell) with the same types."""
+        self.encoder.load_from_fernn(model.encoder)
+        for mine, theirs in zip(self.decoder, model.decoder):
+            mine.weights.copy_(theirs.conv.weights)
+            if mine.bias is not None:
+                mine.bias.copy_(theirs.conv.bias)
         return self
 
 

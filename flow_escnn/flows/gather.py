@@ -13,32 +13,36 @@ again a gather (never a ``scatter_add``, so it is deterministic on every device 
 fast as the forward):
 
 * :func:`permute_pixels` (exact transports: integer translations, rotations by multiples
-  of 90 degrees, reflections, plus padding). Forward: one ``gather``. Backward: the
-  adjoint of the circular padding (:func:`fold_circular`, a few slice additions on the
-  border) followed by a gather with the *inverse* permutation.
+  of 90 degrees, reflections, their fiber permutations, plus padding). Forward: one
+  ``gather`` over the flattened (channel, pixel) axis, the fiber permutation folded into the
+  index. Backward: one gather with the *inverse* permutation (reading each source's interior
+  copy), plus the border copies of the padding added layer by layer (:func:`ring_layers`;
+  within a layer no target repeats, so the indexed additions are deterministic).
 * :func:`weighted_gather` (interpolated transports, ``K`` taps). Backward: the same
   operation with the transposed table (every source pixel lists the output pixels that
   read it, zero-weight slots padding the list), so it too is a gather.
-* :func:`permute_channels` (fiber permutations, one per slice): an ``index_select`` over
-  the flattened (slice, channel) axis; backward: the inverse permutation.
+
+Index tables are materialised over the channels (``[..., C*N_out]`` rather than a
+``[..., N_out]`` row broadcast over ``C``): on a CPU a gather whose index broadcasts over a
+middle axis runs about three times slower.
 
 Dense fiber matrices (irreps fields) are applied with ``einsum`` (autograd's own backward
 is a matrix product, deterministic).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = [
     "pad_index",
     "interior_index",
-    "fold_circular",
+    "ring_layers",
     "circular_pad",
+    "CircularPad",
     "permute_pixels",
     "weighted_gather",
-    "permute_channels",
     "inverse_permutation",
 ]
 
@@ -58,80 +62,90 @@ def interior_index(h: int, w: int, pad: int, device: Optional[torch.device] = No
     return (rows[:, None] * wp + cols[None, :]).reshape(-1)
 
 
-def fold_circular(g: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
-    """Adjoint of circular padding: ``[..., (H+2p)*(W+2p)] -> [..., H*W]``.
+def ring_layers(h: int, w: int, pad: int, channels: int = 1, device: Optional[torch.device] = None) -> List[torch.Tensor]:
+    """The border ("ring") of the circularly padded grid, split into layers of distinct pixels.
 
-    Every padded pixel's value is added to the pixel it shows (:func:`pad_index`); the
-    interior is one copy and the border strips are a few small in-place additions.
+    Every ring position shows an unpadded pixel a second, third or fourth time; layer ``l``
+    holds the ring positions that are the ``(l+1)``-th extra copy of their pixel, so within a
+    layer no pixel repeats (an indexed addition over one layer has no colliding targets,
+    which keeps it deterministic on every device). Positions are flat over ``channels``
+    copies of the padded grid: ``c*(H+2p)*(W+2p) + q``. Built from Python integers only.
     """
-    if pad == 0:
-        return g
     hp, wp = h + 2 * pad, w + 2 * pad
-    lead = g.shape[:-1]
-    g = g.reshape(*lead, hp, wp)
-    p = pad
-    out = g[..., p : p + h, p : p + w].clone()
-    out[..., :, w - p :] += g[..., p : p + h, :p]
-    out[..., :, :p] += g[..., p : p + h, p + w :]
-    for strip, rows in ((g[..., :p, :], slice(h - p, h)), (g[..., p + h :, :], slice(0, p))):
-        folded = strip[..., p : p + w].clone()
-        folded[..., w - p :] += strip[..., :p]
-        folded[..., :p] += strip[..., p + w :]
-        out[..., rows, :] += folded
-    return out.reshape(*lead, h * w)
+    seen: dict = {}
+    layers: List[List[int]] = []
+    for r in range(hp):
+        for c in range(wp):
+            if pad <= r < pad + h and pad <= c < pad + w:
+                continue
+            shown = ((r - pad) % h) * w + (c - pad) % w
+            rank = seen.get(shown, 0)
+            seen[shown] = rank + 1
+            while len(layers) <= rank:
+                layers.append([])
+            layers[rank].append(r * wp + c)
+    offsets = torch.arange(channels)[:, None] * (hp * wp)
+    return [(offsets + torch.tensor(layer, dtype=torch.long)[None, :]).reshape(-1).to(device) for layer in layers]
 
 
 class _PermutePixels(torch.autograd.Function):
-    """``y[..., q] = x[..., index[..., q]]``; backward ``fold`` then the inverse permutation."""
+    """``y[..., q] = x[..., index[..., q]]``; backward: a gather with the inverse, then the ring.
+
+    ``x`` and the index are flattened over (channel, pixel). The adjoint of "permute, then pad
+    circularly" reads every source's *interior* copy with one gather (``inverse``, which points
+    into the padded output) and adds the ring copies layer by layer (:func:`ring_layers`).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: Optional[torch.Tensor], h: int, w: int, pad: int
+        ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, rings: Tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
-        ctx.save_for_backward(index, inverse)
-        ctx.geometry = (h, w, pad)
-        if index.dim() == 1:  # one table for every slice (pure padding)
-            return x.index_select(-1, index)
-        return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[-1]))
+        ctx.save_for_backward(index, inverse, *rings)
+        return _take(x, index)
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        index, inverse = ctx.saved_tensors
-        h, w, pad = ctx.geometry
-        g = fold_circular(gy, h, w, pad)
-        if inverse is not None:
-            # the inverse of the inverse is the unpadded forward map (for a double backward)
-            forward = index.index_select(-1, interior_index(h, w, pad, index.device)) if pad else index
-            g = permute_pixels(g, inverse, forward, h, w, 0)
-        return g, None, None, None, None, None
+        index, inverse, *rings = ctx.saved_tensors
+        g = _take(gy, inverse)
+        for ring in rings:
+            values = gy.index_select(-1, ring)
+            if index.dim() == 1:
+                g = g.index_add_(-1, index.index_select(0, ring), values)
+            else:
+                target = index.index_select(-1, ring)
+                g = g.scatter_add_(-1, target.expand(*values.shape), values)
+        return g, None, None, None
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    if index.dim() == 1:  # one table for every slice
+        return x.index_select(-1, index)
+    return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[-1]))
 
 
 def permute_pixels(
-    x: torch.Tensor, index: torch.Tensor, inverse: Optional[torch.Tensor], h: int, w: int, pad: int = 0
+    x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, rings: Sequence[torch.Tensor] = ()
 ) -> torch.Tensor:
-    """An exact spatial transport (a pixel permutation), optionally followed by circular padding.
+    """An exact transport (a permutation of pixels and channels), optionally followed by circular padding.
 
     Args:
-        x: ``[..., H*W]``.
-        index: ``[(H+2p)*(W+2p)]`` shared by all slices, or a tensor broadcastable to
-            ``[..., (H+2p)*(W+2p)]`` (one row per slice, size-1 axes elsewhere): the source pixel
-            of every output pixel.
-        inverse: the inverse permutation of the unpadded map, same layout with ``H*W`` columns
-            (``None`` when the unpadded map is the identity).
-        h, w, pad: grid and padding.
+        x: ``[..., C*H*W]`` (flattened over channels and pixels), or ``[..., H*W]`` with 1-D tables.
+        index: ``[C*(H+2p)*(W+2p)]`` shared by all slices, or a tensor broadcastable to
+            ``[..., C*(H+2p)*(W+2p)]`` (one row per slice): the source of every output entry.
+        inverse: for every source entry, the flat position of its *interior* copy in the output
+            (same layout as ``index`` with ``C*H*W`` columns).
+        rings: :func:`ring_layers` of the padding (empty without padding).
 
     Returns:
-        ``[..., (H+2p)*(W+2p)]``.
+        ``[..., C*(H+2p)*(W+2p)]``.
     """
     if not torch.is_grad_enabled() or not x.requires_grad:
-        if index.dim() == 1:
-            return x.index_select(-1, index)
-        return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[-1]))
-    return _PermutePixels.apply(x, index, inverse, h, w, pad)
+        return _take(x, index)
+    return _PermutePixels.apply(x, index, inverse, tuple(rings))
 
 
 class _WeightedGather(torch.autograd.Function):
-    """``y[..., q] = sum_k w[..., q, k] x[..., idx[..., q, k]]``; backward: the transposed table."""
+    """``y[..., j] = sum_k w[..., j, k] x[..., idx[..., j, k]]``; backward: the transposed table."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -152,11 +166,12 @@ class _WeightedGather(torch.autograd.Function):
 
 
 def _weighted_gather_core(x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    n_out, k = index.shape[-2], index.shape[-1]
+    """``index [..., C*N_out*K]`` (flat over channel, output pixel, tap), ``weights [..., 1, N_out, K]``."""
+    n_out, k = weights.shape[-2], weights.shape[-1]
     lead = x.shape[:-1]
-    flat = index.reshape(*index.shape[:-2], n_out * k)
-    y = torch.gather(x, -1, flat.expand(*lead, n_out * k)).view(*lead, n_out, k)
-    return (y * weights.to(dtype=x.dtype)).sum(-1)
+    c = index.shape[-1] // (n_out * k)
+    y = torch.gather(x, -1, index.expand(*lead, index.shape[-1])).view(*lead, c, n_out, k)
+    return (y * weights.to(dtype=x.dtype)).sum(-1).view(*lead, c * n_out)
 
 
 def weighted_gather(
@@ -166,44 +181,23 @@ def weighted_gather(
     t_index: torch.Tensor,
     t_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """An interpolated spatial transport: ``K`` weighted taps per output pixel.
+    """An interpolated transport: ``K`` weighted taps per output entry.
 
     Args:
-        x: ``[..., N_in]``.
-        index, weights: ``[..., N_out, K]`` (broadcastable over the leading axes of ``x``).
-        t_index, t_weights: the transposed table ``[..., N_in, K']``: for every source pixel,
-            the output pixels that read it and their weights (zero-weight slots pad the list).
+        x: ``[..., C*N_in]`` (flattened over channels and pixels).
+        index: ``[..., C*N_out*K]``: the flat source of every (channel, output pixel, tap)
+            (broadcastable over the leading axes of ``x``; a fiber permutation folded in).
+        weights: ``[..., 1, N_out, K]`` tap weights (the same for every channel).
+        t_index, t_weights: the transposed table ``[..., C*N_in*K']`` / ``[..., 1, N_in, K']``: for
+            every source entry, the output entries that read it and their weights (zero-weight
+            slots pad the list).
 
     Returns:
-        ``[..., N_out]``.
+        ``[..., C*N_out]``.
     """
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _weighted_gather_core(x, index, weights)
     return _WeightedGather.apply(x, index, weights, t_index, t_weights)
-
-
-class _PermuteChannels(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, flat: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(flat, inverse)
-        return x.index_select(-2, flat)
-
-    @staticmethod
-    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        flat, inverse = ctx.saved_tensors
-        return permute_channels(gy, inverse, flat), None, None
-
-
-def permute_channels(x: torch.Tensor, flat: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """``y[..., j, :] = x[..., flat[j], :]`` over a flattened (slice, channel) axis ``-2``.
-
-    Args:
-        x: ``[..., S*C, N]``.
-        flat: ``[S*C]`` permutation; ``inverse``: its inverse.
-    """
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return x.index_select(-2, flat)
-    return _PermuteChannels.apply(x, flat, inverse)
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
@@ -213,18 +207,42 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     return inv
 
 
-def circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Circular padding of ``[..., H, W]`` by ``pad`` pixels as one ``index_select`` (backward: a fold).
+class CircularPad(torch.nn.Module):
+    """Circular padding of ``[..., H, W]`` by ``pad`` pixels as one ``index_select`` (backward: a gather
+    and the ring additions), with its tables held as buffers for one grid.
 
     Same values as ``F.pad(x, (pad,) * 4, mode="circular")``, in one kernel forward and a few
     small ones backward (``F.pad`` runs about fifteen small ops each way).
     """
+
+    def __init__(self, h: int, w: int, pad: int) -> None:
+        super().__init__()
+        if pad > h or pad > w:
+            raise ValueError(f"circular padding by {pad} needs a grid of at least {pad}x{pad}, got {h}x{w}")
+        self.height, self.width, self.pad = int(h), int(w), int(pad)
+        self.register_buffer("index", pad_index(h, w, pad), persistent=False)
+        self.register_buffer("inverse", interior_index(h, w, pad), persistent=False)
+        rings = ring_layers(h, w, pad)
+        self.num_rings = len(rings)
+        for i, ring in enumerate(rings):
+            self.register_buffer(f"ring{i}", ring, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"grid=({self.height}, {self.width}), pad={self.pad}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w, p = self.height, self.width, self.pad
+        if p == 0:
+            return x
+        if tuple(x.shape[-2:]) != (h, w):
+            raise ValueError(f"this padding is built for a {h}x{w} grid, got {tuple(x.shape[-2:])}")
+        rings = [getattr(self, f"ring{i}") for i in range(self.num_rings)]
+        out = permute_pixels(x.reshape(*x.shape[:-2], h * w), self.index, self.inverse, rings)
+        return out.view(*x.shape[:-2], h + 2 * p, w + 2 * p)
+
+
+def circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Functional :class:`CircularPad` (builds the tables on every call; layers hold a module)."""
     if pad == 0:
         return x
-    h, w = x.shape[-2], x.shape[-1]
-    if pad > h or pad > w:
-        raise ValueError(f"circular padding by {pad} needs a grid of at least {pad}x{pad}, got {h}x{w}")
-    index = pad_index(h, w, pad, x.device)
-    flat = x.reshape(*x.shape[:-2], h * w)
-    out = permute_pixels(flat, index, None, h, w, pad)
-    return out.view(*x.shape[:-2], h + 2 * pad, w + 2 * pad)
+    return CircularPad(x.shape[-2], x.shape[-1], pad).to(x.device)(x)

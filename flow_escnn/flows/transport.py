@@ -45,8 +45,8 @@ from flow_escnn.flows.gather import (
     interior_index,
     inverse_permutation,
     pad_index,
-    permute_channels,
     permute_pixels,
+    ring_layers,
     weighted_gather,
 )
 
@@ -131,6 +131,11 @@ def _as_permutation(rho: np.ndarray) -> Optional[np.ndarray]:
     return np.argmax(r, axis=1)
 
 
+#: Flat (channel-materialised) tables up to this many entries are built once at construction;
+#: larger ones (long co-moving tables over many channels) are built per call for the rows used.
+_FLAT_CACHE_LIMIT = 1 << 22
+
+
 class GatherTransport(torch.nn.Module):
     """Executes precomputed transport tables (plain torch; no escnn object inside).
 
@@ -172,16 +177,17 @@ class GatherTransport(torch.nn.Module):
         n, n_out = h * w, (h + 2 * self.pad) * (w + 2 * self.pad)
         if index.shape[1] != n_out:
             raise ValueError(f"expected tables with {n_out} output pixels, got {tuple(index.shape)}")
+        if perm is not None and bool((perm == torch.arange(self.channels)).all()):
+            perm = None
         self.exact = weights is None
-        padmap = pad_index(h, w, self.pad)
+        self.spatial_identity = False
         if self.exact:
             unpadded = index[:, interior_index(h, w, self.pad)]
-            identity = bool((unpadded == torch.arange(n)).all())
-            self.spatial_identity = identity
-            self.register_buffer("index", padmap if identity else index.contiguous(), persistent=False)
-            self.register_buffer("inverse", None if identity else inverse_permutation(unpadded), persistent=False)
+            self.spatial_identity = bool((unpadded == torch.arange(n)).all()) and perm is None and rho is None
+            self.register_buffer("index", index.contiguous(), persistent=False)
+            # for every source pixel, the position of its interior copy in the padded output
+            self.register_buffer("inverse", interior_index(h, w, self.pad)[inverse_permutation(unpadded)], persistent=False)
         else:
-            self.spatial_identity = False
             t_idx, t_wts = zip(*(_transpose_table(i.numpy(), wt.numpy(), n) for i, wt in zip(index, weights)))
             k2 = max(t.shape[1] for t in t_idx)
             t_index = np.zeros((self.num_slices, n, k2), dtype=np.int64)
@@ -192,11 +198,20 @@ class GatherTransport(torch.nn.Module):
             self.register_buffer("weights", weights.contiguous(), persistent=False)
             self.register_buffer("t_index", torch.from_numpy(t_index), persistent=False)
             self.register_buffer("t_weights", torch.from_numpy(t_weights), persistent=False)
-        if perm is not None and bool((perm == torch.arange(self.channels)).all()):
-            perm = None
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("perm_inverse", None if perm is None else inverse_permutation(perm), persistent=False)
         self.register_buffer("rho", rho, persistent=False)
+        self.register_buffer("pad_map", pad_index(h, w, self.pad), persistent=False)
+        self.register_buffer("interior", interior_index(h, w, self.pad), persistent=False)
+        rings = ring_layers(h, w, self.pad, 1 if self.spatial_identity else self.channels)
+        self.num_rings = len(rings)
+        for i, ring in enumerate(rings):
+            self.register_buffer(f"ring{i}", ring, persistent=False)
+        # channel-materialised tables for all rows (the hot step transport), when small enough
+        cached = self.num_slices * self.channels * self.index[0].numel() <= _FLAT_CACHE_LIMIT
+        for name, table in self._flat_tables(None).items() if cached and not self.spatial_identity else ():
+            self.register_buffer(f"flat_{name}", table, persistent=False)
+        self._cached = cached and not self.spatial_identity
 
     @property
     def grid_shape(self) -> Tuple[int, int]:
@@ -225,6 +240,34 @@ class GatherTransport(torch.nn.Module):
             return t[sel]
         return t.index_select(0, sel.reshape(-1)).view(*sel.shape, *t.shape[1:])
 
+    def _flat_tables(self, sel: Any) -> Dict[str, torch.Tensor]:
+        """Tables of the selected rows flattened over (channel, pixel[, tap]), fiber permutation folded in."""
+        c, n = self.channels, self.height * self.width
+        n_out = self.pad_map.numel()
+
+        def channels(perm: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+            if perm is None:
+                return torch.arange(c, device=like.device).expand(*like.shape[:-1], c)
+            return perm
+
+        def flat(ch: torch.Tensor, spatial: torch.Tensor, stride: int) -> torch.Tensor:
+            lead = spatial.shape[: ch.dim() - 1]
+            return (ch.unsqueeze(-1) * stride + spatial.reshape(*lead, 1, -1)).reshape(*lead, -1)
+
+        index = self._select(self.index, sel)
+        perm = self._select(self.perm, sel)
+        ch = channels(perm, index[..., :1] if self.exact else index[..., 0, :1])
+        if self.exact:
+            inv = self._select(self.inverse, sel)
+            ch_inv = channels(self._select(self.perm_inverse, sel), inv[..., :1])
+            return {"index": flat(ch, index, n), "inverse": flat(ch_inv, inv, n_out)}
+        t_index = self._select(self.t_index, sel)
+        ch_inv = channels(self._select(self.perm_inverse, sel), t_index[..., 0, :1])
+        return {
+            "index": flat(ch, index, n),
+            "t_index": flat(ch_inv, t_index, n_out),
+        }
+
     def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         c, h, w, p = self.channels, self.height, self.width, self.pad
         if x.dim() < 4 or tuple(x.shape[-3:]) != (c, h, w):
@@ -249,35 +292,34 @@ class GatherTransport(torch.nn.Module):
             s_shape = (self.num_slices,)
         k = len(s_shape)
         lead = tuple(x.shape[: x.dim() - 3 - k])
-        x = x.expand(*lead, *s_shape, c, h, w).reshape(*lead, *s_shape, c, h * w)
+        x = x.expand(*lead, *s_shape, c, h, w)
+        hp, wp = h + 2 * p, w + 2 * p
+        rings = [getattr(self, f"ring{i}") for i in range(self.num_rings)]
+        if self.spatial_identity:
+            y = permute_pixels(x.reshape(*lead, *s_shape, c, h * w), self.pad_map, self.interior, rings) if p else x
+            return y.reshape(*lead, *s_shape, c, hp, wp)
+        if self._cached and sel is None:
+            tables = {name: getattr(self, f"flat_{name}") for name in ("index", "inverse", "t_index") if hasattr(self, f"flat_{name}")}
+        elif self._cached and isinstance(sel, slice):
+            tables = {name: getattr(self, f"flat_{name}")[sel] for name in ("index", "inverse", "t_index") if hasattr(self, f"flat_{name}")}
+        else:
+            tables = self._flat_tables(sel)
+        xf = x.reshape(*lead, *s_shape, c * h * w)
         if self.exact:
-            if self.spatial_identity:
-                y = permute_pixels(x, self.index, None, h, w, p) if p else x
-            else:
-                index = self._select(self.index, sel).unsqueeze(-2)  # [*S, 1, N_out]
-                inverse = self._select(self.inverse, sel).unsqueeze(-2)
-                y = permute_pixels(x, index, inverse, h, w, p)
+            y = permute_pixels(xf, tables["index"], tables["inverse"], rings)
         else:
             y = weighted_gather(
-                x,
-                self._select(self.index, sel).unsqueeze(-3),
+                xf,
+                tables["index"],
                 self._select(self.weights, sel).unsqueeze(-3),
-                self._select(self.t_index, sel).unsqueeze(-3),
+                tables["t_index"],
                 self._select(self.t_weights, sel).unsqueeze(-3),
             )
-        n_out = y.shape[-1]
-        if self.perm is not None:
-            perm = self._select(self.perm, sel)
-            inv = self._select(self.perm_inverse, sel)
-            count = int(np.prod(s_shape))
-            offs = torch.arange(count, device=perm.device).view(*s_shape, 1) * c
-            y = permute_channels(
-                y.reshape(*lead, count * c, n_out), (perm + offs).reshape(-1), (inv + offs).reshape(-1)
-            )
-        elif self.rho is not None:
+        y = y.view(*lead, *s_shape, c, hp * wp)
+        if self.rho is not None:
             rho = self._select(self.rho, sel).to(dtype=y.dtype)
             y = torch.einsum("...oc,...cn->...on", rho, y)
-        return y.reshape(*lead, *s_shape, c, h + 2 * p, w + 2 * p)
+        return y.reshape(*lead, *s_shape, c, hp, wp)
 
 
 class TransportPlan(GatherTransport):

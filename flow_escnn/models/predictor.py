@@ -62,12 +62,13 @@ the lifted hidden sequence.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights, conv_same
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
@@ -121,10 +122,13 @@ def decoder_weights(decoder: torch.nn.ModuleList) -> Weights:
     return out
 
 
-def run_decoder(z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str) -> torch.Tensor:
+def run_decoder(
+    z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str,
+    pad: Optional[torch.nn.Module] = None,
+) -> torch.Tensor:
     """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`)."""
     for i in range(layers):
-        z = conv_same(z, weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias"), padding_mode)
+        z = conv_same(z, weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias"), padding_mode, pad)
         if i < layers - 1:
             z = torch.relu(z)
     return output_activation(z, activation)
@@ -140,10 +144,11 @@ class PredictorProgram(torch.nn.Module):
 
     def __init__(
         self, recurrence: Recurrence, decoder_layers: int, padding_mode: str, pool: str, activation: str,
-        checkpoint: bool = False,
+        checkpoint: bool = False, decoder_kernel_size: int = 3,
     ) -> None:
         super().__init__()
         self.recurrence = recurrence
+        self.decoder_pad = CircularPad(*recurrence.grid_shape, decoder_kernel_size // 2)
         self.decoder_layers = int(decoder_layers)
         self.padding_mode = padding_mode
         self.pool = pool
@@ -152,7 +157,7 @@ class PredictorProgram(torch.nn.Module):
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
         """``Dec`` on ``[N, C, H, W]``."""
-        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation)
+        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation, self.decoder_pad)
 
     def forward(
         self, weights: Weights, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False
@@ -286,6 +291,7 @@ class NextFramePredictor(torch.nn.Module):
         self.decoder = build_decoder(
             hidden_type, in_type, decoder_layers, dec_type, decoder_kernel_size, bias, padding_mode
         )
+        self._programs: Dict[int, PredictorProgram] = {}
 
     @property
     def static_equivariant(self) -> bool:
@@ -300,9 +306,18 @@ class NextFramePredictor(torch.nn.Module):
         return out
 
     def program(self, recurrence: Recurrence) -> PredictorProgram:
+        """The predictor's program around an encoder program (cached per encoder program)."""
+        program = self._programs.get(id(recurrence))
+        if program is None or program.recurrence is not recurrence:
+            program = self._new_program(recurrence)
+            self._programs[id(recurrence)] = program
+        return program
+
+    def _new_program(self, recurrence: Recurrence) -> PredictorProgram:
         return PredictorProgram(
-            recurrence, len(self.decoder), self.padding_mode, self.pool, self.output_activation, self.encoder.checkpoint
-        )
+            recurrence, len(self.decoder), self.padding_mode, self.pool, self.output_activation,
+            self.encoder.checkpoint, self.decoder[0].kernel_size,
+        ).to(recurrence.device)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode a pooled field ``[..., C, H, W]`` to frames ``[..., C_in, H, W]``."""
@@ -359,7 +374,7 @@ class NextFramePredictor(torch.nn.Module):
         recurrence, limit = self.encoder.export_program(check_grid(grid_shape), max_steps)
         with torch.no_grad():
             weights = self.weights()
-        twin = ExportedNextFramePredictor(self.program(recurrence), weights, self.in_type.size, limit)
+        twin = ExportedNextFramePredictor(self._new_program(recurrence), weights, self.in_type.size, limit)
         return twin.train(self.training)
 
 

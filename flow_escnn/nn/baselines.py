@@ -20,6 +20,7 @@ other cell (``cell="grnn_plus"``). No Python loop over :math:`V` or the batch (o
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Sequence
 
 import torch
@@ -29,7 +30,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.cells import FlowCellBase
 from flow_escnn.nn.conv import PADDING_MODES
-from flow_escnn.nn.engine import Weights
+from flow_escnn.nn.engine import LayerSpec, Weights
 from flow_escnn.nn.nonlinearity import get_nonlinearity
 from flow_escnn.nn.sequence import FERNN, FlowRNN
 
@@ -163,6 +164,9 @@ class GRNNPlusCell(FlowCellBase):
     @property
     def nonlinearity_name(self) -> str:
         return self.nonlinearity
+
+    def spec(self) -> LayerSpec:
+        return dataclasses.replace(super().spec(), velocity_kernel_size=self.velocity_kernel_size)
 
     def velocity_filter(self) -> torch.Tensor:
         """The depthwise filter ``[V*C, 1, k, k]`` (for ``F.conv2d(groups=V*C)``)."""

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from flow_escnn.flows.gather import circular_pad
+from flow_escnn.flows.gather import CircularPad, circular_pad
 from flow_escnn.flows.transport import GatherTransport
 from flow_escnn.nn.updates import CELL_KINDS
 
@@ -62,11 +62,15 @@ Weights = Dict[str, Optional[torch.Tensor]]
 MODES = ("hidden", "comoving")
 
 
-def conv_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
-    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular or zero padding."""
+def conv_same(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str,
+    pad: Optional[CircularPad] = None,
+) -> torch.Tensor:
+    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular (``pad``, a
+    :class:`~flow_escnn.flows.gather.CircularPad` for the grid, or built here) or zero padding."""
     p = weight.shape[-1] // 2
     if padding_mode == "circular":
-        return F.conv2d(circular_pad(x, p), weight, bias)
+        return F.conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
     return F.conv2d(x, weight, bias, padding=p)
 
 
@@ -102,6 +106,7 @@ class LayerSpec:
     padding_mode: str = "circular"
     nonlinearity: str = "relu"
     mixing: bool = False
+    velocity_kernel_size: int = 0  # grnn_plus: size of the learned per-velocity kernel
 
     @property
     def gate_channels(self) -> int:
@@ -175,6 +180,19 @@ class Recurrence(torch.nn.Module):
         self.to_comoving = to_comoving
         self.from_comoving = from_comoving
         self.period = int(period)
+        pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
+        self.pads = torch.nn.ModuleDict({str(p): CircularPad(*self.grid_shape, p) for p in sorted(pads) if p})
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the tables."""
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def pad(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        """Circular padding by ``p`` with this grid's tables."""
+        return self.pads[str(p)](x) if p else x
 
     def extra_repr(self) -> str:
         kinds = ",".join(s.kind for s in self.layers)
@@ -204,7 +222,8 @@ class Recurrence(torch.nn.Module):
             flat = xp.reshape(b * n * v, *xp.shape[-3:])
             out = F.conv2d(flat, uw, ub) if spec.pad else F.conv2d(flat, uw, ub, padding=uw.shape[-1] // 2)
         else:
-            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode)
+            pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
+            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
         return out.view(b, n, v, out.shape[1], h, w)
 
     def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool) -> _Moved:
@@ -215,7 +234,7 @@ class Recurrence(torch.nn.Module):
         p = spec.pad
         readout = None
         if spec.kind == "grnn_plus" or self.comoving:
-            moved = [circular_pad(s, p) if (p and i == 0) else s for i, s in enumerate(state)]
+            moved = [self.pad(s, p) if i == 0 else s for i, s in enumerate(state)]
             if need_readout:
                 if self.comoving:
                     readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0])
@@ -237,7 +256,7 @@ class Recurrence(torch.nn.Module):
         """G-RNN+: :math:`K_\\nu \\circledast x(\\nu)` (depthwise, circular) for ``x [B, V, C, H, W]``."""
         b, v, c, h, w = x.shape
         k = weights[f"l{l}_kernel"]
-        y = F.conv2d(circular_pad(x.reshape(b, v * c, h, w), k.shape[-1] // 2), k.to(x.dtype), groups=v * c)
+        y = F.conv2d(self.pad(x.reshape(b, v * c, h, w), k.shape[-1] // 2), k.to(x.dtype), groups=v * c)
         return y.view(b, v, c, h, w)
 
     def update(self, l: int, moved: _Moved, u: torch.Tensor, weights: Weights) -> State:

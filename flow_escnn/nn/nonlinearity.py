@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict
 
 import torch
 
-__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "apply_nonlinearity_", "check_pointwise"]
+__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "apply_nonlinearity_", "nonlinearity_backward", "check_pointwise"]
 
 
 def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -54,6 +54,19 @@ def apply_nonlinearity_(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "elu":
         return torch.nn.functional.elu_(x)
     return x
+
+
+def nonlinearity_backward(grad: torch.Tensor, out: torch.Tensor, name: str) -> torch.Tensor:
+    """The gradient of :func:`apply_nonlinearity` at its *output* ``out`` (each is a function of it)."""
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+    if name == "tanh":
+        return torch.ops.aten.tanh_backward(grad, out)
+    if name == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(grad, out)
+    if name == "elu":
+        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
+    return grad
 
 
 NONLINEARITIES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

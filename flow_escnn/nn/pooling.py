@@ -85,7 +85,10 @@ def _check_mode(mode: str, allowed: Tuple[str, ...], what: str) -> str:
 def reduce_velocities(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Max or mean over dim ``-4`` (the V axis) of a plain tensor (TorchScript-compatible core)."""
     if mode == "max":
-        return x.amax(dim=-4)
+        # max(dim) saves only its indices and scatters the gradient back: two memory passes in the
+        # backward instead of amax's four (equal values; ties, e.g. ReLU zeros, get their gradient
+        # at one index instead of shared, which a ReLU's zero gradient there makes irrelevant)
+        return x.max(dim=-4).values
     return x.mean(dim=-4)
 
 

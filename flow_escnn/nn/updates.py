@@ -13,25 +13,54 @@ recurrent term :math:`b = W * \\tilde h_{t-1}` and the input term :math:`a = U *
         + \\mathrm{sig}(i)\\odot\\tanh(g),\\ h_t = \\mathrm{sig}(o)\\odot\\tanh(c_t)
 
 The recurrence engine (:mod:`flow_escnn.nn.engine`) is the only caller; the cells, the
-sequence layers, the models and every ``export()`` run through it. ``b`` is a fresh
-convolution output that nothing else reads, so the updates may overwrite it (in-place
-additions and nonlinearities save one allocation and one memory pass each).
+sequence layers, the models and every ``export()`` run through it. ``b`` is a view of a
+fresh convolution output; the updates add out of place (an in-place op on a view would make
+autograd record a ``CopySlices`` node, which copies the whole base in the backward pass) and
+apply the nonlinearity in place on the fresh sum (every nonlinearity here saves its output,
+so that is autograd-safe and saves one allocation and one memory pass).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
-from flow_escnn.nn.nonlinearity import apply_nonlinearity_
+from flow_escnn.nn.nonlinearity import apply_nonlinearity_, nonlinearity_backward
 
 __all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update"]
 
 State = Tuple[torch.Tensor, ...]
 
 
+class _AddActivate(torch.autograd.Function):
+    """:math:`\\sigma(b + a)` written into ``b``'s own memory (a fresh convolution output that no
+    other op reads); ``a`` broadcasts over ``b``'s velocity axis. Saves only the output."""
+
+    @staticmethod
+    def forward(ctx: Any, base: torch.Tensor, a: torch.Tensor, shape: Tuple[int, ...], name: str) -> torch.Tensor:  # type: ignore[override]
+        apply_nonlinearity_(base.view(shape).add_(a), name)
+        ctx.mark_dirty(base)
+        ctx.save_for_backward(base)
+        ctx.name, ctx.shape, ctx.a_shape = name, shape, a.shape
+        return base
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        g = nonlinearity_backward(grad, out, ctx.name)
+        g5 = g.view(ctx.shape)
+        dims = [i for i, (n, m) in enumerate(zip(ctx.a_shape, ctx.shape)) if n == 1 and m != 1]
+        ga = g5.sum(dim=dims, keepdim=True) if dims else g5
+        return g, ga, None, None
+
+
 def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
-    """:math:`h_t = \\sigma(a + b)` (``b`` is overwritten)."""
+    """:math:`h_t = \\sigma(a + b)`, computed in place in ``b``'s base (a fresh convolution output)."""
+    base = b._base if b._base is not None else b
+    if torch.is_grad_enabled() and (b.requires_grad or a.requires_grad):
+        if a.dtype != b.dtype:
+            a = a.to(b.dtype)
+        return (_AddActivate.apply(base, a, tuple(b.shape), nonlinearity).view(b.shape),)
     return (apply_nonlinearity_(b.add_(a), nonlinearity),)
 
 
@@ -49,7 +78,7 @@ def gru_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str
 def lstm_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
     """LSTM update from the transported :math:`(\\tilde h, \\tilde c)`; returns :math:`(h_t, c_t)`."""
     c = moved[1]
-    i, f, g, o = b.add_(a).chunk(4, dim=2)
+    i, f, g, o = (b + a).chunk(4, dim=2)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return (torch.sigmoid(o) * torch.tanh(c_new), c_new)
 

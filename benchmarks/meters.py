@@ -1,0 +1,145 @@
+"""Memory meters and the conv-only floor used by the benchmark (plain torch, no flow_escnn)."""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor"]
+
+
+class SavedTensorMeter:
+    """Bytes of the distinct storages saved for backward while active (deduplicated by data_ptr)."""
+
+    def __init__(self) -> None:
+        self.storages: Dict[Tuple[str, int], int] = {}
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            key = (str(t.device), st.data_ptr())
+            self.storages[key] = max(self.storages.get(key, 0), st.nbytes())
+        except (RuntimeError, NotImplementedError):  # e.g. tensors without storage
+            pass
+        return t
+
+    @staticmethod
+    def _unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    @property
+    def bytes(self) -> int:
+        return int(sum(self.storages.values()))
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+
+
+class LiveTensorMeter(TorchDispatchMode):
+    """Peak of the live bytes of tensor storages produced by ATen ops while active.
+
+    Every op output's storage is counted once, from its first appearance until it is freed
+    (a weakref finalizer on the storage). Storages given to ``ignore`` (parameters, inputs)
+    are never counted. Kernel-internal scratch buffers are not seen.
+    """
+
+    def __init__(self, ignore: Sequence[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self._live: Dict[int, int] = {}
+        self._ignored: Dict[int, Any] = {}
+        self.current = 0
+        self.peak = 0
+        for t in ignore:
+            st = t.untyped_storage()
+            self._ignored[id(st)] = st  # strong reference: the id cannot be reused meanwhile
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+    def _track(self, t: torch.Tensor) -> None:
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            return
+        key = id(st)
+        if key in self._live or key in self._ignored:
+            return
+        nb = int(st.nbytes())
+        if nb == 0:
+            return
+        self._live[key] = nb
+        self.current += nb
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(st, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self._live.pop(key, 0)
+
+
+class ConvRecorder(TorchFunctionMode):
+    """Records every ``conv2d`` call made while active: shapes, dtypes, flags and arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: List[Dict[str, Any]] = []
+
+    def __torch_function__(self, func: Callable, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in (F.conv2d, torch.conv2d):
+            x, w = args[0], args[1]
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            rest = dict(zip(("stride", "padding", "dilation", "groups"), args[3:]))
+            rest.update({k: v for k, v in kwargs.items() if k != "bias"})
+            self.calls.append(dict(
+                input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype, device=x.device,
+                weight=tuple(w.shape), bias=b is not None, kwargs=rest,
+            ))
+        return func(*args, **kwargs)
+
+
+class ConvFloor:
+    """The conv-only floor of a step: the recorded convolutions alone, forward then backward.
+
+    Inputs, weights and output gradients are made once; a call runs every convolution
+    forward (keeping the outputs alive, as a training step keeps its activations), then one
+    backward over all of them, so it pays the same allocation and memory residency as the
+    step it was recorded from, and nothing else.
+    """
+
+    def __init__(self, calls: Sequence[Dict[str, Any]], seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for c in calls:
+            dev, dt = c["device"], c["dtype"]
+            x = torch.randn(c["input"], generator=g, dtype=dt).to(dev).requires_grad_(c["input_grad"])
+            w = torch.randn(c["weight"], generator=g, dtype=dt).to(dev).requires_grad_()
+            b = torch.randn(c["weight"][0], generator=g, dtype=dt).to(dev).requires_grad_() if c["bias"] else None
+            self.items.append((x, w, b, c["kwargs"]))
+        self.grads: List[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __call__(self) -> None:
+        outs = [F.conv2d(x, w, b, **kw) for x, w, b, kw in self.items]
+        if not self.grads:
+            self.grads = [torch.ones_like(o) for o in outs]
+        torch.autograd.backward(outs, [g.to(o.dtype) for g, o in zip(self.grads, outs)])
+        for x, w, b, _ in self.items:
+            for t in (x, w, b):
+                if t is not None:
+                    t.grad = None

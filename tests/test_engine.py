@@ -1,0 +1,180 @@
+"""The recurrence engine: model/export parity for every cell x mode x V-mixing x model kind,
+mixed precision (autocast) with exact-case equivariance to the dtype's rounding, dtype errors,
+and the gather-only transports (deterministic backward, gradients checked numerically)."""
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+from flow_escnn._compat import enn, gspaces
+from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan, flow_sequence
+from flow_escnn.flows.gather import circular_pad
+from flow_escnn.models import NextFramePredictor, SequenceClassifier
+from flow_escnn.nn import SEQUENCE_LAYERS
+
+C4 = gspaces.rot2dOnR2(4)
+IN = enn.FieldType(C4, [C4.trivial_repr])
+HID = enn.FieldType(C4, [C4.regular_repr])
+F64 = torch.float64
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.4) -> torch.nn.Module:
+    """Redraw every parameter (steerable coefficients, V-mixing and G-RNN+ kernels alike), so no
+    piece (in particular a non-identity V-mixing) sits at a special initial value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def _x(t: int = 4, h: int = 6, seed: int = 1, dtype=F64) -> torch.Tensor:
+    return torch.randn(2, t, 1, h, h, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _cases():
+    for cell, mode, mixing in itertools.product(["fernn", "gru", "lstm", "grnn_plus"], ["hidden", "comoving"], [0, 1]):
+        if cell == "grnn_plus" and (mode == "comoving" or mixing):
+            continue  # the learned kernel is stationary-frame only and has no V-mixing
+        if mixing and mode == "comoving":
+            continue  # V-mixing is stationary-frame only
+        yield cell, mode, mixing
+
+
+def _kwargs(cell: str, mixing: int) -> dict:
+    kw = {"velocity_mixing": mixing} if mixing else {}
+    if cell == "grnn_plus":
+        kw["velocity_kernel_size"] = 3
+    return kw
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("cell,mode,mixing", list(_cases()))
+@pytest.mark.parametrize("kind", ["layer", "predictor", "classifier"])
+def test_model_and_export_agree(kind, cell, mode, mixing):
+    """float64, relative 1e-9: the export runs the model's own engine program (here: bit for bit)."""
+    torch.manual_seed(0)
+    flows = FlowSet.translations(C4, 1)
+    kw = dict(_kwargs(cell, mixing), mode=mode, num_layers=2)
+    if kind == "layer":
+        model = SEQUENCE_LAYERS[cell](IN, HID, flows, **kw)
+        call = lambda m, x: m(x).tensor if hasattr(m(x), "tensor") else m(x)  # noqa: E731
+    elif kind == "predictor":
+        model = NextFramePredictor(IN, HID, flows, cell=cell, decoder_layers=1, **kw)
+        call = lambda m, x: m(x, 3, include_one_step=True)  # noqa: E731
+    else:
+        model = SequenceClassifier(IN, HID, flows, 3, cell=cell, readout="mean", **kw)
+        call = lambda m, x: m(x)  # noqa: E731
+    model = _randomize(copy.deepcopy(model).to(F64)).eval()
+    if mixing:
+        assert not torch.allclose(model.encoder.cells[0].mix.matrix() if kind != "layer" else model.cells[0].mix.matrix(),
+                                  torch.eye(9, dtype=F64)), "V-mixing must not be the identity here"
+    twin = model.export(grid_shape=(6, 6), max_steps=8)
+    x = _x()
+    with torch.no_grad():
+        ref, out = call(model, x), call(twin, x)
+        assert ref.abs().max() > 1e-3
+        assert _rel(out, ref) <= 1e-9
+        # control: the same comparison sees a drifted twin (one frozen weight changed)
+        name = next(iter(twin.weights))
+        twin.weights[name].mul_(1.5)
+        assert _rel(call(twin, x), ref) > 1e-6
+
+
+def test_exports_share_the_engine_and_hold_no_update_code():
+    """Every exported twin is a Frozen program: the recurrence code lives in the engine only."""
+    from flow_escnn.nn import Frozen, Recurrence
+
+    flows = FlowSet.translations(C4, 1)
+    for model in (SEQUENCE_LAYERS["lstm"](IN, HID, flows), NextFramePredictor(IN, HID, flows),
+                  SequenceClassifier(IN, HID, flows, 2)):
+        twin = model.export(grid_shape=(5, 5))
+        assert isinstance(twin, Frozen)
+        assert sum(isinstance(m, Recurrence) for m in twin.modules()) == 1
+
+
+# -- mixed precision ------------------------------------------------------------------------------------
+# one bf16 rounding step (2**-7) relative; measured: 0.0 for fernn, gru and lstm on CPU (torch 2.13)
+AUTOCAST_TOL = {torch.bfloat16: 2.0 ** -7}
+
+
+@pytest.mark.parametrize("cell", ["fernn", "gru", "lstm", "grnn_plus"])
+def test_autocast_bf16_runs_and_stays_translation_equivariant(cell):
+    """Under torch.autocast(bf16) every layer runs with bf16 states; the exact translation flow
+    still commutes to bf16 rounding (relative error stated per dtype)."""
+    torch.manual_seed(0)
+    flows = FlowSet.translations(C4, 2)  # covers the 5x5 torus: the V shift is a permutation
+    kw = {"velocity_kernel_size": 5} if cell == "grnn_plus" else {}
+    model = _randomize(NextFramePredictor(IN, HID, flows, cell=cell, decoder_layers=1, **kw), scale=1.0)
+    x = _x(h=5, dtype=torch.float32)
+    mu = FlowGenerator(C4, (1, -1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x, 2)
+        y2 = model(flow_sequence(x, IN, mu), 2)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert y.float().std(dim=(-1, -2)).min() > 0.05, "vacuous check: a predicted frame is (nearly) constant"
+    expected = flow_sequence(y.float(), IN, mu, start=x.shape[1])
+    err = _rel(y2.float(), expected)
+    if cell == "grnn_plus":
+        return  # at its shift initialisation G-RNN+ is a FERNN, but its kernels are randomized here
+    assert err <= AUTOCAST_TOL[torch.bfloat16], err
+    # control: the same check without the flow on the output fails
+    control = _rel(y2.float(), y.float())
+    assert control > 3 * AUTOCAST_TOL[torch.bfloat16] and control > 3 * err, (control, err)
+
+
+def test_autocast_training_step_has_float32_gradients():
+    torch.manual_seed(0)
+    model = NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), decoder_layers=1)
+    x = _x(h=6, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, 2).float().square().mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_input_dtype_that_differs_from_the_model_is_refused_with_the_fix(dtype):
+    model = NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), decoder_layers=1)
+    with pytest.raises(TypeError, match=r"input has dtype .* but the model's weights are torch.float32.*autocast"):
+        model(_x(dtype=dtype), 1)
+    with pytest.raises(TypeError, match="autocast"):
+        model.encoder(_x(dtype=dtype))
+
+
+# -- transports ---------------------------------------------------------------------------------------------
+def test_exact_transport_backward_is_a_gather_and_deterministic():
+    """The backward of an exact (padded) transport equals autograd's reference and is bitwise
+    repeatable; under torch.use_deterministic_algorithms it runs without error."""
+    flows = FlowSet.roto_translations(C4, 1, [0, 1])
+    plan = TransportPlan(HID, flows.elements(1), (6, 6), pad=1)
+    x = torch.randn(2, len(flows), HID.size, 6, 6, dtype=F64, requires_grad=True)
+    g = torch.randn(2, len(flows), HID.size, 8, 8, dtype=F64)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        (a,) = torch.autograd.grad(plan(x), x, g)
+        (b,) = torch.autograd.grad(plan(x), x, g)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert torch.equal(a, b)
+    unpadded = TransportPlan(HID, flows.elements(1), (6, 6))
+    ref_out = torch.nn.functional.pad(unpadded(x).flatten(0, 1), (1,) * 4, mode="circular")
+    (ref,) = torch.autograd.grad(ref_out, x, g.flatten(0, 1))
+    assert (a - ref).abs().max() <= 1e-12
+    assert torch.autograd.gradcheck(lambda z: plan(z), (x[:1].detach().requires_grad_(),))
+
+
+def test_circular_pad_matches_torch_and_refuses_oversized_padding():
+    x = torch.randn(2, 3, 4, 5, dtype=F64, requires_grad=True)
+    torch.testing.assert_close(circular_pad(x, 2), torch.nn.functional.pad(x, (2,) * 4, mode="circular"), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda z: circular_pad(z, 2), (x,))
+    with pytest.raises(ValueError, match="needs a grid of at least 5x5"):
+        circular_pad(x, 5)
