@@ -93,38 +93,49 @@ class _PermutePixels(torch.autograd.Function):
 
     ``x`` and the index are flattened over (channel, pixel). The adjoint of "permute, then pad
     circularly" reads every source's *interior* copy with one gather (``inverse``, which points
-    into the padded output) and adds the ring copies layer by layer (:func:`ring_layers`).
+    into the padded output) and adds the ring copies layer by layer (:func:`ring_layers`):
+    ``ring`` holds the ring positions of all layers, concatenated, and ``targets`` per layer
+    the sources of its positions (``index`` there).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, rings: Tuple[torch.Tensor, ...]
+        ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, ring: Optional[torch.Tensor],
+        *targets: torch.Tensor,
     ) -> torch.Tensor:
-        ctx.save_for_backward(index, inverse, *rings)
+        ctx.save_for_backward(inverse, ring, *targets)
         return _take(x, index)
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        index, inverse, *rings = ctx.saved_tensors
+        inverse, ring, *targets = ctx.saved_tensors
         g = _take(gy, inverse)
-        for ring in rings:
-            values = gy.index_select(-1, ring)
-            if index.dim() == 1:
-                g = g.index_add_(-1, index.index_select(0, ring), values)
-            else:
-                target = index.index_select(-1, ring)
-                g = g.scatter_add_(-1, target.expand(*values.shape), values)
-        return g, None, None, None
+        if ring is not None:
+            values = _take(gy, ring)
+            start = 0
+            for t in targets:
+                n = t.shape[-1]
+                v = values[..., start : start + n]
+                start += n
+                if t.dim() == 1:
+                    g = g.view(-1, g.shape[-1]).index_add_(1, t, v.reshape(-1, n)).view(g.shape)
+                else:
+                    g = g.scatter_add_(-1, t.expand(*v.shape), v)
+        return (g, None, None, None) + (None,) * len(targets)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    if index.dim() == 1:  # one table for every slice
-        return x.index_select(-1, index)
+    if index.dim() == 1:  # one table for every slice; index_select is far faster on a 2-D view
+        return x.reshape(-1, x.shape[-1]).index_select(1, index).view(*x.shape[:-1], index.numel())
     return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[-1]))
 
 
 def permute_pixels(
-    x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, rings: Sequence[torch.Tensor] = ()
+    x: torch.Tensor,
+    index: torch.Tensor,
+    inverse: torch.Tensor,
+    ring: Optional[torch.Tensor] = None,
+    targets: Sequence[torch.Tensor] = (),
 ) -> torch.Tensor:
     """An exact transport (a permutation of pixels and channels), optionally followed by circular padding.
 
@@ -134,14 +145,15 @@ def permute_pixels(
             ``[..., C*(H+2p)*(W+2p)]`` (one row per slice): the source of every output entry.
         inverse: for every source entry, the flat position of its *interior* copy in the output
             (same layout as ``index`` with ``C*H*W`` columns).
-        rings: :func:`ring_layers` of the padding (empty without padding).
+        ring: the :func:`ring_layers` positions of all layers, concatenated (``None`` without padding).
+        targets: per layer, ``index`` at its ring positions.
 
     Returns:
         ``[..., C*(H+2p)*(W+2p)]``.
     """
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _take(x, index)
-    return _PermutePixels.apply(x, index, inverse, tuple(rings))
+    return _PermutePixels.apply(x, index, inverse, ring, *targets)
 
 
 class _WeightedGather(torch.autograd.Function):
@@ -224,8 +236,9 @@ class CircularPad(torch.nn.Module):
         self.register_buffer("inverse", interior_index(h, w, pad), persistent=False)
         rings = ring_layers(h, w, pad)
         self.num_rings = len(rings)
+        self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)
         for i, ring in enumerate(rings):
-            self.register_buffer(f"ring{i}", ring, persistent=False)
+            self.register_buffer(f"ring{i}_source", self.index[ring], persistent=False)
 
     def extra_repr(self) -> str:
         return f"grid=({self.height}, {self.width}), pad={self.pad}"
@@ -236,8 +249,8 @@ class CircularPad(torch.nn.Module):
             return x
         if tuple(x.shape[-2:]) != (h, w):
             raise ValueError(f"this padding is built for a {h}x{w} grid, got {tuple(x.shape[-2:])}")
-        rings = [getattr(self, f"ring{i}") for i in range(self.num_rings)]
-        out = permute_pixels(x.reshape(*x.shape[:-2], h * w), self.index, self.inverse, rings)
+        targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
+        out = permute_pixels(x.reshape(*x.shape[:-2], h * w), self.index, self.inverse, self.ring, targets)
         return out.view(*x.shape[:-2], h + 2 * p, w + 2 * p)
 
 

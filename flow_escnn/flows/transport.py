@@ -35,7 +35,7 @@ Exactness
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -205,13 +205,22 @@ class GatherTransport(torch.nn.Module):
         self.register_buffer("interior", interior_index(h, w, self.pad), persistent=False)
         rings = ring_layers(h, w, self.pad, 1 if self.spatial_identity else self.channels)
         self.num_rings = len(rings)
-        for i, ring in enumerate(rings):
-            self.register_buffer(f"ring{i}", ring, persistent=False)
+        self.ring_sizes = [int(r.numel()) for r in rings]
+        self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)
+        for i, ring in enumerate(rings if self.spatial_identity else ()):
+            self.register_buffer(f"ring{i}_source", self.pad_map[ring], persistent=False)
         # channel-materialised tables for all rows (the hot step transport), when small enough
         cached = self.num_slices * self.channels * self.index[0].numel() <= _FLAT_CACHE_LIMIT
-        for name, table in self._flat_tables(None).items() if cached and not self.spatial_identity else ():
-            self.register_buffer(f"flat_{name}", table, persistent=False)
         self._cached = cached and not self.spatial_identity
+        self._cached_names = []
+        if self._cached:
+            tables = self._flat_tables(None)
+            if self.exact:
+                for i, ring in enumerate(rings):
+                    tables[f"ring{i}_source"] = tables["index"].index_select(-1, ring)
+            for name, table in tables.items():
+                self.register_buffer(f"flat_{name}", table, persistent=False)
+            self._cached_names = list(tables)
 
     @property
     def grid_shape(self) -> Tuple[int, int]:
@@ -232,6 +241,9 @@ class GatherTransport(torch.nn.Module):
             f"M={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), pad={self.pad}, "
             f"taps={taps}, fiber={fiber}"
         )
+
+    def _ring_layers(self) -> List[torch.Tensor]:
+        return list(self.ring.split(self.ring_sizes)) if self.ring is not None else []
 
     def _select(self, t: Optional[torch.Tensor], sel: Any) -> Optional[torch.Tensor]:
         if t is None or sel is None:
@@ -294,19 +306,24 @@ class GatherTransport(torch.nn.Module):
         lead = tuple(x.shape[: x.dim() - 3 - k])
         x = x.expand(*lead, *s_shape, c, h, w)
         hp, wp = h + 2 * p, w + 2 * p
-        rings = [getattr(self, f"ring{i}") for i in range(self.num_rings)]
         if self.spatial_identity:
-            y = permute_pixels(x.reshape(*lead, *s_shape, c, h * w), self.pad_map, self.interior, rings) if p else x
+            targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
+            xf = x.reshape(*lead, *s_shape, c, h * w)
+            y = permute_pixels(xf, self.pad_map, self.interior, self.ring, targets) if p else x
             return y.reshape(*lead, *s_shape, c, hp, wp)
-        if self._cached and sel is None:
-            tables = {name: getattr(self, f"flat_{name}") for name in ("index", "inverse", "t_index") if hasattr(self, f"flat_{name}")}
-        elif self._cached and isinstance(sel, slice):
-            tables = {name: getattr(self, f"flat_{name}")[sel] for name in ("index", "inverse", "t_index") if hasattr(self, f"flat_{name}")}
+        if self._cached and (sel is None or isinstance(sel, slice)):
+            tables = {name: getattr(self, f"flat_{name}") for name in self._cached_names}
+            if sel is not None:
+                tables = {name: t[sel] for name, t in tables.items()}
         else:
             tables = self._flat_tables(sel)
+            if self.exact:
+                for i, ring in enumerate(self._ring_layers()):
+                    tables[f"ring{i}_source"] = tables["index"].index_select(-1, ring)
         xf = x.reshape(*lead, *s_shape, c * h * w)
         if self.exact:
-            y = permute_pixels(xf, tables["index"], tables["inverse"], rings)
+            targets = [tables[f"ring{i}_source"] for i in range(self.num_rings)]
+            y = permute_pixels(xf, tables["index"], tables["inverse"], self.ring, targets)
         else:
             y = weighted_gather(
                 xf,

@@ -65,6 +65,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
@@ -124,11 +125,15 @@ def decoder_weights(decoder: torch.nn.ModuleList) -> Weights:
 
 def run_decoder(
     z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str,
-    pad: Optional[torch.nn.Module] = None,
+    pad: Optional[CircularPad] = None, padded: bool = False,
 ) -> torch.Tensor:
-    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`)."""
+    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`).
+
+    ``padded=True``: ``z`` is already circularly padded for the first convolution.
+    """
     for i in range(layers):
-        z = conv_same(z, weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias"), padding_mode, pad)
+        w, b = weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias")
+        z = F.conv2d(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
         if i < layers - 1:
             z = torch.relu(z)
     return output_activation(z, activation)
@@ -156,8 +161,13 @@ class PredictorProgram(torch.nn.Module):
         self.checkpoint = bool(checkpoint)
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
-        """``Dec`` on ``[N, C, H, W]``."""
-        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation, self.decoder_pad)
+        """``Dec`` on ``[N, C, H, W]``, or on ``[N, C, H+2p, W+2p]`` already padded for its first conv."""
+        h, w = self.recurrence.grid_shape
+        padded = z.shape[-1] != w and self.padding_mode == "circular" and z.shape[-1] == w + 2 * self.decoder_pad.pad
+        if z.shape[-1] != w and not padded:  # padded for another kernel size: take the grid
+            p = (z.shape[-1] - w) // 2
+            z = z[..., p : p + h, p : p + w]
+        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation, self.decoder_pad, padded)
 
     def forward(
         self, weights: Weights, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False

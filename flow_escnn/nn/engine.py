@@ -133,7 +133,7 @@ class RunResult(NamedTuple):
 class _Moved(NamedTuple):
     conv_input: torch.Tensor  # [B*V, C, H(+2p), W(+2p)]: what W convolves
     state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
-    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu) in the stationary frame, when known
+    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu), stationary frame; circularly padded or not
 
 
 Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
@@ -249,7 +249,7 @@ class Recurrence(torch.nn.Module):
         conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
         views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
         if readout is None and not self.comoving and spec.kind != "grnn_plus":
-            readout = views[0]
+            readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
         return _Moved(conv_input, views, readout)
 
     def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -317,7 +317,9 @@ class Recurrence(torch.nn.Module):
             keep_outputs: collect the last layer's :math:`h_t` (stationary frame) of every step.
             output_map: applied to each kept output (e.g. a per-step readout), when given.
             predict: ``predict(s, guess)`` is called with the guess :math:`\\tilde h_s` of frame ``s``
-                (``[B, V, C, H, W]``, stationary frame) for ``predict_from <= s <= T + extra_steps``;
+                (``[B, V, C, H, W]``, stationary frame; in the hidden mode with circular padding it
+                comes circularly padded, ``[B, V, C, H+2p, W+2p]``, as the step computed it) for
+                ``predict_from <= s <= T + extra_steps``;
                 its return values are collected, and for ``s >= T`` the returned frame
                 ``[B, C_in, H, W]`` is the input of step ``s``.
             predict_from: first frame to predict (``>= 1``).

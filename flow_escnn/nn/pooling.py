@@ -84,6 +84,8 @@ def _check_mode(mode: str, allowed: Tuple[str, ...], what: str) -> str:
 # -- velocity pooling ------------------------------------------------------------------------------
 def reduce_velocities(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Max or mean over dim ``-4`` (the V axis) of a plain tensor (TorchScript-compatible core)."""
+    if x.shape[-4] == 1:  # a single velocity (the G-RNN): pooling is the identity
+        return x.squeeze(-4)
     if mode == "max":
         # max(dim) saves only its indices and scatters the gradient back: two memory passes in the
         # backward instead of amax's four (equal values; ties, e.g. ReLU zeros, get their gradient
