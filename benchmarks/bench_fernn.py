@@ -213,10 +213,10 @@ def transport_share(step: Step, step_s: float, cfg: BenchConfig) -> float:
     calls = []
     orig = GatherTransport.forward
 
-    def rec(self: GatherTransport, x: torch.Tensor, start: Optional[int] = None, rows: Any = None) -> torch.Tensor:
+    def rec(self: GatherTransport, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         calls.append((self, torch.randn(x.shape, device=x.device, dtype=x.dtype).requires_grad_(x.requires_grad),
-                      start, rows))
-        return orig(self, x, start, rows)
+                      args, kwargs))
+        return orig(self, x, *args, **kwargs)
 
     GatherTransport.forward = rec  # type: ignore[method-assign]
     try:
@@ -225,8 +225,8 @@ def transport_share(step: Step, step_s: float, cfg: BenchConfig) -> float:
         GatherTransport.forward = orig  # type: ignore[method-assign]
 
     def replay() -> None:
-        for plan, x, start, rows in calls:
-            y = plan(x, start, rows)
+        for plan, x, args, kwargs in calls:
+            y = plan(x, *args, **kwargs)
             if x.requires_grad:
                 torch.autograd.grad(y, x, torch.ones_like(y))
 

@@ -1,10 +1,23 @@
-"""Import guard for escnn.
+"""Import guard for escnn, and escnn on numpy 2.
 
 ``import escnn`` can succeed while ``escnn.nn`` is missing: escnn swallows the
-ImportError raised when ``lie_learn``'s compiled extension fails under numpy 2.
-flow_escnn needs ``escnn.gspaces``, ``escnn.group`` and ``escnn.nn``; this module
-imports them explicitly and raises :class:`EscnnImportError` naming the cause and
-the fix when any of them is unusable.
+ImportError raised when its dependency ``lie_learn`` fails to import. flow_escnn needs
+``escnn.gspaces``, ``escnn.group`` and ``escnn.nn``; this module imports them explicitly
+and raises :class:`EscnnImportError` naming the cause and the fix when any of them is
+unusable.
+
+**numpy 2.** escnn imports exactly one thing from ``lie_learn``, at ``import escnn.group``:
+``lie_learn.representations.SO3.wigner_d.wigner_D_matrix``, the Wigner D-matrices of
+SO(3). ``lie_learn``'s compiled modules are built against numpy 1.x and fail to import
+under numpy 2 (and every ``lie_learn`` wheel declares ``numpy<2``). When that import fails
+(or ``lie_learn`` is not installed), :func:`import_escnn` registers a stand-in module for
+``lie_learn.representations.SO3.wigner_d`` whose ``wigner_D_matrix`` raises
+:class:`EscnnImportError` naming the cause if it is ever called, says so once in the log
+(logger ``flow_escnn``), and imports escnn: every 2D gspace works, SO(3) does not. When
+``lie_learn`` imports, nothing is changed. Import ``flow_escnn`` before ``escnn``; if escnn
+was imported first and came up without ``escnn.nn``, :func:`import_escnn` re-imports it
+with the stand-in in place (modules taken from the broken import before that stay broken,
+so the log says to import flow_escnn first).
 
 escnn warns at import time that ``py3nj`` is missing. py3nj is only used by
 escnn for SO(3) Clebsch-Gordan coefficients, which flow_escnn (2D only) never
@@ -23,18 +36,26 @@ escnn itself runs when scikit-learn is absent: same null space, deterministic.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
+import re
+import sys
 import warnings
 from types import ModuleType
-from typing import Tuple
+from typing import Any, Optional, Tuple
 
-__all__ = ["EscnnImportError", "import_escnn", "REQUIRED_ESCNN_VERSION"]
+__all__ = ["EscnnImportError", "import_escnn", "lie_learn_stand_in", "REQUIRED_ESCNN_VERSION"]
+
+logger = logging.getLogger("flow_escnn")
+
+_WIGNER = "lie_learn.representations.SO3.wigner_d"
 
 REQUIRED_ESCNN_VERSION = "1.0.11"
 
 _FIX = (
     "Fix: run `bash scripts/bootstrap.sh` from the flow_escnn repository, or by hand "
-    "`pip install 'numpy<2' lie_learn joblib pymanopt autograd && "
-    f"pip install --no-deps escnn=={REQUIRED_ESCNN_VERSION}` (see docs/install.rst)."
+    f"`pip install <flow_escnn repository or wheel> && pip install --no-deps escnn=={REQUIRED_ESCNN_VERSION}` "
+    "(escnn's py3nj dependency needs Fortran and serves SO(3) only; see docs/install.rst)."
 )
 
 
@@ -52,6 +73,7 @@ def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
         EscnnImportError: when escnn is not installed or a submodule fails to import
             (typically numpy >= 2 breaking lie_learn).
     """
+    _ensure_wigner_importable()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`py3nj` package not found", category=UserWarning)
         try:
@@ -75,6 +97,75 @@ def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
         if not hasattr(nn, attr):
             raise EscnnImportError(f"escnn.nn has no attribute {attr!r}: the escnn install is broken. {_FIX}")
     return modules[0], modules[1], modules[2], modules[3]
+
+
+def lie_learn_stand_in() -> Optional[str]:
+    """Why the ``lie_learn`` stand-in is in use (the import error), or None when the real one is."""
+    mod = sys.modules.get(_WIGNER)
+    return getattr(mod, "_flow_escnn_stand_in_cause", None)
+
+
+def _ensure_wigner_importable() -> None:
+    """Make ``from lie_learn.representations.SO3.wigner_d import wigner_D_matrix`` work (module docstring)."""
+    if _WIGNER in sys.modules:
+        return
+    cause = _declared_numpy_conflict()
+    if cause is None:  # try the real module (a compiled-module failure raises ImportError, ValueError, ...)
+        try:
+            importlib.import_module(_WIGNER)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure gets the stand-in, with its cause logged
+            cause = f"{type(exc).__name__}: {exc}"
+    for name in [n for n in sys.modules if n == "lie_learn" or n.startswith("lie_learn.")]:
+        del sys.modules[name]  # drop the half-imported package
+    import numpy
+
+    message = (
+        f"lie_learn (needed by escnn for SO(3) Wigner D-matrices only) cannot be imported under numpy "
+        f"{numpy.__version__} ({cause}); SO(3) and O(3) gspaces are unavailable, the 2D gspaces work. "
+        "For SO(3), use numpy<2 with `pip install lie_learn`."
+    )
+
+    def wigner_D_matrix(*args: Any, **kwargs: Any) -> Any:
+        raise EscnnImportError(message)
+
+    parts = _WIGNER.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        module = ModuleType(name, "flow_escnn stand-in for lie_learn (see flow_escnn._compat)")
+        module.__path__ = []  # a package, so that the next level imports
+        sys.modules[name] = module
+        if i > 1:
+            setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], module)
+    leaf = sys.modules[_WIGNER]
+    leaf.wigner_D_matrix = wigner_D_matrix  # type: ignore[attr-defined]
+    leaf._flow_escnn_stand_in_cause = cause  # type: ignore[attr-defined]
+    logger.info(message)
+    broken = sys.modules.get("escnn")
+    if broken is not None and not hasattr(broken, "nn"):
+        logger.warning("escnn was imported before flow_escnn without escnn.nn; re-importing it. Import flow_escnn first.")
+        for name in [n for n in sys.modules if n == "escnn" or n.startswith("escnn.")]:
+            del sys.modules[name]
+
+
+def _declared_numpy_conflict() -> Optional[str]:
+    """Why lie_learn's compiled modules cannot load, if its metadata says so: it pins ``numpy<2``
+    and numpy 2 is installed (importing it anyway only prints numpy's long C-API traceback)."""
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) < 2:
+        return None
+    for dist in ("lie_learn", "lie-learn-escience"):
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            spec, _, marker = req.partition(";")
+            if re.match(r"numpy\s*\(?\s*<\s*2\b", spec.strip()) and "< \"3" not in marker and "<'3" not in marker:
+                version = importlib.metadata.version(dist)
+                return f"{dist} {version} is built for numpy<2 (its requirement {spec.strip()!r})"
+    return None
 
 
 def _patch_escnn_null_space() -> None:

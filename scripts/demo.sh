@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv, then run the FERNN vs G-RNN demo on Flowing MNIST: a few minutes
+# Set up (or reuse) the venv (.venv, or $FLOW_ESCNN_VENV; see scripts/bootstrap.sh), then run the FERNN vs G-RNN demo on Flowing MNIST: a few minutes
 # on a laptop CPU. Extra arguments go to `python -m flow_escnn.experiments demo`, e.g.
 #   bash scripts/demo.sh --out runs/demo --digits synthetic --no-progress
 # Results: runs/demo/results.md (the table), results.json and PNGs (see README / docs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
+VENV="${FLOW_ESCNN_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m flow_escnn.experiments demo "$@"
+exec "$VENV/bin/python" -m flow_escnn.experiments demo "$@"

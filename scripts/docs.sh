@@ -5,5 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
+VENV="${FLOW_ESCNN_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m sphinx -W --keep-going -b html "$@" docs docs/_build/html
+exec "$VENV/bin/python" -m sphinx -W --keep-going -b html "$@" docs docs/_build/html

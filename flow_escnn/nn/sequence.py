@@ -8,11 +8,11 @@ Two execution modes compute the same function (exactly so for grid-exact flows):
   :math:`k_t(\\nu) = \\psi_t(\\nu)^{-1} h_t(\\nu)`, which obeys
 
   .. math::
-      k_t(\\nu) = \\sigma\\big(W * k_{t-1}(\\nu) + \\psi_t(\\nu)^{-1}\\cdot[U * f_t]\\big),
+      k_t(\\nu) = \\sigma\\big(W * k_{t-1}(\\nu) + U * [\\psi_t(\\nu)^{-1}\\cdot f_t]\\big),
 
-  because :math:`\\psi_t(\\nu)^{-1}\\psi_1(\\nu) = \\psi_{t-1}(\\nu)^{-1}` and :math:`W`
-  commutes with the transport. Only the input term is transported (one gather per
-  step for all :math:`\\nu`) and the output is transported back,
+  because :math:`\\psi_t(\\nu)^{-1}\\psi_1(\\nu) = \\psi_{t-1}(\\nu)^{-1}` and :math:`U, W`
+  commute with the transport. Only the input frame is transported (one gather per
+  step for all :math:`\\nu`, of its few channels) and the output is transported back,
   :math:`h_t(\\nu) = \\psi_t(\\nu) k_t(\\nu)`. Flows on a finite torus are periodic,
   so these tables are built for one period and reused (:meth:`FlowRNN.comoving_tables`). Stacked layers chain in the co-moving
   frame directly. For interpolated (non-90-degree) rotations each output is then
