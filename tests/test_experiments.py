@@ -262,3 +262,39 @@ def test_demo_pipeline_tiny(tmp_path):
         assert (tmp_path / "demo" / name).stat().st_size > 1000, name
     for model in ("fernn", "grnn"):
         assert _metrics(tmp_path / "demo" / model)["steps"] == 2
+
+
+# -- progress when stderr is not a terminal ---------------------------------------------------------------------
+def test_line_progress_reports_rate_loss_and_eta():
+    import io
+
+    from flow_escnn.experiments.progress import LineProgress, format_duration, progress_factory
+
+    now = [0.0]
+    out = io.StringIO()
+    bar = LineProgress(total=100, initial=10, desc="train fernn", every=30, stream=out, clock=lambda: now[0])
+    for _ in range(20):
+        now[0] += 1.0
+        bar.update(1)
+    assert out.getvalue() == ""  # nothing before 30 s
+    bar.set_postfix(loss="0.0123", val="0.015")
+    for _ in range(10):
+        now[0] += 1.0
+        bar.update(1)
+    line = out.getvalue().strip()
+    assert line == "train fernn: step 40/100 (40%), 1 steps/s, loss 0.0123, val 0.015, ETA 1m00s", line
+    bar.close()
+    assert out.getvalue().strip().splitlines()[-1].startswith("train fernn: step 40/100")
+    assert format_duration(3725) == "1h02m05s" and format_duration(4.2) == "4s"
+    assert progress_factory(False) is None
+    assert isinstance(progress_factory(True, stream=io.StringIO())(total=3), LineProgress)  # not a terminal
+
+
+def test_cli_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    out = tmp_path / "run"
+    loud = [a for a in TINY if a != "--no-progress"]
+    assert main(["train", "--out", str(out), "--steps", "2", "--no-plots", "--progress-every", "0", *loud]) == 0
+    err = capsys.readouterr().err
+    assert "train fernn: step 1/2 (50%)" in err and "train fernn: step 2/2 (100%)" in err and "done in" in err
+    assert main(["train", "--out", str(tmp_path / "quiet"), "--steps", "1", "--no-plots", "--no-progress", *TINY]) == 0
+    assert "train fernn: step" not in capsys.readouterr().err  # control

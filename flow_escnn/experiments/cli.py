@@ -1,7 +1,8 @@
 """Command line: ``python -m flow_escnn.experiments {train,evaluate,demo,kth} ...``.
 
 The only module of the package that prints (result tables to stdout) and shows progress
-bars (tqdm, to stderr; off with ``--no-progress`` or when stderr is not a terminal).
+bars (tqdm on a terminal; plain lines every ``--progress-every`` seconds when stderr is not a
+terminal; off with ``--no-progress``), to stderr.
 Every option is optional; an option that is not given keeps the config default (or, with
 ``train --resume``, the checkpoint's value).
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from flow_escnn.data.digits import MnistNotFoundError
 from flow_escnn.experiments.config import MODELS, ExperimentConfig
+from flow_escnn.experiments.progress import progress_factory
 from flow_escnn.experiments.runtime import load_checkpoint, resolve_device
 
 __all__ = ["main", "build_parser"]
@@ -79,7 +81,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed of data, init and batch order (0)")
     g.add_argument("--device", default=_SUPPRESS, help="cpu (default) or cuda / cuda:K")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
+    g.add_argument("--no-progress", action="store_true", help="no progress report (it goes to stderr)")
+    g.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal: one progress line every SECONDS (30)")
     g.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
 
 
@@ -208,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=_positive_int, default=_SUPPRESS, help="override the demo's training steps")
     d.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed (0)")
     d.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-progress", action="store_true", help="no progress report")
+    d.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal: one progress line every SECONDS (30)")
     d.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
 
     # -- kth -------------------------------------------------------------------------------------------------
@@ -239,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-_NOT_CONFIG = {"command", "out", "resume", "overwrite", "no_progress", "no_plots", "verbose", "checkpoint", "root"}
+_NOT_CONFIG = {"command", "out", "resume", "overwrite", "no_progress", "progress_every", "no_plots", "verbose",
+               "checkpoint", "root"}
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -247,14 +254,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _progress(args: argparse.Namespace) -> Optional[Callable[..., Any]]:
-    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    def factory(total: int, initial: int = 0, desc: str = "") -> Any:
-        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True)
-
-    return factory
+    return progress_factory(not getattr(args, "no_progress", False), getattr(args, "progress_every", 30.0))
 
 
 def _summary(metrics: Dict[str, Any]) -> str:
