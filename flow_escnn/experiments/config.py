@@ -54,9 +54,7 @@ from flow_escnn.data.velocities import (
     velocity_array,
 )
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, NextFramePredictor
-from flow_escnn.nn.baselines import shift_fits
-from flow_escnn.nn.pooling import VELOCITY_POOLS
+from flow_escnn.models import OUTPUT_ACTIVATIONS, VELOCITY_POOLS, NextFramePredictor
 
 __all__ = [
     "MODELS",
@@ -477,8 +475,7 @@ def build_model(config: ExperimentConfig) -> torch.nn.Module:
         return NextFramePredictor(
             in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell="grnn_plus",
             kernel_size=c.kernel_size, output_activation=c.output_activation,
-            velocity_kernel_size=c.velocity_kernel_size,
-            init="shift" if shift_fits(flows, c.velocity_kernel_size) else "identity",
+            velocity_kernel_size=c.velocity_kernel_size, init="auto",
         )
     return NextFramePredictor(
         in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell=c.cell,

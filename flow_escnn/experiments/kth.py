@@ -47,8 +47,7 @@ from flow_escnn.experiments.runtime import (
     write_json,
 )
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.models.classifier import SequenceClassifier
-from flow_escnn.nn.baselines import Conv3DClassifier, shift_fits
+from flow_escnn.models import Conv3DClassifier, SequenceClassifier
 
 __all__ = ["KTH_MODELS", "KTHConfig", "build_kth_model", "train_kth"]
 
@@ -158,10 +157,9 @@ def build_kth_model(config: KTHConfig) -> torch.nn.Module:
     in_type = enn.FieldType(gs, [gs.trivial_repr])
     hidden_type = enn.FieldType(gs, [gs.regular_repr] * config.hidden_field_count())
     if config.model == "grnn_plus":
-        flows = FlowSet.translations(gs, config.flow_radius)
-        init = "shift" if shift_fits(flows, config.velocity_kernel_size) else "identity"
-        return SequenceClassifier(in_type, hidden_type, flows, n, cell="grnn_plus", kernel_size=config.kernel_size,
-                                  velocity_kernel_size=config.velocity_kernel_size, init=init)
+        return SequenceClassifier(in_type, hidden_type, FlowSet.translations(gs, config.flow_radius), n,
+                                  cell="grnn_plus", kernel_size=config.kernel_size,
+                                  velocity_kernel_size=config.velocity_kernel_size, init="auto")
     flows = FlowSet.identity(gs) if config.model == "grnn" else FlowSet.translations(gs, config.flow_radius)
     return SequenceClassifier(in_type, hidden_type, flows, n, cell=config.cell, num_layers=config.num_layers,
                               kernel_size=config.kernel_size)

@@ -1,10 +1,22 @@
-"""Task models built from the flow layers: next-frame prediction and sequence classification."""
-from flow_escnn.models.classifier import ExportedSequenceClassifier, SequenceClassifier
-from flow_escnn.models.predictor import ExportedNextFramePredictor, NextFramePredictor
+"""Task models built from the flow layers: next-frame prediction and sequence classification
+(and the 3D-CNN classification baseline), each a thin shell around the recurrence engine."""
+from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, SequenceClassifier
+from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, ExportedNextFramePredictor, NextFramePredictor
+from flow_escnn.nn.baselines import Conv3DClassifier
+from flow_escnn.nn.layers import SEQUENCE_LAYERS
+from flow_escnn.nn.pooling import VELOCITY_POOLS
+
+#: The recurrent cell kinds the models accept (``cell=``).
+CELLS = tuple(SEQUENCE_LAYERS)
 
 __all__ = [
     "NextFramePredictor",
     "ExportedNextFramePredictor",
     "SequenceClassifier",
     "ExportedSequenceClassifier",
+    "Conv3DClassifier",
+    "CELLS",
+    "OUTPUT_ACTIVATIONS",
+    "READOUTS",
+    "VELOCITY_POOLS",
 ]

@@ -37,7 +37,7 @@ from flow_escnn.nn.sequence import FERNN, FlowRNN
 __all__ = ["GRNN", "GRNNPlus", "GRNNPlusCell", "Conv3DClassifier", "KERNEL_SHARING", "KERNEL_INITS", "shift_fits"]
 
 KERNEL_SHARING = ("channel", "shared")
-KERNEL_INITS = ("shift", "identity")
+KERNEL_INITS = ("shift", "identity", "auto")
 
 
 class GRNN(FERNN):
@@ -122,7 +122,8 @@ class GRNNPlusCell(FlowCellBase):
     Args:
         velocity_kernel_size: odd size ``k`` of :math:`K_\\nu` (5 in the paper).
         kernel_sharing: ``"channel"`` (one kernel per channel, ``[V, C, k, k]``) or ``"shared"`` (``[V, 1, k, k]``).
-        init: ``"shift"`` (:math:`K_\\nu` = the delta that *is* :math:`\\psi_1(\\nu)`) or ``"identity"``.
+        init: ``"shift"`` (:math:`K_\\nu` = the delta that *is* :math:`\\psi_1(\\nu)`), ``"identity"``, or
+            ``"auto"`` (shift when every :math:`\\psi_1(\\nu)` fits the kernel, else identity).
         nonlinearity: pointwise :math:`\\sigma`.
         **kwargs: see :class:`~flow_escnn.nn.cells.FlowCellBase` (no V-mixing).
     """
@@ -145,6 +146,10 @@ class GRNNPlusCell(FlowCellBase):
             raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
         if init not in KERNEL_INITS:
             raise ValueError(f"init must be one of {KERNEL_INITS}, got {init!r}")
+        if not isinstance(flows, FlowSet):
+            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
+        if init == "auto":
+            init = "shift" if shift_fits(flows, velocity_kernel_size) else "identity"
         k = velocity_kernel_size
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
             raise ValueError(f"velocity_kernel_size must be a positive odd integer, got {k!r}")
@@ -214,7 +219,7 @@ class GRNNPlus(FlowRNN):
         kernel_size: odd kernel size of :math:`U, W`.
         velocity_kernel_size: odd size ``k`` of :math:`K_\\nu` (5 in the paper).
         kernel_sharing: ``"channel"`` (per-channel kernels) or ``"shared"``.
-        init: ``"shift"`` or ``"identity"``.
+        init: ``"shift"``, ``"identity"`` or ``"auto"`` (see :class:`GRNNPlusCell`).
         nonlinearity: pointwise :math:`\\sigma` (``"relu"`` default).
         num_layers: stacked layers; layer :math:`l>0` reads layer :math:`l-1`'s lifted output.
         mode: ``"auto"`` or ``"hidden"`` (the learned kernel has no co-moving form).
