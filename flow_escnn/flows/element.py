@@ -21,7 +21,8 @@ else is interpolated (:mod:`flow_escnn.flows.transport`).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,6 +31,29 @@ from flow_escnn.flows.gspace_utils import check_planar_gspace, spatial_matrix
 __all__ = ["GridElement"]
 
 _TOL = 1e-9
+
+
+def _exact_ints(translation: Sequence[Any]) -> Optional[Tuple[int, int]]:
+    """The translation as Python ints if every entry is integral (ints of any size, or floats
+    within ``_TOL`` of an integer below 2**53), else None."""
+    out = []
+    for v in translation:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            out.append(int(v))
+            continue
+        f = float(v)
+        if not (math.isfinite(f) and abs(f) < 2.0**53 and abs(f - round(f)) < _TOL):
+            return None
+        out.append(int(round(f)))
+    return (out[0], out[1])
+
+
+def _integer_matrix(a: np.ndarray) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:
+    """``A`` as nested Python ints if it is a signed permutation (a grid-exact rotation/reflection)."""
+    r = np.round(a)
+    if np.all(np.abs(a - r) < _TOL) and np.all((r == 0) | (np.abs(r) == 1)) and np.all(np.abs(r).sum(0) == 1):
+        return ((int(r[0, 0]), int(r[0, 1])), (int(r[1, 0]), int(r[1, 1])))
+    return None
 
 
 def _clean(v: np.ndarray) -> np.ndarray:
@@ -46,7 +70,7 @@ class GridElement:
         translation: ``(ux, uy)`` in pixels, x along the last array axis, y up.
     """
 
-    __slots__ = ("_gspace", "_g", "_u", "_a")
+    __slots__ = ("_gspace", "_g", "_u", "_a", "_exact")
 
     def __init__(self, gspace: Any, g: Any = None, translation: Sequence[float] = (0.0, 0.0)) -> None:
         check_planar_gspace(gspace)
@@ -59,10 +83,13 @@ class GridElement:
             raise ValueError(f"translation must be two finite numbers (ux, uy), got {translation!r}")
         self._gspace = gspace
         self._g = g
-        self._u = _clean(u)
-        self._u.setflags(write=False)
         self._a = spatial_matrix(gspace, g)  # computed once: escnn's basespace_action is slow (~100 us)
         self._a.setflags(write=False)
+        # integral translations are also kept as exact Python ints (any size): float64 holds integers
+        # exactly only up to 2**53, and a flow's psi_t(nu) reaches t * |v| pixels
+        self._exact = _exact_ints(translation)
+        self._u = np.array(self._exact, dtype=np.float64) if self._exact is not None else _clean(u)
+        self._u.setflags(write=False)
 
     # -- accessors -------------------------------------------------------------------------
     @property
@@ -78,6 +105,19 @@ class GridElement:
     def translation(self) -> np.ndarray:
         """The translation part :math:`u` (read-only float64 array ``[ux, uy]``)."""
         return self._u
+
+    @property
+    def exact_translation(self) -> Optional[Tuple[int, int]]:
+        """:math:`u` as exact Python integers when it is integral (any size), else None."""
+        return self._exact
+
+    def translation_mod(self, h: int, w: int) -> np.ndarray:
+        """:math:`u` reduced exactly modulo the ``H x W`` torus (``u_x mod W``, ``u_y mod H``) for a
+        grid-exact element (the same map of the torus), else :attr:`translation` (reducing it would
+        change the map when :math:`A(g)` does not preserve the lattice)."""
+        if self._exact is None or _integer_matrix(self._a) is None:
+            return self._u
+        return np.array([self._exact[0] % w, self._exact[1] % h], dtype=np.float64)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -109,10 +149,20 @@ class GridElement:
             return NotImplemented
         if other._gspace != self._gspace:
             raise ValueError(f"cannot compose elements of different gspaces {self._gspace} and {other._gspace}")
-        return GridElement(self._gspace, self._g @ other._g, self._u + self.matrix @ other._u)
+        a = _integer_matrix(self._a)
+        if a is not None and self._exact is not None and other._exact is not None:
+            (ux, uy), (vx, vy) = self._exact, other._exact
+            u: Any = (ux + a[0][0] * vx + a[0][1] * vy, uy + a[1][0] * vx + a[1][1] * vy)
+        else:
+            u = self._u + self.matrix @ other._u
+        return GridElement(self._gspace, self._g @ other._g, u)
 
     def inverse(self) -> "GridElement":
         """:math:`(u, g)^{-1} = (-A(g)^{-1} u, g^{-1})`."""
+        a = _integer_matrix(self._a)
+        if a is not None and self._exact is not None:  # a signed permutation: A^{-1} = A^T
+            ux, uy = self._exact
+            return GridElement(self._gspace, ~self._g, (-(a[0][0] * ux + a[1][0] * uy), -(a[0][1] * ux + a[1][1] * uy)))
         return GridElement(self._gspace, ~self._g, -np.linalg.solve(self.matrix, self._u))
 
     def __invert__(self) -> "GridElement":
@@ -150,13 +200,15 @@ class GridElement:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GridElement):
             return NotImplemented
-        return (
-            self._gspace == other._gspace
-            and self._g == other._g
-            and bool(np.allclose(self._u, other._u, atol=_TOL, rtol=0.0))
-        )
+        if self._gspace != other._gspace or self._g != other._g:
+            return False
+        if self._exact is not None and other._exact is not None:
+            return self._exact == other._exact
+        return bool(np.allclose(self._u, other._u, atol=_TOL, rtol=0.0))
 
     def __hash__(self) -> int:
+        if self._exact is not None:
+            return hash((self._g, self._exact))
         return hash((self._g, tuple(np.round(self._u, 6).tolist())))
 
     def __repr__(self) -> str:

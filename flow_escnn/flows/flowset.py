@@ -27,7 +27,10 @@ from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.flows.gspace_utils import check_planar_gspace, rotation_order
 
-__all__ = ["FlowSet", "VelocityLike"]
+__all__ = ["FlowSet", "VelocityLike", "MAX_FLOWS"]
+
+#: The most velocities a FlowSet holds (each is a slice of the hidden state).
+MAX_FLOWS = 1 << 16
 
 VelocityLike = Union[FlowGenerator, Tuple[int, int], Tuple[int, int, int]]
 
@@ -48,7 +51,20 @@ class FlowSet:
 
     def __init__(self, gspace: Any, generators: Iterable[VelocityLike]) -> None:
         check_planar_gspace(gspace)
-        gens = tuple(self._coerce(gspace, v) for v in generators)
+        if generators is None or isinstance(generators, (str, bytes)) or not hasattr(generators, "__iter__"):
+            raise TypeError(
+                "generators must be an iterable of velocities (vx, vy) / (vx, vy, k) or FlowGenerators, "
+                f"got {type(generators).__name__} {generators!r}"
+            )
+        gens_list = []
+        for v in generators:
+            gens_list.append(self._coerce(gspace, v))
+            if len(gens_list) > MAX_FLOWS:
+                raise ValueError(
+                    f"a FlowSet holds at most {MAX_FLOWS} velocities (every one is a slice of the hidden state); "
+                    "on an H x W torus only H*W translation flows are distinct"
+                )
+        gens = tuple(gens_list)
         if not gens:
             raise ValueError("a FlowSet needs at least one generator (use FlowSet.identity(gspace) for none)")
         index: Dict[FlowGenerator, int] = {}
@@ -66,6 +82,11 @@ class FlowSet:
             if v.gspace != gspace:
                 raise ValueError(f"generator {v} belongs to gspace {v.gspace}, not {gspace}")
             return v
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise TypeError(
+                f"a velocity is a tuple (vx, vy) or (vx, vy, k) of integers or a FlowGenerator, got "
+                f"{type(v).__name__} {v!r}"
+            )
         t = tuple(v)
         if len(t) == 2:
             return FlowGenerator(gspace, t, 0)
@@ -87,6 +108,11 @@ class FlowSet:
         ``radius=1`` the paper's :math:`V_1^T` (9 flows), ``radius=2`` :math:`V_2^T` (25).
         """
         r = _non_negative_int(radius, "radius")
+        if (2 * r + 1) ** 2 > MAX_FLOWS:
+            raise ValueError(
+                f"radius {r} gives {(2 * r + 1) ** 2} velocities, more than a FlowSet holds ({MAX_FLOWS}); on an "
+                "H x W torus only H*W translation flows are distinct (radius < min(H, W) / 2 covers them)"
+            )
         return cls(gspace, [(vx, vy, 0) for vx in range(-r, r + 1) for vy in range(-r, r + 1)])
 
     @classmethod
@@ -94,7 +120,7 @@ class FlowSet:
         """Rotation flows about the grid centre by ``k * 2*pi/N`` per frame, ``k`` in ``steps``."""
         if rotation_order(gspace) == 1:
             raise ValueError(f"gspace {gspace} has no rotations; use rot2dOnR2(N) or flipRot2dOnR2(N)")
-        return cls(gspace, [(0, 0, k) for k in steps])
+        return cls(gspace, [(0, 0, k) for k in _steps(steps)])
 
     @classmethod
     def roto_translations(cls, gspace: Any, radius: int, steps: Iterable[int]) -> "FlowSet":
@@ -106,7 +132,7 @@ class FlowSet:
         measure the rest.
         """
         r = _non_negative_int(radius, "radius")
-        ks = list(steps)
+        ks = _steps(steps)
         return cls(
             gspace,
             [(vx, vy, k) for k in ks for vx in range(-r, r + 1) for vy in range(-r, r + 1)],
@@ -286,6 +312,27 @@ class FlowSet:
                 src[i] = lookup[key(d)]
         return src
 
+    def check_distinct_on(self, grid_shape: Tuple[int, int]) -> None:
+        """Raise ``ValueError`` when two velocities of V are the same flow on the ``H x W`` torus.
+
+        Translations by ``(vx, vy)`` and ``(vx + W, vy + H)`` are the same map of the torus, so
+        such a V computes aliased (duplicate) slices; the message gives the number of distinct flows.
+        """
+        h, w = grid_shape
+        n = rotation_order(self._gspace)
+        keys = {}
+        for g in self._gens:
+            vx, vy, k = g.velocity
+            key = (vx % w, vy % h, k % n)
+            if key in keys:
+                distinct = len({(a % w, b % h, c % n) for a, b, c in self.velocities})
+                raise ValueError(
+                    f"V has {len(self)} velocities but only {distinct} distinct flows on a {h}x{w} torus: "
+                    f"{keys[key]} and {g.velocity} are the same flow there. Use velocities within "
+                    f"(-{w}/2, {w}/2] x (-{h}/2, {h}/2] (e.g. a translation radius below {min(h, w) / 2:g}) or a larger grid"
+                )
+            keys[key] = g.velocity
+
     def exact_for(self, mu: VelocityLike) -> bool:
         """Whether input flow ``mu`` commutes with every generator of V (the theorem's condition)."""
         gm = self._coerce(self._gspace, mu).element()
@@ -293,8 +340,19 @@ class FlowSet:
 
 
 def _non_negative_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{what} must be a non-negative integer, got {type(value).__name__} {value!r}")
+    if not float(value).is_integer() or value < 0:
         raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+def _steps(steps: Any) -> List[Any]:
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise TypeError(
+            f"steps must be a list of rotation steps per frame, e.g. [-1, 0, 1] (range(-K, K + 1) for -K..K), "
+            f"got {type(steps).__name__} {steps!r}"
+        )
+    return list(steps)
 
 

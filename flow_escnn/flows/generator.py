@@ -27,8 +27,10 @@ __all__ = ["FlowGenerator"]
 
 
 def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)  # exact, any size
     try:
         as_float = float(value)
     except (TypeError, ValueError):
@@ -143,10 +145,10 @@ class FlowGenerator:
         n = rotation_order(self._gspace)
         k = self._k % n
         order = n // math.gcd(k, n) if k else 1
-        u = (self.element() ** order).translation
-        if not np.all(u == np.round(u)):
+        exact = (self.element() ** order).exact_translation
+        if exact is None:
             return None
-        ux, uy = int(round(u[0])), int(round(u[1]))
+        ux, uy = exact
         px = w // math.gcd(ux % w, w)
         py = h // math.gcd(uy % h, h)
         return order * (px * py // math.gcd(px, py))

@@ -82,7 +82,7 @@ def _spatial_table(e: GridElement, h: int, w: int, interpolation: str) -> Tuple[
             f"got H={h}, W={w}"
         )
     pts = _grid_points(h, w)
-    src = np.linalg.solve(a, (pts - e.translation).T).T  # A^{-1}(x - u)
+    src = np.linalg.solve(a, (pts - e.translation_mod(h, w)).T).T  # A^{-1}(x - u), u exact modulo the torus
     col = src[:, 0] + (w - 1) / 2.0
     row = (h - 1) / 2.0 - src[:, 1]
     rcol, rrow = np.round(col), np.round(row)

@@ -158,6 +158,7 @@ class FlowRNN(torch.nn.Module):
         key = (tuple(grid), str(device), mode, n)
         program = self._programs.get(key)
         if program is None:
+            self.flows.check_distinct_on(grid)
             first, last = self.cells[0], self.cells[-1]
             to_c = from_c = None
             if mode == "comoving":
