@@ -537,16 +537,25 @@ def test_report_failure_and_error_message():
     assert isinstance(info.value, AssertionError)
 
 
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
 def test_relative_error_guard_and_combine():
     class Zero(_EvalModule):
         def forward(self, x):
             return torch.zeros_like(x)
 
     rep = check_flow_equivariance(Zero(), _x(), TRIVIAL, (1, 0), out_type=TRIVIAL)
-    assert rep.passed and rep.max_rel_error == 0.0 and rep.max_abs_error == 0.0
+    assert rep.max_rel_error == 0.0 and rep.max_abs_error == 0.0  # 0 / 0 counts as no error...
+    assert not rep.passed and rep.degenerate == ["flow mu=(1, 0, 0)"]  # ...but an all-zero output verifies nothing
+    assert "vacuous" in rep.summary() and rep.to_dict()["degenerate"] == rep.degenerate
     other = check_static_equivariance(Zero(), _x(), TRIVIAL, out_type=TRIVIAL)
     both = EquivarianceReport.combine([rep, other])
-    assert len(both.rows) == len(rep.rows) + len(other.rows) and both.passed
+    assert len(both.rows) == len(rep.rows) + len(other.rows) and not both.passed
+    # control: a non-zero equivariant output passes
+    assert check_flow_equivariance(_Identity().eval(), _x(), TRIVIAL, (1, 0), out_type=TRIVIAL).passed
     with pytest.raises(ValueError, match="at least one"):
         EquivarianceReport.combine([])
 

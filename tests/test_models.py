@@ -229,11 +229,13 @@ def test_predictor_output_activation_bounds_predictions_and_keeps_equivariance(a
     ).double().eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0.0, 1.0)  # large outputs, so the activation matters
+            p.normal_(0.0, 0.5)  # outputs partly outside [0, 1], so the activation matters
+        model.decoder[-1].conv.bias.fill_(0.5)  # and partly inside, so the check is not vacuous
     x = torch.randn(2, 3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y = model(x, 4)
     assert y.min() >= 0.0 and y.max() <= 1.0
+    assert ((y > 0) & (y < 1)).any(), "vacuous: every prediction saturated"
     report = check_flow_equivariance(
         lambda s: model(s, 4), x, it, [(1, 0), (-1, 2)], out_type=it, time_offset=3, periodic_velocities=False
     )

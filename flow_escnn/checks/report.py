@@ -170,9 +170,21 @@ class EquivarianceReport:
         return [f"{c} {t}" for (c, t), rows in groups.items() if all(r.skipped for r in rows)]
 
     @property
+    def degenerate(self) -> List[str]:
+        """``"check transform"`` labels whose compared outputs are all exactly zero.
+
+        Zero maps to zero under every transform, so such a check verifies nothing (a freshly
+        initialised ReLU model often outputs all zeros); the report does not pass.
+        """
+        groups: Dict[Tuple[str, str], List[CheckRow]] = {}
+        for r in self.compared_rows:
+            groups.setdefault((r.check, r.transform), []).append(r)
+        return [f"{c} {t}" for (c, t), rows in groups.items() if all(r.max_abs_expected == 0.0 for r in rows)]
+
+    @property
     def passed(self) -> bool:
-        """True iff every transform had a compared slice and no compared row failed."""
-        return bool(self.compared_rows) and not self.failed_rows and not self.unverified
+        """True iff every transform had a compared, non-zero output and no compared row failed."""
+        return bool(self.compared_rows) and not self.failed_rows and not self.unverified and not self.degenerate
 
     @property
     def max_abs_error(self) -> float:
@@ -271,6 +283,12 @@ class EquivarianceReport:
             lines.append(
                 "not verified (no slice had a prediction), counted as failed: " + ", ".join(self.unverified)
             )
+        if self.degenerate:
+            lines.append(
+                "vacuous (the output is all zeros, which every transform preserves), counted as failed: "
+                + ", ".join(self.degenerate)
+                + "; give the model weights or inputs that make its output non-zero"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -287,6 +305,7 @@ class EquivarianceReport:
         return {
             "passed": self.passed,
             "unverified": self.unverified,
+            "degenerate": self.degenerate,
             "max_abs_error": self.max_abs_error,
             "max_rel_error": self.max_rel_error,
             "atol": self.atol,

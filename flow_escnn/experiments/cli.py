@@ -12,12 +12,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from flow_escnn.data.digits import MnistNotFoundError
-from flow_escnn.experiments.config import MODELS, ExperimentConfig
+from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES, ExperimentConfig
 from flow_escnn.experiments.progress import progress_factory
-from flow_escnn.experiments.runtime import load_checkpoint, resolve_device
+from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, resolve_device
 
 __all__ = ["main", "build_parser"]
 
@@ -120,9 +120,16 @@ def _add_optim(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batch-size", type=_positive_int, default=_SUPPRESS, help="batch size of evaluations")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: message`` and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all commands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m flow_escnn.experiments",
         description="Flow-equivariant RNN experiments: Flowing-MNIST next-frame prediction, moving-KTH "
         "classification, and a small FERNN vs G-RNN demo.",
@@ -142,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, config.json, metrics.json, PNGs)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt; --steps/--epochs give the new total")
-    t.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
     _add_model(t, MODELS)
     g = t.add_argument_group("data")
     g.add_argument("--flow", choices=("translation", "rotation", "both"), default=_SUPPRESS,
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "frame; default: the nearest steps to the training angles)")
     g.add_argument("--decoder-layers", type=_non_negative_int, default=_SUPPRESS,
                    help="hidden conv+ReLU layers of the decoder (2)")
+    g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
+                   help="pointwise nonlinearity of the fernn / grnn cell: relu (default, as in the paper) or a bounded "
+                   "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst)")
     g.add_argument("--output-activation", choices=("identity", "clamp", "sigmoid"), default=_SUPPRESS,
                    help="pointwise map on each predicted frame, also what is fed back (clamp: to [0, 1])")
     _add_optim(t)
@@ -188,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VELOCITY_HELP, formatter_class=fmt,
     )
     e.add_argument("checkpoint", help="a checkpoint.pt written by `train`")
-    e.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    e.add_argument("--out", default=None,
+                   help="output folder (default: <checkpoint folder>/evaluation, so the run's metrics.json stays)")
     e.add_argument("--test-velocities", default=_SUPPRESS, help="velocity set of the per-velocity evaluation")
     e.add_argument("--num-test", type=_positive_int, default=_SUPPRESS, help="test sequences")
     e.add_argument("--num-per-velocity", type=_positive_int, default=_SUPPRESS, help="sequences per test velocity")
@@ -285,10 +297,12 @@ def _write_single_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) ->
 
 # -- commands ---------------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from flow_escnn.experiments.training import CHECKPOINT_NAME, merge_resume_config, train_flowing
+    from flow_escnn.experiments.training import CHECKPOINT_NAME, NonFiniteLossError, merge_resume_config, train_flowing
 
     out = Path(args.out)
     overrides = _overrides(args)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out and --overwrite starts it again: give one of them")
     try:
         if args.resume:
             ckpt = out / CHECKPOINT_NAME
@@ -303,9 +317,14 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 )
             config = ExperimentConfig(**overrides).resolve()
         resolve_device(config.device)
+        prepare_out_dir(out, replace=args.overwrite)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
-    metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
+    try:
+        metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.no_plots:
         _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
     print(_summary(metrics))
@@ -320,11 +339,13 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if not ckpt.is_file():
         parser.error(f"no checkpoint at {ckpt}")
     overrides = _overrides(args)
+    # the run's own metrics.json stays: evaluations go to their own folder unless --out says otherwise
+    out = Path(args.out) if args.out else ckpt.parent / "evaluation"
     try:
-        metrics = evaluate_checkpoint(ckpt, args.out, overrides)
+        prepare_out_dir(out)
+        metrics = evaluate_checkpoint(ckpt, out, overrides)
     except ValueError as exc:
         parser.error(str(exc))
-    out = Path(args.out) if args.out else ckpt.parent
     if not args.no_plots:
         _write_single_plots(out, metrics, ckpt)
     print(_summary(metrics))
@@ -337,6 +358,10 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     overrides = {k: v for k, v in _overrides(args).items() if k in ("steps", "seed")}
     overrides.pop("digits", None)
+    try:
+        prepare_out_dir(args.out)
+    except ValueError as exc:
+        parser.error(str(exc))
     result = run_demo(args.out, digits=args.digits, progress=_progress(args), plots=not args.no_plots, **overrides)
     print(result["table"])
     print()
@@ -352,6 +377,7 @@ def _cmd_kth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = KTHConfig(root=args.root, **_overrides(args))
         config.validate()
         resolve_device(config.device)
+        prepare_out_dir(args.out)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     try:

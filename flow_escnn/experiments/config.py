@@ -54,7 +54,7 @@ from flow_escnn.data.velocities import (
     velocity_array,
 )
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.models import OUTPUT_ACTIVATIONS, VELOCITY_POOLS, NextFramePredictor
+from flow_escnn.models import NONLINEARITIES, OUTPUT_ACTIVATIONS, VELOCITY_POOLS, NextFramePredictor
 
 __all__ = [
     "MODELS",
@@ -72,6 +72,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODELS = ("fernn", "grnn", "grnn_plus")
+NONLINEARITY_NAMES = tuple(NONLINEARITIES)
 #: Recurrent cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own).
 CELLS = ("fernn", "gru", "lstm")
 
@@ -235,6 +236,11 @@ def velocity_speed(row: Any, flow: str) -> float:
     return float(max(abs(row[0]), abs(row[1])))
 
 
+def _or_default(value: Optional[str], default: str) -> str:
+    """``value`` unless it is None (an empty string is not "no value": it fails to parse, loudly)."""
+    return default if value is None else value
+
+
 # -- the config ------------------------------------------------------------------------------------------
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -257,6 +263,7 @@ class ExperimentConfig:
     num_layers: int = 1
     decoder_layers: int = 2
     output_activation: str = "sigmoid"  # frames are in [0, 1]; bounds what is fed back
+    nonlinearity: str = "relu"  # of the plain (fernn) cell; tanh keeps long rollouts bounded
     kernel_size: int = 3
     pool: str = "max"
     flow_radius: Optional[int] = None
@@ -315,10 +322,10 @@ class ExperimentConfig:
         return self.horizon_factor * self.t_out
 
     def train_velocity_array(self) -> np.ndarray:
-        return parse_velocities(self.train_velocities or DEFAULT_VELOCITIES[self.flow][0], self.flow)
+        return parse_velocities(_or_default(self.train_velocities, DEFAULT_VELOCITIES[self.flow][0]), self.flow)
 
     def test_velocity_array(self) -> np.ndarray:
-        return parse_velocities(self.test_velocities or DEFAULT_VELOCITIES[self.flow][1], self.flow)
+        return parse_velocities(_or_default(self.test_velocities, DEFAULT_VELOCITIES[self.flow][1]), self.flow)
 
     def hidden_field_count(self) -> int:
         if self.hidden_fields is not None:
@@ -356,6 +363,10 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not _is_int(self.decoder_layers) or self.decoder_layers < 0:
             raise ValueError(f"decoder_layers must be a non-negative integer, got {self.decoder_layers!r}")
+        if self.nonlinearity not in NONLINEARITY_NAMES:
+            raise ValueError(f"nonlinearity must be one of {NONLINEARITY_NAMES}, got {self.nonlinearity!r}")
+        if self.nonlinearity != "relu" and self.cell != "fernn":
+            raise ValueError("--nonlinearity applies to the plain cell (--cell fernn); gru and lstm use sigmoid/tanh gates")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
         if self.kernel_size % 2 == 0 or self.velocity_kernel_size % 2 == 0:
@@ -407,8 +418,8 @@ class ExperimentConfig:
         """Validate and return a copy with every ``None`` default filled in."""
         self.validate()
         c = dataclasses.replace(self)
-        c.train_velocities = c.train_velocities or DEFAULT_VELOCITIES[c.flow][0]
-        c.test_velocities = c.test_velocities or DEFAULT_VELOCITIES[c.flow][1]
+        c.train_velocities = _or_default(c.train_velocities, DEFAULT_VELOCITIES[c.flow][0])
+        c.test_velocities = _or_default(c.test_velocities, DEFAULT_VELOCITIES[c.flow][1])
         c.hidden_fields = c.hidden_field_count()
         c.hidden_channels = None
         if c.digit_size is None and c.grid_size < 28:
@@ -431,6 +442,12 @@ class ExperimentConfig:
                     )
                 c.flow_steps = ",".join(str(k) for k in ks) + ("," if len(ks) == 1 else "")
         c.validate()
+        if c.model != "grnn":  # an aliased V would train duplicate slices without a word
+            try:
+                model_flows(c, make_gspace(c.group)).check_distinct_on((c.grid_size, c.grid_size))
+            except ValueError as exc:
+                raise ValueError(f"{exc} (the model's V comes from --flow-radius / --flow-steps, by default "
+                                 "from the training velocities)") from None
         return c
 
 
@@ -474,12 +491,13 @@ def build_model(config: ExperimentConfig) -> torch.nn.Module:
     if c.model == "grnn_plus":
         return NextFramePredictor(
             in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell="grnn_plus",
-            kernel_size=c.kernel_size, output_activation=c.output_activation,
+            kernel_size=c.kernel_size, output_activation=c.output_activation, nonlinearity=c.nonlinearity,
             velocity_kernel_size=c.velocity_kernel_size, init="auto",
         )
     return NextFramePredictor(
         in_type, hidden_type, flows, decoder_layers=c.decoder_layers, pool=c.pool, cell=c.cell,
         num_layers=c.num_layers, kernel_size=c.kernel_size, output_activation=c.output_activation,
+        **({"nonlinearity": c.nonlinearity} if c.cell == "fernn" else {}),
     )
 
 

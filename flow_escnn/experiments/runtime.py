@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Union
 
@@ -28,6 +29,8 @@ __all__ = [
     "set_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "CheckpointError",
+    "prepare_out_dir",
     "versions",
     "write_json",
     "resolve_device",
@@ -123,11 +126,50 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
 
     Raises:
         FileNotFoundError: naming the path when it does not exist.
+        CheckpointError: when the file is truncated, empty or not a flow_escnn checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises OSError, EOFError, KeyError, RuntimeError, ...
+        raise CheckpointError(
+            f"{path} is not a readable flow_escnn checkpoint ({type(exc).__name__}: {exc}); it may be truncated "
+            "(a run killed while writing it) or another file: point to a checkpoint.pt written by `train`, or retrain"
+        ) from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path} is a torch file but not a flow_escnn checkpoint (no model/config inside)")
+    return payload
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read as a flow_escnn checkpoint."""
+
+
+def prepare_out_dir(out: PathLike, replace: bool = False) -> Path:
+    """Create the run folder ``out``; with ``replace``, first move an earlier run's files away.
+
+    The earlier files go to ``out/replaced-<time>/`` *before* anything new is written, so a run
+    killed part-way never leaves two runs' files side by side in ``out``.
+
+    Raises:
+        ValueError: when ``out`` (or a folder above it) is a file.
+    """
+    out = Path(out)
+    for p in [out, *out.parents]:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {out}: {p} is a file, not a folder; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if replace:
+        old = [p for p in out.iterdir() if not p.name.startswith("replaced-")]
+        if old:
+            keep = out / time.strftime("replaced-%Y%m%d-%H%M%S")
+            keep.mkdir()
+            for p in old:
+                os.replace(p, keep / p.name)
+            logger.warning("moved the earlier run's %d files to %s", len(old), keep)
+    return out
 
 
 def versions() -> Dict[str, str]:

@@ -71,6 +71,17 @@ RESUMABLE = (
 ProgressFactory = Callable[..., Any]
 
 
+class NonFiniteLossError(ValueError):
+    """Training met a NaN or infinite loss; the run stopped and its last checkpoint was kept."""
+
+
+def _saved_step(path: Path) -> Any:
+    try:
+        return int(load_checkpoint(path)["step"])
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
+
+
 class _NoProgress:
     def update(self, n: int = 1) -> None:
         pass
@@ -203,6 +214,13 @@ def train_flowing(
                 t0 = time.perf_counter()
                 x = train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device)
                 loss = prediction_loss(model, x, c)
+                if not bool(torch.isfinite(loss)):
+                    raise NonFiniteLossError(
+                        f"training stopped at step {step + 1}: the loss is {float(loss.detach())}. "
+                        + (f"The last good checkpoint (step {_saved_step(ckpt_path)}) is kept at {ckpt_path}. "
+                           if ckpt_path.exists() else "No checkpoint was written yet. ")
+                        + "Check the data for NaN/inf, lower --lr, or use a bounded nonlinearity (--nonlinearity tanh)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip > 0:

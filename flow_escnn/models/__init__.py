@@ -2,8 +2,10 @@
 (and the 3D-CNN classification baseline), each a thin shell around the recurrence engine."""
 from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, SequenceClassifier
 from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, ExportedNextFramePredictor, NextFramePredictor
+from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
 from flow_escnn.nn.layers import SEQUENCE_LAYERS
+from flow_escnn.nn.nonlinearity import NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
 
 #: The recurrent cell kinds the models accept (``cell=``).
@@ -15,8 +17,11 @@ __all__ = [
     "SequenceClassifier",
     "ExportedSequenceClassifier",
     "Conv3DClassifier",
+    "save_model",
+    "load_model",
     "CELLS",
     "OUTPUT_ACTIVATIONS",
     "READOUTS",
     "VELOCITY_POOLS",
+    "NONLINEARITIES",
 ]

@@ -50,6 +50,7 @@ from flow_escnn.nn.pooling import (
     reduce_velocities,
 )
 from flow_escnn.nn.sequence import FlowRNN
+from flow_escnn.nn.spec import records_init
 
 __all__ = ["SequenceClassifier", "ExportedSequenceClassifier", "ClassifierProgram", "READOUTS"]
 
@@ -90,6 +91,7 @@ class ClassifierProgram(torch.nn.Module):
         return F.linear(self.features(weights, x), weights["head_weight"], weights.get("head_bias"))
 
 
+@records_init
 class SequenceClassifier(torch.nn.Module):
     """Flow-equivariant encoder + invariant pooling (V, group, space) + linear head.
 

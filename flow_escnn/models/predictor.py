@@ -77,6 +77,7 @@ from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
 from flow_escnn.nn.sequence import FlowRNN
+from flow_escnn.nn.spec import records_init
 
 __all__ = [
     "NextFramePredictor",
@@ -210,6 +211,7 @@ def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
         raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
 
 
+@records_init
 class NextFramePredictor(torch.nn.Module):
     """Flow-equivariant next-frame predictor: FERNN encoder, V pooling, steerable decoder.
 

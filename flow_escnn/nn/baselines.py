@@ -33,6 +33,7 @@ from flow_escnn.nn.conv import PADDING_MODES
 from flow_escnn.nn.engine import LayerSpec, Weights
 from flow_escnn.nn.nonlinearity import get_nonlinearity
 from flow_escnn.nn.sequence import FERNN, FlowRNN
+from flow_escnn.nn.spec import records_init
 
 __all__ = ["GRNN", "GRNNPlus", "GRNNPlusCell", "Conv3DClassifier", "KERNEL_SHARING", "KERNEL_INITS", "shift_fits"]
 
@@ -40,6 +41,7 @@ KERNEL_SHARING = ("channel", "shared")
 KERNEL_INITS = ("shift", "identity", "auto")
 
 
+@records_init
 class GRNN(FERNN):
     """G-RNN: a :class:`~flow_escnn.nn.FERNN` over the identity flow set (exactly).
 
@@ -188,6 +190,7 @@ class GRNNPlusCell(FlowCellBase):
         return None
 
 
+@records_init
 class GRNNPlus(FlowRNN):
     """G-RNN+ (Keller 2025): a lifted G-RNN with a learned depthwise kernel per velocity.
 
@@ -277,6 +280,7 @@ def _upgrade_grnn_plus_state(state_dict: Dict[str, Any], prefix: str, *args: Any
                 state_dict[new] = state_dict.pop(key)
 
 
+@records_init
 class Conv3DClassifier(torch.nn.Module):
     """3D-CNN baseline: ``Conv3d`` + ReLU layers, global average pooling, a linear head.
 

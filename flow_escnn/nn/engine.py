@@ -265,7 +265,7 @@ class Recurrence(torch.nn.Module):
         ww = weights[f"l{l}_w_weight"]
         b, v, c, h, w = moved.state[0].shape
         bt = F.conv2d(moved.conv_input, ww) if spec.pad else F.conv2d(moved.conv_input, ww, padding=ww.shape[-1] // 2)
-        bt = bt.view(b, v, -1, h, w)
+        bt = bt.view(b, v, bt.shape[1], h, w)
         if spec.kind == "grnn_plus":
             bt = self._velocity_kernel(l, bt, weights)
         return CELL_KINDS[spec.kind].update(bt, u, moved.state, spec.nonlinearity)

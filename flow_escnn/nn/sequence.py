@@ -44,6 +44,7 @@ from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import ExportedFlowRNN, check_grid
+from flow_escnn.nn.spec import records_init
 
 __all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES"]
 
@@ -52,6 +53,7 @@ MODES = ("auto", "hidden", "comoving")
 StateLike = Union[LiftedTensor, Tuple[LiftedTensor, ...], torch.Tensor]
 
 
+@records_init
 class FlowRNN(torch.nn.Module):
     """A stack of flow cells of one kind run over a sequence (base of FERNN / FlowGRU / FlowLSTM).
 
@@ -104,6 +106,40 @@ class FlowRNN(torch.nn.Module):
             ]
         )
         self._programs: Dict[Tuple[Any, ...], Recurrence] = {}
+        self._register_load_state_dict_pre_hook(_tolerate_missing_extra_state)
+
+    # -- what the parameters mean travels with them ---------------------------------------------------
+    def layer_facts(self) -> Dict[str, Any]:
+        """What gives the parameters their meaning: cell kind, gspace, field types, V, depth."""
+        return {
+            "kind": self.kind,
+            "gspace": self.flows.gspace.name,
+            "in_type": [r.name for r in self.in_type.representations],
+            "hidden_type": [r.name for r in self.hidden_type.representations],
+            "flows": [list(v) for v in self.flows.velocities],
+            "num_layers": self.num_layers,
+        }
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Stored in the ``state_dict`` (``_extra_state``): see :meth:`layer_facts`."""
+        return self.layer_facts()
+
+    def set_extra_state(self, state: Any) -> None:
+        """Refuse a ``state_dict`` written by a layer whose parameters mean something else.
+
+        Raises:
+            ValueError: naming every fact that differs, with both values.
+        """
+        if state is None:  # written before these facts were stored
+            return
+        mine = self.layer_facts()
+        differ = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
+        if differ:
+            detail = "; ".join(f"{k}: saved {a!r}, this layer {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"this state_dict was saved from a {type(self).__name__} that differs from this one ({detail}); "
+                "build the layer with the saved settings before loading"
+            )
 
     @property
     def num_layers(self) -> int:
@@ -288,6 +324,11 @@ class FlowRNN(torch.nn.Module):
             cell.zero_state(b, grid, like) if s is None else cell._unpack_state(s, b, grid, like)
             for s, cell in zip(h0, self.cells)
         ]
+
+
+def _tolerate_missing_extra_state(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """State dicts written before :meth:`FlowRNN.get_extra_state` existed load unchecked."""
+    state_dict.setdefault(prefix + "_extra_state", None)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

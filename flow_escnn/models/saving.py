@@ -1,0 +1,61 @@
+"""Save and load a whole model: its construction spec and its ``state_dict`` in one file.
+
+``torch.save(model)`` fails on flow_escnn models (escnn's representations are built from
+local functions, which pickle cannot store). :func:`save_model` writes what rebuilds the
+model instead: the class, its constructor arguments as plain data
+(:mod:`flow_escnn.nn.spec`: field types, gspaces and flow sets included) and the
+``state_dict``; :func:`load_model` rebuilds it and loads the weights (``weights_only``
+loading: no code is unpickled).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+from flow_escnn.models.classifier import SequenceClassifier
+from flow_escnn.models.predictor import NextFramePredictor
+from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, GRNNPlus
+from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM
+from flow_escnn.nn.spec import decode, encode, init_args
+
+__all__ = ["save_model", "load_model", "SAVABLE"]
+
+#: The classes :func:`save_model` writes, by name.
+SAVABLE: Dict[str, Any] = {
+    cls.__name__: cls
+    for cls in (FERNN, FlowGRU, FlowLSTM, GRNN, GRNNPlus, NextFramePredictor, SequenceClassifier, Conv3DClassifier)
+}
+_FORMAT = "flow_escnn.model/1"
+
+
+def save_model(model: torch.nn.Module, path: Union[str, Path]) -> None:
+    """Write ``model`` (one of :data:`SAVABLE`) as spec + ``state_dict`` to ``path``.
+
+    Raises:
+        TypeError: for a model of another class.
+    """
+    name = type(model).__name__
+    if SAVABLE.get(name) is not type(model):
+        raise TypeError(f"save_model writes {sorted(SAVABLE)}, got {name}; save its state_dict instead")
+    payload = {"format": _FORMAT, "class": name, "args": encode(init_args(model)), "state_dict": model.state_dict(),
+               "training": model.training}
+    torch.save(payload, Path(path))
+
+
+def load_model(path: Union[str, Path], map_location: Any = "cpu") -> torch.nn.Module:
+    """Rebuild the model :func:`save_model` wrote to ``path`` and load its weights.
+
+    Raises:
+        ValueError: when ``path`` is not such a file.
+    """
+    try:
+        payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ValueError(f"{path} is not a readable model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT or payload.get("class") not in SAVABLE:
+        raise ValueError(f"{path} was not written by flow_escnn.models.save_model")
+    model = SAVABLE[payload["class"]](**decode(payload["args"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.train(bool(payload.get("training", False)))
