@@ -3,14 +3,14 @@
 You have a per-frame escnn model, ``R2Conv -> ReLU -> R2Conv -> ReLU -> GroupPooling`` on
 ``rot2dOnR2(4)``. Applied frame by frame to a video it has no memory. This script
 
-1. builds a :class:`flow_escnn.nn.FERNN` whose ``in_type`` / ``hidden_type`` are the input
-   and output types of the CNN's first convolution, and copies that convolution's weights
-   into the FERNN's input convolution ``U`` (so with ``W = 0`` the FERNN *is* the first
-   conv + ReLU, frame by frame: checked below);
-2. runs it on a moving sequence, pools over the velocities ``V`` and runs the rest of the
-   CNN on every frame;
-3. checks the equivariance of the encoder with :mod:`flow_escnn.checks` (flows, static
-   rotations, both) and saves a figure of the input, the lifted state and the output.
+1. replaces the CNN's first convolution + ReLU by a :class:`flow_escnn.nn.FERNN` with the same
+   types, initialised from that convolution (``init_input_from``: so with ``W = 0`` the FERNN
+   *is* the first conv + ReLU, frame by frame: checked below), and chains it with a max over
+   the velocities ``V`` and the rest of the CNN applied per frame, in a type-checked
+   :class:`flow_escnn.nn.FlowSequential`: four lines (:func:`flow_model`);
+2. runs it on a moving sequence;
+3. checks its equivariance (flows, static rotations, both) with the container's own types,
+   exports it to plain PyTorch, and saves a figure of the input, the lifted state and the output.
 
 Run::
 
@@ -30,10 +30,10 @@ import flow_escnn  # noqa: F401  (imports escnn and checks that it works)
 from escnn import gspaces
 from escnn import nn as enn
 from flow_escnn import FlowSet
-from flow_escnn.checks import check_equivariance, check_flow_equivariance
+from flow_escnn.checks import check_equivariance
 from flow_escnn.data import SyntheticDigits
 from flow_escnn.flows import FlowGenerator, flow_sequence
-from flow_escnn.nn import FERNN, pool_velocities
+from flow_escnn.nn import FERNN, FlowSequential, PerFrame, VelocityPool
 
 
 def build_cnn(gspace, width: int) -> enn.SequentialModule:
@@ -50,35 +50,11 @@ def build_cnn(gspace, width: int) -> enn.SequentialModule:
     )
 
 
-class FlowEncoder(torch.nn.Module):
-    """FERNN in place of the CNN's first conv + ReLU, then max over V, then the rest per frame.
-
-    Shapes:
-        ``forward(x)``: ``[B, T, C_in, H, W]`` -> ``[B, T, C_out, H, W]`` (``C_out`` channels of
-        ``rest.out_type``).
-    """
-
-    def __init__(self, cnn: enn.SequentialModule, flows: FlowSet) -> None:
-        super().__init__()
-        layers = list(cnn.children())
-        first = layers[0]
-        # the FERNN's types are the first conv's types: h_t(nu) = relu(W * psi_1(nu) h_{t-1}(nu) + U * f_t)
-        self.fernn = FERNN(first.in_type, first.out_type, flows, kernel_size=first.kernel_size)
-        with torch.no_grad():  # U := the CNN's first conv (same escnn basis, same parameters)
-            self.fernn.cells[0].U.conv.weights.copy_(first.weights)
-            self.fernn.cells[0].U.conv.bias.copy_(first.bias)
-        self.rest = enn.SequentialModule(*layers[2:])  # skip the first conv and its ReLU
-        self.out_type = self.rest.out_type
-
-    def lifted(self, x: torch.Tensor):
-        """The FERNN state, a LiftedTensor ``[B, T, V, C, H, W]``."""
-        return self.fernn(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = pool_velocities(self.lifted(x), "max")  # [B, T, C, H, W] of first.out_type
-        b, t = h.shape[:2]
-        z = self.rest(enn.GeometricTensor(h.reshape(b * t, *h.shape[2:]), self.rest.in_type))
-        return z.tensor.reshape(b, t, *z.tensor.shape[1:])
+def flow_model(cnn: enn.SequentialModule, flows: FlowSet) -> FlowSequential:
+    """The CNN with its first conv + ReLU replaced by a FERNN over ``flows`` (the whole model definition)."""
+    first, _relu, *rest = cnn.children()
+    fernn = FERNN(first.in_type, first.out_type, flows, kernel_size=first.kernel_size).init_input_from(first)
+    return FlowSequential(fernn, VelocityPool("max"), PerFrame(enn.SequentialModule(*rest)))
 
 
 def moving_digit(size: int, frames: int, velocity, gspace, seed: int = 0) -> torch.Tensor:
@@ -135,23 +111,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     # float64 throughout, so that the checks below can use tight tolerances
     cnn = build_cnn(gs, width).double().eval()
     flows = FlowSet.translations(gs, radius)  # V_r^T, closed under C4
-    encoder = FlowEncoder(cnn, flows).double().eval()
+    encoder = flow_model(cnn, flows).double().eval()
+    fernn = encoder[0]
     print(f"CNN: {[type(m).__name__ for m in cnn.children()]}")
-    print(f"FERNN: in_type {encoder.fernn.in_type}, hidden_type {encoder.fernn.hidden_type}, {flows}")
+    print(f"flow model: {' -> '.join(type(m).__name__ for m in encoder.layers)}; {encoder.in_type} -> {encoder.out_type}")
 
     velocity = (1, -1, 0)  # the digit moves 1 px right and 1 px down per frame (y points up)
     x = moving_digit(size, frames, velocity, gs, seed=args.seed).double()
     with torch.no_grad():
-        lifted = encoder.lifted(x)
-        y = encoder(x)
+        lifted = fernn(x)
+        y = encoder(x).tensor
     print(f"input {tuple(x.shape)} -> lifted state {tuple(lifted.shape)} -> output {tuple(y.shape)}")
 
     # sanity: with W = 0 the FERNN is the CNN's first conv + ReLU applied frame by frame
     with torch.no_grad():
-        w = encoder.fernn.cells[0].W.conv.weights
+        w = fernn.cells[0].W.conv.weights
         saved = w.clone()
         w.zero_()
-        memoryless = encoder.lifted(x).tensor  # [B, T, V, C, H, W]
+        memoryless = fernn(x).tensor  # [B, T, V, C, H, W]
         w.copy_(saved)
         first = list(cnn.children())[0]
         frames_in = enn.GeometricTensor(x.reshape(-1, 1, size, size), first.in_type)
@@ -162,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     failures = 0
     # 1. the lifted encoder: flows, static C4 and both (FERNN theorem; V closed under C4)
-    report = check_equivariance(encoder.lifted, x, encoder.fernn.in_type, [(1, 0), (0, 1)])
+    report = check_equivariance(fernn, x, fernn.in_type, [(1, 0), (0, 1)])
     print(f"\nlifted FERNN state: {'PASSED' if report.passed else 'FAILED'} "
           f"({len(report.rows)} rows, max rel error {report.max_rel_error:.1e}, "
           f"{report.excluded_slices} V slices excluded: nu - mu outside V)")
@@ -170,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # 2. the whole encoder (FERNN, max over V, rest of the CNN): plain output
     mu = (1, 0)
-    full = check_flow_equivariance(encoder, x, encoder.fernn.in_type, mu, out_type=encoder.out_type)
+    full = encoder.check_equivariance(x, [mu], static=False, combined=False)
     covers = (flows.shift_indices(mu, (size, size)) >= 0).all()
     print(f"encoder output, flow mu={mu}: max rel error {full.max_rel_error:.1e} "
           f"({'exact: V covers the torus' if covers else 'approximate: V is truncated at its border'})")
@@ -178,19 +155,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     # invariant to the V shift and the pooled output is exactly flow-equivariant
     side = 2 * radius + 1
     small = torch.rand(1, frames, 1, side, side, dtype=torch.float64)
-    torus = check_flow_equivariance(encoder, small, encoder.fernn.in_type, mu, out_type=encoder.out_type)
+    torus = encoder.check_equivariance(small, [mu], static=False, combined=False)
     print(f"encoder output on a {side}x{side} torus (V covers it), flow mu={mu}: "
           f"{'PASSED' if torus.passed else 'FAILED'} (max rel error {torus.max_rel_error:.1e})")
     failures += not torus.passed
     # escnn's R2Conv samples its filter basis in float32, so the CNN layers kept from `cnn` are
     # rotation-equivariant to about 1e-7 (relative) even in float64: loosen rtol accordingly
     # (flow_escnn's own SteerableConv symmetrises its filters and is exact to 1e-16)
-    full_static = check_equivariance(
-        encoder, x, encoder.fernn.in_type, None, out_type=encoder.out_type, atol=1e-10, rtol=1e-6
-    )
+    full_static = encoder.check_equivariance(x, None, atol=1e-10, rtol=1e-6)
     print(f"encoder output, static C4 (rtol=1e-6): {'PASSED' if full_static.passed else 'FAILED'} "
           f"(max rel error {full_static.max_rel_error:.1e})")
     failures += not full_static.passed
+
+    # plain PyTorch, no escnn inside (circular padding kept): the same outputs
+    twin = encoder.export(grid_shape=(size, size))
+    with torch.no_grad():
+        print(f"export: max abs difference to the model {(twin(x) - y).abs().max().item():.1e} "
+              "(escnn's GroupPooling returns float32 even for float64 input; its export does not)")
 
     path = os.path.join(args.out, "add_flow_layer.png")
     save_figure(path, x, lifted, y, flows, row_vy=velocity[1])

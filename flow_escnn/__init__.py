@@ -18,6 +18,7 @@ from flow_escnn.flows import (  # noqa: E402
     transport,
 )
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor  # noqa: E402
+from flow_escnn.sequences import SequenceFieldType, SequenceTensor  # noqa: E402
 
 from flow_escnn import checks, models, nn  # noqa: E402  (subpackages, so `flow_escnn.nn.FERNN` works)
 
@@ -30,6 +31,8 @@ __all__ = [
     "GridElement",
     "LiftedFieldType",
     "LiftedTensor",
+    "SequenceFieldType",
+    "SequenceTensor",
     "TransportPlan",
     "flow_sequence",
     "transport",

@@ -20,6 +20,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
+from flow_escnn.sequences import SequenceTensor
 
 __all__ = [
     "FlowsLike",
@@ -211,6 +212,10 @@ class ModelOutput:
 def _wrap_output(y: Any, x: torch.Tensor, in_type: Any, out_type: Any) -> ModelOutput:
     b = x.shape[0]
     gspace = in_type.gspace
+    if isinstance(y, SequenceTensor):  # a typed plain sequence: its type is the out_type
+        if out_type is not None and out_type not in (y.type, y.type.field_type):
+            raise ValueError(f"out_type {out_type!r} does not match the type of the model's output {y.type!r}")
+        y, out_type = y.tensor, y.type.field_type
     if isinstance(y, LiftedTensor):
         if not y.is_sequence:
             raise ValueError(

@@ -8,6 +8,7 @@ from flow_escnn.nn.export import export, export_flow_rnn, find_escnn_objects
 from flow_escnn.nn.frozen import ExportedFlowRNN, Frozen
 from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.nonlinearity import NONLINEARITIES
+from flow_escnn.nn.per_frame import ExportedPerFrame, PerFrame
 from flow_escnn.nn.pooling import (
     GroupPool,
     SpatialPool,
@@ -18,6 +19,7 @@ from flow_escnn.nn.pooling import (
     pool_velocities,
 )
 from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.sequential import FlowSequential
 from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
@@ -35,6 +37,10 @@ __all__ = [
     "SEQUENCE_LAYERS",
     "NONLINEARITIES",
     "VelocityMixing",
+    # composing with escnn
+    "PerFrame",
+    "ExportedPerFrame",
+    "FlowSequential",
     # the engine
     "CELL_KINDS",
     "LayerSpec",

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from flow_escnn._compat import enn
 from flow_escnn.flows.gspace_utils import spatial_matrix
 
-__all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d"]
+__all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]
 
 PADDING_MODES = ("circular", "zeros")
 
@@ -329,3 +329,37 @@ def periodic_conv2d(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Te
     if padding_mode == "circular" and p > 0:
         return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), filt, bias)
     return F.conv2d(x, filt, bias, padding=p)
+
+
+def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
+    """escnn ``R2Conv`` -> ``Conv2d`` keeping ``padding_mode`` (escnn's export drops it)."""
+    was_training = conv.training
+    conv.train(True)
+    try:
+        with torch.no_grad():
+            filt, bias = conv.expand_parameters()
+    finally:
+        conv.train(was_training)
+    return dense_conv2d(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
+
+
+def export_conv(conv: Any) -> torch.nn.Conv2d:
+    """A :class:`SteerableConv` or escnn ``R2Conv`` as a plain ``torch.nn.Conv2d`` (padding mode kept)."""
+    if isinstance(conv, SteerableConv):
+        out = conv.export()
+        if out.padding_mode != conv.padding_mode:  # guard against a regression in SteerableConv.export
+            raise RuntimeError(f"SteerableConv.export lost padding_mode {conv.padding_mode!r}")
+        return out
+    if isinstance(conv, enn.R2Conv):
+        return _export_r2conv(conv)
+    raise TypeError(f"export_conv expects a SteerableConv or an escnn R2Conv, got {type(conv).__name__}")
+
+
+def export_escnn(module: Any) -> torch.nn.Module:
+    """Any escnn ``EquivariantModule`` as plain PyTorch: convolutions by :func:`export_conv` (circular
+    padding kept), a ``SequentialModule`` child by child, anything else by its own ``export()``."""
+    if isinstance(module, (SteerableConv, enn.R2Conv)):
+        return export_conv(module)
+    if isinstance(module, enn.SequentialModule):
+        return torch.nn.Sequential(*[export_escnn(m) for m in module.children()])
+    return module.export()

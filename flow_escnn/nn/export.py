@@ -26,41 +26,13 @@ from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
-from flow_escnn.nn.conv import SteerableConv, dense_conv2d
+from flow_escnn.nn.conv import export_conv, export_escnn
 from flow_escnn.nn.frozen import ExportedFlowRNN, check_grid
 from flow_escnn.nn.sequence import FlowRNN
 
-__all__ = ["export", "export_flow_rnn", "export_conv", "find_escnn_objects"]
+__all__ = ["export", "export_flow_rnn", "export_conv", "export_escnn", "find_escnn_objects"]
 
 GridShape = Tuple[int, int]
-
-
-# -- convolutions -----------------------------------------------------------------------------------
-def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
-    """escnn ``R2Conv`` -> ``Conv2d`` keeping ``padding_mode`` (escnn's export drops it)."""
-    was_training = conv.training
-    conv.train(True)
-    try:
-        with torch.no_grad():
-            filt, bias = conv.expand_parameters()
-    finally:
-        conv.train(was_training)
-    return dense_conv2d(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
-
-
-def export_conv(conv: Any) -> torch.nn.Conv2d:
-    """A :class:`~flow_escnn.nn.SteerableConv` or escnn ``R2Conv`` as a plain ``torch.nn.Conv2d``.
-
-    The padding mode is preserved (circular stays circular).
-    """
-    if isinstance(conv, SteerableConv):
-        out = conv.export()
-        if out.padding_mode != conv.padding_mode:  # guard against a regression in SteerableConv.export
-            raise RuntimeError(f"SteerableConv.export lost padding_mode {conv.padding_mode!r}")
-        return out
-    if isinstance(conv, enn.R2Conv):
-        return _export_r2conv(conv)
-    raise TypeError(f"export_conv expects a SteerableConv or an escnn R2Conv, got {type(conv).__name__}")
 
 
 # -- sequence layers --------------------------------------------------------------------------------
@@ -140,12 +112,13 @@ def export(
 
     * :class:`~flow_escnn.nn.FlowRNN` (FERNN, FlowGRU, FlowLSTM, G-RNN, G-RNN+) -> :func:`export_flow_rnn`
       (needs ``grid_shape``; ``max_steps`` in co-moving mode without a flow period);
-    * :class:`~flow_escnn.nn.SteerableConv` / escnn ``R2Conv`` -> ``torch.nn.Conv2d`` with the same
-      padding mode;
-    * escnn ``SequentialModule`` -> ``torch.nn.Sequential`` of exported children;
+    * escnn modules -> :func:`~flow_escnn.nn.conv.export_escnn` (``R2Conv`` / ``SteerableConv`` to a
+      ``Conv2d`` with the same padding mode, ``SequentialModule`` child by child, others by
+      their ``export()``);
     * modules with their own ``export(grid_shape=..., max_steps=...)`` (the models of
-      :mod:`flow_escnn.models`) -> that method;
-    * other escnn modules -> their ``export()``; plain torch modules -> a deep copy.
+      :mod:`flow_escnn.models`, :class:`~flow_escnn.nn.FlowSequential`, :class:`~flow_escnn.nn.PerFrame`)
+      -> that method;
+    * plain torch modules -> a deep copy.
 
     The result is checked with :func:`find_escnn_objects`.
 
@@ -173,15 +146,11 @@ def _export(module: Any, grid_shape: Optional[GridShape], max_steps: Optional[in
                 "precomputed gather tables for one grid"
             )
         return export_flow_rnn(module, grid_shape, max_steps)
-    if isinstance(module, (SteerableConv, enn.R2Conv)):
-        return export_conv(module)
-    if isinstance(module, enn.SequentialModule):
-        return torch.nn.Sequential(*[_export(m, grid_shape, max_steps) for m in module.children()])
-    own = getattr(module, "export", None)
-    if callable(own) and not isinstance(module, enn.EquivariantModule):
-        return own(grid_shape=grid_shape, max_steps=max_steps)
     if isinstance(module, enn.EquivariantModule):
-        return module.export()
+        return export_escnn(module)
+    own = getattr(module, "export", None)
+    if callable(own):
+        return own(grid_shape=grid_shape, max_steps=max_steps)
     if isinstance(module, torch.nn.Module):
         if find_escnn_objects(module):
             raise TypeError(

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
+from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
@@ -140,6 +141,38 @@ class FlowRNN(torch.nn.Module):
                 f"this state_dict was saved from a {type(self).__name__} that differs from this one ({detail}); "
                 "build the layer with the saved settings before loading"
             )
+
+    def init_input_from(self, conv: Any, layer: int = 0) -> "FlowRNN":
+        """Initialise layer ``layer``'s input convolution :math:`U` from an escnn ``R2Conv`` (copies its
+        basis coefficients and bias); returns ``self``.
+
+        The convolution must have :math:`U`'s input and output types and kernel size (for the
+        plain FERNN cell: ``in_type`` and ``hidden_type``), so both use the same steerable
+        basis. With :math:`W = 0` the layer then computes ``relu(conv(f_t))`` frame by frame.
+
+        Raises:
+            TypeError: when ``conv`` is not an escnn ``R2Conv``.
+            ValueError: when its types, kernel size or basis differ from :math:`U`'s.
+        """
+        u = self.cells[layer].U
+        if not isinstance(conv, enn.R2Conv):
+            raise TypeError(f"init_input_from copies an escnn R2Conv, got {type(conv).__name__}")
+        mine = (u.in_type, u.out_type, u.kernel_size)
+        theirs = (conv.in_type, conv.out_type, conv.kernel_size)
+        if mine != theirs or u.conv.weights.shape != conv.weights.shape:
+            raise ValueError(
+                f"layer {layer}'s input convolution maps {u.in_type} -> {u.out_type} with {u.kernel_size}x{u.kernel_size} "
+                f"filters ({u.conv.weights.numel()} basis coefficients) but the given R2Conv maps {conv.in_type} -> "
+                f"{conv.out_type} with {conv.kernel_size}x{conv.kernel_size} ({conv.weights.numel()}); build the flow "
+                "layer with the convolution's in_type, out_type and kernel_size"
+            )
+        with torch.no_grad():
+            u.conv.weights.copy_(conv.weights)
+            if u.conv.bias is not None and conv.bias is not None:
+                u.conv.bias.copy_(conv.bias)
+            elif u.conv.bias is not None:
+                u.conv.bias.zero_()
+        return self
 
     @property
     def num_layers(self) -> int:
