@@ -23,11 +23,12 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet, VelocityLike
 from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.sequences import FieldTypeOver
 
 __all__ = ["LiftedFieldType", "LiftedTensor"]
 
 
-class LiftedFieldType:
+class LiftedFieldType(FieldTypeOver):
     """A field type lifted over a flow set: the pair (``field_type``, ``flows``).
 
     Args:
@@ -35,34 +36,19 @@ class LiftedFieldType:
         flows: the flow set V, on the same gspace.
     """
 
-    __slots__ = ("_field_type", "_flows")
+    __slots__ = ("_flows",)
 
     def __init__(self, field_type: Any, flows: FlowSet) -> None:
-        if not isinstance(field_type, enn.FieldType):
-            raise TypeError(f"field_type must be an escnn FieldType, got {type(field_type).__name__}")
+        super().__init__(field_type)
         if not isinstance(flows, FlowSet):
             raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
         if flows.gspace != field_type.gspace:
             raise ValueError(f"flows live on {flows.gspace} but field_type on {field_type.gspace}")
-        self._field_type = field_type
         self._flows = flows
-
-    @property
-    def field_type(self) -> Any:
-        return self._field_type
 
     @property
     def flows(self) -> FlowSet:
         return self._flows
-
-    @property
-    def gspace(self) -> Any:
-        return self._field_type.gspace
-
-    @property
-    def size(self) -> int:
-        """Channels per V slice."""
-        return int(self._field_type.size)
 
     def __len__(self) -> int:
         return len(self._flows)

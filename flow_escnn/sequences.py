@@ -19,15 +19,11 @@ from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet, VelocityLike
 from flow_escnn.flows.transport import TransportPlan
 
-__all__ = ["SequenceFieldType", "SequenceTensor"]
+__all__ = ["FieldTypeOver", "SequenceFieldType", "SequenceTensor"]
 
 
-class SequenceFieldType:
-    """The type of a sequence of fields: an escnn ``FieldType`` per frame (immutable, hashable).
-
-    Args:
-        field_type: the escnn ``FieldType`` of every frame.
-    """
+class FieldTypeOver:
+    """Shared base of the types that wrap an escnn ``FieldType`` per frame / per slice (immutable)."""
 
     __slots__ = ("_field_type",)
 
@@ -46,8 +42,18 @@ class SequenceFieldType:
 
     @property
     def size(self) -> int:
-        """Channels per frame."""
+        """Channels per frame (per V slice for a lifted type)."""
         return int(self._field_type.size)
+
+
+class SequenceFieldType(FieldTypeOver):
+    """The type of a sequence of fields: an escnn ``FieldType`` per frame (immutable, hashable).
+
+    Args:
+        field_type: the escnn ``FieldType`` of every frame.
+    """
+
+    __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SequenceFieldType):

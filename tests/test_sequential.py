@@ -122,7 +122,8 @@ def test_mixed_chain_commutes_with_flows_and_rotations_and_a_zero_padded_control
 
 def test_init_input_from_an_r2conv():
     torch.manual_seed(1)
-    conv = enn.R2Conv(IN, REG, 3, padding=1, padding_mode="circular").to(F64)
+    # deepcopy first: .to() on an escnn R2Conv converts escnn's globally shared basis (troubleshooting)
+    conv = copy.deepcopy(enn.R2Conv(IN, REG, 3, padding=1, padding_mode="circular")).to(F64)
     fernn = FERNN(IN, REG, FlowSet.translations(C4, 1)).to(F64).init_input_from(conv)
     x = torch.randn(1, 3, 1, 6, 6, dtype=F64)
     with torch.no_grad():
