@@ -55,12 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from flow_escnn.data._checks import positive_int
+from flow_escnn._validate import non_negative_int, positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import bilinear_periodic, rot90_shift_periodic, shift_periodic
 from flow_escnn.data.digits import SPLITS, DigitSet, check_split
 from flow_escnn.data.sources import DigitSourceLike, resolve_digit_source
-from flow_escnn.data.velocities import FLOW_KINDS, default_velocities, velocity_array
+from flow_escnn.data.velocities import default_velocities, velocity_array
+from flow_escnn.flows.kinds import flow_kind
 
 __all__ = ["FlowingBatch", "FlowingSample", "FlowingMNIST", "generate_flowing_sequences"]
 
@@ -143,7 +144,7 @@ def _is_quarter_turn(degrees: torch.Tensor) -> torch.Tensor:
     return (q - torch.round(q)).abs() < 1e-9
 
 
-def _render(canvas: torch.Tensor, vel: torch.Tensor, offsets: torch.Tensor, num_frames: int, flow: str) -> torch.Tensor:
+def _render(canvas: torch.Tensor, vel: torch.Tensor, offsets: torch.Tensor, num_frames: int, rotates: bool) -> torch.Tensor:
     """Layers ``[n, K, T, H, W]`` of centred digits ``canvas [n, K, H, W]`` moved by their flows.
 
     Digit ``k`` at frame ``t`` is :math:`(w_t, R^t)\\cdot d_k` with :math:`\\psi_t(\\nu) = (u_t, R^t)`,
@@ -153,7 +154,7 @@ def _render(canvas: torch.Tensor, vel: torch.Tensor, offsets: torch.Tensor, num_
     T = num_frames
     flat = canvas.reshape(n * k, h, w)
     t = torch.arange(T, dtype=torch.float64).view(1, 1, T)
-    if flow == "translation":
+    if not rotates:  # whole-pixel shifts only
         shifts = offsets[:, :, None, :] + torch.arange(T).view(1, 1, T, 1) * vel[:, :, None, :2].long()
         return shift_periodic(flat, shifts.reshape(n * k, T, 2)).view(n, k, T, h, w)
     omega = vel[..., 2:3]  # [n, K, 1] degrees per frame
@@ -212,14 +213,12 @@ def generate_flowing_sequences(
     Returns:
         A :class:`FlowingBatch`.
     """
-    if flow not in FLOW_KINDS:
-        raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+    kind = flow_kind(flow)
     n = positive_int(num_sequences, "num_sequences")
     T = positive_int(num_frames, "num_frames")
     K = positive_int(num_digits, "num_digits")
-    for value, what in ((seed, "seed"), (stream, "stream")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    non_negative_int(seed, "seed")
+    non_negative_int(stream, "stream")
     grid = _grid_shape(grid_size)
     if isinstance(digits, DigitSet):
         images, labels = digits.images, digits.labels
@@ -228,11 +227,11 @@ def generate_flowing_sequences(
         labels = np.full(images.shape[:1], -1, dtype=np.int64)
     if images.ndim != 3 or images.shape[0] == 0:
         raise ValueError(f"digits must be images [M, h, w] with M >= 1, got shape {images.shape}")
-    vset = velocity_array(default_velocities(flow) if velocities is None else velocities, flow)
+    vset = velocity_array(default_velocities(kind) if velocities is None else velocities, kind)
     canvas = _centred_canvas(images, grid, digit_size)
 
     digit_idx, vel_idx, offsets = _draw(n, K, images.shape[0], vset.shape[0], grid, int(seed), int(stream))
-    if flow == "rotation":
+    if not kind.translates:  # a purely rotating kind spins centred digits
         offsets[:] = 0
     vel = torch.from_numpy(vset)[torch.from_numpy(vel_idx)]  # [N, K, 3] float64
     offs = torch.from_numpy(offsets)
@@ -243,7 +242,7 @@ def generate_flowing_sequences(
     chunk = max(1, _CHUNK_ELEMENTS // (K * T * H * W))
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
-        layers = _render(canvas[didx[a:b]], vel[a:b], offs[a:b], T, flow)
+        layers = _render(canvas[didx[a:b]], vel[a:b], offs[a:b], T, kind.rotates)
         frames[a:b, :, 0] = layers.sum(dim=1).clamp_(0.0, 1.0)
     return FlowingBatch(
         frames=frames,
@@ -311,9 +310,7 @@ class FlowingMNIST(Dataset):
     ) -> None:
         super().__init__()
         self.split = check_split(split)
-        if flow not in FLOW_KINDS:
-            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-        self.flow = flow
+        self.flow = flow_kind(flow).name
         vels = test_velocities if (split == "test" and test_velocities is not None) else velocities
         self.velocity_set = velocity_array(default_velocities(flow) if vels is None else vels, flow)
         self.source = resolve_digit_source(digits)

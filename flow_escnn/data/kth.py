@@ -64,12 +64,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from flow_escnn.data._checks import positive_int
+from flow_escnn._validate import positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import shift_periodic
 from flow_escnn.data.clip_io import CLIP_SUFFIXES, clip_length, read_clip
 from flow_escnn.data.digits import check_split
 from flow_escnn.data.velocities import translation_velocities, velocity_array
+from flow_escnn.flows.kinds import TRANSLATION
 
 __all__ = [
     "KTH_ACTIONS",
@@ -278,7 +279,7 @@ class MovingKTH(Dataset):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         vels = test_velocities if (split == "test" and test_velocities is not None) else velocities
-        vset = velocity_array(translation_velocities(2) if vels is None else vels, "translation")
+        vset = velocity_array(translation_velocities(2) if vels is None else vels, TRANSLATION)
         self.velocity_set = vset[:, :2].astype(np.int64)
         root = Path(root).expanduser()
         self.root = root

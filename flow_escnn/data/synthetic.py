@@ -16,7 +16,7 @@ from typing import Dict
 
 import numpy as np
 
-from flow_escnn.data._checks import positive_int
+from flow_escnn._validate import positive_int
 from flow_escnn.data.digits import SPLITS, DigitSet, DigitSource, validate_digit_set
 
 __all__ = ["SyntheticDigits"]

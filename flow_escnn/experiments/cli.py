@@ -18,6 +18,7 @@ from flow_escnn.data.digits import MnistNotFoundError
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES, ExperimentConfig
 from flow_escnn.experiments.progress import progress_factory
 from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, resolve_device
+from flow_escnn.flows.kinds import FLOW_KINDS
 
 __all__ = ["main", "build_parser"]
 
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
     _add_model(t, MODELS)
     g = t.add_argument_group("data")
-    g.add_argument("--flow", choices=("translation", "rotation", "both"), default=_SUPPRESS,
+    g.add_argument("--flow", choices=tuple(FLOW_KINDS), default=_SUPPRESS,
                    help="flow kind of the data and of V (translation)")
     g.add_argument("--train-velocities", default=_SUPPRESS, help="velocity set of train/val/test (see below)")
     g.add_argument("--test-velocities", default=_SUPPRESS, help="velocity set of the per-velocity evaluation")

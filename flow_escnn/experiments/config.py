@@ -41,19 +41,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from flow_escnn._compat import enn, gspaces
-from flow_escnn.data.velocities import (
-    FLOW_KINDS,
-    rotation_velocities,
-    translation_velocities,
-    velocity_array,
-)
+from flow_escnn._validate import non_negative_int, one_of, optional_positive_int, positive_int
+from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.models import NONLINEARITIES, OUTPUT_ACTIVATIONS, VELOCITY_POOLS, NextFramePredictor
 
 __all__ = [
@@ -76,70 +73,12 @@ NONLINEARITY_NAMES = tuple(NONLINEARITIES)
 #: Recurrent cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own).
 CELLS = ("fernn", "gru", "lstm")
 
-#: Default velocity specs per flow kind: (train, test).
-DEFAULT_VELOCITIES: Dict[str, Tuple[str, str]] = {
-    "translation": ("1", "2"),
-    "rotation": ("20", "40"),
-    "both": ("1@20", "2@40"),
-}
-
-_SYNTAX = {
-    "translation": "'R' (all integer velocities in [-R, R]^2) or a list 'vx:vy,vx:vy,...' (e.g. '1:0,0:1')",
-    "rotation": "'M' or 'M/S' (-M..M degrees per frame in steps of S, default 10) or a list 'a,b,...' of degrees "
-    "(one angle: '30,')",
-    "both": "'R@M' or 'R@M/S' (translations [-R, R]^2 times angles -M..M step S) or a list 'vx:vy:deg,...'",
-}
-
-
-# -- velocity syntax ---------------------------------------------------------------------------------------
-def _bad(spec: str, flow: str, why: str = "") -> ValueError:
-    extra = f" ({why})" if why else ""
-    return ValueError(f"cannot read the velocity set {spec!r} for flow={flow!r}{extra}; expected {_SYNTAX[flow]}")
-
-
-def _int(text: str, spec: str, flow: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad(spec, flow, f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value != int(value):
-        raise _bad(spec, flow, f"{text!r} is not an integer number of pixels per frame")
-    return int(value)
-
-
-def _float(text: str, spec: str, flow: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad(spec, flow, f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _bad(spec, flow, f"{text!r} is not finite")
-    return value
-
-
-def _angle_range(text: str, spec: str, flow: str) -> List[float]:
-    m, _, s = text.partition("/")
-    try:
-        return rotation_velocities(_float(m, spec, flow), _float(s, spec, flow) if s else 10.0)
-    except ValueError as exc:
-        if "cannot read" in str(exc):
-            raise
-        raise _bad(spec, flow, str(exc)) from None
-
-
-def _radius(text: str, spec: str, flow: str) -> int:
-    r = _int(text, spec, flow)
-    if r < 0:
-        raise _bad(spec, flow, "the radius must be >= 0")
-    return r
-
-
-def parse_velocities(spec: str, flow: str) -> np.ndarray:
-    """Read a velocity-set string (syntax in the module docstring).
+def parse_velocities(spec: str, flow: Union[str, FlowKind]) -> np.ndarray:
+    """Read a velocity-set string (syntax in the module docstring and each kind's ``syntax``).
 
     Args:
         spec: e.g. ``"1"``, ``"1:0,0:1"``, ``"40/10"``, ``"-30,0,30"``, ``"1@20"``.
-        flow: ``"translation"``, ``"rotation"`` or ``"both"``.
+        flow: a flow kind or its name (``"translation"``, ``"rotation"``, ``"both"``).
 
     Returns:
         float64 ``[M, 3]`` rows ``(vx, vy, degrees_per_frame)`` in the order of the
@@ -148,48 +87,12 @@ def parse_velocities(spec: str, flow: str) -> np.ndarray:
     Raises:
         ValueError: with the expected syntax, on anything malformed.
     """
-    if flow not in FLOW_KINDS:
-        raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-    if not isinstance(spec, str) or not spec.strip():
-        raise _bad(str(spec), flow, "empty")
-    s = "".join(spec.split())
-    items = [p for p in s.split(",") if p]
-    explicit = "," in s or ":" in s
-    rows: List[Any]
-    if flow == "translation":
-        if explicit:
-            rows = []
-            for item in items:
-                parts = item.split(":")
-                if len(parts) != 2:
-                    raise _bad(spec, flow, f"{item!r} is not 'vx:vy'")
-                rows.append((_int(parts[0], spec, flow), _int(parts[1], spec, flow)))
-        else:
-            rows = translation_velocities(_radius(s, spec, flow))
-    elif flow == "rotation":
-        if ":" in s:
-            raise _bad(spec, flow, "rotation velocities are angles; use flow 'both' for translations")
-        rows = [_float(a, spec, flow) for a in items] if explicit else _angle_range(s, spec, flow)
-    else:
-        if "@" in s and not explicit:
-            r, _, m = s.partition("@")
-            pairs = translation_velocities(_radius(r, spec, flow))
-            rows = [(vx, vy, w) for w in _angle_range(m, spec, flow) for vx, vy in pairs]
-        elif explicit and "@" not in s:
-            rows = []
-            for item in items:
-                parts = item.split(":")
-                if len(parts) != 3:
-                    raise _bad(spec, flow, f"{item!r} is not 'vx:vy:deg'")
-                rows.append((_int(parts[0], spec, flow), _int(parts[1], spec, flow), _float(parts[2], spec, flow)))
-        else:
-            raise _bad(spec, flow)
-    if not rows:
-        raise _bad(spec, flow, "empty")
+    kind = flow_kind(flow)
+    rows = kind.parse(spec)
     try:
-        return velocity_array(rows, flow)
+        return velocity_array(rows, kind)
     except ValueError as exc:
-        raise _bad(spec, flow, str(exc)) from None
+        raise kind.bad(spec, str(exc)) from None
 
 
 def parse_flow_steps(spec: str) -> List[int]:
@@ -198,42 +101,17 @@ def parse_flow_steps(spec: str) -> List[int]:
     Raises:
         ValueError: on anything that is not integers.
     """
-    s = "".join(str(spec).split())
-    try:
-        if "," in s:
-            steps = [int(p) for p in s.split(",") if p]
-        else:
-            k = int(s)
-            if k < 0:
-                raise ValueError
-            steps = list(range(-k, k + 1))
-    except ValueError:
-        raise ValueError(
-            f"cannot read the rotation steps {spec!r}: expected 'K' (steps -K..K of 360/N degrees per frame) "
-            "or a list of integers 'k1,k2,...'"
-        ) from None
-    if not steps or len(set(steps)) != len(steps):
-        raise ValueError(f"the rotation steps {spec!r} must be a non-empty list without duplicates")
-    return steps
+    return parse_steps(spec)
 
 
-def velocity_key(row: Any, flow: str) -> str:
+def velocity_key(row: Any, flow: Union[str, FlowKind]) -> str:
     """A readable key of one data velocity ``(vx, vy, deg)``: ``"(1,-1)"``, ``"30deg"``, ``"(1,0)@30deg"``."""
-    vx, vy, w = int(row[0]), int(row[1]), float(row[2])
-    trans = f"({vx},{vy})"
-    rot = f"{w:g}deg"
-    if flow == "translation":
-        return trans
-    if flow == "rotation":
-        return rot
-    return f"{trans}@{rot}"
+    return flow_kind(flow).key(row)
 
 
-def velocity_speed(row: Any, flow: str) -> float:
-    """A scalar speed for plots: :math:`\\max(|v_x|,|v_y|)` (translations) or :math:`|\\omega|` in degrees."""
-    if flow == "rotation":
-        return abs(float(row[2]))
-    return float(max(abs(row[0]), abs(row[1])))
+def velocity_speed(row: Any, flow: Union[str, FlowKind]) -> float:
+    """A scalar speed for plots: :math:`\\max(|v_x|,|v_y|)` (translating kinds) or :math:`|\\omega|` in degrees."""
+    return flow_kind(flow).speed(row)
 
 
 def _or_default(value: Optional[str], default: str) -> str:
@@ -242,10 +120,6 @@ def _or_default(value: Optional[str], default: str) -> str:
 
 
 # -- the config ------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 @dataclasses.dataclass
 class ExperimentConfig:
     """Everything that defines a Flowing-MNIST next-frame experiment (saved in checkpoints).
@@ -321,11 +195,16 @@ class ExperimentConfig:
     def extended_horizon(self) -> int:
         return self.horizon_factor * self.t_out
 
+    @property
+    def kind(self) -> FlowKind:
+        """The :class:`~flow_escnn.flows.kinds.FlowKind` of ``flow``."""
+        return flow_kind(self.flow)
+
     def train_velocity_array(self) -> np.ndarray:
-        return parse_velocities(_or_default(self.train_velocities, DEFAULT_VELOCITIES[self.flow][0]), self.flow)
+        return parse_velocities(_or_default(self.train_velocities, self.kind.default_specs[0]), self.kind)
 
     def test_velocity_array(self) -> np.ndarray:
-        return parse_velocities(_or_default(self.test_velocities, DEFAULT_VELOCITIES[self.flow][1]), self.flow)
+        return parse_velocities(_or_default(self.test_velocities, self.kind.default_specs[1]), self.kind)
 
     def hidden_field_count(self) -> int:
         if self.hidden_fields is not None:
@@ -336,39 +215,28 @@ class ExperimentConfig:
     # -- validation and defaults ---------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option when anything is inconsistent."""
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        one_of(self.model, MODELS, "model")
+        one_of(self.cell, CELLS, "cell")
         if self.model == "grnn_plus" and self.cell != "fernn":
             raise ValueError("model 'grnn_plus' has only the plain (non-gated) cell; drop --cell or use --cell fernn")
         if self.model == "grnn_plus" and self.num_layers != 1:
             raise ValueError("model 'grnn_plus' supports num_layers=1 only")
-        if self.flow not in FLOW_KINDS:
-            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {self.flow!r}")
-        if self.pool not in VELOCITY_POOLS:
-            raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {self.pool!r}")
+        flow_kind(self.flow)
+        one_of(self.pool, VELOCITY_POOLS, "pool")
         positive = (
             "group", "num_layers", "kernel_size", "velocity_kernel_size", "grid_size", "num_digits", "num_train",
             "num_val", "num_test", "num_per_velocity", "t_in", "t_out", "horizon_factor", "batch_size",
             "eval_every", "checkpoint_every",
         )
         for name in positive:
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), name)
         for name in ("hidden_channels", "hidden_fields", "steps", "epochs", "digit_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not _is_int(self.decoder_layers) or self.decoder_layers < 0:
-            raise ValueError(f"decoder_layers must be a non-negative integer, got {self.decoder_layers!r}")
-        if self.nonlinearity not in NONLINEARITY_NAMES:
-            raise ValueError(f"nonlinearity must be one of {NONLINEARITY_NAMES}, got {self.nonlinearity!r}")
+            optional_positive_int(getattr(self, name), name)
+        non_negative_int(self.decoder_layers, "decoder_layers")
+        one_of(self.nonlinearity, NONLINEARITY_NAMES, "nonlinearity")
         if self.nonlinearity != "relu" and self.cell != "fernn":
             raise ValueError("--nonlinearity applies to the plain cell (--cell fernn); gru and lstm use sigmoid/tanh gates")
-        if self.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+        one_of(self.output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         if self.kernel_size % 2 == 0 or self.velocity_kernel_size % 2 == 0:
             raise ValueError("kernel_size and velocity_kernel_size must be odd")
         if self.hidden_channels is not None and self.hidden_fields is not None:
@@ -390,8 +258,7 @@ class ExperimentConfig:
             raise ValueError("one_step_weight > 0 is not implemented for model 'grnn_plus'")
         if self.one_step_weight > 0 and self.t_in < 2:
             raise ValueError("one_step_weight > 0 needs t_in >= 2")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        non_negative_int(self.seed, "seed")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:K'), got {self.device!r}")
         if not isinstance(self.digits, str) or not self.digits:
@@ -400,26 +267,26 @@ class ExperimentConfig:
             raise ValueError(f"digit_size={self.digit_size} does not fit on a {self.grid_size}x{self.grid_size} grid")
         self.train_velocity_array()
         self.test_velocity_array()
-        if self.flow_radius is not None and (not _is_int(self.flow_radius) or self.flow_radius < 0):
-            raise ValueError(f"flow_radius must be a non-negative integer, got {self.flow_radius!r}")
+        if self.flow_radius is not None:
+            non_negative_int(self.flow_radius, "flow_radius")
         if self.flow_steps is not None:
             parse_flow_steps(self.flow_steps)
         if self.model == "grnn" and (self.flow_radius is not None or self.flow_steps is not None):
             raise ValueError("the G-RNN has no flow set (V = {0}); flow_radius / flow_steps apply to fernn and grnn_plus")
-        if self.model != "grnn" and self.flow in ("rotation", "both") and self.group < 2:
+        if self.model != "grnn" and self.kind.rotates and self.group < 2:
             raise ValueError(
                 f"a {self.model} over rotation flows needs a rotation group: pass group N >= 2 (rot2dOnR2(N)); "
                 "its V then holds rotations by multiples of 360/N degrees per frame"
             )
-        if self.model == "grnn_plus" and self.flow != "translation":
+        if self.model == "grnn_plus" and self.kind.rotates:
             raise ValueError("model 'grnn_plus' (learned per-velocity kernels) is implemented for translation flows only")
 
     def resolve(self) -> "ExperimentConfig":
         """Validate and return a copy with every ``None`` default filled in."""
         self.validate()
         c = dataclasses.replace(self)
-        c.train_velocities = _or_default(c.train_velocities, DEFAULT_VELOCITIES[c.flow][0])
-        c.test_velocities = _or_default(c.test_velocities, DEFAULT_VELOCITIES[c.flow][1])
+        c.train_velocities = _or_default(c.train_velocities, c.kind.default_specs[0])
+        c.test_velocities = _or_default(c.test_velocities, c.kind.default_specs[1])
         c.hidden_fields = c.hidden_field_count()
         c.hidden_channels = None
         if c.digit_size is None and c.grid_size < 28:
@@ -430,15 +297,14 @@ class ExperimentConfig:
             c.steps = 2000 if c.epochs is None else c.epochs * c.steps_per_epoch
         if c.model != "grnn":
             train = c.train_velocity_array()
-            if c.flow_radius is None and c.flow in ("translation", "both"):
-                c.flow_radius = int(np.abs(train[:, :2]).max())
-            if c.flow_steps is None and c.flow in ("rotation", "both"):
-                step = 360.0 / c.group
-                ks = sorted({int(round(w / step)) for w in train[:, 2]})
-                if any(abs(w / step - round(w / step)) > 1e-9 for w in train[:, 2]):
+            if c.flow_radius is None:
+                c.flow_radius = c.kind.default_radius(train)
+            if c.flow_steps is None and c.kind.rotates:
+                ks, exact = c.kind.default_steps(train, c.group)
+                if not exact:
                     logger.warning(
                         "training angles %s are not all multiples of 360/%d = %g degrees: V uses the nearest steps %s",
-                        sorted(set(train[:, 2].tolist())), c.group, step, ks,
+                        sorted(set(train[:, 2].tolist())), c.group, 360.0 / c.group, ks,
                     )
                 c.flow_steps = ",".join(str(k) for k in ks) + ("," if len(ks) == 1 else "")
         c.validate()
@@ -454,8 +320,7 @@ class ExperimentConfig:
 # -- model factory ------------------------------------------------------------------------------------------
 def make_gspace(group: int) -> Any:
     """``trivialOnR2()`` for ``group == 1``, else ``rot2dOnR2(group)``."""
-    if not _is_int(group) or group < 1:
-        raise ValueError(f"group must be a positive integer, got {group!r}")
+    positive_int(group, "group")
     return gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
 
 
@@ -471,12 +336,8 @@ def model_flows(config: ExperimentConfig, gspace: Any) -> FlowSet:
     """The model's V for a *resolved* config (identity for the G-RNN)."""
     if config.model == "grnn":
         return FlowSet.identity(gspace)
-    if config.flow == "translation":
-        return FlowSet.translations(gspace, int(config.flow_radius))
-    steps = parse_flow_steps(config.flow_steps)
-    if config.flow == "rotation":
-        return FlowSet.rotations(gspace, steps)
-    return FlowSet.roto_translations(gspace, int(config.flow_radius), steps)
+    steps = None if config.flow_steps is None else parse_steps(config.flow_steps)
+    return config.kind.model_flows(gspace, config.flow_radius, steps)
 
 
 def build_model(config: ExperimentConfig) -> torch.nn.Module:

@@ -47,6 +47,7 @@ from flow_escnn.experiments.runtime import (
     write_json,
 )
 from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.kinds import TRANSLATION
 from flow_escnn.models import Conv3DClassifier, SequenceClassifier
 
 __all__ = ["KTH_MODELS", "KTHConfig", "build_kth_model", "train_kth"]
@@ -138,9 +139,9 @@ class KTHConfig:
             raise ValueError(f"flow_radius must be a non-negative integer, got {self.flow_radius!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.grad_clip < 0:
             raise ValueError("lr must be positive and grad_clip >= 0")
-        parse_velocities(self.train_velocities, "translation")
+        parse_velocities(self.train_velocities, TRANSLATION)
         if self.test_velocities is not None:
-            parse_velocities(self.test_velocities, "translation")
+            parse_velocities(self.test_velocities, TRANSLATION)
         self.conv3d_channel_list()
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
@@ -187,9 +188,9 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(c.device)
-    train_v = [tuple(int(v) for v in r[:2]) for r in parse_velocities(c.train_velocities, "translation")]
+    train_v = [tuple(int(v) for v in r[:2]) for r in parse_velocities(c.train_velocities, TRANSLATION)]
     test_v = None if c.test_velocities is None else [
-        tuple(int(v) for v in r[:2]) for r in parse_velocities(c.test_velocities, "translation")
+        tuple(int(v) for v in r[:2]) for r in parse_velocities(c.test_velocities, TRANSLATION)
     ]
     kw = dict(num_frames=c.num_frames, stride=c.stride, size=c.size, velocities=train_v, test_velocities=test_v,
               hop=c.hop, seed=c.seed)

@@ -84,7 +84,8 @@ def plot_mse_vs_velocity(
     """
     rows = {velocity_key(r, config.flow): r for r in config.test_velocity_array()}
     seen = {velocity_key(r, config.flow) for r in config.train_velocity_array()}
-    heat = config.flow == "translation"
+    kind = config.kind
+    heat = kind.heatmap
     n = 1 + (len(per_velocity) if heat else 0)
     fig = Figure(figsize=(5.5 + 3.2 * (n - 1), 3.8))
     ax = fig.add_subplot(1, n, 1)
@@ -94,14 +95,14 @@ def plot_mse_vs_velocity(
         speed = np.array([velocity_speed(rows[k], config.flow) for k in keys])
         val = _positive([mses[k] for k in keys])
         is_seen = np.array([k in seen for k in keys])
-        jitter = (i - (len(per_velocity) - 1) / 2) * 0.06 * (1 if config.flow != "rotation" else 5)
+        jitter = (i - (len(per_velocity) - 1) / 2) * 0.06 * (1 if kind.translates else 5)
         ax.scatter(speed[is_seen] + jitter, val[is_seen], color=color, s=18, label=f"{name} (seen)")
         ax.scatter(speed[~is_seen] + jitter, val[~is_seen], facecolors="none", edgecolors=color, s=18,
                    label=f"{name} (unseen)")
         levels = np.unique(speed)
         ax.plot(levels, [val[speed == s].mean() for s in levels], color=color, linewidth=1)
     ax.set_yscale("log")
-    ax.set_xlabel("speed: max(|vx|, |vy|) [px/frame]" if config.flow != "rotation" else "|angular velocity| [deg/frame]")
+    ax.set_xlabel(kind.speed_label)
     ax.set_ylabel("MSE per pixel")
     ax.set_title(title or "Velocity generalisation")
     ax.legend(fontsize=7)

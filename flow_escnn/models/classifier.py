@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
@@ -139,18 +140,12 @@ class SequenceClassifier(torch.nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        if cell not in SEQUENCE_LAYERS:
-            raise ValueError(f"cell must be one of {sorted(SEQUENCE_LAYERS)}, got {cell!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if velocity_pool not in VELOCITY_POOLS:
-            raise ValueError(f"velocity_pool must be one of {VELOCITY_POOLS}, got {velocity_pool!r}")
-        if group_pool not in GROUP_POOLS:
-            raise ValueError(f"group_pool must be one of {GROUP_POOLS}, got {group_pool!r}")
-        if spatial_pool not in SPATIAL_POOLS:
-            raise ValueError(f"spatial_pool must be one of {SPATIAL_POOLS}, got {spatial_pool!r}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        one_of(cell, sorted(SEQUENCE_LAYERS), "cell")
+        positive_int(num_classes, "num_classes")
+        one_of(velocity_pool, VELOCITY_POOLS, "velocity_pool")
+        one_of(group_pool, GROUP_POOLS, "group_pool")
+        one_of(spatial_pool, SPATIAL_POOLS, "spatial_pool")
+        one_of(readout, READOUTS, "readout")
         if not isinstance(hidden_type, enn.FieldType):
             raise TypeError(f"hidden_type must be an escnn FieldType, got {type(hidden_type).__name__}")
         self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](

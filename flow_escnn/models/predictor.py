@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import non_negative_int, one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
@@ -207,8 +208,7 @@ def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
         raise ValueError("the input sequence has T_in=0 frames; give at least one frame")
     if not x.is_floating_point():
         raise TypeError(f"expected a floating point input, got dtype {x.dtype}")
-    if isinstance(num_predictions, bool) or not isinstance(num_predictions, int) or num_predictions < 1:
-        raise ValueError(f"num_predictions must be a positive integer, got {num_predictions!r}")
+    positive_int(num_predictions, "num_predictions")
 
 
 @records_init
@@ -267,16 +267,12 @@ class NextFramePredictor(torch.nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+        one_of(output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         if output_activation != "identity":
             check_pointwise(in_type, "in_type (the predictions, for output_activation)")
-        if cell not in SEQUENCE_LAYERS:
-            raise ValueError(f"cell must be one of {sorted(SEQUENCE_LAYERS)}, got {cell!r}")
-        if pool not in VELOCITY_POOLS:
-            raise ValueError(f"pool must be one of {VELOCITY_POOLS}, got {pool!r}")
-        if isinstance(decoder_layers, bool) or not isinstance(decoder_layers, int) or decoder_layers < 0:
-            raise ValueError(f"decoder_layers must be a non-negative integer, got {decoder_layers!r}")
+        one_of(cell, sorted(SEQUENCE_LAYERS), "cell")
+        one_of(pool, VELOCITY_POOLS, "pool")
+        non_negative_int(decoder_layers, "decoder_layers")
         self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](
             in_type,
             hidden_type,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import odd_positive_int, one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.cells import FlowCellBase
 from flow_escnn.nn.conv import PADDING_MODES
@@ -144,17 +145,13 @@ class GRNNPlusCell(FlowCellBase):
         nonlinearity: str = "relu",
         **kwargs: Any,
     ) -> None:
-        if kernel_sharing not in KERNEL_SHARING:
-            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
-        if init not in KERNEL_INITS:
-            raise ValueError(f"init must be one of {KERNEL_INITS}, got {init!r}")
+        one_of(kernel_sharing, KERNEL_SHARING, "kernel_sharing")
+        one_of(init, KERNEL_INITS, "init")
         if not isinstance(flows, FlowSet):
             raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
         if init == "auto":
             init = "shift" if shift_fits(flows, velocity_kernel_size) else "identity"
-        k = velocity_kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ValueError(f"velocity_kernel_size must be a positive odd integer, got {k!r}")
+        k = odd_positive_int(velocity_kernel_size, "velocity_kernel_size")
         if kwargs.get("velocity_mixing"):
             raise ValueError("G-RNN+ has no V-mixing (its learned kernels already mix space per velocity)")
         get_nonlinearity(nonlinearity)
@@ -313,16 +310,13 @@ class Conv3DClassifier(torch.nn.Module):
         padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
-        for name, val in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        positive_int(in_channels, "in_channels")
+        positive_int(num_classes, "num_classes")
         chans = [int(ch) for ch in channels]
         if not chans or any(ch < 1 for ch in chans):
             raise ValueError(f"channels must be a non-empty sequence of positive integers, got {channels!r}")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        odd_positive_int(kernel_size, "kernel_size")
+        one_of(padding_mode, PADDING_MODES, "padding_mode")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.padding = kernel_size // 2

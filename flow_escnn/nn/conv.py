@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import odd_positive_int, one_of
 from flow_escnn.flows.gspace_utils import spatial_matrix
 
 __all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]
@@ -105,10 +106,8 @@ class SteerableConv(enn.EquivariantModule):
         **r2conv_kwargs: Any,
     ) -> None:
         super().__init__()
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        odd_positive_int(kernel_size, "kernel_size")
+        one_of(padding_mode, PADDING_MODES, "padding_mode")
         for name, ft in (("in_type", in_type), ("out_type", out_type)):
             if not isinstance(ft, enn.FieldType):
                 raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")

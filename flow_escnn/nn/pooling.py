@@ -52,6 +52,7 @@ from typing import Any, List, Tuple, Union
 import torch
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import one_of
 from flow_escnn.lifted import LiftedTensor
 
 __all__ = [
@@ -76,9 +77,7 @@ SPATIAL_POOLS = ("mean", "max")
 
 
 def _check_mode(mode: str, allowed: Tuple[str, ...], what: str) -> str:
-    if mode not in allowed:
-        raise ValueError(f"{what} must be one of {allowed}, got {mode!r}")
-    return mode
+    return one_of(mode, allowed, what)
 
 
 # -- velocity pooling ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 import torch
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
@@ -91,10 +92,8 @@ class FlowRNN(torch.nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        positive_int(num_layers, "num_layers")
+        one_of(mode, MODES, "mode")
         self.in_type = in_type
         self.hidden_type = hidden_type
         self.flows = flows

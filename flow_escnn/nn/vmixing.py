@@ -32,6 +32,7 @@ from typing import Dict
 
 import torch
 
+from flow_escnn._validate import positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
 
@@ -51,8 +52,7 @@ class VelocityMixing(torch.nn.Module):
 
     def __init__(self, flows: FlowSet, radius: int = 1) -> None:
         super().__init__()
-        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-            raise ValueError(f"V-mixing radius must be a positive integer, got {radius!r}")
+        positive_int(radius, "V-mixing radius")
         gs = flows.gspace
         offsets = {
             (dx, dy, dk)

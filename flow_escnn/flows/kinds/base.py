@@ -1,0 +1,243 @@
+"""The flow-kind spec: everything the package needs to know about one kind of flow, in one object.
+
+A *data velocity* is a row ``(vx, vy, degrees_per_frame)``: integer pixels per frame (x along
+the last array axis, y up) and an angular velocity in degrees per frame (counter-clockwise
+about the grid centre), the units a user types and the data generators draw. A model's
+:class:`~flow_escnn.flows.flowset.FlowSet` counts rotations in steps of :math:`360/N` degrees of
+its gspace's :math:`C_N`; :func:`degrees_to_steps` / :func:`steps_to_degrees` convert, and a
+:class:`FlowKind` builds a model's V from data velocities (:meth:`FlowKind.model_flows`).
+
+Each kind (translation, rotation, roto-translation) is one :class:`FlowKind` in its own file of
+:mod:`flow_escnn.flows.kinds`: its velocity-set string syntax, its defaults, the validation of a
+data velocity, how the data move (offset digits or centred ones), the model's V, and the labels
+and speeds the plots show. Data, CLI and plots ask the kind; none compares kind names.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+from flow_escnn._validate import non_negative_int
+from flow_escnn.flows.flowset import FlowSet
+
+__all__ = [
+    "FlowKind",
+    "Row",
+    "degrees_to_steps",
+    "steps_to_degrees",
+    "translation_velocities",
+    "rotation_velocities",
+    "parse_steps",
+]
+
+Row = Tuple[int, int, float]
+
+
+def degrees_to_steps(degrees: float, n: int) -> Tuple[int, bool]:
+    """The nearest whole number of :math:`360/n`-degree steps, and whether it is exact (1e-9)."""
+    steps = float(degrees) * n / 360.0
+    k = int(round(steps))
+    return k, abs(steps - k) <= 1e-9
+
+
+def steps_to_degrees(k: int, n: int) -> float:
+    """``k`` rotation steps of :math:`C_n` in degrees."""
+    return 360.0 * int(k) / int(n)
+
+
+def translation_velocities(radius: int) -> List[Tuple[int, int]]:
+    """All integer velocities :math:`(v_x, v_y)` with :math:`\\max(|v_x|, |v_y|) \\le r`, ordered
+    lexicographically like :meth:`FlowSet.translations <flow_escnn.flows.flowset.FlowSet.translations>`."""
+    r = non_negative_int(radius, "radius")
+    return [(vx, vy) for vx in range(-r, r + 1) for vy in range(-r, r + 1)]
+
+
+def rotation_velocities(max_degrees: float = 40.0, step: float = 10.0) -> List[float]:
+    """Angular velocities :math:`\\{-m, -m+s, \\dots, m\\}` in degrees per frame (``m`` a multiple of ``s``)."""
+    m, s = float(max_degrees), float(step)
+    if not (math.isfinite(m) and math.isfinite(s)) or m < 0 or s <= 0:
+        raise ValueError(f"need max_degrees >= 0 and step > 0, got max_degrees={max_degrees!r}, step={step!r}")
+    n = m / s
+    if abs(n - round(n)) > 1e-9:
+        raise ValueError(f"max_degrees={max_degrees!r} is not a multiple of step={step!r}")
+    return [float(k * s) for k in range(-int(round(n)), int(round(n)) + 1)]
+
+
+def parse_steps(spec: str) -> List[int]:
+    """Rotation steps of a model's V: ``"K"`` -> ``[-K, ..., K]``; ``"k1,k2,..."`` -> that list."""
+    s = "".join(str(spec).split())
+    try:
+        if "," in s:
+            steps = [int(p) for p in s.split(",") if p]
+        else:
+            k = int(s)
+            if k < 0:
+                raise ValueError
+            steps = list(range(-k, k + 1))
+    except ValueError:
+        raise ValueError(
+            f"cannot read the rotation steps {spec!r}: expected 'K' (steps -K..K of 360/N degrees per frame) "
+            "or a list of integers 'k1,k2,...'"
+        ) from None
+    if not steps or len(set(steps)) != len(steps):
+        raise ValueError(f"the rotation steps {spec!r} must be a non-empty list without duplicates")
+    return steps
+
+
+class FlowKind:
+    """One kind of flow (subclasses in :mod:`flow_escnn.flows.kinds` define the specifics).
+
+    Attributes:
+        name: the name configs and the CLI use (``--flow NAME``).
+        translates, rotates: which parts of a velocity the kind uses; the data generators offset
+            the digits of a translating kind and centre those of a purely rotating one.
+        syntax: the velocity-set string syntax, for messages.
+        default_specs: default ``(train, test)`` velocity specs.
+        default_data: default velocity spec of the data generators.
+        speed_label: axis label of :meth:`speed`.
+        heatmap: whether the plots draw a ``(vx, vy)`` heat map per model.
+    """
+
+    name: str = ""
+    translates: bool = False
+    rotates: bool = False
+    syntax: str = ""
+    default_specs: Tuple[str, str] = ("", "")
+    default_data: str = ""
+    speed_label: str = ""
+    heatmap: bool = False
+
+    # -- velocity sets -----------------------------------------------------------------------------
+    def parse(self, spec: str) -> List[Row]:
+        """Rows of a velocity-set string (see :attr:`syntax`); ``ValueError`` naming the syntax."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise self.bad(str(spec), "empty")
+        rows = self._parse("".join(spec.split()), spec)
+        if not rows:
+            raise self.bad(spec, "empty")
+        return [self.check(r) for r in rows]
+
+    def _parse(self, s: str, spec: str) -> List[Any]:
+        raise NotImplementedError
+
+    def check(self, velocity: Any) -> Row:
+        """A data velocity of this kind as a row ``(vx, vy, degrees)``; ``ValueError`` otherwise.
+
+        Accepts a :class:`~flow_escnn.flows.generator.FlowGenerator`, a triple, and the kind's
+        short forms (a pair for translations, a number for rotations).
+        """
+        vx, vy, w = self._row(velocity)
+        vx, vy = _whole_pixels(vx, "vx"), _whole_pixels(vy, "vy")
+        try:
+            w = float(w)
+        except (TypeError, ValueError):
+            raise ValueError(f"angular velocity must be a number of degrees per frame, got {w!r}") from None
+        if not math.isfinite(w):
+            raise ValueError(f"angular velocity must be finite, got {w!r}")
+        if not self.rotates and w != 0.0:
+            raise ValueError(f"flow={self.name!r} got a rotating velocity {velocity!r}; use a kind that rotates")
+        if not self.translates and (vx, vy) != (0, 0):
+            raise ValueError(f"flow={self.name!r} got a translating velocity {velocity!r}; use a kind that translates")
+        return vx, vy, w
+
+    def _row(self, v: Any) -> Tuple[Any, Any, Any]:
+        if hasattr(v, "translation") and hasattr(v, "angle"):  # a FlowGenerator
+            (vx, vy), w = v.translation, math.degrees(v.angle)
+            return vx, vy, w
+        try:
+            t = tuple(v)
+        except TypeError:
+            raise ValueError(self.hint(v)) from None
+        if len(t) != 3:
+            raise ValueError(self.hint(v))
+        return t
+
+    def hint(self, v: Any) -> str:
+        return f"a velocity for flow={self.name!r} is (vx, vy, degrees_per_frame) or a FlowGenerator, got {v!r}"
+
+    def bad(self, spec: str, why: str = "") -> ValueError:
+        extra = f" ({why})" if why else ""
+        return ValueError(f"cannot read the velocity set {spec!r} for flow={self.name!r}{extra}; expected {self.syntax}")
+
+    # -- the model's V -----------------------------------------------------------------------------
+    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
+        """The model's V on ``gspace``: translations of ``radius``, rotation ``steps`` (of :math:`360/N`)."""
+        raise NotImplementedError
+
+    def default_radius(self, rows: Sequence[Row]) -> Optional[int]:
+        """The smallest translation radius covering ``rows`` (None for a kind that does not translate)."""
+        return int(max(max(abs(r[0]), abs(r[1])) for r in rows)) if self.translates else None
+
+    def default_steps(self, rows: Sequence[Row], n: int) -> Tuple[Optional[List[int]], bool]:
+        """The rotation steps of :math:`C_n` nearest to the angles of ``rows``, and whether all are exact."""
+        if not self.rotates:
+            return None, True
+        pairs = [degrees_to_steps(r[2], n) for r in rows]
+        return sorted({k for k, _ in pairs}), all(ok for _, ok in pairs)
+
+    # -- plots -------------------------------------------------------------------------------------
+    def key(self, row: Any) -> str:
+        """A readable key of a row: ``"(1,-1)"``, ``"30deg"``, ``"(1,0)@30deg"``."""
+        trans, rot = f"({int(row[0])},{int(row[1])})", f"{float(row[2]):g}deg"
+        if self.translates and self.rotates:
+            return f"{trans}@{rot}"
+        return trans if self.translates else rot
+
+    def speed(self, row: Any) -> float:
+        """A scalar speed for plots: :math:`\\max(|v_x|, |v_y|)`, or :math:`|\\omega|` for pure rotations."""
+        if self.translates:
+            return float(max(abs(row[0]), abs(row[1])))
+        return abs(float(row[2]))
+
+    def __repr__(self) -> str:
+        return f"FlowKind({self.name!r})"
+
+
+def _whole_pixels(value: Any, what: str) -> int:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer number of pixels per frame, got {value!r}") from None
+    if not math.isfinite(v) or v != int(v):
+        raise ValueError(
+            f"{what} must be an integer number of pixels per frame, got {value!r} "
+            "(integer translations keep the data an exact flow on the pixel grid)"
+        )
+    return int(v)
+
+
+def spec_int(text: str, kind: FlowKind, spec: str) -> int:
+    """An integer in a velocity-set string (``bad`` naming the syntax otherwise)."""
+    value = spec_float(text, kind, spec)
+    if value != int(value):
+        raise kind.bad(spec, f"{text!r} is not an integer number of pixels per frame")
+    return int(value)
+
+
+def spec_float(text: str, kind: FlowKind, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise kind.bad(spec, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise kind.bad(spec, f"{text!r} is not finite")
+    return value
+
+
+def spec_radius(text: str, kind: FlowKind, spec: str) -> int:
+    r = spec_int(text, kind, spec)
+    if r < 0:
+        raise kind.bad(spec, "the radius must be >= 0")
+    return r
+
+
+def spec_angles(text: str, kind: FlowKind, spec: str) -> List[float]:
+    """``'M'`` or ``'M/S'``: -M..M degrees in steps of S (default 10)."""
+    m, _, s = text.partition("/")
+    try:
+        return rotation_velocities(spec_float(m, kind, spec), spec_float(s, kind, spec) if s else 10.0)
+    except ValueError as exc:
+        if "cannot read" in str(exc):
+            raise
+        raise kind.bad(spec, str(exc)) from None
+

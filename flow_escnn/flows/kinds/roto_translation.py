@@ -1,0 +1,45 @@
+"""Roto-translation flows (``"both"``): each velocity translates *and* rotates; the content orbits."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.kinds.base import FlowKind, spec_angles, spec_float, spec_int, spec_radius, translation_velocities
+
+__all__ = ["RotoTranslationKind", "ROTO_TRANSLATION"]
+
+
+class RotoTranslationKind(FlowKind):
+    """Velocities ``(vx, vy, degrees)``; the model's V is ``FlowSet.roto_translations(gs, R, steps)``."""
+
+    name = "both"
+    translates = True
+    rotates = True
+    syntax = "'R@M' or 'R@M/S' (translations [-R, R]^2 times angles -M..M step S) or a list 'vx:vy:deg,...'"
+    default_specs = ("1@20", "2@40")
+    default_data = "1@40"
+    speed_label = "speed: max(|vx|, |vy|) [px/frame]"
+    heatmap = False
+
+    def _parse(self, s: str, spec: str) -> List[Any]:
+        explicit = "," in s or ":" in s
+        if "@" in s and not explicit:
+            r, _, m = s.partition("@")
+            pairs = translation_velocities(spec_radius(r, self, spec))
+            return [(vx, vy, w) for w in spec_angles(m, self, spec) for vx, vy in pairs]
+        if explicit and "@" not in s:
+            rows = []
+            for item in (p for p in s.split(",") if p):
+                parts = item.split(":")
+                if len(parts) != 3:
+                    raise self.bad(spec, f"{item!r} is not 'vx:vy:deg'")
+                rows.append((spec_int(parts[0], self, spec), spec_int(parts[1], self, spec),
+                             spec_float(parts[2], self, spec)))
+            return rows
+        raise self.bad(spec)
+
+    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
+        return FlowSet.roto_translations(gspace, int(radius or 0), list(steps or [0]))
+
+
+ROTO_TRANSLATION = RotoTranslationKind()

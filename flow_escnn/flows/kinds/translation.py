@@ -1,0 +1,53 @@
+"""Translation flows: a digit (or a whole frame) moving by whole pixels per frame."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.kinds.base import FlowKind, spec_int, spec_radius, translation_velocities
+
+__all__ = ["TranslationKind", "TRANSLATION"]
+
+
+class TranslationKind(FlowKind):
+    """Velocities ``(vx, vy)`` in pixels per frame; the model's V is ``FlowSet.translations(gs, R)``."""
+
+    name = "translation"
+    translates = True
+    rotates = False
+    syntax = "'R' (all integer velocities in [-R, R]^2) or a list 'vx:vy,vx:vy,...' (e.g. '1:0,0:1')"
+    default_specs = ("1", "2")
+    default_data = "2"
+    speed_label = "speed: max(|vx|, |vy|) [px/frame]"
+    heatmap = True
+
+    def _parse(self, s: str, spec: str) -> List[Any]:
+        if "," in s or ":" in s:
+            rows = []
+            for item in (p for p in s.split(",") if p):
+                parts = item.split(":")
+                if len(parts) != 2:
+                    raise self.bad(spec, f"{item!r} is not 'vx:vy'")
+                rows.append((spec_int(parts[0], self, spec), spec_int(parts[1], self, spec), 0.0))
+            return rows
+        return [(vx, vy, 0.0) for vx, vy in translation_velocities(spec_radius(s, self, spec))]
+
+    def _row(self, v: Any) -> Tuple[Any, Any, Any]:
+        if not hasattr(v, "angle"):
+            try:
+                t = tuple(v)
+            except TypeError:
+                raise ValueError(self.hint(v)) from None
+            if len(t) == 2:
+                return t[0], t[1], 0.0
+        return super()._row(v)
+
+    def hint(self, v: Any) -> str:
+        return (f"a velocity for flow={self.name!r} is (vx, vy) with integer pixels per frame, or (vx, vy, "
+                f"degrees_per_frame), or a FlowGenerator, got {v!r}")
+
+    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
+        return FlowSet.translations(gspace, int(radius or 0))
+
+
+TRANSLATION = TranslationKind()
