@@ -53,11 +53,11 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from flow_escnn._validate import non_negative_int, positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import bilinear_periodic, rot90_shift_periodic, shift_periodic
+from flow_escnn.data._sample_dataset import SampleDataset
 from flow_escnn.data.digits import SPLITS, DigitSet, check_split
 from flow_escnn.data.sources import DigitSourceLike, resolve_digit_source
 from flow_escnn.data.velocities import default_velocities, velocity_array
@@ -254,7 +254,7 @@ def generate_flowing_sequences(
     )
 
 
-class FlowingMNIST(Dataset):
+class FlowingMNIST(SampleDataset):
     """A fixed, seeded dataset of flowing-digit sequences for one split.
 
     All sequences are generated once, at construction (``N * T * H * W * 4`` bytes of
@@ -292,6 +292,10 @@ class FlowingMNIST(Dataset):
         labels: ``[N, K]`` digit classes.
         velocity_set: ``[M, 3]`` float64 numpy array, the set velocities were drawn from.
     """
+
+    sample_type = FlowingSample
+    sample_fields = ("frames", "velocities", "labels")
+
 
     def __init__(
         self,
@@ -333,15 +337,5 @@ class FlowingMNIST(Dataset):
         self.digit_index = batch.digit_index
         self.offsets = batch.offsets
 
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
-
-    def __getitem__(self, index: int) -> FlowingSample:
-        return FlowingSample(self.frames[index], self.velocities[index], self.labels[index])
-
-    def __repr__(self) -> str:
-        n, t, _, h, w = self.frames.shape
-        return (
-            f"FlowingMNIST(split={self.split!r}, flow={self.flow!r}, N={n}, T={t}, grid={h}x{w}, "
-            f"K={self.velocities.shape[1]}, |V|={len(self.velocity_set)}, source={self.source!r})"
-        )
+    def describe(self) -> str:
+        return f"flow={self.flow!r}, K={self.velocities.shape[1]}, |V|={len(self.velocity_set)}, source={self.source!r}"

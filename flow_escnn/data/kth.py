@@ -62,11 +62,11 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from flow_escnn._validate import positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import shift_periodic
+from flow_escnn.data._sample_dataset import SampleDataset
 from flow_escnn.data.clip_io import CLIP_SUFFIXES, clip_length, read_clip
 from flow_escnn.data.digits import check_split
 from flow_escnn.data.velocities import translation_velocities, velocity_array
@@ -221,7 +221,7 @@ def _resize(frames: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[:, 0].clamp_(0.0, 1.0)
 
 
-class MovingKTH(Dataset):
+class MovingKTH(SampleDataset):
     """KTH action clips with a fixed imposed velocity per clip (see the module docstring).
 
     All clips of the split are read, resized and moved once, at construction.
@@ -253,6 +253,10 @@ class MovingKTH(Dataset):
         FileNotFoundError: when ``root`` (or a named annotation file) is missing.
         ValueError: when the split has no clip long enough, or a file is malformed.
     """
+
+    sample_type = KTHSample
+    sample_fields = ("clips", "labels", "velocities")
+
 
     def __init__(
         self,
@@ -350,15 +354,5 @@ class MovingKTH(Dataset):
             raise FileNotFoundError(f"KTH annotation file {path} does not exist")
         return read_kth_sequences(path)
 
-    def __len__(self) -> int:
-        return int(self.clips.shape[0])
-
-    def __getitem__(self, index: int) -> KTHSample:
-        return KTHSample(self.clips[index], self.labels[index], self.velocities[index])
-
-    def __repr__(self) -> str:
-        n, t, _, s, _ = self.clips.shape
-        return (
-            f"MovingKTH(split={self.split!r}, N={n}, T={t}, stride={self.stride}, size={s}, "
-            f"|V|={len(self.velocity_set)}, root={str(self.root)!r})"
-        )
+    def describe(self) -> str:
+        return f"stride={self.stride}, |V|={len(self.velocity_set)}, root={str(self.root)!r}"

@@ -41,7 +41,7 @@ from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
-from flow_escnn.nn.layers import SEQUENCE_LAYERS
+from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.pooling import (
     GROUP_POOLS,
     SPATIAL_POOLS,
@@ -140,7 +140,6 @@ class SequenceClassifier(torch.nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        one_of(cell, sorted(SEQUENCE_LAYERS), "cell")
         positive_int(num_classes, "num_classes")
         one_of(velocity_pool, VELOCITY_POOLS, "velocity_pool")
         one_of(group_pool, GROUP_POOLS, "group_pool")
@@ -148,16 +147,9 @@ class SequenceClassifier(torch.nn.Module):
         one_of(readout, READOUTS, "readout")
         if not isinstance(hidden_type, enn.FieldType):
             raise TypeError(f"hidden_type must be an escnn FieldType, got {type(hidden_type).__name__}")
-        self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](
-            in_type,
-            hidden_type,
-            flows,
-            kernel_size,
-            num_layers=num_layers,
-            mode=mode,
-            checkpoint=checkpoint,
-            padding_mode=padding_mode,
-            **cell_kwargs,
+        self.encoder: FlowRNN = sequence_layer(
+            cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
+            padding_mode=padding_mode, **cell_kwargs,
         )
         self.in_type = in_type
         self.hidden_type = hidden_type

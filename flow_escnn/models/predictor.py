@@ -74,7 +74,7 @@ from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights, conv_same
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
-from flow_escnn.nn.layers import SEQUENCE_LAYERS
+from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
 from flow_escnn.nn.sequence import FlowRNN
@@ -270,20 +270,11 @@ class NextFramePredictor(torch.nn.Module):
         one_of(output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         if output_activation != "identity":
             check_pointwise(in_type, "in_type (the predictions, for output_activation)")
-        one_of(cell, sorted(SEQUENCE_LAYERS), "cell")
         one_of(pool, VELOCITY_POOLS, "pool")
         non_negative_int(decoder_layers, "decoder_layers")
-        self.encoder: FlowRNN = SEQUENCE_LAYERS[cell](
-            in_type,
-            hidden_type,
-            flows,
-            kernel_size,
-            num_layers=num_layers,
-            mode=mode,
-            checkpoint=checkpoint,
-            padding_mode=padding_mode,
-            bias=bias,
-            **cell_kwargs,
+        self.encoder: FlowRNN = sequence_layer(
+            cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
+            padding_mode=padding_mode, bias=bias, **cell_kwargs,
         )
         dec_type = hidden_type if decoder_type is None else decoder_type
         if not isinstance(dec_type, enn.FieldType):

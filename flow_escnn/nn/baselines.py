@@ -155,8 +155,6 @@ class GRNNPlusCell(FlowCellBase):
         if kwargs.get("velocity_mixing"):
             raise ValueError("G-RNN+ has no V-mixing (its learned kernels already mix space per velocity)")
         get_nonlinearity(nonlinearity)
-        if not isinstance(flows, FlowSet):
-            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
         super().__init__(in_type, hidden_type, flows, kernel_size, **kwargs)
         self.nonlinearity = nonlinearity
         self.velocity_kernel_size = k
@@ -185,6 +183,19 @@ class GRNNPlusCell(FlowCellBase):
     def step_transport(self, grid: Any, device: torch.device) -> None:
         """None: the learned kernel takes the place of the transport (stationary frame only)."""
         return None
+
+
+def _upgrade_grnn_plus_state(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Rename the keys of G-RNN+ checkpoints written before it ran on the engine
+    (``U.{l}.*``, ``W.{l}.*``, ``K.{l}`` -> ``cells.{l}.U.*``, ``cells.{l}.W.*``, ``cells.{l}.K``)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        head, _, tail = rest.partition(".")
+        if head in ("U", "W", "K"):
+            layer, _, sub = tail.partition(".")
+            if layer.isdigit():
+                new = f"{prefix}cells.{layer}.{head}" + (f".{sub}" if sub else "")
+                state_dict[new] = state_dict.pop(key)
 
 
 @records_init
@@ -217,14 +228,14 @@ class GRNNPlus(FlowRNN):
         hidden_type: escnn ``FieldType`` of each V slice of the state.
         flows: the velocities :math:`V` (their order is the V axis; used for ``init="shift"``).
         kernel_size: odd kernel size of :math:`U, W`.
-        velocity_kernel_size: odd size ``k`` of :math:`K_\\nu` (5 in the paper).
-        kernel_sharing: ``"channel"`` (per-channel kernels) or ``"shared"``.
-        init: ``"shift"``, ``"identity"`` or ``"auto"`` (see :class:`GRNNPlusCell`).
-        nonlinearity: pointwise :math:`\\sigma` (``"relu"`` default).
         num_layers: stacked layers; layer :math:`l>0` reads layer :math:`l-1`'s lifted output.
         mode: ``"auto"`` or ``"hidden"`` (the learned kernel has no co-moving form).
         checkpoint: recompute segments in the backward pass.
-        **cell_kwargs: ``bias``, ``padding_mode`` (of :math:`U, W`; :math:`K_\\nu` is always periodic).
+        **cell_kwargs: keywords of :class:`GRNNPlusCell`: ``velocity_kernel_size`` (odd size ``k``
+            of :math:`K_\\nu`, 5 as in the paper), ``kernel_sharing`` (``"channel"``: per-channel
+            kernels, or ``"shared"``), ``init`` (``"shift"``, ``"identity"`` or ``"auto"``),
+            ``nonlinearity`` (pointwise :math:`\\sigma`, ``"relu"``), ``bias``, ``padding_mode``
+            (of :math:`U, W`; :math:`K_\\nu` is always periodic).
 
     Shapes:
         ``forward(x)``: ``[B, T, C_in, H, W]`` -> :class:`~flow_escnn.lifted.LiftedTensor`
@@ -233,48 +244,26 @@ class GRNNPlus(FlowRNN):
     """
 
     cell_class = GRNNPlusCell
+    state_dict_upgrades = (_upgrade_grnn_plus_state,)
 
-    def __init__(
-        self,
-        in_type: Any,
-        hidden_type: Any,
-        flows: FlowSet,
-        kernel_size: int = 3,
-        velocity_kernel_size: int = 5,
-        kernel_sharing: str = "channel",
-        init: str = "shift",
-        nonlinearity: str = "relu",
-        num_layers: int = 1,
-        mode: str = "auto",
-        checkpoint: bool = False,
-        **cell_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
-            velocity_kernel_size=velocity_kernel_size, kernel_sharing=kernel_sharing, init=init,
-            nonlinearity=nonlinearity, **cell_kwargs,
-        )
-        self.velocity_kernel_size = velocity_kernel_size
-        self.kernel_sharing = kernel_sharing
-        self.nonlinearity = nonlinearity
-        self._register_load_state_dict_pre_hook(_upgrade_grnn_plus_state)
+    @property
+    def velocity_kernel_size(self) -> int:
+        """Size ``k`` of the learned kernels :math:`K_\\nu`."""
+        return self.cells[0].velocity_kernel_size
+
+    @property
+    def kernel_sharing(self) -> str:
+        """``"channel"`` or ``"shared"``."""
+        return self.cells[0].kernel_sharing
+
+    @property
+    def nonlinearity(self) -> str:
+        """The pointwise :math:`\\sigma`."""
+        return self.cells[0].nonlinearity
 
     def velocity_filter(self, layer: int) -> torch.Tensor:
         """The depthwise filter ``[V*C, 1, k, k]`` of layer ``layer``."""
         return self.cells[layer].velocity_filter()
-
-
-def _upgrade_grnn_plus_state(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
-    """Rename the keys of G-RNN+ checkpoints written before it ran on the engine
-    (``U.{l}.*``, ``W.{l}.*``, ``K.{l}`` -> ``cells.{l}.U.*``, ``cells.{l}.W.*``, ``cells.{l}.K``)."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        rest = key[len(prefix):]
-        head, _, tail = rest.partition(".")
-        if head in ("U", "W", "K"):
-            layer, _, sub = tail.partition(".")
-            if layer.isdigit():
-                new = f"{prefix}cells.{layer}.{head}" + (f".{sub}" if sub else "")
-                state_dict[new] = state_dict.pop(key)
 
 
 @records_init

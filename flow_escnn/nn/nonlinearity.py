@@ -19,40 +19,26 @@ from typing import Any, Callable, Dict
 
 import torch
 
-__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "apply_nonlinearity_", "nonlinearity_backward", "check_pointwise"]
+__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "nonlinearity_backward", "check_pointwise"]
 
 
-def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
+def apply_nonlinearity(x: torch.Tensor, name: str, inplace: bool = False) -> torch.Tensor:
     """Apply the pointwise nonlinearity called ``name`` (TorchScript-compatible dispatch).
 
-    Unknown names are rejected at construction by :func:`get_nonlinearity`; here they fall
-    through to the identity, which only ``"identity"`` should reach.
-    """
-    if name == "relu":
-        return torch.relu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "elu":
-        return torch.nn.functional.elu(x)
-    return x
-
-
-def apply_nonlinearity_(x: torch.Tensor, name: str) -> torch.Tensor:
-    """In-place :func:`apply_nonlinearity` (``x`` must be a fresh tensor nothing else reads).
-
+    With ``inplace=True`` ``x`` is overwritten (it must be a fresh tensor nothing else reads).
     Every function here saves its *output* for the backward pass, so the in-place form is
-    autograd-safe and saves one allocation and one memory pass.
+    autograd-safe and saves one allocation and one memory pass. Unknown names are rejected at
+    construction by :func:`get_nonlinearity`; here they fall through to the identity, which
+    only ``"identity"`` should reach.
     """
     if name == "relu":
-        return torch.relu_(x)
+        return torch.relu_(x) if inplace else torch.relu(x)
     if name == "tanh":
-        return torch.tanh_(x)
+        return torch.tanh_(x) if inplace else torch.tanh(x)
     if name == "sigmoid":
-        return torch.sigmoid_(x)
+        return torch.sigmoid_(x) if inplace else torch.sigmoid(x)
     if name == "elu":
-        return torch.nn.functional.elu_(x)
+        return torch.nn.functional.elu_(x) if inplace else torch.nn.functional.elu(x)
     return x
 
 

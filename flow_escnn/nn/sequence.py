@@ -35,7 +35,7 @@ sequence length.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
@@ -79,6 +79,8 @@ class FlowRNN(torch.nn.Module):
     """
 
     cell_class: Type[FlowCellBase] = FERNNCell
+    #: ``load_state_dict`` pre-hooks that rename the keys of older checkpoints of a subclass.
+    state_dict_upgrades: Tuple[Callable[..., None], ...] = ()
 
     def __init__(
         self,
@@ -107,6 +109,8 @@ class FlowRNN(torch.nn.Module):
         )
         self._programs: Dict[Tuple[Any, ...], Recurrence] = {}
         self._register_load_state_dict_pre_hook(_tolerate_missing_extra_state)
+        for hook in self.state_dict_upgrades:
+            self._register_load_state_dict_pre_hook(hook)
 
     # -- what the parameters mean travels with them ---------------------------------------------------
     def layer_facts(self) -> Dict[str, Any]:

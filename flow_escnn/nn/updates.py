@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
-from flow_escnn.nn.nonlinearity import apply_nonlinearity_, nonlinearity_backward
+from flow_escnn.nn.nonlinearity import apply_nonlinearity, nonlinearity_backward
 
 __all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update"]
 
@@ -38,7 +38,7 @@ class _AddActivate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, base: torch.Tensor, a: torch.Tensor, shape: Tuple[int, ...], name: str) -> torch.Tensor:  # type: ignore[override]
-        apply_nonlinearity_(base.view(shape).add_(a), name)
+        apply_nonlinearity(base.view(shape).add_(a), name, inplace=True)
         ctx.mark_dirty(base)
         ctx.save_for_backward(base)
         ctx.name, ctx.shape, ctx.a_shape = name, shape, a.shape
@@ -61,7 +61,7 @@ def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: s
         if a.dtype != b.dtype:
             a = a.to(b.dtype)
         return (_AddActivate.apply(base, a, tuple(b.shape), nonlinearity).view(b.shape),)
-    return (apply_nonlinearity_(b.add_(a), nonlinearity),)
+    return (apply_nonlinearity(b.add_(a), nonlinearity, inplace=True),)
 
 
 def gru_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:

@@ -94,7 +94,6 @@ class FlowKind:
         syntax: the velocity-set string syntax, for messages.
         default_specs: default ``(train, test)`` velocity specs.
         default_data: default velocity spec of the data generators.
-        speed_label: axis label of :meth:`speed`.
         heatmap: whether the plots draw a ``(vx, vy)`` heat map per model.
     """
 
@@ -104,7 +103,6 @@ class FlowKind:
     syntax: str = ""
     default_specs: Tuple[str, str] = ("", "")
     default_data: str = ""
-    speed_label: str = ""
     heatmap: bool = False
 
     # -- velocity sets -----------------------------------------------------------------------------
@@ -188,6 +186,11 @@ class FlowKind:
         if self.translates:
             return float(max(abs(row[0]), abs(row[1])))
         return abs(float(row[2]))
+
+    @property
+    def speed_label(self) -> str:
+        """The axis label of :meth:`speed`."""
+        return "speed: max(|vx|, |vy|) [px/frame]" if self.translates else "|angular velocity| [deg/frame]"
 
     def __repr__(self) -> str:
         return f"FlowKind({self.name!r})"

@@ -22,8 +22,6 @@ class RotationKind(FlowKind):
               "(one angle: '30,')")
     default_specs = ("20", "40")
     default_data = "40"
-    speed_label = "|angular velocity| [deg/frame]"
-    heatmap = False
 
     def _parse(self, s: str, spec: str) -> List[Any]:
         if ":" in s:

@@ -18,8 +18,6 @@ class RotoTranslationKind(FlowKind):
     syntax = "'R@M' or 'R@M/S' (translations [-R, R]^2 times angles -M..M step S) or a list 'vx:vy:deg,...'"
     default_specs = ("1@20", "2@40")
     default_data = "1@40"
-    speed_label = "speed: max(|vx|, |vy|) [px/frame]"
-    heatmap = False
 
     def _parse(self, s: str, spec: str) -> List[Any]:
         explicit = "," in s or ":" in s

@@ -18,7 +18,6 @@ class TranslationKind(FlowKind):
     syntax = "'R' (all integer velocities in [-R, R]^2) or a list 'vx:vy,vx:vy,...' (e.g. '1:0,0:1')"
     default_specs = ("1", "2")
     default_data = "2"
-    speed_label = "speed: max(|vx|, |vy|) [px/frame]"
     heatmap = True
 
     def _parse(self, s: str, spec: str) -> List[Any]:
