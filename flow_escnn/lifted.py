@@ -193,7 +193,7 @@ class LiftedTensor:
             the grid (:meth:`FlowSet.shift_indices` with ``periodic_grid``), which is exact on the torus.
         """
         flows = self.flows
-        mu_gen = FlowSet._coerce(flows.gspace, mu)
+        mu_gen = FlowSet.as_generator(flows.gspace, mu)
         src = torch.as_tensor(
             flows.shift_indices(mu_gen, self.grid_shape if periodic_velocities else None), device=self.tensor.device
         )

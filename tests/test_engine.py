@@ -36,7 +36,7 @@ def _x(t: int = 4, h: int = 6, seed: int = 1, dtype=F64) -> torch.Tensor:
 
 
 def _cases():
-    for cell, mode, mixing in itertools.product(["fernn", "gru", "lstm", "grnn_plus"], ["hidden", "comoving"], [0, 1]):
+    for cell, mode, mixing in itertools.product(sorted(SEQUENCE_LAYERS), ["hidden", "comoving"], [0, 1]):
         if cell == "grnn_plus" and (mode == "comoving" or mixing):
             continue  # the learned kernel is stationary-frame only and has no V-mixing
         if mixing and mode == "comoving":
@@ -104,7 +104,7 @@ def test_exports_share_the_engine_and_hold_no_update_code():
 AUTOCAST_TOL = {torch.bfloat16: 2.0 ** -7}
 
 
-@pytest.mark.parametrize("cell", ["fernn", "gru", "lstm", "grnn_plus"])
+@pytest.mark.parametrize("cell", sorted(SEQUENCE_LAYERS))
 def test_autocast_bf16_runs_and_stays_translation_equivariant(cell):
     """Under torch.autocast(bf16) every layer runs with bf16 states; the exact translation flow
     still commutes to bf16 rounding (relative error stated per dtype)."""

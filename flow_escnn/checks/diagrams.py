@@ -40,24 +40,15 @@ Conventions
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 
 from flow_escnn.checks import predict
-from flow_escnn.checks.inputs import (
-    FlowsLike,
-    ModelOutput,
-    check_model_mode,
-    coerce_elements,
-    coerce_flows,
-    run_model,
-    validate_input,
-)
-from flow_escnn.checks.report import CheckRow, EquivarianceReport, default_tolerances
+from flow_escnn.checks.context import CheckContext, Model, compare_rows, make_context
+from flow_escnn.checks.inputs import FlowsLike, coerce_elements, coerce_flows, validate_input
+from flow_escnn.checks.report import CheckRow, EquivarianceReport
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.transport import INTERPOLATIONS
 
 __all__ = [
     "check_flow_equivariance",
@@ -66,144 +57,7 @@ __all__ = [
     "check_equivariance",
 ]
 
-Model = Callable[[torch.Tensor], Any]
-
-
-@dataclass
-class _Context:
-    """Everything one check run shares: the model, the input, the base output, tolerances."""
-
-    model: Model
-    x: torch.Tensor
-    in_type: Any
-    out_type: Any
-    time_offset: int
-    interpolation: str
-    periodic_velocities: bool
-    atol: float
-    rtol: float
-    base: ModelOutput
-    notes: List[str] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-
-    def call(self, x: torch.Tensor) -> ModelOutput:
-        out = run_model(self.model, x, self.in_type, self.out_type)
-        if out.tensor.shape != self.base.tensor.shape or out.lifted_type != self.base.lifted_type:
-            raise ValueError(
-                f"the model's output on a transformed input has shape {tuple(out.tensor.shape)} "
-                f"(type {out.lifted_type or out.field_type}) but {tuple(self.base.tensor.shape)} on the original "
-                "input; an equivariant model must return the same shape and type for both"
-            )
-        return out
-
-    def require_same_grid(self, what: str) -> None:
-        if tuple(self.base.tensor.shape[-2:]) != tuple(self.x.shape[-2:]):
-            raise ValueError(
-                f"{what} needs the model's output on the input's grid {tuple(self.x.shape[-2:])}, got "
-                f"{tuple(self.base.tensor.shape[-2:])}: a flow moves by input pixels per frame"
-            )
-
-    def report(self, rows: List[CheckRow]) -> EquivarianceReport:
-        return EquivarianceReport(
-            rows=rows,
-            atol=self.atol,
-            rtol=self.rtol,
-            dtype=str(self.x.dtype),
-            output_kind=self.base.kind,
-            time_offset=self.time_offset,
-            notes=list(self.notes),
-        )
-
-
-def _context(
-    model: Model,
-    x: torch.Tensor,
-    in_type: Any,
-    out_type: Any,
-    time_offset: int,
-    interpolation: str,
-    periodic_velocities: bool,
-    atol: Optional[float],
-    rtol: Optional[float],
-    allow_training: bool,
-) -> _Context:
-    validate_input(x, in_type)
-    if isinstance(time_offset, bool) or int(time_offset) != time_offset:
-        raise ValueError(f"time_offset must be an integer number of frames, got {time_offset!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    a, r = default_tolerances(x.dtype, atol, rtol)
-    check_model_mode(model, allow_training)
-    base = run_model(model, x, in_type, out_type)
-    return _Context(model, x, in_type, out_type, int(time_offset), interpolation, bool(periodic_velocities), a, r, base)
-
-
-def _rows(
-    ctx: _Context,
-    check: str,
-    label: str,
-    actual: ModelOutput,
-    expected: torch.Tensor,
-    exact: bool,
-    valid: Optional[torch.Tensor],
-) -> List[CheckRow]:
-    """One row per output frame: errors over the valid V slices of that frame."""
-    total = ctx.base.num_slices
-    a, e = actual.tensor, expected
-    if valid is not None:
-        idx = torch.nonzero(valid.to(a.device), as_tuple=False).flatten()
-        a, e = a.index_select(2, idx), e.index_select(2, idx)
-        compared = int(idx.numel())
-        if compared < total:
-            ctx.note(
-                "V slices whose nu - mu is outside V (or does not commute with mu) carry no exact prediction "
-                "and are excluded; the slices column counts the compared ones"
-            )
-    else:
-        compared = total
-    if not exact:
-        ctx.note(
-            f"rows with exact=no were transported by {ctx.interpolation} interpolation (not grid-exact): their "
-            "errors include resampling error, so set atol/rtol to suit it"
-        )
-    rows = []
-    for t in range(a.shape[1]):
-        if compared == 0:
-            err = ref = rel = 0.0
-        else:
-            diff = (a[:, t].double() - e[:, t].double()).abs()
-            err = float(diff.max())
-            ref = float(e[:, t].double().abs().max())
-            rel = _relative(err, ref)
-        tol = ctx.atol + ctx.rtol * ref
-        rows.append(
-            CheckRow(
-                check=check,
-                transform=label,
-                t=t,
-                max_abs_error=err,
-                max_rel_error=rel,
-                max_abs_expected=ref,
-                tolerance=tol,
-                compared_slices=compared,
-                total_slices=total,
-                exact=exact,
-                passed=bool(err <= tol),
-            )
-        )
-    return rows
-
-
-def _relative(err: float, ref: float) -> float:
-    if ref > 0:
-        return err / ref
-    return 0.0 if err == 0 else float("inf")
-
-
-def _flow_rows(ctx: _Context, mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+def _flow_rows(ctx: CheckContext, mus: Sequence[FlowGenerator]) -> List[CheckRow]:
     ctx.require_same_grid("a flow check")
     rows: List[CheckRow] = []
     for mu in mus:
@@ -215,22 +69,22 @@ def _flow_rows(ctx: _Context, mus: Sequence[FlowGenerator]) -> List[CheckRow]:
         actual = ctx.call(x_in)
         if ctx.base.is_lifted and not ctx.base.lifted_type.flows.exact_for(mu):
             ctx.note(f"{label} does not commute with every flow in V: only commuting slices are compared")
-        rows += _rows(ctx, "flow", label, actual, expected, exact_in and exact_out, valid)
+        rows += compare_rows(ctx, "flow", label, actual, expected, exact_in and exact_out, valid)
     return rows
 
 
-def _static_rows(ctx: _Context, elements: Sequence[Any]) -> List[CheckRow]:
+def _static_rows(ctx: CheckContext, elements: Sequence[Any]) -> List[CheckRow]:
     rows: List[CheckRow] = []
     for g in elements:
         label = f"g={g}"
         x_in, exact_in = predict.input_static(ctx.x, ctx.in_type, g, ctx.interpolation)
         expected, exact_out, valid = predict.output_static(ctx.base, g, ctx.interpolation)
         actual = ctx.call(x_in)
-        rows += _rows(ctx, "static", label, actual, expected, exact_in and exact_out, valid)
+        rows += compare_rows(ctx, "static", label, actual, expected, exact_in and exact_out, valid)
     return rows
 
 
-def _combined_rows(ctx: _Context, elements: Sequence[Any], mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+def _combined_rows(ctx: CheckContext, elements: Sequence[Any], mus: Sequence[FlowGenerator]) -> List[CheckRow]:
     ctx.require_same_grid("a combined check")
     rows: List[CheckRow] = []
     for g in elements:
@@ -241,7 +95,7 @@ def _combined_rows(ctx: _Context, elements: Sequence[Any], mus: Sequence[FlowGen
                 ctx.base, g, mu, ctx.time_offset, ctx.interpolation, ctx.periodic_velocities
             )
             actual = ctx.call(x_in)
-            rows += _rows(ctx, "combined", label, actual, expected, exact_in and exact_out, valid)
+            rows += compare_rows(ctx, "combined", label, actual, expected, exact_in and exact_out, valid)
     return rows
 
 
@@ -286,7 +140,7 @@ def check_flow_equivariance(
         periodic_velocities: lifted outputs only: match :math:`\\nu\\ominus\\mu` to V modulo the
             ``H x W`` grid (on a torus the flows of ``(vx, vy)`` and ``(vx + W, vy + H)`` coincide), so
             a V covering the torus compares every slice. Only for models whose state lives on a torus.
-        atol: absolute tolerance (default by dtype, see :func:`default_tolerances`).
+        atol: absolute tolerance (default by dtype, see :func:`~flow_escnn.checks.report.default_tolerances`).
         rtol: relative tolerance (default by dtype).
         allow_training: accept a module in training mode (its mode is never changed).
 
@@ -299,7 +153,7 @@ def check_flow_equivariance(
     """
     validate_input(x, in_type)
     mus = coerce_flows(in_type.gspace, flows)
-    ctx = _context(
+    ctx = make_context(
         model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
     )
     return ctx.report(_flow_rows(ctx, mus))
@@ -348,7 +202,7 @@ def check_static_equivariance(
     """
     validate_input(x, in_type)
     gs = coerce_elements(in_type.gspace, elements)
-    ctx = _context(model, x, in_type, out_type, 0, interpolation, False, atol, rtol, allow_training)
+    ctx = make_context(model, x, in_type, out_type, 0, interpolation, False, atol, rtol, allow_training)
     return ctx.report(_static_rows(ctx, gs))
 
 
@@ -410,7 +264,7 @@ def check_combined_equivariance(
     validate_input(x, in_type)
     mus = coerce_flows(in_type.gspace, flows)
     gs = coerce_elements(in_type.gspace, elements)
-    ctx = _context(
+    ctx = make_context(
         model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
     )
     return ctx.report(_combined_rows(ctx, gs, mus))
@@ -454,7 +308,7 @@ def check_equivariance(
     validate_input(x, in_type)
     mus = coerce_flows(in_type.gspace, flows) if flows is not None else []
     gs = coerce_elements(in_type.gspace, elements) if (static or (combined and mus)) else []
-    ctx = _context(
+    ctx = make_context(
         model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
     )
     rows: List[CheckRow] = []

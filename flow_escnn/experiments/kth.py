@@ -25,17 +25,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flow_escnn._compat import enn
+from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data.kth import KTH_ACTIONS, MovingKTH
-from flow_escnn.experiments.config import CELLS, count_parameters, make_gspace, parse_velocities
+from flow_escnn.experiments.config import parse_velocities
+from flow_escnn.experiments.loop import LoopState, check_training, no_progress, optimise
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -46,32 +46,24 @@ from flow_escnn.experiments.runtime import (
     versions,
     write_json,
 )
-from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.kinds import TRANSLATION
-from flow_escnn.models import Conv3DClassifier, SequenceClassifier
+from flow_escnn.models.config import ClassifierConfig
+from flow_escnn.models.factory import build_classifier, count_parameters
 
 __all__ = ["KTH_MODELS", "KTHConfig", "build_kth_model", "train_kth"]
 
 logger = logging.getLogger(__name__)
 
-KTH_MODELS = ("fernn", "grnn", "grnn_plus", "conv3d")
+KTH_MODELS = ClassifierConfig.MODELS
 
 
 @dataclasses.dataclass
-class KTHConfig:
-    """A moving-KTH classification run (see the module docstring)."""
+class KTHConfig(ClassifierConfig):
+    """A moving-KTH classification run (see the module docstring): the model section of
+    :class:`~flow_escnn.models.config.ClassifierConfig` (translation flows only) plus data and
+    optimisation fields. V covers the training velocities unless ``flow_radius`` is given."""
 
     root: str = ""
-    model: str = "fernn"
-    cell: str = "fernn"
-    group: int = 1
-    hidden_channels: Optional[int] = None
-    hidden_fields: Optional[int] = None
-    num_layers: int = 1
-    kernel_size: int = 3
-    flow_radius: int = 2
-    velocity_kernel_size: int = 5
-    conv3d_channels: str = "16,32"
     train_velocities: str = "2"
     test_velocities: Optional[str] = None
     num_frames: int = 16
@@ -88,82 +80,34 @@ class KTHConfig:
     eval_every: int = 100
     eval_batch_size: int = 64
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+    def flow_rows(self) -> List[Tuple[int, int, float]]:
+        return TRANSLATION.parse(self.train_velocities)
 
-    def replace(self, **changes: Any) -> "KTHConfig":
-        return dataclasses.replace(self, **changes)
-
-    def hidden_field_count(self) -> int:
-        if self.hidden_fields is not None:
-            return self.hidden_fields
-        return max(1, (16 if self.hidden_channels is None else self.hidden_channels) // self.group)
-
-    def conv3d_channel_list(self) -> list:
-        try:
-            chans = [int(c) for c in self.conv3d_channels.split(",") if c.strip()]
-        except ValueError:
-            chans = []
-        if not chans or any(c < 1 for c in chans):
-            raise ValueError(
-                f"conv3d_channels must be a list of positive integers like '16,32', got {self.conv3d_channels!r}"
-            )
-        return chans
+    def grid_shape(self) -> Tuple[int, int]:
+        return (self.size, self.size)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option when anything is inconsistent."""
         if not self.root:
             raise ValueError("give the local KTH folder (root); nothing is downloaded")
-        if self.model not in KTH_MODELS:
-            raise ValueError(f"model must be one of {KTH_MODELS}, got {self.model!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
-        if self.model in ("grnn_plus", "conv3d") and self.cell != "fernn":
-            raise ValueError(f"model {self.model!r} has no gated cells; drop --cell")
-        for name in ("group", "num_layers", "kernel_size", "velocity_kernel_size", "num_frames", "stride", "size",
-                     "batch_size", "eval_every", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("hidden_channels", "hidden_fields", "steps", "epochs", "hop"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        super().validate()
+        if self.kind is not TRANSLATION:
+            raise ValueError(f"moving KTH moves clips by whole-pixel translations: flow must be 'translation', "
+                             f"got {self.flow!r}")
+        check_training(self)
+        for name in ("num_frames", "stride", "size"):
+            positive_int(getattr(self, name), name)
+        optional_positive_int(self.hop, "hop")
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give either steps or epochs, not both")
-        if self.hidden_channels is not None and self.hidden_fields is not None:
-            raise ValueError("give either hidden_channels or hidden_fields, not both")
-        if self.hidden_channels is not None and self.hidden_channels % self.group:
-            raise ValueError(f"hidden_channels={self.hidden_channels} is not a multiple of the group order {self.group}")
-        if not isinstance(self.flow_radius, int) or self.flow_radius < 0:
-            raise ValueError(f"flow_radius must be a non-negative integer, got {self.flow_radius!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.grad_clip < 0:
-            raise ValueError("lr must be positive and grad_clip >= 0")
         parse_velocities(self.train_velocities, TRANSLATION)
         if self.test_velocities is not None:
             parse_velocities(self.test_velocities, TRANSLATION)
-        self.conv3d_channel_list()
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
 
 def build_kth_model(config: KTHConfig) -> torch.nn.Module:
     """The classifier of a KTH config (six classes, one grayscale input channel)."""
-    config.validate()
-    n = len(KTH_ACTIONS)
-    if config.model == "conv3d":
-        return Conv3DClassifier(1, n, channels=config.conv3d_channel_list(), kernel_size=config.kernel_size,
-                                padding_mode="circular")
-    gs = make_gspace(config.group)
-    in_type = enn.FieldType(gs, [gs.trivial_repr])
-    hidden_type = enn.FieldType(gs, [gs.regular_repr] * config.hidden_field_count())
-    if config.model == "grnn_plus":
-        return SequenceClassifier(in_type, hidden_type, FlowSet.translations(gs, config.flow_radius), n,
-                                  cell="grnn_plus", kernel_size=config.kernel_size,
-                                  velocity_kernel_size=config.velocity_kernel_size, init="auto")
-    flows = FlowSet.identity(gs) if config.model == "grnn" else FlowSet.translations(gs, config.flow_radius)
-    return SequenceClassifier(in_type, hidden_type, flows, n, cell=config.cell, num_layers=config.num_layers,
-                              kernel_size=config.kernel_size)
+    return build_classifier(config, len(KTH_ACTIONS))
 
 
 @torch.no_grad()
@@ -183,15 +127,12 @@ def accuracy(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, 
 
 def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = None) -> Dict[str, Any]:
     """Train and evaluate one KTH classifier; writes ``metrics.json`` and ``checkpoint.pt`` to ``out_dir``."""
-    config.validate()
-    c = config
+    c = config.resolve()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(c.device)
-    train_v = [tuple(int(v) for v in r[:2]) for r in parse_velocities(c.train_velocities, TRANSLATION)]
-    test_v = None if c.test_velocities is None else [
-        tuple(int(v) for v in r[:2]) for r in parse_velocities(c.test_velocities, TRANSLATION)
-    ]
+    train_v = [r[:2] for r in TRANSLATION.parse(c.train_velocities)]
+    test_v = None if c.test_velocities is None else [r[:2] for r in TRANSLATION.parse(c.test_velocities)]
     kw = dict(num_frames=c.num_frames, stride=c.stride, size=c.size, velocities=train_v, test_velocities=test_v,
               hop=c.hop, seed=c.seed)
     splits = {s: MovingKTH(c.root, s, **kw) for s in ("train", "val", "test")}
@@ -205,30 +146,25 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
         model = build_kth_model(c).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c.lr)
         curve = []
-        train_time = 0.0
-        bar = progress(total=steps, initial=0, desc=f"kth {c.model}") if progress else None
-        model.train()
-        loss_value = float("nan")
-        for step in range(1, steps + 1):
-            t0 = time.perf_counter()
-            idx = batch_indices(len(train), c.batch_size, c.seed, step - 1)
-            logits = model(train.clips[idx].to(device))
-            loss = F.cross_entropy(logits, train.labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-            opt.step()
-            train_time += time.perf_counter() - t0
-            loss_value = float(loss.detach())
-            if bar is not None:
-                bar.update(1)
-            if step % c.eval_every == 0 or step == steps:
+        state = LoopState()
+        bar = (progress or no_progress)(total=steps, initial=0, desc=f"kth {c.model}")
+
+        def loss_at(step: int) -> torch.Tensor:
+            idx = batch_indices(len(train), c.batch_size, c.seed, step)
+            return F.cross_entropy(model(train.clips[idx].to(device)), train.labels[idx].to(device))
+
+        def after_step(s: LoopState) -> None:
+            if s.step % c.eval_every == 0 or s.step == steps:
                 val_acc = accuracy(model, splits["val"].clips, splits["val"].labels, c.eval_batch_size, device)
-                curve.append({"step": step, "val_accuracy": val_acc, "train_loss": loss_value, "train_time_s": train_time})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.3g}", val_acc=f"{val_acc:.3f}")
-        if bar is not None:
+                curve.append({"step": s.step, "val_accuracy": val_acc, "train_loss": s.last_loss,
+                              "train_time_s": s.train_time})
+                bar.set_postfix(loss=f"{s.last_loss:.3g}", val_acc=f"{val_acc:.3f}")
+
+        model.train()
+        try:
+            optimise(model, opt, state, steps, loss_at, c.grad_clip, after_step, bar,
+                     lambda: "Nothing was saved (KTH runs save at the end). ")
+        finally:
             bar.close()
         test_acc = accuracy(model, splits["test"].clips, splits["test"].labels, c.eval_batch_size, device)
         save_checkpoint(out / "checkpoint.pt", {"model": model.state_dict(), "step": steps, "config": c.to_dict()})
@@ -238,9 +174,9 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
         "val_accuracy": curve[-1]["val_accuracy"] if curve else None,
         "chance_accuracy": 1.0 / len(KTH_ACTIONS),
         "val_curve": curve,
-        "final_train_loss": loss_value,
+        "final_train_loss": state.last_loss,
         "steps": steps,
-        "train_time_s": train_time,
+        "train_time_s": state.train_time,
         "num_parameters": count_parameters(model),
         "num_clips": {s: len(ds) for s, ds in splits.items()},
         "class_counts": {

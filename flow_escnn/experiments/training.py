@@ -23,7 +23,6 @@ training 2 more gives bit-identical weights to training 4 steps at once.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from flow_escnn.experiments.config import ExperimentConfig, build_model
 from flow_escnn.experiments.datasets import ExperimentData
 from flow_escnn.experiments.evaluation import evaluate_model, mse_per_step, run_metrics
+from flow_escnn.experiments.loop import LoopState, NonFiniteLossError, no_progress, optimise
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -55,6 +55,7 @@ __all__ = [
     "train_flowing",
     "load_checkpoint",
     "ProgressFactory",
+    "NonFiniteLossError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,26 +72,11 @@ RESUMABLE = (
 ProgressFactory = Callable[..., Any]
 
 
-class NonFiniteLossError(ValueError):
-    """Training met a NaN or infinite loss; the run stopped and its last checkpoint was kept."""
-
-
 def _saved_step(path: Path) -> Any:
     try:
         return int(load_checkpoint(path)["step"])
     except Exception:  # noqa: BLE001 - only for the message
         return "?"
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def prediction_loss(model: torch.nn.Module, x: torch.Tensor, config: ExperimentConfig) -> torch.Tensor:
@@ -175,20 +161,18 @@ def train_flowing(
         seed_everything(c.seed)
         model = build_model(c).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
-        step, train_time = 0, 0.0
+        state = LoopState()
         val_curve = []
-        last_loss: Optional[float] = None
         if resume:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
-            step = int(payload["step"])
-            train_time = float(payload["train_time_s"])
+            state = LoopState(int(payload["step"]), float(payload["train_time_s"]), payload.get("last_loss"))
             val_curve = list(payload["val_curve"])
-            last_loss = payload.get("last_loss")
             set_rng_state(payload["rng"])
-            logger.info("resumed %s at step %d of %d", ckpt_path, step, c.steps)
-            if step > c.steps:
-                logger.warning("the checkpoint is at step %d, past the requested %d steps: no training", step, c.steps)
+            logger.info("resumed %s at step %d of %d", ckpt_path, state.step, c.steps)
+            if state.step > c.steps:
+                logger.warning("the checkpoint is at step %d, past the requested %d steps: no training",
+                               state.step, c.steps)
         if data is None or not data.matches(c):
             data = ExperimentData(c)
         train = data.train()
@@ -198,47 +182,37 @@ def train_flowing(
             return {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "step": step,
+                "step": state.step,
                 "config": c.to_dict(),
                 "rng": rng_state(),
                 "val_curve": val_curve,
-                "train_time_s": train_time,
-                "last_loss": last_loss,
+                "train_time_s": state.train_time,
+                "last_loss": state.last_loss,
                 "versions": versions(),
             }
 
-        bar = (progress or (lambda **kw: _NoProgress()))(total=c.steps, initial=min(step, c.steps), desc=f"train {c.model}")
+        def loss_at(step: int) -> torch.Tensor:
+            return prediction_loss(model, train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device), c)
+
+        def after_step(s: LoopState) -> None:
+            if s.step % c.eval_every == 0 or s.step == c.steps:
+                val_mse = float(mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
+                val_curve.append({"step": s.step, "val_mse": val_mse, "train_loss": s.last_loss,
+                                  "train_time_s": s.train_time})
+                bar.set_postfix(loss=f"{s.last_loss:.4g}", val=f"{val_mse:.4g}")
+                logger.info("step %d: train loss %.5g, val MSE %.5g", s.step, s.last_loss, val_mse)
+            if s.step % c.checkpoint_every == 0 or s.step == c.steps:
+                save_checkpoint(ckpt_path, snapshot())
+
+        def stop_note() -> str:
+            if ckpt_path.exists():
+                return f"The last good checkpoint (step {_saved_step(ckpt_path)}) is kept at {ckpt_path}. "
+            return "No checkpoint was written yet. "
+
+        bar = (progress or no_progress)(total=c.steps, initial=min(state.step, c.steps), desc=f"train {c.model}")
         model.train()
         try:
-            while step < c.steps:
-                t0 = time.perf_counter()
-                x = train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device)
-                loss = prediction_loss(model, x, c)
-                if not bool(torch.isfinite(loss)):
-                    raise NonFiniteLossError(
-                        f"training stopped at step {step + 1}: the loss is {float(loss.detach())}. "
-                        + (f"The last good checkpoint (step {_saved_step(ckpt_path)}) is kept at {ckpt_path}. "
-                           if ckpt_path.exists() else "No checkpoint was written yet. ")
-                        + "Check the data for NaN/inf, lower --lr, or use a bounded nonlinearity (--nonlinearity tanh)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-                optimizer.step()
-                step += 1
-                last_loss = float(loss.detach())
-                train_time += time.perf_counter() - t0
-                bar.update(1)
-                if step % c.eval_every == 0 or step == c.steps:
-                    val_mse = float(mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
-                    val_curve.append(
-                        {"step": step, "val_mse": val_mse, "train_loss": last_loss, "train_time_s": train_time}
-                    )
-                    bar.set_postfix(loss=f"{last_loss:.4g}", val=f"{val_mse:.4g}")
-                    logger.info("step %d: train loss %.5g, val MSE %.5g", step, last_loss, val_mse)
-                if step % c.checkpoint_every == 0 or step == c.steps:
-                    save_checkpoint(ckpt_path, snapshot())
+            optimise(model, optimizer, state, c.steps, loss_at, c.grad_clip, after_step, bar, stop_note)
         finally:
             bar.close()
         final = snapshot()

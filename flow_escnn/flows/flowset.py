@@ -58,7 +58,7 @@ class FlowSet:
             )
         gens_list = []
         for v in generators:
-            gens_list.append(self._coerce(gspace, v))
+            gens_list.append(self.as_generator(gspace, v))
             if len(gens_list) > MAX_FLOWS:
                 raise ValueError(
                     f"a FlowSet holds at most {MAX_FLOWS} velocities (every one is a slice of the hidden state); "
@@ -77,7 +77,9 @@ class FlowSet:
         self._index = index
 
     @staticmethod
-    def _coerce(gspace: Any, v: VelocityLike) -> FlowGenerator:
+    def as_generator(gspace: Any, v: VelocityLike) -> FlowGenerator:
+        """``v`` as a :class:`FlowGenerator` on ``gspace``: a generator (of that gspace) as is, a tuple
+        ``(vx, vy)`` or ``(vx, vy, k)`` (integer pixels and rotation steps) as the generator it names."""
         if isinstance(v, FlowGenerator):
             if v.gspace != gspace:
                 raise ValueError(f"generator {v} belongs to gspace {v.gspace}, not {gspace}")
@@ -163,7 +165,7 @@ class FlowSet:
 
     def __contains__(self, v: object) -> bool:
         try:
-            return self._coerce(self._gspace, v) in self._index  # type: ignore[arg-type]
+            return self.as_generator(self._gspace, v) in self._index  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return False
 
@@ -173,7 +175,7 @@ class FlowSet:
         Raises:
             KeyError: when the velocity is not in the set (the message lists the set).
         """
-        g = self._coerce(self._gspace, velocity)
+        g = self.as_generator(self._gspace, velocity)
         try:
             return self._index[g]
         except KeyError:
@@ -215,7 +217,7 @@ class FlowSet:
                 rotation of an integer translation).
         """
         h = GridElement(self._gspace, g)
-        nu = self._coerce(self._gspace, velocity)
+        nu = self.as_generator(self._gspace, velocity)
         conj = nu.element().conjugate(h)
         try:
             return FlowGenerator.from_element(conj)
@@ -262,8 +264,8 @@ class FlowSet:
         None when :math:`g_\\mu` and :math:`g_\\nu` do not commute (no exact prediction)
         or the difference is not a grid generator.
         """
-        nu = self._coerce(self._gspace, velocity)
-        m = self._coerce(self._gspace, mu)
+        nu = self.as_generator(self._gspace, velocity)
+        m = self.as_generator(self._gspace, mu)
         gm, gn = m.element(), nu.element()
         if not gm.commutes_with(gn):
             return None
@@ -335,7 +337,7 @@ class FlowSet:
 
     def exact_for(self, mu: VelocityLike) -> bool:
         """Whether input flow ``mu`` commutes with every generator of V (the theorem's condition)."""
-        gm = self._coerce(self._gspace, mu).element()
+        gm = self.as_generator(self._gspace, mu).element()
         return all(gm.commutes_with(nu.element()) for nu in self._gens)
 
 

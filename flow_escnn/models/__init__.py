@@ -2,6 +2,8 @@
 (and the 3D-CNN classification baseline), each a thin shell around the recurrence engine."""
 from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, SequenceClassifier
 from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, ExportedNextFramePredictor, NextFramePredictor
+from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig
+from flow_escnn.models.factory import build_classifier, build_predictor
 from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
 from flow_escnn.nn.layers import SEQUENCE_LAYERS
@@ -17,6 +19,11 @@ __all__ = [
     "SequenceClassifier",
     "ExportedSequenceClassifier",
     "Conv3DClassifier",
+    "ModelConfig",
+    "PredictorConfig",
+    "ClassifierConfig",
+    "build_predictor",
+    "build_classifier",
     "save_model",
     "load_model",
     "CELLS",

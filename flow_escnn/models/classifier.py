@@ -175,7 +175,7 @@ class SequenceClassifier(torch.nn.Module):
     def _program(self, x: torch.Tensor) -> ClassifierProgram:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
-        self.encoder._check_input(x)
+        self.encoder.check_input(x)
         recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
         return ClassifierProgram(recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool, self.readout,
                                  self.checkpoint)

@@ -72,7 +72,8 @@ from flow_escnn._validate import non_negative_int, one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
-from flow_escnn.nn.engine import Recurrence, Weights, conv_same
+from flow_escnn.nn.engine import Recurrence, Weights
+from flow_escnn.nn.functional import conv_same
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.nonlinearity import check_pointwise

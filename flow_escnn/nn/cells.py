@@ -215,7 +215,7 @@ class FlowCellBase(torch.nn.Module):
         if x.dim() == 5 and x.shape[1] != len(self.flows):
             raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
         grid = (x.shape[-2], x.shape[-1])
-        h0 = None if state is None else [self._unpack_state(state, x.shape[0], grid, x)]
+        h0 = None if state is None else [self.unpack_state(state, x.shape[0], grid, x)]
         program = Recurrence([self.spec()], len(self.flows), grid, "hidden", [self.step_transport(grid, x.device)])
         new = program.run(x.unsqueeze(1), self.weights(), h0, keep_outputs=False).states[0]
         packed = tuple(LiftedTensor(s, self.lifted_type) for s in new)
@@ -225,7 +225,8 @@ class FlowCellBase(torch.nn.Module):
         shape = (batch, len(self.flows), self.hidden_type.size, *grid)
         return tuple(like.new_zeros(shape) for _ in range(self.state_size))
 
-    def _unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+    def unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+        """A user-given state (None, a tensor / LiftedTensor, or the pair ``(h, c)``) as the cell's tuple."""
         if state is None:
             return self.zero_state(batch, grid, like)
         if isinstance(state, (LiftedTensor, torch.Tensor)):

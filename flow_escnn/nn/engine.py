@@ -43,7 +43,6 @@ the input (the predictor's autoregressive continuation is the same step).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -51,43 +50,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from flow_escnn.flows.gather import CircularPad, circular_pad
+from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.transport import GatherTransport
+from flow_escnn.nn.functional import check_dtype, conv_same, segment_length
 from flow_escnn.nn.updates import CELL_KINDS
 
-__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "check_dtype", "conv_same", "segment_length", "MODES"]
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "MODES"]
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
 MODES = ("hidden", "comoving")
-
-
-def conv_same(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str,
-    pad: Optional[CircularPad] = None,
-) -> torch.Tensor:
-    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular (``pad``, a
-    :class:`~flow_escnn.flows.gather.CircularPad` for the grid, or built here) or zero padding."""
-    p = weight.shape[-1] // 2
-    if padding_mode == "circular":
-        return F.conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
-    return F.conv2d(x, weight, bias, padding=p)
-
-
-def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
-    """Refuse an input whose dtype differs from the weights' outside ``torch.autocast`` (with the fix)."""
-    if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
-        return
-    raise TypeError(
-        f"the input has dtype {x.dtype} but the model's weights are {weight.dtype}: cast the input "
-        f"(x.to({weight.dtype})), convert the model (model.to({x.dtype})), or run under "
-        f"torch.autocast('{x.device.type}', dtype={x.dtype}) for mixed precision"
-    )
-
-
-def segment_length(t_len: int) -> int:
-    """Checkpoint segment length: about :math:`\\sqrt{T}` steps, so stored states and recomputation balance."""
-    return max(1, math.ceil(math.sqrt(t_len)))
 
 
 @dataclass(frozen=True)

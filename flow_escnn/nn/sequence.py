@@ -308,7 +308,7 @@ class FlowRNN(torch.nn.Module):
         Returns:
             ``(sequence or None, [final state of each layer])``, final states in the stationary frame.
         """
-        raw = self._check_input(x)
+        raw = self.check_input(x)
         b, t_len = raw.shape[0], raw.shape[1]
         grid = (raw.shape[-2], raw.shape[-1])
         h0_raw = self._check_h0(h0, b, grid, raw)
@@ -324,7 +324,9 @@ class FlowRNN(torch.nn.Module):
         return out, packed
 
     # -- validation ---------------------------------------------------------------------------------------------
-    def _check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
+    def check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
+        """The raw ``[B, T, C_in, H, W]`` (or lifted ``[B, T, V, C_in, H, W]``) tensor of an input, after
+        checking it matches ``in_type`` / V (``ValueError`` / ``TypeError`` saying what differs)."""
         if isinstance(x, LiftedTensor):
             if x.type.flows != self.flows or x.type.field_type != self.in_type:
                 raise ValueError(
@@ -357,7 +359,7 @@ class FlowRNN(torch.nn.Module):
         if len(h0) != self.num_layers:
             raise ValueError(f"h0 has {len(h0)} entries but the stack has {self.num_layers} layers")
         return [
-            cell.zero_state(b, grid, like) if s is None else cell._unpack_state(s, b, grid, like)
+            cell.zero_state(b, grid, like) if s is None else cell.unpack_state(s, b, grid, like)
             for s, cell in zip(h0, self.cells)
         ]
 

@@ -1,0 +1,111 @@
+"""The optimisation loop every task trains with, and the checks of its config fields.
+
+One step: the task's loss of the batch of step ``s`` (a pure function of ``(seed, s)``), a
+finite-loss check, Adam's step after gradient-norm clipping, then the task's hook (evaluate,
+checkpoint). Flowing-MNIST (:mod:`~flow_escnn.experiments.training`) and moving KTH
+(:mod:`~flow_escnn.experiments.kth`) differ only in the loss and the hook.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+from flow_escnn._validate import non_negative_int, optional_positive_int, positive_int
+
+__all__ = ["LoopState", "NonFiniteLossError", "optimise", "check_training", "no_progress"]
+
+
+class NonFiniteLossError(ValueError):
+    """Training met a NaN or infinite loss; the run stopped and its last checkpoint was kept."""
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Where a run stands: optimisation steps done, seconds spent in them, the last loss."""
+
+    step: int = 0
+    train_time: float = 0.0
+    last_loss: Optional[float] = None
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def no_progress(**kwargs: Any) -> _NoProgress:
+    """A progress factory that reports nothing."""
+    return _NoProgress()
+
+
+def optimise(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: LoopState,
+    steps: int,
+    loss_at: Callable[[int], torch.Tensor],
+    grad_clip: float,
+    after_step: Callable[[LoopState], None],
+    bar: Any = None,
+    stop_note: Callable[[], str] = lambda: "",
+) -> None:
+    """Run optimisation steps ``state.step + 1 .. steps`` (``state`` is updated in place).
+
+    Args:
+        model: the model (its parameters are clipped).
+        optimizer: steps the parameters.
+        state: the run's :class:`LoopState`.
+        steps: the step to stop at.
+        loss_at: the training loss of the batch of (0-based) step ``s``.
+        grad_clip: gradient-norm clipping (0: off).
+        after_step: called after every step (evaluate, checkpoint).
+        bar: a progress bar (``update(n)``), or None.
+        stop_note: what the error of a non-finite loss says about the kept checkpoint.
+
+    Raises:
+        NonFiniteLossError: on a NaN or infinite loss, before the step is taken.
+    """
+    while state.step < steps:
+        t0 = time.perf_counter()
+        loss = loss_at(state.step)
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(
+                f"training stopped at step {state.step + 1}: the loss is {float(loss.detach())}. {stop_note()}"
+                "Check the data for NaN/inf, lower --lr, or use a bounded nonlinearity (--nonlinearity tanh)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        state.step += 1
+        state.last_loss = float(loss.detach())
+        state.train_time += time.perf_counter() - t0
+        if bar is not None:
+            bar.update(1)
+        after_step(state)
+
+
+def check_training(c: Any) -> None:
+    """Validate the optimisation fields every task config has (``ValueError`` naming the field)."""
+    for name in ("batch_size", "eval_every"):
+        positive_int(getattr(c, name), name)
+    for name in ("steps", "epochs", "eval_batch_size"):
+        optional_positive_int(getattr(c, name), name)
+    non_negative_int(c.seed, "seed")
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"lr must be a positive number, got {c.lr!r}")
+    if not (isinstance(c.grad_clip, (int, float)) and c.grad_clip >= 0):
+        raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip!r}")
+    if not (isinstance(c.device, str) and (c.device == "cpu" or c.device.startswith("cuda"))):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:K'), got {c.device!r}")

@@ -1,0 +1,92 @@
+"""Gather tables of a grid element: where each output pixel reads, with which weights.
+
+The numpy side of :mod:`flow_escnn.flows.transport` (built once, at construction): for an
+element :math:`(u, g)` of :math:`\\mathbb{Z}^2 \\rtimes G` acting on an ``H x W`` torus, the
+source of output pixel :math:`x` is :math:`A(g)^{-1}(x - u)`. It is a single pixel when the
+element maps the grid onto itself (integer translations, signed-permutation :math:`A(g)`),
+else the four bilinear neighbours with their weights. The transposed table serves the
+gather-only backward pass; :func:`as_permutation` finds fiber actions that are channel
+permutations.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from flow_escnn.flows.element import GridElement
+
+__all__ = ["INTERPOLATIONS", "grid_points", "spatial_table", "transpose_table", "as_permutation"]
+
+#: Interpolations of the non-exact transports.
+INTERPOLATIONS = ("bilinear",)
+_INT_TOL = 1e-6
+_PERM_TOL = 1e-9
+
+
+def grid_points(h: int, w: int) -> np.ndarray:
+    """Centred planar coordinates ``[H*W, 2]`` of the pixels, row-major."""
+    i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([j - (w - 1) / 2.0, (h - 1) / 2.0 - i], axis=-1).reshape(-1, 2).astype(np.float64)
+
+
+def spatial_table(e: GridElement, h: int, w: int, interpolation: str) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """Source pixel indices ``[H*W, K]`` and weights ``[H*W, K]`` for one element.
+
+    ``K == 1`` when the element maps the grid onto itself exactly, else ``K == 4``.
+    """
+    a = e.matrix
+    swaps_axes = abs(a[0, 1]) > 0 or abs(a[1, 0]) > 0
+    if swaps_axes and h != w:
+        raise ValueError(
+            f"{e} rotates the grid by an angle other than 0/180 degrees, which needs a square grid; "
+            f"got H={h}, W={w}"
+        )
+    pts = grid_points(h, w)
+    src = np.linalg.solve(a, (pts - e.translation_mod(h, w)).T).T  # A^{-1}(x - u), u exact modulo the torus
+    col = src[:, 0] + (w - 1) / 2.0
+    row = (h - 1) / 2.0 - src[:, 1]
+    rcol, rrow = np.round(col), np.round(row)
+    if np.all(np.abs(col - rcol) < _INT_TOL) and np.all(np.abs(row - rrow) < _INT_TOL):
+        idx = (np.mod(rrow.astype(np.int64), h) * w + np.mod(rcol.astype(np.int64), w))[:, None]
+        return idx, np.ones_like(idx, dtype=np.float64), True
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    c0, r0 = np.floor(col), np.floor(row)
+    fc, fr = col - c0, row - r0
+    c0, r0 = c0.astype(np.int64), r0.astype(np.int64)
+    idx, wts = [], []
+    for dr, wr in ((0, 1 - fr), (1, fr)):
+        for dc, wc in ((0, 1 - fc), (1, fc)):
+            idx.append(np.mod(r0 + dr, h) * w + np.mod(c0 + dc, w))
+            wts.append(wr * wc)
+    return np.stack(idx, -1), np.stack(wts, -1), False
+
+
+def transpose_table(idx: np.ndarray, wts: np.ndarray, n_in: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For every source pixel, the ``(output pixel, weight)`` pairs that read it: ``[N_in, K']`` each."""
+    n_out, k = idx.shape
+    q = np.repeat(np.arange(n_out), k)
+    s, ww = idx.reshape(-1), wts.reshape(-1)
+    keep = ww != 0
+    q, s, ww = q[keep], s[keep], ww[keep]
+    order = np.argsort(s, kind="stable")
+    q, s, ww = q[order], s[order], ww[order]
+    counts = np.bincount(s, minlength=n_in)
+    k2 = max(1, int(counts.max(initial=0)))
+    rank = np.arange(len(s)) - (np.cumsum(counts) - counts)[s]
+    t_idx = np.zeros((n_in, k2), dtype=np.int64)
+    t_wts = np.zeros((n_in, k2), dtype=np.float64)
+    t_idx[s, rank] = q
+    t_wts[s, rank] = ww
+    return t_idx, t_wts
+
+
+def as_permutation(rho: np.ndarray) -> Optional[np.ndarray]:
+    """``perm`` with ``rho[o, perm[o]] == 1`` if ``rho`` is a permutation matrix, else None."""
+    r = np.round(rho)
+    if np.max(np.abs(rho - r)) > _PERM_TOL or not np.all((r == 0) | (r == 1)):
+        return None
+    if not (np.all(r.sum(0) == 1) and np.all(r.sum(1) == 1)):
+        return None
+    return np.argmax(r, axis=1)
