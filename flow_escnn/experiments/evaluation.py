@@ -26,6 +26,7 @@ import torch
 from flow_escnn.experiments.config import ExperimentConfig, build_model, count_parameters
 from flow_escnn.experiments.datasets import ExperimentData
 from flow_escnn.experiments.runtime import PathLike, load_checkpoint, resolve_device, versions, write_json
+from flow_escnn.models.reference import ReferencePredictor
 
 __all__ = [
     "predict",
@@ -80,26 +81,6 @@ def mse_per_step(model: torch.nn.Module, frames: torch.Tensor, t_in: int, horizo
         model.train(was_training)
     per_frame = frames.shape[0] * int(np.prod(frames.shape[2:]))
     return (total / per_frame).numpy()
-
-
-class ReferencePredictor(torch.nn.Module):
-    """A parameter-free reference: ``"zeros"`` predicts empty frames, ``"last"`` repeats the last input frame.
-
-    Gives the MSE scale of a table (a model worse than ``"zeros"`` has learned nothing useful).
-    """
-
-    KINDS = ("zeros", "last")
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        if kind not in self.KINDS:
-            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
-        self.kind = kind
-
-    def forward(self, x: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:
-        last = x[:, -1:]
-        out = torch.zeros_like(last) if self.kind == "zeros" else last
-        return out.expand(-1, num_predictions, *x.shape[2:])
 
 
 def evaluate_model(model: torch.nn.Module, config: ExperimentConfig, data: ExperimentData) -> Dict[str, Any]:

@@ -4,6 +4,7 @@ from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, S
 from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, ExportedNextFramePredictor, NextFramePredictor
 from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig
 from flow_escnn.models.factory import build_classifier, build_predictor
+from flow_escnn.models.reference import ReferencePredictor
 from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
 from flow_escnn.nn.layers import SEQUENCE_LAYERS
@@ -24,6 +25,7 @@ __all__ = [
     "ClassifierConfig",
     "build_predictor",
     "build_classifier",
+    "ReferencePredictor",
     "save_model",
     "load_model",
     "CELLS",
