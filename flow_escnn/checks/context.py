@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Optional
 
 import torch
 
+from flow_escnn._validate import one_of
 from flow_escnn.checks.inputs import ModelOutput, check_model_mode, run_model, validate_input
 from flow_escnn.checks.report import CheckRow, EquivarianceReport, default_tolerances
 from flow_escnn.flows.tables import INTERPOLATIONS
@@ -86,8 +87,7 @@ def make_context(
     validate_input(x, in_type)
     if isinstance(time_offset, bool) or int(time_offset) != time_offset:
         raise ValueError(f"time_offset must be an integer number of frames, got {time_offset!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    one_of(interpolation, INTERPOLATIONS, "interpolation")
     a, r = default_tolerances(x.dtype, atol, rtol)
     check_model_mode(model, allow_training)
     base = run_model(model, x, in_type, out_type)

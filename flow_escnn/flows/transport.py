@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.tables import INTERPOLATIONS, as_permutation, spatial_table, transpose_table
 from flow_escnn.flows.gather import (
@@ -48,8 +49,8 @@ from flow_escnn.flows.gather import (
     pad_index,
     permute_pixels,
     ring_layers,
-    weighted_gather,
 )
+from flow_escnn.flows.resample import block_csr, sparse_resample
 
 __all__ = [
     "GatherTransport",
@@ -141,7 +142,7 @@ class GatherTransport(torch.nn.Module):
             self.register_buffer(f"ring{i}_source", self.pad_map[ring], persistent=False)
         # channel-materialised tables for all rows (the hot step transport), when small enough
         cached = self.num_slices * self.channels * self.index[0].numel() <= _FLAT_CACHE_LIMIT
-        self._cached = cached and not self.spatial_identity
+        self._cached = cached and self.exact and not self.spatial_identity
         self._cached_names = []
         if self._cached:
             tables = self._flat_tables(None)
@@ -151,6 +152,8 @@ class GatherTransport(torch.nn.Module):
             for name, table in tables.items():
                 self.register_buffer(f"flat_{name}", table, persistent=False)
             self._cached_names = list(tables)
+        if not self.exact and perm is not None:
+            self._channel_tables()
 
     @property
     def grid_shape(self) -> Tuple[int, int]:
@@ -183,7 +186,7 @@ class GatherTransport(torch.nn.Module):
         return t.index_select(0, sel.reshape(-1)).view(*sel.shape, *t.shape[1:])
 
     def _flat_tables(self, sel: Any) -> Dict[str, torch.Tensor]:
-        """Tables of the selected rows flattened over (channel, pixel[, tap]), fiber permutation folded in."""
+        """Exact tables of the selected rows flattened over (channel, pixel), fiber permutation folded in."""
         c, n = self.channels, self.height * self.width
         n_out = self.pad_map.numel()
 
@@ -198,17 +201,36 @@ class GatherTransport(torch.nn.Module):
 
         index = self._select(self.index, sel)
         perm = self._select(self.perm, sel)
-        ch = channels(perm, index[..., :1] if self.exact else index[..., 0, :1])
-        if self.exact:
-            inv = self._select(self.inverse, sel)
-            ch_inv = channels(self._select(self.perm_inverse, sel), inv[..., :1])
-            return {"index": flat(ch, index, n), "inverse": flat(ch_inv, inv, n_out)}
-        t_index = self._select(self.t_index, sel)
-        ch_inv = channels(self._select(self.perm_inverse, sel), t_index[..., 0, :1])
-        return {
-            "index": flat(ch, index, n),
-            "t_index": flat(ch_inv, t_index, n_out),
-        }
+        ch = channels(perm, index[..., :1])
+        inv = self._select(self.inverse, sel)
+        ch_inv = channels(self._select(self.perm_inverse, sel), inv[..., :1])
+        return {"index": flat(ch, index, n), "inverse": flat(ch_inv, inv, n_out)}
+
+    def _channel_tables(self) -> None:
+        """Flat ``[M, C*N]`` gather tables of the fiber permutations alone (interpolated transports
+        apply them to the input: channel permutations commute with the spatial resampling)."""
+        n = self.height * self.width
+        pix = torch.arange(n)
+        self.register_buffer("chan_index", (self.perm[:, :, None] * n + pix).flatten(1), persistent=False)
+        self.register_buffer("chan_inverse", (self.perm_inverse[:, :, None] * n + pix).flatten(1), persistent=False)
+
+    def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...]) -> torch.Tensor:
+        """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (module docstring of
+        :mod:`flow_escnn.flows.resample`): channel permutation, then one sparse product for all slices."""
+        c, n = self.channels, self.height * self.width
+        n_out = self.pad_map.numel()
+        m, batch = int(np.prod(s_shape)), int(np.prod(lead))
+        xs = x.reshape(batch, m, c * n)
+        if self.perm is not None:
+            xs = permute_pixels(xs, self._select(self.chan_index, sel).reshape(m, c * n),
+                                self._select(self.chan_inverse, sel).reshape(m, c * n))
+        rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
+        index = self._select(self.index, sel).reshape(m, n_out, -1)
+        weights = self._select(self.weights, sel).reshape(m, n_out, -1)
+        t_index = self._select(self.t_index, sel).reshape(m, n, -1)
+        t_weights = self._select(self.t_weights, sel).reshape(m, n, -1)
+        out = sparse_resample(rows, block_csr(index, weights, n), block_csr(t_index, t_weights, n_out))
+        return out.view(m, n_out, batch, c).permute(2, 0, 3, 1).reshape(*lead, *s_shape, c * n_out)
 
     def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         c, h, w, p = self.channels, self.height, self.width, self.pad
@@ -241,27 +263,23 @@ class GatherTransport(torch.nn.Module):
             xf = x.reshape(*lead, *s_shape, c, h * w)
             y = permute_pixels(xf, self.pad_map, self.interior, self.ring, targets) if p else x
             return y.reshape(*lead, *s_shape, c, hp, wp)
+        if not self.exact:
+            y = self._resample(x, sel, lead, s_shape).view(*lead, *s_shape, c, hp * wp)
+            if self.rho is not None:
+                rho = self._select(self.rho, sel).to(dtype=y.dtype)
+                y = torch.einsum("...oc,...cn->...on", rho, y)
+            return y.reshape(*lead, *s_shape, c, hp, wp)
         if self._cached and (sel is None or isinstance(sel, slice)):
             tables = {name: getattr(self, f"flat_{name}") for name in self._cached_names}
             if sel is not None:
                 tables = {name: t[sel] for name, t in tables.items()}
         else:
             tables = self._flat_tables(sel)
-            if self.exact:
-                for i, ring in enumerate(self._ring_layers()):
-                    tables[f"ring{i}_source"] = tables["index"].index_select(-1, ring)
+            for i, ring in enumerate(self._ring_layers()):
+                tables[f"ring{i}_source"] = tables["index"].index_select(-1, ring)
         xf = x.reshape(*lead, *s_shape, c * h * w)
-        if self.exact:
-            targets = [tables[f"ring{i}_source"] for i in range(self.num_rings)]
-            y = permute_pixels(xf, tables["index"], tables["inverse"], self.ring, targets)
-        else:
-            y = weighted_gather(
-                xf,
-                tables["index"],
-                self._select(self.weights, sel).unsqueeze(-3),
-                tables["t_index"],
-                self._select(self.t_weights, sel).unsqueeze(-3),
-            )
+        targets = [tables[f"ring{i}_source"] for i in range(self.num_rings)]
+        y = permute_pixels(xf, tables["index"], tables["inverse"], self.ring, targets)
         y = y.view(*lead, *s_shape, c, hp * wp)
         if self.rho is not None:
             rho = self._select(self.rho, sel).to(dtype=y.dtype)
@@ -306,8 +324,7 @@ class TransportPlan(GatherTransport):
                 raise TypeError(f"elements must be GridElement, got {type(e).__name__}")
             if e.gspace != field_type.gspace:
                 raise ValueError(f"element {e} is on gspace {e.gspace}, field type on {field_type.gspace}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        one_of(interpolation, INTERPOLATIONS, "interpolation")
         try:
             h, w = (int(s) for s in grid_shape)
         except (TypeError, ValueError):

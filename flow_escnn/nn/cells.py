@@ -49,6 +49,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from flow_escnn._compat import enn
+from flow_escnn._validate import one_of
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.transport import INTERPOLATIONS, TransportPlan
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
@@ -119,8 +120,7 @@ class FlowCellBase(torch.nn.Module):
                 f"in_type ({in_type.gspace}), hidden_type ({hidden_type.gspace}) and flows ({flows.gspace}) "
                 "must share one gspace"
             )
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        one_of(interpolation, INTERPOLATIONS, "interpolation")
         check_pointwise(hidden_type)
         self.in_type = in_type
         self.hidden_type = hidden_type
