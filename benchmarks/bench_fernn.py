@@ -104,6 +104,7 @@ def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredicto
         gs = gspaces.rot2dOnR2(8)
         hidden = enn.FieldType(gs, [gs.regular_repr] * max(1, cfg.hidden_channels // 8))
         flows = FlowSet.rotations(gs, [-1, 0, 1])
+        kwargs.setdefault("interpolation", "bilinear")  # the straightforward twin's (grid_sample) resampling
     else:
         gs = gspaces.trivialOnR2()
         hidden = enn.FieldType(gs, [gs.trivial_repr] * cfg.hidden_channels)

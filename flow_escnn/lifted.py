@@ -23,6 +23,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet, VelocityLike
 from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.sequences import FieldTypeOver
 
 __all__ = ["LiftedFieldType", "LiftedTensor"]
@@ -64,7 +65,7 @@ class LiftedFieldType(FieldTypeOver):
     def __repr__(self) -> str:
         return f"LiftedFieldType(C={self.size}, {self._field_type!r}, {self._flows!r})"
 
-    def static_plan(self, g: Any, grid_shape: Tuple[int, int], interpolation: str = "bilinear") -> Tuple[TransportPlan, torch.Tensor]:
+    def static_plan(self, g: Any, grid_shape: Tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION) -> Tuple[TransportPlan, torch.Tensor]:
         """Plan and V-source indices for the static action of fiber element ``g``.
 
         Returns:
@@ -165,7 +166,7 @@ class LiftedTensor:
         return self.tensor.select(-4, self.flows.index(velocity))
 
     # -- group actions ---------------------------------------------------------------------------
-    def transform(self, g: Any, interpolation: str = "bilinear") -> "LiftedTensor":
+    def transform(self, g: Any, interpolation: str = DEFAULT_INTERPOLATION) -> "LiftedTensor":
         """Static action :math:`(g\\cdot h)(\\nu) = g\\cdot h(g^{-1}\\cdot\\nu)` of a fiber element.
 
         Exact for rotations by multiples of 90 degrees and reflections on a square grid.
@@ -179,7 +180,7 @@ class LiftedTensor:
         return LiftedTensor(plan(permuted), self.type)
 
     def transform_flow(
-        self, mu: VelocityLike, start: int = 0, interpolation: str = "bilinear", periodic_velocities: bool = False
+        self, mu: VelocityLike, start: int = 0, interpolation: str = DEFAULT_INTERPOLATION, periodic_velocities: bool = False
     ) -> Tuple["LiftedTensor", torch.Tensor]:
         """Flow action :math:`h'_t(\\nu) = \\psi_{\\text{start}+t}(\\mu)\\cdot h_t(\\nu\\ominus\\mu)`.
 

@@ -18,6 +18,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet, VelocityLike
 from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 
 __all__ = ["FieldTypeOver", "SequenceFieldType", "SequenceTensor"]
 
@@ -114,12 +115,12 @@ class SequenceTensor:
         return cls(x.reshape(*leading, *x.shape[-3:]), type)
 
     # -- group actions ---------------------------------------------------------------------------
-    def transform(self, g: Any, interpolation: str = "bilinear") -> "SequenceTensor":
+    def transform(self, g: Any, interpolation: str = DEFAULT_INTERPOLATION) -> "SequenceTensor":
         """Static action :math:`(g\\cdot f)_t = g\\cdot f_t` of a fiber element ``g``."""
         plan = TransportPlan(self.type.field_type, [GridElement(self.type.gspace, g)], self.grid_shape, interpolation)
         return SequenceTensor(plan.to(self.tensor.device)(self.tensor.unsqueeze(2)).squeeze(2), self.type)
 
-    def transform_flow(self, mu: VelocityLike, start: int = 0, interpolation: str = "bilinear") -> "SequenceTensor":
+    def transform_flow(self, mu: VelocityLike, start: int = 0, interpolation: str = DEFAULT_INTERPOLATION) -> "SequenceTensor":
         """Flow action :math:`(\\mu\\cdot f)_t = \\psi_{\\text{start}+t}(\\mu)\\cdot f_t`."""
         gen = FlowSet(self.type.gspace, [mu]).generators[0]
         elements = [gen.psi(start + t) for t in range(self.tensor.shape[1])]

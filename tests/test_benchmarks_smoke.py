@@ -111,7 +111,7 @@ def test_straightforward_layer_matches_fernn(gspace, field, flows, tol):
     reps = [gspace.regular_repr] * 2 if field == "regular" else [gspace.trivial_repr] * 8
     hidden_type = enn.FieldType(gspace, reps)
     fs = flows(gspace)
-    fernn = FERNN(in_type, hidden_type, fs, mode="hidden")
+    fernn = FERNN(in_type, hidden_type, fs, mode="hidden", interpolation="bilinear")  # the straightforward layer's
     naive = StraightforwardFERNN(in_type, hidden_type, fs.velocities, (12, 12)).load_from_fernn(fernn)
     x = torch.rand(2, 5, 1, 12, 12)
     with torch.no_grad():

@@ -224,14 +224,14 @@ def test_batched_plan_exact_matches_per_slice_oracle(rng):
         GridElement(gs, gs.fibergroup.element((1, 3)), (-2, 0)),
         GridElement(gs, gs.fibergroup.element((0, 2)), (0, 0)),
     ]
-    plan = TransportPlan(ft, elems, (n, n))
+    plan = TransportPlan(ft, elems, (n, n), interpolation="bilinear")
     assert plan.exact and not plan.fiber_is_permutation
     x = torch.randn(3, len(elems), ft.size, n, n, dtype=torch.float64, generator=rng)
     y = plan(x)
     for m, e in enumerate(elems):
         ref = roll(oracle(x[:, m], ft, e.g), *(int(v) for v in e.translation))
         assert (y[:, m] - ref).abs().max().item() <= TOL, e
-        assert (y[:, m] - transport(x[:, m], ft, e)).abs().max().item() <= TOL, e
+        assert (y[:, m] - transport(x[:, m], ft, e, interpolation="bilinear")).abs().max().item() <= TOL, e
     # arbitrary leading dims
     x2 = torch.randn(2, 3, len(elems), ft.size, n, n, dtype=torch.float64, generator=rng)
     assert torch.equal(plan(x2), plan(x2.reshape(6, *x2.shape[2:])).reshape(x2.shape))
@@ -248,13 +248,13 @@ def test_batched_plan_bilinear_matches_per_slice_reference(rng):
         GridElement(gs, gs.fibergroup.element(3), (1, -1)),
         GridElement(gs, None, (0.5, 0.25)),  # fractional translation
     ]
-    plan = TransportPlan(ft, elems, (n, n))
+    plan = TransportPlan(ft, elems, (n, n), interpolation="bilinear")
     assert not plan.exact
     x = torch.randn(2, len(elems), ft.size, n, n, dtype=torch.float64, generator=rng)
     y = plan(x)
     for m, e in enumerate(elems):
         assert (y[:, m] - naive_transport(x[:, m], ft, e)).abs().max().item() <= TOL, e
-        assert (y[:, m] - transport(x[:, m], ft, e)).abs().max().item() <= TOL, e
+        assert (y[:, m] - transport(x[:, m], ft, e, interpolation="bilinear")).abs().max().item() <= TOL, e
     # the exact slices of a mixed plan stay exact permutations
     exact_only = TransportPlan(ft, elems[:2], (n, n))
     assert exact_only.exact
@@ -264,9 +264,9 @@ def test_batched_plan_bilinear_matches_per_slice_reference(rng):
 def test_fractional_translation_is_neighbour_average(rng):
     ft = enn.FieldType(C4, [C4.trivial_repr])
     x = torch.randn(1, 1, 5, 6, dtype=torch.float64, generator=rng)
-    y = transport(x, ft, GridElement(C4, None, (0.5, 0)))
+    y = transport(x, ft, GridElement(C4, None, (0.5, 0)), interpolation="bilinear")
     assert torch.allclose(y, 0.5 * (x + roll(x, 1, 0)), atol=1e-14, rtol=0)
-    y = transport(x, ft, GridElement(C4, None, (0, -0.25)))
+    y = transport(x, ft, GridElement(C4, None, (0, -0.25)), interpolation="bilinear")
     assert torch.allclose(y, 0.75 * x + 0.25 * roll(x, 0, -1), atol=1e-14, rtol=0)
 
 

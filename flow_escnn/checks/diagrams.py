@@ -49,6 +49,7 @@ from flow_escnn.checks.context import CheckContext, Model, compare_rows, make_co
 from flow_escnn.checks.inputs import FlowsLike, coerce_elements, coerce_flows, validate_input
 from flow_escnn.checks.report import CheckRow, EquivarianceReport
 from flow_escnn.flows.generator import FlowGenerator
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 
 __all__ = [
     "check_flow_equivariance",
@@ -107,7 +108,7 @@ def check_flow_equivariance(
     *,
     out_type: Any = None,
     time_offset: int = 0,
-    interpolation: str = "bilinear",
+    interpolation: str = DEFAULT_INTERPOLATION,
     periodic_velocities: bool = False,
     atol: Optional[float] = None,
     rtol: Optional[float] = None,
@@ -166,7 +167,7 @@ def check_static_equivariance(
     *,
     elements: Optional[Sequence[Any]] = None,
     out_type: Any = None,
-    interpolation: str = "bilinear",
+    interpolation: str = DEFAULT_INTERPOLATION,
     atol: Optional[float] = None,
     rtol: Optional[float] = None,
     allow_training: bool = False,
@@ -215,7 +216,7 @@ def check_combined_equivariance(
     elements: Optional[Sequence[Any]] = None,
     out_type: Any = None,
     time_offset: int = 0,
-    interpolation: str = "bilinear",
+    interpolation: str = DEFAULT_INTERPOLATION,
     periodic_velocities: bool = False,
     atol: Optional[float] = None,
     rtol: Optional[float] = None,
@@ -281,7 +282,7 @@ def check_equivariance(
     static: bool = True,
     combined: bool = True,
     time_offset: int = 0,
-    interpolation: str = "bilinear",
+    interpolation: str = DEFAULT_INTERPOLATION,
     periodic_velocities: bool = False,
     atol: Optional[float] = None,
     rtol: Optional[float] = None,

@@ -30,7 +30,8 @@ import torch
 from flow_escnn.checks.inputs import ModelOutput
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.transport import TransportPlan, flow_sequence
+from flow_escnn.flows.functional import flow_sequence
+from flow_escnn.flows.transport import TransportPlan
 
 __all__ = [
     "input_flow",

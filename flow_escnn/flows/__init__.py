@@ -6,7 +6,8 @@ from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, spatial_matrix
-from flow_escnn.flows.transport import TransportPlan, flow_sequence, transport
+from flow_escnn.flows.functional import flow_sequence, transport
+from flow_escnn.flows.transport import TransportPlan
 
 __all__ = [
     "GridElement",

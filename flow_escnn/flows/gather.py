@@ -8,9 +8,9 @@ A transport of ``M`` field slices is a linear map on each slice,
 with output pixels :math:`q` on the grid, optionally *circularly padded* by ``pad``
 pixels (so one gather writes exactly the tensor the next ``padding=0`` convolution reads),
 source pixels :math:`s_m(q, k)`, tap weights :math:`w_m` and a fiber map :math:`\\rho_m`.
-Three executors cover every case, each a ``torch.autograd.Function`` whose backward is
-again a gather (never a ``scatter_add``, so it is deterministic on every device and as
-fast as the forward):
+The exact executor here is a ``torch.autograd.Function`` whose backward is again a gather
+(never a ``scatter_add``, so it is deterministic on every device and as fast as the
+forward); interpolated transports are sparse matrix products (:mod:`flow_escnn.flows.resample`):
 
 * :func:`permute_pixels` (exact transports: integer translations, rotations by multiples
   of 90 degrees, reflections, their fiber permutations, plus padding). Forward: one
@@ -18,9 +18,8 @@ fast as the forward):
   index. Backward: one gather with the *inverse* permutation (reading each source's interior
   copy), plus the border copies of the padding added layer by layer (:func:`ring_layers`;
   within a layer no target repeats, so the indexed additions are deterministic).
-* :func:`weighted_gather` (interpolated transports, ``K`` taps). Backward: the same
-  operation with the transposed table (every source pixel lists the output pixels that
-  read it, zero-weight slots padding the list), so it too is a gather.
+* :func:`~flow_escnn.flows.resample.sparse_resample` (interpolated transports, ``K`` taps):
+  one CSR product for all slices; backward: the product with the transposed matrix.
 
 Index tables are materialised over the channels (``[..., C*N_out]`` rather than a
 ``[..., N_out]`` row broadcast over ``C``): on a CPU a gather whose index broadcasts over a
@@ -42,7 +41,6 @@ __all__ = [
     "circular_pad",
     "CircularPad",
     "permute_pixels",
-    "weighted_gather",
     "inverse_permutation",
 ]
 
@@ -154,62 +152,6 @@ def permute_pixels(
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _take(x, index)
     return _PermutePixels.apply(x, index, inverse, ring, *targets)
-
-
-class _WeightedGather(torch.autograd.Function):
-    """``y[..., j] = sum_k w[..., j, k] x[..., idx[..., j, k]]``; backward: the transposed table."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        index: torch.Tensor,
-        weights: torch.Tensor,
-        t_index: torch.Tensor,
-        t_weights: torch.Tensor,
-    ) -> torch.Tensor:
-        ctx.save_for_backward(index, weights, t_index, t_weights)
-        return _weighted_gather_core(x, index, weights)
-
-    @staticmethod
-    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        index, weights, t_index, t_weights = ctx.saved_tensors
-        return weighted_gather(gy, t_index, t_weights, index, weights), None, None, None, None
-
-
-def _weighted_gather_core(x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``index [..., C*N_out*K]`` (flat over channel, output pixel, tap), ``weights [..., 1, N_out, K]``."""
-    n_out, k = weights.shape[-2], weights.shape[-1]
-    lead = x.shape[:-1]
-    c = index.shape[-1] // (n_out * k)
-    y = torch.gather(x, -1, index.expand(*lead, index.shape[-1])).view(*lead, c, n_out, k)
-    return (y * weights.to(dtype=x.dtype)).sum(-1).view(*lead, c * n_out)
-
-
-def weighted_gather(
-    x: torch.Tensor,
-    index: torch.Tensor,
-    weights: torch.Tensor,
-    t_index: torch.Tensor,
-    t_weights: torch.Tensor,
-) -> torch.Tensor:
-    """An interpolated transport: ``K`` weighted taps per output entry.
-
-    Args:
-        x: ``[..., C*N_in]`` (flattened over channels and pixels).
-        index: ``[..., C*N_out*K]``: the flat source of every (channel, output pixel, tap)
-            (broadcastable over the leading axes of ``x``; a fiber permutation folded in).
-        weights: ``[..., 1, N_out, K]`` tap weights (the same for every channel).
-        t_index, t_weights: the transposed table ``[..., C*N_in*K']`` / ``[..., 1, N_in, K']``: for
-            every source entry, the output entries that read it and their weights (zero-weight
-            slots pad the list).
-
-    Returns:
-        ``[..., C*N_out]``.
-    """
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return _weighted_gather_core(x, index, weights)
-    return _WeightedGather.apply(x, index, weights, t_index, t_weights)
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,13 @@ import numpy as np
 from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
 
-__all__ = ["INTERPOLATIONS", "interpolation_kernel", "grid_points", "spatial_table", "transpose_table", "as_permutation"]
+__all__ = ["INTERPOLATIONS", "DEFAULT_INTERPOLATION", "interpolation_kernel", "grid_points", "spatial_table", "transpose_table", "as_permutation"]
 
 #: Interpolations of the non-exact transports (see :func:`interpolation_kernel`).
 INTERPOLATIONS = ("bilinear", "bicubic")
+#: The default: bicubic is about 7x more accurate on band-limited images at 45 degrees and, as a
+#: sparse product, costs about what the bilinear gathers did (``benchmarks/README.md``).
+DEFAULT_INTERPOLATION = "bicubic"
 _INT_TOL = 1e-6
 _PERM_TOL = 1e-9
 

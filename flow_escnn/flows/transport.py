@@ -11,10 +11,11 @@ on the periodic grid (a torus), with the coordinate convention of
 :mod:`flow_escnn.flows.gspace_utils`. Everything is precomputed once at construction:
 per-slice spatial gather tables (and interpolation weights, with their transposes for the
 backward pass) and per-slice fiber permutations (or matrices). Optionally the output is
-circularly padded by ``pad`` pixels in the same gather, so that a ``padding=0``
-convolution can read it directly. The executors are the plain-torch functions of
-:mod:`flow_escnn.flows.gather`: no Python loop over slices or the batch, deterministic
-gather-only backward passes.
+circularly padded by ``pad`` pixels in the same operation, so that a ``padding=0``
+convolution can read it directly. No Python loop over slices or the batch, and backward
+passes without ``scatter_add`` (:mod:`flow_escnn.flows.gather`, :mod:`flow_escnn.flows.resample`).
+:func:`~flow_escnn.flows.functional.transport` and
+:func:`~flow_escnn.flows.functional.flow_sequence` are one-call forms.
 
 Exactness
 ---------
@@ -24,10 +25,13 @@ Exactness
 * **Fiber** action: if :math:`\\rho(g)` is a permutation matrix (trivial, regular,
   quotient fields; entries within 1e-9 of 0/1) it is applied as a channel permutation,
   exactly; otherwise as a dense ``C x C`` matrix product (exact up to float rounding).
-* **Approximate**: any other angle or a fractional translation is resampled
-  bilinearly with periodic wrap-around. It is *not* equivariant to within rounding;
-  the error depends on the signal's smoothness. It is measured in the tests and the
-  docs; the co-moving execution mode of the FERNN layers avoids compounding it.
+* **Approximate**: any other angle or a fractional translation is resampled with
+  ``interpolation`` (:mod:`flow_escnn.flows.tables`: bicubic by default, or bilinear) with
+  periodic wrap-around, as one sparse product for all slices
+  (:mod:`flow_escnn.flows.resample`). It is *not* equivariant to within rounding; the
+  error depends on the signal's smoothness. It is measured in the tests and the docs
+  (``benchmarks/rotation_accuracy.py``); the co-moving execution mode of the FERNN layers
+  avoids compounding it.
   Source points that fall outside the grid wrap around (torus), so after a rotation
   by a non-multiple of 90 degrees only the inscribed disc is meaningful: content in
   the corners is sampled from the opposite side. Keep rotating content inside the
@@ -42,7 +46,7 @@ import torch
 
 from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.tables import INTERPOLATIONS, as_permutation, spatial_table, transpose_table
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
 from flow_escnn.flows.gather import (
     interior_index,
     inverse_permutation,
@@ -55,8 +59,6 @@ from flow_escnn.flows.resample import block_csr, sparse_resample
 __all__ = [
     "GatherTransport",
     "TransportPlan",
-    "transport",
-    "flow_sequence",
     "INTERPOLATIONS",
 ]
 
@@ -313,7 +315,7 @@ class TransportPlan(GatherTransport):
         field_type: Any,
         elements: Sequence[GridElement],
         grid_shape: Tuple[int, int],
-        interpolation: str = "bilinear",
+        interpolation: str = DEFAULT_INTERPOLATION,
         pad: int = 0,
     ) -> None:
         elements = list(elements)
@@ -369,42 +371,3 @@ class TransportPlan(GatherTransport):
             (h, w),
             pad,
         )
-
-
-def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = "bilinear") -> torch.Tensor:
-    """Transport a batch of fields ``[B, C, H, W]`` by one element (convenience; builds a plan).
-
-    For repeated use build a :class:`TransportPlan` once instead.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"transport expects a tensor [B, C, H, W], got shape {tuple(x.shape)}")
-    plan = TransportPlan(field_type, [element], tuple(x.shape[-2:]), interpolation).to(x.device)
-    return plan(x.unsqueeze(1)).squeeze(1)
-
-
-def flow_sequence(
-    x: torch.Tensor,
-    field_type: Any,
-    generator: Any,
-    start: int = 0,
-    interpolation: str = "bilinear",
-) -> torch.Tensor:
-    """Apply a flow frame by frame: :math:`x'_t = \\psi_{\\text{start}+t}(\\mu)\\cdot x_t`.
-
-    Args:
-        x: a sequence of fields ``[B, T, C, H, W]`` of type ``field_type``.
-        field_type: the escnn ``FieldType`` of each frame.
-        generator: the flow :math:`\\mu` (a :class:`~flow_escnn.flows.generator.FlowGenerator`).
-        start: time index of frame 0 (frames are 0-indexed, so frame 0 is untouched by default).
-        interpolation: resampling for non-grid-preserving flows.
-
-    Returns:
-        The transformed sequence, same shape.
-    """
-    if x.dim() != 5:
-        raise ValueError(f"flow_sequence expects a sequence [B, T, C, H, W], got shape {tuple(x.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError("flow_sequence got a sequence with T=0 frames")
-    elements = [generator.psi(start + t) for t in range(x.shape[1])]
-    plan = TransportPlan(field_type, elements, tuple(x.shape[-2:]), interpolation).to(x.device)
-    return plan(x)

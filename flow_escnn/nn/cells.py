@@ -52,6 +52,7 @@ from flow_escnn._compat import enn
 from flow_escnn._validate import one_of
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.transport import INTERPOLATIONS, TransportPlan
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
@@ -98,7 +99,7 @@ class FlowCellBase(torch.nn.Module):
         kernel_size: int = 3,
         bias: bool = True,
         padding_mode: str = "circular",
-        interpolation: str = "bilinear",
+        interpolation: str = DEFAULT_INTERPOLATION,
         *,
         nonlinearity: Optional[str] = None,
         velocity_mixing: int = 0,

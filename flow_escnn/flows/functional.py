@@ -1,0 +1,51 @@
+"""One-call transports: a batch of fields by one element, or a sequence by a flow (each builds a plan)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
+from flow_escnn.flows.transport import TransportPlan
+
+__all__ = ["transport", "flow_sequence"]
+
+
+def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
+    """Transport a batch of fields ``[B, C, H, W]`` by one element (convenience; builds a plan).
+
+    For repeated use build a :class:`TransportPlan` once instead.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"transport expects a tensor [B, C, H, W], got shape {tuple(x.shape)}")
+    plan = TransportPlan(field_type, [element], tuple(x.shape[-2:]), interpolation).to(x.device)
+    return plan(x.unsqueeze(1)).squeeze(1)
+
+
+def flow_sequence(
+    x: torch.Tensor,
+    field_type: Any,
+    generator: Any,
+    start: int = 0,
+    interpolation: str = DEFAULT_INTERPOLATION,
+) -> torch.Tensor:
+    """Apply a flow frame by frame: :math:`x'_t = \\psi_{\\text{start}+t}(\\mu)\\cdot x_t`.
+
+    Args:
+        x: a sequence of fields ``[B, T, C, H, W]`` of type ``field_type``.
+        field_type: the escnn ``FieldType`` of each frame.
+        generator: the flow :math:`\\mu` (a :class:`~flow_escnn.flows.generator.FlowGenerator`).
+        start: time index of frame 0 (frames are 0-indexed, so frame 0 is untouched by default).
+        interpolation: resampling for non-grid-preserving flows.
+
+    Returns:
+        The transformed sequence, same shape.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"flow_sequence expects a sequence [B, T, C, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError("flow_sequence got a sequence with T=0 frames")
+    elements = [generator.psi(start + t) for t in range(x.shape[1])]
+    plan = TransportPlan(field_type, elements, tuple(x.shape[-2:]), interpolation).to(x.device)
+    return plan(x)
