@@ -207,3 +207,25 @@ def test_cli_refuses_an_out_folder_that_is_a_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["train", "--out", str(out), "--steps", "1", *TINY])
         assert "is a file, not a folder" in _one_line_error(capsys, exc.value.code)
+
+
+def test_state_dict_of_another_interpolation_is_refused():
+    """A model trained with one resampling of 45-degree flows must not silently run with another."""
+    it, hid = enn.FieldType(C8, [C8.trivial_repr]), enn.FieldType(C8, [C8.regular_repr])
+    flows = FlowSet.rotations(C8, [-1, 0, 1])
+    saved = FERNN(it, hid, flows, interpolation="bicubic").state_dict()
+    FERNN(it, hid, flows).load_state_dict(saved)  # bicubic is the default
+    with pytest.raises(ValueError, match="interpolation: saved 'bicubic', this layer 'bilinear'"):
+        FERNN(it, hid, flows, interpolation="bilinear").load_state_dict(saved)
+
+
+def test_configs_saved_before_the_interpolation_field_keep_bilinear(tmp_path):
+    from flow_escnn.experiments import ExperimentConfig
+
+    old = ExperimentConfig().to_dict()
+    del old["interpolation"]
+    assert ExperimentConfig.from_dict(old).interpolation == "bilinear"
+    assert ExperimentConfig.from_dict(ExperimentConfig().to_dict()).interpolation == "bicubic"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(tmp_path / "x"), "--interpolation", "cubic"])
+    assert exc.value.code == 2

@@ -19,6 +19,7 @@ from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES, Experiment
 from flow_escnn.experiments.progress import progress_factory
 from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, resolve_device
 from flow_escnn.flows.kinds import FLOW_KINDS
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -87,6 +88,8 @@ def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
                    help="translations of the model's V: [-R,R]^2 (default: cover the training velocities)")
     g.add_argument("--velocity-kernel-size", type=_positive_int, default=_SUPPRESS,
                    help="G-RNN+: size of the learned per-velocity kernels (5)")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=_SUPPRESS,
+                   help=f"resampling of flows that are not grid-exact, e.g. 45-degree rotations ({DEFAULT_INTERPOLATION})")
 
 
 def _add_optim(p: argparse.ArgumentParser) -> None:

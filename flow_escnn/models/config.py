@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, optional_positive_int, positive_int
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models.factory import make_gspace, model_flows
 from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS
 from flow_escnn.nn.nonlinearity import NONLINEARITIES
@@ -63,6 +64,7 @@ class ModelConfig:
     flow_radius: Optional[int] = None
     flow_steps: Optional[str] = None
     velocity_kernel_size: int = 5
+    interpolation: str = DEFAULT_INTERPOLATION  # of flows that are not grid-exact (e.g. 45-degree rotations)
 
     # -- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -74,6 +76,8 @@ class ModelConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys {unknown}")
+        if "model" in data and "interpolation" not in data:
+            data = {**data, "interpolation": "bilinear"}  # saved before the field existed: trained bilinear
         return cls(**data)
 
     def replace(self: C, **changes: Any) -> C:
@@ -136,6 +140,7 @@ class ModelConfig:
         one_of(self.nonlinearity, tuple(NONLINEARITIES), "nonlinearity")
         if self.nonlinearity != "relu" and self.cell != "fernn":
             raise ValueError("--nonlinearity applies to the plain cell (--cell fernn); gru and lstm use sigmoid/tanh gates")
+        one_of(self.interpolation, INTERPOLATIONS, "interpolation")
         kind = self.kind
         if self.flow_radius is not None:
             non_negative_int(self.flow_radius, "flow_radius")

@@ -56,7 +56,8 @@ def _encoder_kwargs(c: "ModelConfig") -> dict:
     if c.model == "grnn_plus":
         return {"cell": "grnn_plus", "num_layers": c.num_layers, "nonlinearity": c.nonlinearity,
                 "velocity_kernel_size": c.velocity_kernel_size, "init": "auto"}
-    return {"cell": c.cell, "num_layers": c.num_layers, **({"nonlinearity": c.nonlinearity} if c.cell == "fernn" else {})}
+    return {"cell": c.cell, "num_layers": c.num_layers, "interpolation": c.interpolation,
+            **({"nonlinearity": c.nonlinearity} if c.cell == "fernn" else {})}
 
 
 def build_predictor(config: "PredictorConfig") -> NextFramePredictor:

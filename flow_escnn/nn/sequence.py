@@ -114,7 +114,7 @@ class FlowRNN(torch.nn.Module):
 
     # -- what the parameters mean travels with them ---------------------------------------------------
     def layer_facts(self) -> Dict[str, Any]:
-        """What gives the parameters their meaning: cell kind, gspace, field types, V, depth."""
+        """What gives the parameters their meaning: cell kind, gspace, field types, V, depth, interpolation."""
         return {
             "kind": self.kind,
             "gspace": self.flows.gspace.name,
@@ -122,6 +122,7 @@ class FlowRNN(torch.nn.Module):
             "hidden_type": [r.name for r in self.hidden_type.representations],
             "flows": [list(v) for v in self.flows.velocities],
             "num_layers": self.num_layers,
+            "interpolation": self.cells[0].interpolation,
         }
 
     def get_extra_state(self) -> Dict[str, Any]:
@@ -325,8 +326,7 @@ class FlowRNN(torch.nn.Module):
 
     # -- validation ---------------------------------------------------------------------------------------------
     def check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
-        """The raw ``[B, T, C_in, H, W]`` (or lifted ``[B, T, V, C_in, H, W]``) tensor of an input, after
-        checking it matches ``in_type`` / V (``ValueError`` / ``TypeError`` saying what differs)."""
+        """The raw tensor of an input ``[B, T, C_in, H, W]`` (or lifted), checked against ``in_type`` / V."""
         if isinstance(x, LiftedTensor):
             if x.type.flows != self.flows or x.type.field_type != self.in_type:
                 raise ValueError(
