@@ -62,7 +62,13 @@ def _write_single_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) ->
 
 # -- commands ---------------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from flow_escnn.experiments.training import CHECKPOINT_NAME, NonFiniteLossError, merge_resume_config, train_flowing
+    from flow_escnn.experiments.training import (
+        CHECKPOINT_NAME,
+        NonFiniteLossError,
+        TrainingInterrupted,
+        merge_resume_config,
+        train_flowing,
+    )
 
     out = Path(args.out)
     overrides = _overrides(args)
@@ -90,6 +96,9 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume", file=sys.stderr)
+        return exc.exit_code
     if not args.no_plots:
         _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
     print(_summary(metrics))

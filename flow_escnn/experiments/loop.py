@@ -7,20 +7,83 @@ checkpoint). Flowing-MNIST (:mod:`~flow_escnn.experiments.training`) and moving 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
 from flow_escnn._validate import non_negative_int, optional_positive_int, positive_int
 
-__all__ = ["LoopState", "NonFiniteLossError", "optimise", "check_training", "no_progress"]
+__all__ = [
+    "LoopState",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "StopRequest",
+    "stop_on_signals",
+    "optimise",
+    "check_training",
+    "no_progress",
+    "AMP_MODES",
+    "autocast_dtype",
+]
+
+#: ``--amp`` choices: no autocast, bfloat16 autocast, float16 autocast with a gradient scaler.
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 class NonFiniteLossError(ValueError):
     """Training met a NaN or infinite loss; the run stopped and its last checkpoint was kept."""
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped the run after a step; its checkpoint was saved (``exit_code`` = 128 + signal)."""
+
+    def __init__(self, signum: int, step: int, steps: int, checkpoint: Any) -> None:
+        self.signum, self.step, self.steps, self.checkpoint = int(signum), int(step), int(steps), checkpoint
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        super().__init__(f"stopped by {name} after step {step} of {steps}; checkpoint saved to {checkpoint}")
+
+
+@dataclasses.dataclass
+class StopRequest:
+    """Set by :func:`stop_on_signals`: the signal received, or None."""
+
+    signum: Optional[int] = None
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+    """Turn ``signums`` into a :class:`StopRequest` that the training loop honours after the
+    current step (it saves a checkpoint and raises :class:`TrainingInterrupted`). A second
+    SIGINT (Ctrl-C) interrupts at once. Outside the main thread signals cannot be caught and
+    the request is never set. The previous handlers come back on exit."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        request.signum = signum
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def autocast_dtype(amp: str) -> Optional[torch.dtype]:
+    """The autocast dtype of an ``--amp`` mode (None: off)."""
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 @dataclasses.dataclass
@@ -58,6 +121,7 @@ def optimise(
     after_step: Callable[[LoopState], None],
     bar: Any = None,
     stop_note: Callable[[], str] = lambda: "",
+    scaler: Optional[Any] = None,
 ) -> None:
     """Run optimisation steps ``state.step + 1 .. steps`` (``state`` is updated in place).
 
@@ -71,6 +135,7 @@ def optimise(
         after_step: called after every step (evaluate, checkpoint).
         bar: a progress bar (``update(n)``), or None.
         stop_note: what the error of a non-finite loss says about the kept checkpoint.
+        scaler: a ``torch.amp.GradScaler`` (float16 autocast), or None.
 
     Raises:
         NonFiniteLossError: on a NaN or infinite loss, before the step is taken.
@@ -84,10 +149,18 @@ def optimise(
                 "Check the data for NaN/inf, lower --lr, or use a bounded nonlinearity (--nonlinearity tanh)"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
         state.step += 1
         state.last_loss = float(loss.detach())
         state.train_time += time.perf_counter() - t0

@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Callable, NoReturn, Sequence
 
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
+from flow_escnn.experiments.loop import AMP_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 
@@ -165,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--one-step-weight", type=_non_negative_float, default=_SUPPRESS,
                    help="weight of an extra teacher-forced one-step-ahead loss on the input frames (0 = off)")
     g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps (500)")
+    g = t.add_argument_group("speed (may change on --resume)")
+    g.add_argument("--amp", choices=AMP_MODES, default=_SUPPRESS,
+                   help="autocast: off (default), bf16, or fp16 with a gradient scaler")
+    g.add_argument("--checkpoint", dest="gradient_checkpointing", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="gradient checkpointing: recompute the recurrence in the backward pass (less memory)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="deterministic algorithms (default: on for CPU, off for CUDA)")
     t.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(t)
 

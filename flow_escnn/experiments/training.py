@@ -32,7 +32,15 @@ import torch.nn.functional as F
 from flow_escnn.experiments.config import ExperimentConfig, build_model
 from flow_escnn.experiments.datasets import ExperimentData
 from flow_escnn.experiments.evaluation import evaluate_model, mse_per_step, run_metrics
-from flow_escnn.experiments.loop import LoopState, NonFiniteLossError, no_progress, optimise
+from flow_escnn.experiments.loop import (
+    LoopState,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    autocast_dtype,
+    no_progress,
+    optimise,
+    stop_on_signals,
+)
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -56,6 +64,7 @@ __all__ = [
     "load_checkpoint",
     "ProgressFactory",
     "NonFiniteLossError",
+    "TrainingInterrupted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +74,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 #: Config fields that may change when a run is resumed (the rest must match the checkpoint).
 RESUMABLE = (
     "steps", "epochs", "device", "eval_every", "checkpoint_every", "eval_batch_size", "num_test",
-    "num_per_velocity", "test_velocities", "horizon_factor",
+    "num_per_velocity", "test_velocities", "horizon_factor", "amp", "gradient_checkpointing", "deterministic",
 )
 
 #: ``factory(total=..., initial=..., desc=...)`` -> an object with ``update(n)``, ``set_postfix(**kw)``, ``close()``.
@@ -157,10 +166,12 @@ def train_flowing(
         logger.warning("%s exists and will be overwritten (pass resume=True to continue it)", ckpt_path)
     write_json(out / "config.json", c.to_dict())
 
-    with deterministic_mode():
+    with stop_on_signals() as stop, deterministic_mode(c.deterministic):
         seed_everything(c.seed)
-        model = build_model(c).to(device)
+        model = build_model(c, checkpoint=c.gradient_checkpointing).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
+        amp = autocast_dtype(c.amp)
+        scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
         state = LoopState()
         val_curve = []
         if resume:
@@ -169,6 +180,8 @@ def train_flowing(
             state = LoopState(int(payload["step"]), float(payload["train_time_s"]), payload.get("last_loss"))
             val_curve = list(payload["val_curve"])
             set_rng_state(payload["rng"])
+            if scaler is not None and payload.get("scaler"):
+                scaler.load_state_dict(payload["scaler"])
             logger.info("resumed %s at step %d of %d", ckpt_path, state.step, c.steps)
             if state.step > c.steps:
                 logger.warning("the checkpoint is at step %d, past the requested %d steps: no training",
@@ -188,11 +201,14 @@ def train_flowing(
                 "val_curve": val_curve,
                 "train_time_s": state.train_time,
                 "last_loss": state.last_loss,
+                "scaler": None if scaler is None else scaler.state_dict(),
                 "versions": versions(),
             }
 
         def loss_at(step: int) -> torch.Tensor:
-            return prediction_loss(model, train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device), c)
+            x = train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                return prediction_loss(model, x, c)
 
         def after_step(s: LoopState) -> None:
             if s.step % c.eval_every == 0 or s.step == c.steps:
@@ -201,8 +217,10 @@ def train_flowing(
                                   "train_time_s": s.train_time})
                 bar.set_postfix(loss=f"{s.last_loss:.4g}", val=f"{val_mse:.4g}")
                 logger.info("step %d: train loss %.5g, val MSE %.5g", s.step, s.last_loss, val_mse)
-            if s.step % c.checkpoint_every == 0 or s.step == c.steps:
+            if s.step % c.checkpoint_every == 0 or s.step == c.steps or stop.signum is not None:
                 save_checkpoint(ckpt_path, snapshot())
+            if stop.signum is not None and s.step < c.steps:
+                raise TrainingInterrupted(stop.signum, s.step, c.steps, ckpt_path)
 
         def stop_note() -> str:
             if ckpt_path.exists():
@@ -212,7 +230,7 @@ def train_flowing(
         bar = (progress or no_progress)(total=c.steps, initial=min(state.step, c.steps), desc=f"train {c.model}")
         model.train()
         try:
-            optimise(model, optimizer, state, c.steps, loss_at, c.grad_clip, after_step, bar, stop_note)
+            optimise(model, optimizer, state, c.steps, loss_at, c.grad_clip, after_step, bar, stop_note, scaler)
         finally:
             bar.close()
         final = snapshot()

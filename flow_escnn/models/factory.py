@@ -60,17 +60,18 @@ def _encoder_kwargs(c: "ModelConfig") -> dict:
             **({"nonlinearity": c.nonlinearity} if c.cell == "fernn" else {})}
 
 
-def build_predictor(config: "PredictorConfig") -> NextFramePredictor:
+def build_predictor(config: "PredictorConfig", checkpoint: bool = False) -> NextFramePredictor:
     """The next-frame model of a config: ``forward(x [B, T_in, C, H, W], P) -> [B, P, C, H, W]``.
 
     The config is resolved first. The model has ``encoder`` (the lifted hidden sequence
-    ``[B, T, |V|, C, H, W]``) and ``flows`` (its V), which the plots use.
+    ``[B, T, |V|, C, H, W]``) and ``flows`` (its V), which the plots use. ``checkpoint``
+    switches on gradient checkpointing (same function, less memory, more compute).
     """
     c = config.resolve()
     in_type, hidden_type = field_types(c)
     return NextFramePredictor(
         in_type, hidden_type, model_flows(c, in_type.gspace), decoder_layers=c.decoder_layers, pool=c.pool,
-        kernel_size=c.kernel_size, output_activation=c.output_activation, **_encoder_kwargs(c),
+        kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint, **_encoder_kwargs(c),
     )
 
 

@@ -1,0 +1,86 @@
+"""Speed switches of ``train`` (autocast, gradient checkpointing, determinism) and clean stops on signals."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flow_escnn.experiments import ExperimentConfig
+from flow_escnn.experiments.runtime import load_checkpoint
+from flow_escnn.experiments.training import train_flowing
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(hidden_channels=4, grid_size=12, num_train=16, num_val=4, num_test=4, num_per_velocity=1, t_in=3, t_out=2,
+            steps=3, batch_size=4, digits="synthetic", eval_every=3, checkpoint_every=3)
+CLI_TINY = ["--hidden-channels", "4", "--grid-size", "12", "--num-train", "16", "--num-val", "4", "--num-test", "4",
+            "--num-per-velocity", "1", "--t-in", "3", "--t-out", "2", "--batch-size", "4", "--digits", "synthetic",
+            "--no-progress", "--no-plots"]
+
+
+def trained_weights(tmp_path: Path, name: str, **changes) -> dict:
+    train_flowing(ExperimentConfig(**TINY, **changes), tmp_path / name)
+    return load_checkpoint(tmp_path / name / "checkpoint.pt")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a if torch.is_tensor(a[k]) and a[k].is_floating_point())
+
+
+def test_checkpointing_and_autocast_train_the_same_model(tmp_path):
+    plain = trained_weights(tmp_path, "plain")
+    recomputed = trained_weights(tmp_path, "ckpt", gradient_checkpointing=True)
+    bf16 = trained_weights(tmp_path, "bf16", amp="bf16")
+    assert max_difference(recomputed["model"], plain["model"]) == 0.0  # recomputation is the same arithmetic
+    gap = max_difference(bf16["model"], plain["model"])
+    assert 0.0 < gap < 1e-2  # autocast ran (the weights moved differently), and only by bf16 rounding
+    assert bf16["config"]["amp"] == "bf16" and bf16["scaler"] is None
+
+
+def test_fp16_keeps_its_gradient_scaler_in_the_checkpoint(tmp_path):
+    payload = trained_weights(tmp_path, "fp16", amp="fp16")
+    assert payload["scaler"] is not None and payload["scaler"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for v in payload["model"].values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_determinism_defaults_by_device_and_bad_values_are_refused():
+    assert ExperimentConfig(**TINY).resolve().deterministic is True
+    assert ExperimentConfig(**TINY, device="cuda").resolve().deterministic is False
+    assert ExperimentConfig(**TINY, device="cuda", deterministic=True).resolve().deterministic is True
+    with pytest.raises(ValueError, match="amp must be one of"):
+        ExperimentConfig(**TINY, amp="fp8").resolve()
+    with pytest.raises(ValueError, match="gradient_checkpointing must be True or False"):
+        ExperimentConfig(**TINY, gradient_checkpointing="yes").resolve()
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *CLI_TINY,
+           "--steps", "100000", "--checkpoint-every", "1", "--eval-every", "100000"]
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists():  # after step 1: training (and its handlers) runs
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stopped by SIGTERM after step" in lines[0] and "--resume" in lines[0], err
+    step = int(load_checkpoint(out / "checkpoint.pt")["step"])
+    assert 1 <= step < 100000
+    resumed = subprocess.run(
+        [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), "--resume", "--steps",
+         str(step + 1), "--no-progress", "--no-plots"],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(load_checkpoint(out / "checkpoint.pt")["step"]) == step + 1
