@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from flow_escnn.data.digits import MnistNotFoundError
 from flow_escnn.experiments.config import ExperimentConfig
+from flow_escnn.experiments.distributed import world_from_env
 from flow_escnn.experiments.parser import build_parser
 from flow_escnn.experiments.progress import progress_factory
 from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, resolve_device
@@ -88,17 +89,25 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 )
             config = ExperimentConfig(**overrides).resolve()
         resolve_device(config.device)
-        prepare_out_dir(out, replace=args.overwrite)
+        world = world_from_env()
+        world.check_batch(config.batch_size)
+        main_rank = world.is_main  # under torchrun only rank 0 touches the files
+        if main_rank:
+            prepare_out_dir(out, replace=args.overwrite)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     try:
         metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
     except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if main_rank:
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
-        print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume", file=sys.stderr)
+        if main_rank:
+            print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume", file=sys.stderr)
         return exc.exit_code
+    if not main_rank:
+        return 0
     if not args.no_plots:
         _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
     print(_summary(metrics))

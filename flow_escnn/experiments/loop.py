@@ -122,6 +122,7 @@ def optimise(
     bar: Any = None,
     stop_note: Callable[[], str] = lambda: "",
     scaler: Optional[Any] = None,
+    sync: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
 ) -> None:
     """Run optimisation steps ``state.step + 1 .. steps`` (``state`` is updated in place).
 
@@ -136,6 +137,8 @@ def optimise(
         bar: a progress bar (``update(n)``), or None.
         stop_note: what the error of a non-finite loss says about the kept checkpoint.
         scaler: a ``torch.amp.GradScaler`` (float16 autocast), or None.
+        sync: the global loss from this process's (the mean over data-parallel processes), so
+            every process logs the same loss and stops on a non-finite one together.
 
     Raises:
         NonFiniteLossError: on a NaN or infinite loss, before the step is taken.
@@ -143,9 +146,10 @@ def optimise(
     while state.step < steps:
         t0 = time.perf_counter()
         loss = loss_at(state.step)
-        if not bool(torch.isfinite(loss)):
+        value = float(sync(loss.detach()))
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training stopped at step {state.step + 1}: the loss is {float(loss.detach())}. {stop_note()}"
+                f"training stopped at step {state.step + 1}: the loss is {value}. {stop_note()}"
                 "Check the data for NaN/inf, lower --lr, or use a bounded nonlinearity (--nonlinearity tanh)"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -162,7 +166,7 @@ def optimise(
             scaler.step(optimizer)  # skipped when the scaled gradients overflowed
             scaler.update()
         state.step += 1
-        state.last_loss = float(loss.detach())
+        state.last_loss = value
         state.train_time += time.perf_counter() - t0
         if bar is not None:
             bar.update(1)

@@ -23,6 +23,7 @@ training 2 more gives bit-identical weights to training 4 steps at once.
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from flow_escnn.experiments.config import ExperimentConfig, build_model
 from flow_escnn.experiments.datasets import ExperimentData
+from flow_escnn.experiments.distributed import World, distributed_world
 from flow_escnn.experiments.evaluation import evaluate_model, mse_per_step, run_metrics
 from flow_escnn.experiments.loop import (
     LoopState,
@@ -148,13 +150,22 @@ def train_flowing(
 
     Returns:
         The metrics dictionary (also in ``out_dir/metrics.json``); the trained model is in
-        ``out_dir/checkpoint.pt``.
+        ``out_dir/checkpoint.pt``. Under ``torchrun`` (:mod:`~flow_escnn.experiments.distributed`)
+        rank 0 returns them and the other ranks an empty dict.
     """
     c = config.resolve()
-    out = Path(out_dir)
+    with distributed_world(resolve_device(c.device).type) as world:
+        return _train(c, Path(out_dir), resume, progress, data, world)
+
+
+def _train(
+    c: ExperimentConfig, out: Path, resume: bool, progress: Optional[ProgressFactory], data: Optional[ExperimentData],
+    world: World,
+) -> Dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
-    device = resolve_device(c.device)
+    device = world.device(resolve_device(c.device))
+    world.check_batch(c.batch_size)
     payload: Dict[str, Any] = {}
     if resume:
         payload = load_checkpoint(ckpt_path)
@@ -162,20 +173,21 @@ def train_flowing(
         if _training_fields(saved) != _training_fields(c):
             diff = sorted(k for k, v in _training_fields(c).items() if _training_fields(saved)[k] != v)
             raise ValueError(f"the config differs from the checkpoint's in {diff}; use merge_resume_config")
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() and world.is_main:
         logger.warning("%s exists and will be overwritten (pass resume=True to continue it)", ckpt_path)
-    write_json(out / "config.json", c.to_dict())
+    if world.is_main:
+        write_json(out / "config.json", c.to_dict())
 
     with stop_on_signals() as stop, deterministic_mode(c.deterministic):
         seed_everything(c.seed)
-        model = build_model(c, checkpoint=c.gradient_checkpointing).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
+        net = build_model(c, checkpoint=c.gradient_checkpointing).to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
         amp = autocast_dtype(c.amp)
         scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
         state = LoopState()
         val_curve = []
         if resume:
-            model.load_state_dict(payload["model"])
+            net.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             state = LoopState(int(payload["step"]), float(payload["train_time_s"]), payload.get("last_loss"))
             val_curve = list(payload["val_curve"])
@@ -186,6 +198,9 @@ def train_flowing(
             if state.step > c.steps:
                 logger.warning("the checkpoint is at step %d, past the requested %d steps: no training",
                                state.step, c.steps)
+        model = net if not world.distributed else torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
         if data is None or not data.matches(c):
             data = ExperimentData(c)
         train = data.train()
@@ -193,7 +208,7 @@ def train_flowing(
 
         def snapshot() -> Dict[str, Any]:
             return {
-                "model": model.state_dict(),
+                "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": state.step,
                 "config": c.to_dict(),
@@ -206,37 +221,45 @@ def train_flowing(
             }
 
         def loss_at(step: int) -> torch.Tensor:
-            x = train[batch_indices(train.shape[0], c.batch_size, c.seed, step)].to(device)
+            x = train[world.shard(batch_indices(train.shape[0], c.batch_size, c.seed, step))].to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 return prediction_loss(model, x, c)
 
         def after_step(s: LoopState) -> None:
-            if s.step % c.eval_every == 0 or s.step == c.steps:
-                val_mse = float(mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
+            if world.is_main and (s.step % c.eval_every == 0 or s.step == c.steps):
+                val_mse = float(mse_per_step(net, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
                 val_curve.append({"step": s.step, "val_mse": val_mse, "train_loss": s.last_loss,
                                   "train_time_s": s.train_time})
                 bar.set_postfix(loss=f"{s.last_loss:.4g}", val=f"{val_mse:.4g}")
                 logger.info("step %d: train loss %.5g, val MSE %.5g", s.step, s.last_loss, val_mse)
-            if s.step % c.checkpoint_every == 0 or s.step == c.steps or stop.signum is not None:
+            stopping = world.any(stop.signum is not None, device)
+            if world.is_main and (s.step % c.checkpoint_every == 0 or s.step == c.steps or stopping):
                 save_checkpoint(ckpt_path, snapshot())
-            if stop.signum is not None and s.step < c.steps:
-                raise TrainingInterrupted(stop.signum, s.step, c.steps, ckpt_path)
+            if stopping and s.step < c.steps:
+                world.barrier()  # the checkpoint is on disk before anyone reports it
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, s.step, c.steps, ckpt_path)
 
         def stop_note() -> str:
             if ckpt_path.exists():
                 return f"The last good checkpoint (step {_saved_step(ckpt_path)}) is kept at {ckpt_path}. "
             return "No checkpoint was written yet. "
 
-        bar = (progress or no_progress)(total=c.steps, initial=min(state.step, c.steps), desc=f"train {c.model}")
+        factory = (progress or no_progress) if world.is_main else no_progress
+        bar = factory(total=c.steps, initial=min(state.step, c.steps), desc=f"train {c.model}")
         model.train()
         try:
-            optimise(model, optimizer, state, c.steps, loss_at, c.grad_clip, after_step, bar, stop_note, scaler)
+            optimise(model, optimizer, state, c.steps, loss_at, c.grad_clip, after_step, bar, stop_note, scaler,
+                     sync=world.mean)
         finally:
             bar.close()
+        if not world.is_main:
+            world.barrier()
+            return {}
         final = snapshot()
-        metrics = run_metrics(model, c, evaluate_model(model, c, data), final)
+        metrics = run_metrics(net, c, evaluate_model(net, c, data), final)
     write_json(out / "metrics.json", metrics)
     logger.info("%s: test MSE %.5g (unseen velocities %s)", c.model, metrics["test_mse"], metrics["test_mse_unseen"])
+    world.barrier()
     return metrics
 
 
