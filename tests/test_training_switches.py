@@ -84,3 +84,94 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert int(load_checkpoint(out / "checkpoint.pt")["step"]) == step + 1
+
+
+def test_kill_9_at_any_point_then_resume_continues_bit_identically(tmp_path):
+    """SIGKILL leaves no chance to save: the run continues from its last (atomically written) checkpoint,
+    and the resumed run ends with exactly the weights of an uninterrupted one."""
+    args = [*CLI_TINY, "--steps", "6", "--checkpoint-every", "1", "--eval-every", "100000"]
+
+    def train(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *args, *extra],
+                              cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+
+    reference = train(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *args],
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(0.05)  # somewhere inside a later step (or a checkpoint write)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "checkpoint.pt.tmp").exists() or load_checkpoint(out / "checkpoint.pt")["step"] >= 1
+    killed_at = int(load_checkpoint(out / "checkpoint.pt")["step"])
+    assert 1 <= killed_at < 6
+    resumed = train(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_checkpoint(tmp_path / "reference" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    assert max_difference(a["model"], b["model"]) == 0.0
+
+
+def test_compiled_engine_trains_the_same_model():
+    """--compile runs the engine program through torch.compile: same loss and gradients as eager
+    (the debug backend here; the CLI uses inductor, exercised in the slow test below)."""
+    from flow_escnn.experiments.config import build_model
+    from flow_escnn.experiments.training import prediction_loss
+
+    config = ExperimentConfig(**TINY).resolve()
+    torch.manual_seed(0)
+    eager = build_model(config)
+    compiled = build_model(config)
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.compile_engine(backend="aot_eager") is compiled
+    x = torch.rand(2, 5, 1, 12, 12)
+    losses = [prediction_loss(m, x, config) for m in (eager, compiled)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-6)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="compile must be one of"):
+        ExperimentConfig(**TINY, compile="fast").resolve()
+
+
+@pytest.mark.slow
+def test_train_with_inductor_compile_matches_eager(tmp_path):
+    """``train --compile`` (inductor, about a minute of compilation on 2 cores)."""
+    plain = trained_weights(tmp_path, "plain")
+    compiled = trained_weights(tmp_path, "compiled", compile="default")
+    assert max_difference(compiled["model"], plain["model"]) < 1e-4
+    assert compiled["config"]["compile"] == "default"
+
+
+def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "never"
+    cmd = [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *CLI_TINY, "--steps", "50",
+           "--estimate", "2"]
+    done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3 and "s/step" in lines[0] and "projected for 50 steps" in lines[1], done.stdout
+    assert "peak memory" in lines[2] and not out.exists()
+
+    from flow_escnn.experiments.estimate import estimate_training
+
+    est = estimate_training(ExperimentConfig(**{**TINY, "steps": 40}), steps=2)
+    assert est["steps"] == 40 and est["timed_steps"] == 2
+    assert est["train_s"] == pytest.approx(40 * est["step_s"])
+    assert all(est[k] > 0 for k in ("step_s", "eval_s", "data_s", "peak_memory_bytes"))
+    assert est["total_s"] == pytest.approx(est["train_s"] + est["eval_s"] + est["data_s"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    refused = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--estimate measures one process" in refused.stderr

@@ -24,7 +24,7 @@ from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, res
 __all__ = ["main", "build_parser"]
 
 _NOT_CONFIG = {"command", "out", "resume", "overwrite", "no_progress", "progress_every", "no_plots", "verbose",
-               "checkpoint", "root"}
+               "checkpoint", "root", "estimate"}
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -61,6 +61,13 @@ def _write_single_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) ->
     return write_plots(out, {metrics["model"]: (model, metrics)}, config, ExperimentData(config))
 
 
+def _estimate(config: ExperimentConfig, steps: int) -> int:
+    from flow_escnn.experiments.estimate import estimate_training, format_estimate
+
+    print(format_estimate(estimate_training(config, steps)))
+    return 0
+
+
 # -- commands ---------------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from flow_escnn.experiments.training import (
@@ -83,14 +90,19 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             saved = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"])
             config = merge_resume_config(saved, overrides)
         else:
-            if (out / CHECKPOINT_NAME).exists() and not args.overwrite:
+            if (out / CHECKPOINT_NAME).exists() and not (args.overwrite or args.estimate):
                 parser.error(
                     f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start again"
                 )
             config = ExperimentConfig(**overrides).resolve()
         resolve_device(config.device)
         world = world_from_env()
+        if args.estimate and world.distributed:
+            raise ValueError("--estimate measures one process: run it without torchrun (the per-process batch is "
+                             "--batch-size divided by the number of processes)")
         world.check_batch(config.batch_size)
+        if args.estimate:
+            return _estimate(config, args.estimate)
         main_rank = world.is_main  # under torchrun only rank 0 touches the files
         if main_rank:
             prepare_out_dir(out, replace=args.overwrite)

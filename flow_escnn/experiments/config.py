@@ -46,7 +46,7 @@ import numpy as np
 from flow_escnn._validate import one_of, optional_positive_int, positive_int
 from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
-from flow_escnn.experiments.loop import AMP_MODES, check_training
+from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES, check_training
 from flow_escnn.models.config import GATED_CELLS, PredictorConfig
 from flow_escnn.models.factory import build_predictor, count_parameters, field_types, make_gspace, model_flows
 from flow_escnn.models import NONLINEARITIES
@@ -165,6 +165,7 @@ class ExperimentConfig(PredictorConfig):
     amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
     gradient_checkpointing: bool = False  # recompute the recurrence in the backward pass (less memory)
     deterministic: Optional[bool] = None  # deterministic algorithms; default: on for CPU, off for CUDA
+    compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile of the engine program
 
     # -- derived quantities ------------------------------------------------------------------------------
     @property
@@ -205,6 +206,7 @@ class ExperimentConfig(PredictorConfig):
         if self.one_step_weight > 0 and self.t_in < 2:
             raise ValueError("one_step_weight > 0 needs t_in >= 2")
         one_of(self.amp, AMP_MODES, "amp")
+        one_of(self.compile, COMPILE_MODES, "compile")
         for name in ("gradient_checkpointing", "deterministic"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (value is None and name == "deterministic")):

@@ -74,7 +74,8 @@ def mse_per_step(model: torch.nn.Module, frames: torch.Tensor, t_in: int, horizo
     try:
         for a in range(0, frames.shape[0], batch_size):
             x = frames[a : a + batch_size].to(device)
-            pred = model(x[:, :t_in], horizon)
+            with torch.no_grad():  # no graph: evaluation memory is the forward's alone
+                pred = model(x[:, :t_in], horizon)
             err = (pred - x[:, t_in : t_in + horizon]).double().pow(2)
             total += err.sum(dim=(0, 2, 3, 4)).cpu()
     finally:

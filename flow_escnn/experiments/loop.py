@@ -29,11 +29,15 @@ __all__ = [
     "check_training",
     "no_progress",
     "AMP_MODES",
+    "COMPILE_MODES",
     "autocast_dtype",
 ]
 
 #: ``--amp`` choices: no autocast, bfloat16 autocast, float16 autocast with a gradient scaler.
 AMP_MODES = ("off", "bf16", "fp16")
+
+#: ``--compile`` choices: eager, or ``torch.compile`` of the engine program with this mode.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 class NonFiniteLossError(ValueError):

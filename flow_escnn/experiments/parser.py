@@ -10,7 +10,7 @@ import argparse
 from typing import Any, Callable, NoReturn, Sequence
 
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
-from flow_escnn.experiments.loop import AMP_MODES
+from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 
@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient checkpointing: recompute the recurrence in the backward pass (less memory)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
                    help="deterministic algorithms (default: on for CPU, off for CUDA)")
+    g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=_SUPPRESS,
+                   help="torch.compile the engine program (recurrence + decoder), forward and backward; a bare "
+                   "--compile is mode 'default'; the first step pays the compilation (off)")
+    t.add_argument("--estimate", nargs="?", type=_positive_int, const=5, default=None, metavar="STEPS",
+                   help="time STEPS training steps (5) of this configuration, print the projected time and peak "
+                   "memory of the whole run, and exit without writing anything")
     t.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(t)
 

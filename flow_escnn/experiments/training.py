@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,8 @@ __all__ = [
     "RESUMABLE",
     "CHECKPOINT_NAME",
     "prediction_loss",
+    "batch_loss",
+    "build_training",
     "merge_resume_config",
     "train_flowing",
     "load_checkpoint",
@@ -77,6 +79,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESUMABLE = (
     "steps", "epochs", "device", "eval_every", "checkpoint_every", "eval_batch_size", "num_test",
     "num_per_velocity", "test_velocities", "horizon_factor", "amp", "gradient_checkpointing", "deterministic",
+    "compile",
 )
 
 #: ``factory(total=..., initial=..., desc=...)`` -> an object with ``update(n)``, ``set_postfix(**kw)``, ``close()``.
@@ -101,26 +104,62 @@ def prediction_loss(model: torch.nn.Module, x: torch.Tensor, config: ExperimentC
     return F.mse_loss(model(x[:, :t_in], t_out), target)
 
 
+def build_training(
+    c: ExperimentConfig, device: torch.device, world: World, payload: Optional[Dict[str, Any]] = None,
+) -> Tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Optional[Any]]:
+    """``(net, model, optimizer, scaler)`` of a run: the model (``--checkpoint``, ``--compile``) on
+    ``device`` with the checkpoint ``payload``'s weights and optimizer state if given, ``model`` =
+    ``net`` or its ``DistributedDataParallel`` wrapper, and the fp16 gradient scaler (or None)."""
+    net = build_model(c, checkpoint=c.gradient_checkpointing).to(device)
+    if c.compile != "off":
+        net.compile_engine(mode=c.compile)
+    optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
+    if payload is not None:
+        net.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
+    model = net if not world.distributed else torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+    )
+    return net, model, optimizer, scaler
+
+
+def batch_loss(model: torch.nn.Module, x: torch.Tensor, c: ExperimentConfig, device: torch.device) -> torch.Tensor:
+    """:func:`prediction_loss` of a batch under the config's autocast (``--amp``)."""
+    amp = autocast_dtype(c.amp)
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        return prediction_loss(model, x, c)
+
+
 def merge_resume_config(saved: ExperimentConfig, overrides: Dict[str, Any]) -> ExperimentConfig:
     """The config of a resumed run: the checkpoint's, with the :data:`RESUMABLE` fields of ``overrides``.
 
     ``steps`` / ``epochs`` give the new *total* length of the run. Any other field in
-    ``overrides`` must equal the checkpoint's value.
+    ``overrides`` must resolve to the checkpoint's value (so repeating the original command
+    with ``--resume`` works, e.g. ``--hidden-channels`` against the saved ``hidden_fields``).
 
     Raises:
         ValueError: naming the fields that differ from the checkpoint and cannot change.
     """
+    base = saved.resolve()
     fixed = {k: v for k, v in overrides.items() if k not in RESUMABLE}
-    differ = sorted(k for k, v in fixed.items() if getattr(saved, k) != v)
+    if fixed.get("hidden_channels") is not None:  # resolved configs hold hidden_fields; compare what they resolve to
+        fixed.setdefault("hidden_fields", None)
+    try:
+        given = base.replace(**fixed).resolve()
+    except ValueError as exc:
+        raise ValueError(f"cannot resume with these options: {exc}") from None
+    before, after = _training_fields(base), _training_fields(given)
+    differ = sorted(k for k in after if after[k] != before[k])
     if differ:
-        detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r}, given {fixed[k]!r}" for k in differ)
+        detail = ", ".join(f"{k}: checkpoint {before[k]!r}, given {after[k]!r}" for k in differ)
         raise ValueError(f"cannot change {differ} when resuming ({detail}); only {list(RESUMABLE)} may change")
     changes = {k: v for k, v in overrides.items() if k in RESUMABLE}
     if "epochs" in changes and "steps" not in changes:
         changes["steps"] = None
     elif "steps" in changes:
         changes.setdefault("epochs", None)
-    return saved.replace(**changes).resolve()
+    return base.replace(**changes).resolve()
 
 
 def _training_fields(c: ExperimentConfig) -> Dict[str, Any]:
@@ -180,15 +219,10 @@ def _train(
 
     with stop_on_signals() as stop, deterministic_mode(c.deterministic):
         seed_everything(c.seed)
-        net = build_model(c, checkpoint=c.gradient_checkpointing).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
-        amp = autocast_dtype(c.amp)
-        scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
+        net, model, optimizer, scaler = build_training(c, device, world, payload if resume else None)
         state = LoopState()
         val_curve = []
         if resume:
-            net.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
             state = LoopState(int(payload["step"]), float(payload["train_time_s"]), payload.get("last_loss"))
             val_curve = list(payload["val_curve"])
             set_rng_state(payload["rng"])
@@ -198,12 +232,10 @@ def _train(
             if state.step > c.steps:
                 logger.warning("the checkpoint is at step %d, past the requested %d steps: no training",
                                state.step, c.steps)
-        model = net if not world.distributed else torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
         if data is None or not data.matches(c):
             data = ExperimentData(c)
-        train = data.train()
+        # on a GPU the training set moves there once, so no step waits for a host copy
+        train = data.train().to(device) if device.type == "cuda" else data.train()
         val = data.val()
 
         def snapshot() -> Dict[str, Any]:
@@ -221,9 +253,8 @@ def _train(
             }
 
         def loss_at(step: int) -> torch.Tensor:
-            x = train[world.shard(batch_indices(train.shape[0], c.batch_size, c.seed, step))].to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                return prediction_loss(model, x, c)
+            index = world.shard(batch_indices(train.shape[0], c.batch_size, c.seed, step))
+            return batch_loss(model, train[index.to(train.device)].to(device), c, device)
 
         def after_step(s: LoopState) -> None:
             if world.is_main and (s.step % c.eval_every == 0 or s.step == c.steps):

@@ -62,22 +62,26 @@ the lifted hidden sequence.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn._validate import non_negative_int, one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.flows.gather import CircularPad
-from flow_escnn.nn.conv import SteerableConv
+from flow_escnn.models.program import (
+    OUTPUT_ACTIVATIONS,
+    PredictorProgram,
+    build_decoder,
+    decoder_weights,
+    output_activation,
+    run_decoder,
+)
 from flow_escnn.nn.engine import Recurrence, Weights
-from flow_escnn.nn.functional import conv_same
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.nonlinearity import check_pointwise
-from flow_escnn.nn.pooling import VELOCITY_POOLS, reduce_velocities
+from flow_escnn.nn.pooling import VELOCITY_POOLS
 from flow_escnn.nn.sequence import FlowRNN
 from flow_escnn.nn.spec import records_init
 
@@ -91,110 +95,6 @@ __all__ = [
     "decoder_weights",
     "run_decoder",
 ]
-
-OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
-
-
-def output_activation(z: torch.Tensor, name: str) -> torch.Tensor:
-    """The pointwise map on the decoder's output: ``"identity"``, ``"clamp"`` to [0, 1] or ``"sigmoid"``.
-
-    A pointwise map commutes with transports of permutation-type fields, so it keeps the
-    predictions equivariant; ``"clamp"`` bounds what is fed back for frames in [0, 1].
-    """
-    if name == "clamp":
-        return z.clamp(0.0, 1.0)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    return z
-
-
-def build_decoder(
-    hidden_type: Any, in_type: Any, layers: int, decoder_type: Any, kernel_size: int, bias: bool, padding_mode: str
-) -> torch.nn.ModuleList:
-    """The steerable decoder: ``layers`` convs ``-> decoder_type`` (each followed by ReLU), then one to ``in_type``."""
-    types_ = [hidden_type] + [decoder_type] * layers + [in_type]
-    return torch.nn.ModuleList(
-        [SteerableConv(a, b, kernel_size, bias=bias, padding_mode=padding_mode) for a, b in zip(types_[:-1], types_[1:])]
-    )
-
-
-def decoder_weights(decoder: torch.nn.ModuleList) -> Weights:
-    """The decoder's expanded filters under the program's names (``dec{i}_weight`` / ``dec{i}_bias``)."""
-    out: Weights = {}
-    for i, conv in enumerate(decoder):
-        out[f"dec{i}_weight"], out[f"dec{i}_bias"] = conv.expand()
-    return out
-
-
-def run_decoder(
-    z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str,
-    pad: Optional[CircularPad] = None, padded: bool = False,
-) -> torch.Tensor:
-    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`).
-
-    ``padded=True``: ``z`` is already circularly padded for the first convolution.
-    """
-    for i in range(layers):
-        w, b = weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias")
-        z = F.conv2d(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
-        if i < layers - 1:
-            z = torch.relu(z)
-    return output_activation(z, activation)
-
-
-class PredictorProgram(torch.nn.Module):
-    """The predictor as plain torch: the encoder's engine program plus the decoder (no weights inside).
-
-    ``forward(weights, x, num_predictions, include_one_step)`` is what both
-    :class:`NextFramePredictor` (with freshly expanded weights) and
-    :class:`ExportedNextFramePredictor` (with frozen ones) run.
-    """
-
-    def __init__(
-        self, recurrence: Recurrence, decoder_layers: int, padding_mode: str, pool: str, activation: str,
-        checkpoint: bool = False, decoder_kernel_size: int = 3,
-    ) -> None:
-        super().__init__()
-        self.recurrence = recurrence
-        self.decoder_pad = CircularPad(*recurrence.grid_shape, decoder_kernel_size // 2)
-        self.decoder_layers = int(decoder_layers)
-        self.padding_mode = padding_mode
-        self.pool = pool
-        self.activation = activation
-        self.checkpoint = bool(checkpoint)
-
-    def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
-        """``Dec`` on ``[N, C, H, W]``, or on ``[N, C, H+2p, W+2p]`` already padded for its first conv."""
-        h, w = self.recurrence.grid_shape
-        padded = z.shape[-1] != w and self.padding_mode == "circular" and z.shape[-1] == w + 2 * self.decoder_pad.pad
-        if z.shape[-1] != w and not padded:  # padded for another kernel size: take the grid
-            p = (z.shape[-1] - w) // 2
-            z = z[..., p : p + h, p : p + w]
-        return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation, self.decoder_pad, padded)
-
-    def forward(
-        self, weights: Weights, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False
-    ) -> torch.Tensor:
-        t_in = x.shape[1]
-        pool = self.pool
-
-        def predict(s: int, guess: torch.Tensor) -> torch.Tensor:
-            pooled = reduce_velocities(guess, pool)
-            return pooled if s < t_in else self.decode(weights, pooled)  # one-step guesses are decoded in one batch
-
-        res = self.recurrence.run(
-            x, weights, keep_outputs=False, predict=predict, predict_from=1 if include_one_step else t_in,
-            extra_steps=num_predictions - 1, checkpoint=self.checkpoint,
-        )
-        preds = res.predictions
-        n_one = len(preds) - num_predictions
-        out = torch.stack(preds[n_one:], dim=1)
-        if n_one == 0:
-            return out
-        pooled = torch.stack(preds[:n_one], dim=1)
-        b, t = pooled.shape[:2]
-        one = self.decode(weights, pooled.reshape(b * t, *pooled.shape[2:]))
-        return torch.cat([one.reshape(b, t, *one.shape[1:]), out], dim=1)
 
 
 def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
@@ -291,7 +191,8 @@ class NextFramePredictor(torch.nn.Module):
         self.decoder = build_decoder(
             hidden_type, in_type, decoder_layers, dec_type, decoder_kernel_size, bias, padding_mode
         )
-        self._programs: Dict[int, PredictorProgram] = {}
+        self._programs: Dict[int, Tuple[PredictorProgram, Callable[..., torch.Tensor]]] = {}
+        self._compile_options: Optional[Dict[str, Any]] = None
 
     @property
     def static_equivariant(self) -> bool:
@@ -305,13 +206,33 @@ class NextFramePredictor(torch.nn.Module):
         out.update(decoder_weights(self.decoder))
         return out
 
-    def program(self, recurrence: Recurrence) -> PredictorProgram:
-        """The predictor's program around an encoder program (cached per encoder program)."""
-        program = self._programs.get(id(recurrence))
-        if program is None or program.recurrence is not recurrence:
+    def program(self, recurrence: Recurrence) -> Callable[..., torch.Tensor]:
+        """The predictor's program around an encoder program (cached per encoder program), or its
+        ``torch.compile`` form after :meth:`compile_engine`."""
+        cached = self._programs.get(id(recurrence))
+        if cached is None or cached[0].recurrence is not recurrence:
             program = self._new_program(recurrence)
-            self._programs[id(recurrence)] = program
-        return program
+            run = program if self._compile_options is None else torch.compile(program, **self._compile_options)
+            cached = self._programs[id(recurrence)] = (program, run)
+        return cached[1]
+
+    def compile_engine(self, **options: Any) -> "NextFramePredictor":
+        """Run the plain-torch program (recurrence, pooling, decoder) through ``torch.compile``.
+
+        The filter expansion from escnn's bases stays eager (it runs once per call); the step loop,
+        transports and decoder, forward and backward, are what the compiler sees. The first call per
+        grid and length compiles (seconds to minutes); later calls reuse it.
+
+        Args:
+            **options: ``torch.compile`` keyword arguments (``mode="reduce-overhead"``, ``backend=...``);
+                none: its defaults.
+
+        Returns:
+            ``self``.
+        """
+        self._compile_options = dict(options)
+        self._programs.clear()
+        return self
 
     def _new_program(self, recurrence: Recurrence) -> PredictorProgram:
         return PredictorProgram(
