@@ -68,6 +68,7 @@ RATIO_KEYS = (
     "checkpoint_memory",
     "rotation_transport_share",
     "bicubic_vs_bilinear_rotation",
+    "cubic6_vs_bilinear_rotation",
 )
 #: (ratio, comparison, threshold, device) ; device None = any
 TARGETS = [
@@ -251,6 +252,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
     steps["fernn-amp"] = Step(build_model("fernn", cfg), x, y, amp=True)
     steps["fernn-checkpoint"] = Step(build_model("fernn", cfg, checkpoint=True), x, y)
     steps["rotation-bicubic"] = Step(build_model("rotation", cfg, interpolation="bicubic"), x, y)
+    steps["rotation-cubic6"] = Step(build_model("rotation", cfg, interpolation="cubic6"), x, y)
     floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation")}
     fns: Dict[str, Callable[[], None]] = {**steps, **floors}
     log(f"# timing {len(fns)} functions x {cfg.repeats} repeats (+{cfg.warmup} warm-up) ...")
@@ -269,6 +271,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         "checkpoint_memory": mem["fernn"]["peak_bytes"] / mem["fernn-checkpoint"]["peak_bytes"],
         "rotation_transport_share": share,
         "bicubic_vs_bilinear_rotation": med["rotation-bicubic"] / med["rotation"],
+        "cubic6_vs_bilinear_rotation": med["rotation-cubic6"] / med["rotation"],
     }
     dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
     targets = []

@@ -60,12 +60,31 @@ class Config(NamedTuple):
     frames: int
 
 
-CONFIGS: Dict[str, Config] = {"c8": Config(8, 2, 9), "c36": Config(36, 1, 19)}
+#: ``n = -1``: SO(2) (``rot2dOnR2(-1)``) with ``fields`` x (irreps 0..3) hidden fields and the
+#: ``norm_squash`` field nonlinearity, flows and input at 10 degrees per frame (as C36).
+CONFIGS: Dict[str, Config] = {"c8": Config(8, 2, 9), "c36": Config(36, 1, 19), "so2": Config(-1, 4, 19)}
+SO2_STEP = 36  # steps per turn of the SO(2) configuration (10 degrees per frame)
 
 
 def exact_period(n: int = N) -> int:
-    """Smallest ``t > 0`` with ``t`` steps of ``360 / n`` degrees a multiple of 90 (2 for C8, 9 for C36)."""
+    """Smallest ``t > 0`` with ``t`` steps of ``360 / n`` degrees a multiple of 90 (2 for C8, 9 for C36 and SO(2))."""
+    n = SO2_STEP if n == -1 else n
     return n // math.gcd(n, 4)
+
+
+def setup(n: int, fields: int) -> tuple:
+    """``(gspace, in_type, hidden_type, flows, step angle in radians, one-step fiber element, nonlinearity)``."""
+    if n == -1:
+        gs = gspaces.rot2dOnR2(-1, maximum_frequency=4)
+        hidden = enn.FieldType(gs, fields * [gs.irrep(k) for k in range(4)])
+        step = 360 / SO2_STEP
+        flows = FlowSet.rotations(gs, [-step, 0, step])
+        angle = math.radians(step)
+        return gs, enn.FieldType(gs, [gs.trivial_repr]), hidden, flows, angle, gs.fibergroup.element(angle), "norm_squash"
+    gs = gspaces.rot2dOnR2(n)
+    hidden = enn.FieldType(gs, fields * [gs.regular_repr])
+    flows = FlowSet.rotations(gs, [-1, 0, 1])
+    return gs, enn.FieldType(gs, [gs.trivial_repr]), hidden, flows, 2 * math.pi / n, gs.fibergroup.element(1), "relu"
 
 
 def blob_image(angle: float, seed: int = 0, size: int = SIZE, count: int = 60, sigma: float = 2.0) -> np.ndarray:
@@ -112,23 +131,22 @@ def flow_errors(
         recurrent_scale: Multiplies the recurrent filter :math:`W` after the seeded
             initialisation (0.5 makes these random weights contractive: the recurrence then
             damps what any perturbation, interpolation error included, adds to its state).
-        n: Rotation order of the gspace ``rot2dOnR2(n)``; the input rotates one step per frame.
-        fields: Number of regular hidden fields.
+        n: Rotation order of the gspace ``rot2dOnR2(n)``; the input rotates one step per frame
+            (-1: SO(2) at 10 degrees per frame, see :data:`CONFIGS`).
+        fields: Number of regular hidden fields (SO(2): groups of irreps 0..3).
 
     Returns:
         ``{t: error}`` for the exact frames (empty if ``frames <= exact_period(n)``).
     """
-    gs = gspaces.rot2dOnR2(n)
-    in_type = enn.FieldType(gs, [gs.trivial_repr])
-    hidden = enn.FieldType(gs, fields * [gs.regular_repr])
-    flows = FlowSet.rotations(gs, [-1, 0, 1])
+    gs, in_type, hidden, flows, angle, _, nonlinearity = setup(n, fields)
     torch.manual_seed(seed)
-    model = FERNN(in_type, hidden, flows, interpolation=interpolation, mode=mode).double().eval()
+    model = FERNN(in_type, hidden, flows, interpolation=interpolation, mode=mode,
+                  nonlinearity=nonlinearity).double().eval()
     with torch.no_grad():
         model.cells[0].W.conv.weights.mul_(recurrent_scale)
     still = torch.from_numpy(blob_image(0.0, seed))
     x = still.expand(1, frames, 1, SIZE, SIZE).contiguous()
-    moving = torch.stack([torch.from_numpy(blob_image(t * 2 * math.pi / n, seed)) for t in range(frames)])
+    moving = torch.stack([torch.from_numpy(blob_image(t * angle, seed)) for t in range(frames)])
     x_flow = moving[None, :, None]
     with torch.no_grad():
         h = model(x).tensor  # [1, T, V, C, H, W]
@@ -157,19 +175,17 @@ def escnn_static_error(seed: int = 0, n: int = N, fields: int = 2) -> float:
     Returns:
         The relative error over the inscribed disc.
     """
-    gs = gspaces.rot2dOnR2(n)
-    in_type = enn.FieldType(gs, [gs.trivial_repr])
-    hidden = enn.FieldType(gs, fields * [gs.regular_repr])
+    gs, in_type, hidden, _, angle, element, _ = setup(n, fields)
     torch.manual_seed(seed)
     conv = enn.R2Conv(in_type, hidden, 3, padding=1, padding_mode="circular").double().eval()
     f = torch.from_numpy(blob_image(0.0, seed))[None, None]
-    f_rot = torch.from_numpy(blob_image(2 * math.pi / n, seed))[None, None]
+    f_rot = torch.from_numpy(blob_image(angle, seed))[None, None]
     with torch.no_grad():
         y = conv(enn.GeometricTensor(f, in_type)).tensor[0].numpy()
         y_rot = torch.from_numpy(conv(enn.GeometricTensor(f_rot, in_type)).tensor[0].numpy())
     # rotate each channel by one step (array rows point down: scipy's angle is the same sign here)
-    spatial = np.stack([ndi.rotate(ch, 360.0 / n, reshape=False, order=5, mode="grid-wrap") for ch in y])
-    rho = torch.from_numpy(np.asarray(hidden.representation(gs.fibergroup.element(1)), dtype=np.float64))
+    spatial = np.stack([ndi.rotate(ch, math.degrees(angle), reshape=False, order=5, mode="grid-wrap") for ch in y])
+    rho = torch.from_numpy(np.asarray(hidden.representation(element), dtype=np.float64))
     expected = torch.einsum("oc,chw->ohw", rho, torch.from_numpy(spatial))
     return rel_error(y_rot, expected, disc())
 
@@ -193,9 +209,10 @@ def run_config(name: str, frames: Optional[int], lengths: Sequence[int]) -> List
     cfg = CONFIGS[name]
     frames = frames or cfg.frames
     kw = dict(n=cfg.n, fields=cfg.fields)
-    step = 360 / cfg.n
+    step = 360 / (SO2_STEP if cfg.n == -1 else cfg.n)
     floor = escnn_static_error(**kw)
-    rows = [f"== {name}: C{cfg.n}, {cfg.fields} regular field(s), {step:g} degrees per frame, exact frames "
+    group = "SO(2) irreps 0..3 x" if cfg.n == -1 else f"C{cfg.n}, regular x"
+    rows = [f"== {name}: {group} {cfg.fields}, {step:g} degrees per frame, exact frames "
             f"t = multiples of {exact_period(cfg.n)} ==",
             f"escnn R2Conv static error at {step:g} degrees (order-5 spline reference): {floor:.4f}"]
     longest = max([frames - 1, *lengths])
@@ -226,7 +243,7 @@ def main(argv: Sequence[str] = ()) -> int:
     """Command-line entry point: prints the rows of the selected configurations."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="c8",
-                        help="c8 (45 degrees per frame, default), c36 (10 degrees per frame) or all")
+                        help="c8 (45 degrees per frame, default), c36 or so2 (10 degrees per frame) or all")
     parser.add_argument("--frames", type=int, default=None,
                         help="frames of the hidden/co-moving rows (default: 9 for c8, 19 for c36)")
     parser.add_argument("--long", type=int, nargs="*", default=[4, 16, 64], help="co-moving run lengths")

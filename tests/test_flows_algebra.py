@@ -428,14 +428,16 @@ def test_rotation_on_trivial_gspace_rejected():
     assert len(FlowSet.translations(TRIVIAL, 1)) == 9
 
 
-@pytest.mark.parametrize("bad", [gspaces.rot2dOnR2(-1), gspaces.flipRot2dOnR2(-1)], ids=["SO2", "O2"])
-def test_continuous_gspace_rejected(bad):
-    with pytest.raises(ValueError, match="continuous fiber group"):
-        FlowGenerator(bad, (1, 0))
-    with pytest.raises(ValueError, match="continuous fiber group"):
-        FlowSet.translations(bad, 1)
-    with pytest.raises(ValueError, match="continuous fiber group"):
-        GridElement(bad)
+@pytest.mark.parametrize("gs", [gspaces.rot2dOnR2(-1), gspaces.flipRot2dOnR2(-1)], ids=["SO2", "O2"])
+def test_continuous_gspaces_take_translations_and_any_rotation(gs):
+    """SO(2) / O(2): integer translations stay exact, rotations are degrees (tests/test_continuous.py)."""
+    flows = FlowSet.translations(gs, 1)
+    assert len(flows) == 9 and flows.period((5, 5)) == 5
+    assert GridElement(gs, translation=(1, 0)).is_integral
+    assert not GridElement(gs, gs.fibergroup.element(0.3) if gs.fibergroup.name == "SO(2)"
+                           else gs.fibergroup.element((0, 0.3))).is_integral
+    with pytest.raises(ValueError, match="integer"):
+        FlowGenerator(gs, (0.5, 0))
 
 
 def test_not_a_gspace_rejected():

@@ -49,7 +49,7 @@ from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES, check_training
 from flow_escnn.models.config import GATED_CELLS, PredictorConfig
 from flow_escnn.models.factory import build_predictor, count_parameters, field_types, make_gspace, model_flows
-from flow_escnn.models import NONLINEARITIES
+from flow_escnn.models import CELL_NONLINEARITIES
 
 __all__ = [
     "MODELS",
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 MODELS = PredictorConfig.MODELS
-NONLINEARITY_NAMES = tuple(NONLINEARITIES)
+NONLINEARITY_NAMES = CELL_NONLINEARITIES
 #: Recurrent cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own).
 CELLS = GATED_CELLS
 #: The next-frame model of a config (:func:`flow_escnn.models.factory.build_predictor`).

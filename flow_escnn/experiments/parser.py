@@ -48,6 +48,7 @@ def _typed(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) 
 
 
 _positive_int = _typed(int, lambda v: v >= 1, "a positive integer")
+_group = _typed(int, lambda v: v >= 1 or v == -1, "a positive integer N, or -1 for SO(2)")
 _non_negative_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _typed(float, lambda v: v > 0, "a positive number")
 _non_negative_float = _typed(float, lambda v: v >= 0, "a number >= 0")
@@ -68,13 +69,15 @@ def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
     g.add_argument("--model", choices=models, default=_SUPPRESS, help="default fernn")
     g.add_argument("--cell", choices=("fernn", "gru", "lstm"), default=_SUPPRESS,
                    help="recurrent cell of fernn / grnn: plain (fernn, default), gru or lstm")
-    g.add_argument("--group", type=_positive_int, default=_SUPPRESS,
-                   help="N: rot2dOnR2(N) with regular hidden fields; 1 = trivialOnR2 (default)")
+    g.add_argument("--group", type=_group, default=_SUPPRESS,
+                   help="N: rot2dOnR2(N) with regular hidden fields; 1 = trivialOnR2 (default); -1 = SO(2) with "
+                   "irreps hidden fields (frequencies 0..3, 7 channels each; needs --nonlinearity norm_squash or gated "
+                   "and --pool mean; rotation steps are degrees)")
     width = g.add_mutually_exclusive_group()
     width.add_argument("--hidden-channels", type=_positive_int, default=_SUPPRESS,
                        help="hidden channels per V slice (a multiple of N; default 16)")
     width.add_argument("--hidden-fields", type=_positive_int, default=_SUPPRESS,
-                       help="hidden regular fields (N channels each)")
+                       help="hidden regular fields (N channels each; on SO(2) irreps 0..3, 7 channels)")
     g.add_argument("--num-layers", type=_positive_int, default=_SUPPRESS, help="stacked recurrent layers (1)")
     g.add_argument("--kernel-size", type=_positive_int, default=_SUPPRESS, help="odd kernel size of U, W (3)")
     g.add_argument("--flow-radius", type=_non_negative_int, default=_SUPPRESS,
@@ -159,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
                    help="pointwise nonlinearity of the fernn / grnn cell: relu (default, as in the paper) or a bounded "
                    "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst)")
+    g.add_argument("--pool", choices=("max", "mean"), default=_SUPPRESS,
+                   help="pooling over V before the decoder: max (default, as in the paper) or mean (needed on SO(2))")
     g.add_argument("--output-activation", choices=("identity", "clamp", "sigmoid"), default=_SUPPRESS,
                    help="pointwise map on each predicted frame, also what is fed back (clamp: to [0, 1])")
     _add_optim(t)

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from flow_escnn.experiments.config import ExperimentConfig, velocity_key, velocity_speed
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.gspace_utils import rotation_order
+from flow_escnn.flows.gspace_utils import steps_per_turn
 from flow_escnn.flows.transport import TransportPlan
 
 __all__ = [
@@ -197,7 +197,7 @@ def plot_predictions(
 
 def data_generator(row: Sequence[float], gspace: Any) -> Optional[FlowGenerator]:
     """The flow generator of a data velocity ``(vx, vy, deg)`` on ``gspace``, or None if not representable."""
-    n = rotation_order(gspace)
+    n = steps_per_turn(gspace)
     steps = float(row[2]) * n / 360.0
     if abs(steps - round(steps)) > 1e-9:
         return None

@@ -25,7 +25,7 @@ import numpy as np
 
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.gspace_utils import check_planar_gspace, rotation_order
+from flow_escnn.flows.gspace_utils import check_planar_gspace, steps_per_turn
 
 __all__ = ["FlowSet", "VelocityLike", "MAX_FLOWS"]
 
@@ -118,9 +118,13 @@ class FlowSet:
         return cls(gspace, [(vx, vy, 0) for vx in range(-r, r + 1) for vy in range(-r, r + 1)])
 
     @classmethod
-    def rotations(cls, gspace: Any, steps: Iterable[int]) -> "FlowSet":
-        """Rotation flows about the grid centre by ``k * 2*pi/N`` per frame, ``k`` in ``steps``."""
-        if rotation_order(gspace) == 1:
+    def rotations(cls, gspace: Any, steps: Iterable[Any]) -> "FlowSet":
+        """Rotation flows about the grid centre by ``k * 2*pi/N`` per frame, ``k`` in ``steps``.
+
+        On SO(2) / O(2) (``rot2dOnR2(-1)``, ``flipRot2dOnR2(-1)``) ``steps`` are angles in degrees
+        per frame, e.g. ``[-10, 0, 10]`` or ``[-22.5, 0, 22.5]``.
+        """
+        if steps_per_turn(gspace) == 1:
             raise ValueError(f"gspace {gspace} has no rotations; use rot2dOnR2(N) or flipRot2dOnR2(N)")
         return cls(gspace, [(0, 0, k) for k in _steps(steps)])
 
@@ -244,7 +248,7 @@ class FlowSet:
 
     def is_closed_under(self, g: Optional[Any] = None) -> bool:
         """Whether :math:`g\\cdot V = V` (for every fiber element when ``g`` is None)."""
-        elems = list(self._gspace.fibergroup.elements) if g is None else [g]
+        elems = _fiber_elements(self._gspace) if g is None else [g]
         try:
             for e in elems:
                 self.action_permutation(e)
@@ -254,7 +258,7 @@ class FlowSet:
 
     def check_closed(self) -> None:
         """Raise ``ValueError`` unless V is closed under the whole fiber group."""
-        for e in self._gspace.fibergroup.elements:
+        for e in _fiber_elements(self._gspace):
             self.action_permutation(e)
 
     # -- flow shift ---------------------------------------------------------------------------
@@ -292,7 +296,7 @@ class FlowSet:
         """
         def key(g: FlowGenerator) -> Tuple[int, int, int]:
             vx, vy, k = g.velocity
-            k %= rotation_order(self._gspace)
+            k %= steps_per_turn(self._gspace)
             if periodic_grid is None:
                 return (vx, vy, k)
             h, w = periodic_grid
@@ -321,7 +325,7 @@ class FlowSet:
         such a V computes aliased (duplicate) slices; the message gives the number of distinct flows.
         """
         h, w = grid_shape
-        n = rotation_order(self._gspace)
+        n = steps_per_turn(self._gspace)
         keys = {}
         for g in self._gens:
             vx, vy, k = g.velocity
@@ -339,6 +343,13 @@ class FlowSet:
         """Whether input flow ``mu`` commutes with every generator of V (the theorem's condition)."""
         gm = self.as_generator(self._gspace, mu).element()
         return all(gm.commutes_with(nu.element()) for nu in self._gens)
+
+
+def _fiber_elements(gspace: Any) -> List[Any]:
+    """Every fiber element of a finite group; for SO(2) / O(2) escnn's finite test sample of it (a V closed
+    under those rotations by irrational-looking angles is closed under all: only rotation flows are)."""
+    G = gspace.fibergroup
+    return list(G.testing_elements()) if G.continuous else list(G.elements)
 
 
 def _non_negative_int(value: Any, what: str) -> int:

@@ -2,8 +2,9 @@
 
 A generator (a *velocity*) :math:`\\nu = (u, k)` pairs an integer translation
 :math:`u = (v_x, v_y)` (pixels per frame) with a rotation of :math:`k` steps of
-:math:`2\\pi/N` per frame about the grid centre. It names the one-step element
-:math:`g_\\nu = (u, r^k) \\in \\mathbb{Z}^2 \\rtimes C_N` and the discrete flow
+:math:`2\\pi/N` per frame about the grid centre (on SO(2) / O(2): :math:`k` degrees per
+frame, any rational number; see :func:`~flow_escnn.flows.gspace_utils.steps_per_turn`). It
+names the one-step element :math:`g_\\nu = (u, r^k) \\in \\mathbb{Z}^2 \\rtimes G` and the discrete flow
 
 .. math::
     \\psi_t(\\nu) = g_\\nu^{\\,t}, \\qquad \\psi_s(\\nu)\\,\\psi_t(\\nu) = \\psi_{s+t}(\\nu),
@@ -16,12 +17,13 @@ a mixed generator composes by the semidirect law of
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from fractions import Fraction
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.gspace_utils import rotation_element, rotation_order, rotation_steps
+from flow_escnn.flows.gspace_utils import as_steps, is_continuous, rotation_element, rotation_steps, steps_per_turn
 
 __all__ = ["FlowGenerator"]
 
@@ -51,22 +53,23 @@ class FlowGenerator:
         gspace: a planar escnn gspace with a finite fiber group.
         translation: integer pixels per frame ``(vx, vy)``; x along the last array axis,
             y up (so ``(1, 0)`` moves content one column right per frame).
-        rotation: integer rotation steps of ``2*pi/N`` per frame (counter-clockwise).
+        rotation: integer rotation steps of ``2*pi/N`` per frame (counter-clockwise); on SO(2) /
+            O(2) degrees per frame (an int, a ``Fraction``, or a float read as its decimal).
 
     Raises:
-        ValueError: on non-integer translations or rotation steps.
+        ValueError: on non-integer translations or (finite groups) rotation steps.
     """
 
     __slots__ = ("_gspace", "_vx", "_vy", "_k")
 
     def __init__(self, gspace: Any, translation: Sequence[int] = (0, 0), rotation: int = 0) -> None:
-        n = rotation_order(gspace)
+        n = steps_per_turn(gspace)
         if len(tuple(translation)) != 2:
             raise ValueError(f"translation must be a pair (vx, vy), got {translation!r}")
         self._gspace = gspace
         self._vx = _as_int(translation[0], "translation vx")
         self._vy = _as_int(translation[1], "translation vy")
-        k = _as_int(rotation, "rotation (in steps of 2*pi/N)")
+        k = as_steps(gspace, rotation, "rotation (in steps of 2*pi/N; degrees on SO(2)/O(2))")
         if n == 1 and k != 0:
             raise ValueError(f"gspace {gspace} has no rotations, but rotation={rotation} steps was requested")
         self._k = k
@@ -76,9 +79,12 @@ class FlowGenerator:
         """Build a generator from an angular velocity in radians per frame.
 
         Raises:
-            ValueError: when ``angle`` is not a multiple of ``2*pi/N`` (within 1e-9 rad).
+            ValueError: when ``angle`` is not a multiple of ``2*pi/N`` (within 1e-9 rad); on SO(2) / O(2)
+                any angle is taken (as the nearest fraction of a degree with denominator up to 10**6).
         """
-        n = rotation_order(gspace)
+        if is_continuous(gspace):
+            return cls(gspace, translation, Fraction(math.degrees(angle)).limit_denominator(10**6))
+        n = steps_per_turn(gspace)
         steps = angle * n / (2 * math.pi)
         if abs(steps - round(steps)) > 1e-9 * max(1.0, n):
             raise ValueError(
@@ -95,7 +101,7 @@ class FlowGenerator:
             ValueError: when ``element`` has a non-integer translation or a reflection.
         """
         k = rotation_steps(element.gspace, element.g)
-        n = rotation_order(element.gspace)
+        n = steps_per_turn(element.gspace)
         if k > n // 2:  # represent rotations by the smallest angle, in (-pi, pi]
             k -= n
         return cls(element.gspace, tuple(float(v) for v in element.translation), k)
@@ -110,17 +116,17 @@ class FlowGenerator:
         return (self._vx, self._vy)
 
     @property
-    def rotation(self) -> int:
-        """Rotation steps of ``2*pi/N`` per frame."""
+    def rotation(self) -> Union[int, Fraction]:
+        """Rotation steps of ``2*pi/N`` per frame (degrees on SO(2) / O(2))."""
         return self._k
 
     @property
     def angle(self) -> float:
         """Angular velocity in radians per frame."""
-        return 2 * math.pi * self._k / rotation_order(self._gspace)
+        return float(2 * math.pi * Fraction(self._k) / steps_per_turn(self._gspace))
 
     @property
-    def velocity(self) -> Tuple[int, int, int]:
+    def velocity(self) -> Tuple[int, int, Union[int, Fraction]]:
         """``(vx, vy, k)``."""
         return (self._vx, self._vy, self._k)
 
@@ -142,9 +148,8 @@ class FlowGenerator:
         transport tables be reused periodically. None if that translation is not integral.
         """
         h, w = (int(s) for s in grid_shape)
-        n = rotation_order(self._gspace)
-        k = self._k % n
-        order = n // math.gcd(k, n) if k else 1
+        turns = Fraction(self._k) / steps_per_turn(self._gspace)
+        order = (turns - math.floor(turns)).denominator  # r^k has order q for k/N = p/q of a turn
         exact = (self.element() ** order).exact_translation
         if exact is None:
             return None
@@ -158,8 +163,8 @@ class FlowGenerator:
         return self.element() ** t
 
     # -- value semantics -----------------------------------------------------------------------
-    def _canonical(self) -> Tuple[int, int, int]:
-        return (self._vx, self._vy, self._k % rotation_order(self._gspace))
+    def _canonical(self) -> Tuple[int, int, Union[int, Fraction]]:
+        return (self._vx, self._vy, self._k % steps_per_turn(self._gspace))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FlowGenerator):

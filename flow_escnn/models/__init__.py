@@ -8,7 +8,7 @@ from flow_escnn.models.reference import ReferencePredictor
 from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
 from flow_escnn.nn.layers import SEQUENCE_LAYERS
-from flow_escnn.nn.nonlinearity import NONLINEARITIES
+from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
 
 #: The recurrent cell kinds the models accept (``cell=``).
@@ -33,4 +33,5 @@ __all__ = [
     "READOUTS",
     "VELOCITY_POOLS",
     "NONLINEARITIES",
+    "CELL_NONLINEARITIES",
 ]

@@ -45,7 +45,7 @@ from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.pooling import (
     GROUP_POOLS,
     SPATIAL_POOLS,
-    VELOCITY_POOLS,
+    check_velocity_pool,
     GroupPool,
     reduce_space,
     reduce_velocities,
@@ -141,12 +141,12 @@ class SequenceClassifier(torch.nn.Module):
     ) -> None:
         super().__init__()
         positive_int(num_classes, "num_classes")
-        one_of(velocity_pool, VELOCITY_POOLS, "velocity_pool")
         one_of(group_pool, GROUP_POOLS, "group_pool")
         one_of(spatial_pool, SPATIAL_POOLS, "spatial_pool")
         one_of(readout, READOUTS, "readout")
         if not isinstance(hidden_type, enn.FieldType):
             raise TypeError(f"hidden_type must be an escnn FieldType, got {type(hidden_type).__name__}")
+        check_velocity_pool(velocity_pool, hidden_type, "velocity_pool")
         self.encoder: FlowRNN = sequence_layer(
             cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
             padding_mode=padding_mode, **cell_kwargs,

@@ -29,9 +29,9 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, TypeVar
 from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, optional_positive_int, positive_int
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
-from flow_escnn.models.factory import make_gspace, model_flows
+from flow_escnn.models.factory import SO2_FREQUENCIES, SO2_GROUP, make_gspace, model_flows
 from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS
-from flow_escnn.nn.nonlinearity import NONLINEARITIES
+from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, FIELD_NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
 
 __all__ = ["ModelConfig", "PredictorConfig", "ClassifierConfig", "GATED_CELLS", "FLOW_MODELS"]
@@ -94,12 +94,22 @@ class ModelConfig:
         """Whether the model has a V of its own (``flow_radius`` / ``flow_steps`` apply)."""
         return self.model in FLOW_MODELS
 
+    @property
+    def channels_per_field(self) -> int:
+        """Channels of one hidden field: N (a regular field of C_N), or 7 on SO(2) (irreps 0..3)."""
+        return 2 * SO2_FREQUENCIES + 1 if self.group == SO2_GROUP else self.group
+
+    @property
+    def steps_per_turn(self) -> int:
+        """Rotation steps in a turn: N, or 360 on SO(2) (whose steps are degrees)."""
+        return 360 if self.group == SO2_GROUP else self.group
+
     def hidden_field_count(self) -> int:
-        """F: ``hidden_fields``, or ``hidden_channels // group`` (16 channels by default)."""
+        """F: ``hidden_fields``, or ``hidden_channels // channels_per_field`` (16 channels by default)."""
         if self.hidden_fields is not None:
             return self.hidden_fields
         channels = 16 if self.hidden_channels is None else self.hidden_channels
-        return max(1, channels // self.group)
+        return max(1, channels // self.channels_per_field)
 
     def flow_steps_list(self) -> Optional[List[int]]:
         return None if self.flow_steps is None else parse_steps(self.flow_steps)
@@ -124,7 +134,8 @@ class ModelConfig:
             raise ValueError(
                 f"model {self.model!r} has no gated cells, only the plain (non-gated) cell; drop --cell or use --cell fernn"
             )
-        positive_int(self.group, "group")
+        if self.group != SO2_GROUP and (isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1):
+            raise ValueError(f"group must be N >= 1 (rot2dOnR2(N)) or -1 (SO(2)), got {self.group!r}")
         positive_int(self.num_layers, "num_layers")
         odd_positive_int(self.kernel_size, "kernel_size")
         odd_positive_int(self.velocity_kernel_size, "velocity_kernel_size")
@@ -132,14 +143,25 @@ class ModelConfig:
             optional_positive_int(getattr(self, name), name)
         if self.hidden_channels is not None and self.hidden_fields is not None:
             raise ValueError("give either hidden_channels or hidden_fields, not both")
-        if self.hidden_channels is not None and self.hidden_channels % self.group:
+        per = self.channels_per_field
+        if self.hidden_channels is not None and self.hidden_channels % per:
+            what = "SO(2) fields (irreps 0..3)" if self.group == SO2_GROUP else f"regular fields of C_{self.group}"
             raise ValueError(
-                f"hidden_channels={self.hidden_channels} is not a multiple of the group order N={self.group} "
-                f"(regular fields of C_{self.group} have {self.group} channels each); use hidden_fields instead"
+                f"hidden_channels={self.hidden_channels} is not a multiple of {per} ({what} have {per} channels "
+                "each); use hidden_fields instead"
             )
-        one_of(self.nonlinearity, tuple(NONLINEARITIES), "nonlinearity")
+        one_of(self.nonlinearity, CELL_NONLINEARITIES, "nonlinearity")
         if self.nonlinearity != "relu" and self.cell != "fernn":
             raise ValueError("--nonlinearity applies to the plain cell (--cell fernn); gru and lstm use sigmoid/tanh gates")
+        if self.group == SO2_GROUP:
+            if self.cell != "fernn" or self.model == "grnn_plus":
+                raise ValueError("group -1 (SO(2)) has irreps hidden fields: use the plain cell (--cell fernn) of "
+                                 "model fernn or grnn; gated cells and grnn_plus act channel by channel")
+            if self.nonlinearity not in FIELD_NONLINEARITIES:
+                raise ValueError(
+                    f"group -1 (SO(2)) has irreps hidden fields, on which the pointwise {self.nonlinearity!r} is not "
+                    f"equivariant: pass --nonlinearity {' or '.join(FIELD_NONLINEARITIES)}"
+                )
         one_of(self.interpolation, INTERPOLATIONS, "interpolation")
         kind = self.kind
         if self.flow_radius is not None:
@@ -148,7 +170,7 @@ class ModelConfig:
         if not self.has_flows and (self.flow_radius is not None or self.flow_steps is not None):
             who = "the G-RNN has no flow set (V = {0})" if self.model == "grnn" else f"model {self.model!r} has no flow set"
             raise ValueError(f"{who}; flow_radius / flow_steps apply to {' and '.join(FLOW_MODELS)}")
-        if self.has_flows and kind.rotates and self.group < 2:
+        if self.has_flows and kind.rotates and self.group == 1:
             raise ValueError(
                 f"a {self.model} over rotation flows needs a rotation group: pass group N >= 2 (rot2dOnR2(N)); "
                 "its V then holds rotations by multiples of 360/N degrees per frame"
@@ -168,11 +190,11 @@ class ModelConfig:
             self.flow_radius = self.kind.default_radius(rows)
         if self.flow_steps is None and self.kind.rotates:
             rows = self.flow_rows() if rows is None else rows
-            ks, exact = self.kind.default_steps(rows, self.group)
+            ks, exact = self.kind.default_steps(rows, self.steps_per_turn)
             if not exact:
                 logger.warning(
                     "training angles %s are not all multiples of 360/%d = %g degrees: V uses the nearest steps %s",
-                    sorted({r[2] for r in rows}), self.group, 360.0 / self.group, ks,
+                    sorted({r[2] for r in rows}), self.steps_per_turn, 360.0 / self.steps_per_turn, ks,
                 )
             self.flow_steps = ",".join(str(k) for k in ks) + ("," if len(ks) == 1 else "")
 
@@ -205,6 +227,8 @@ class PredictorConfig(ModelConfig):
         non_negative_int(self.decoder_layers, "decoder_layers")
         one_of(self.output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         one_of(self.pool, VELOCITY_POOLS, "pool")
+        if self.group == SO2_GROUP and self.pool != "mean":
+            raise ValueError("group -1 (SO(2)): the max over V is not equivariant on irreps fields; pass --pool mean")
 
 
 @dataclasses.dataclass

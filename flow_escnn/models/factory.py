@@ -20,20 +20,39 @@ from flow_escnn.nn.baselines import Conv3DClassifier
 if TYPE_CHECKING:  # the configs import this module
     from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig
 
-__all__ = ["make_gspace", "field_types", "model_flows", "build_predictor", "build_classifier", "count_parameters"]
+__all__ = [
+    "SO2_GROUP",
+    "SO2_FREQUENCIES",
+    "make_gspace",
+    "field_types",
+    "model_flows",
+    "build_predictor",
+    "build_classifier",
+    "count_parameters",
+]
+
+#: ``group`` of the continuous rotation group SO(2) (``rot2dOnR2(-1)``, escnn's convention).
+SO2_GROUP = -1
+#: On SO(2) a hidden "field" of the configs is the irreps of frequencies 0..3 (1 + 2 + 2 + 2 = 7 channels).
+SO2_FREQUENCIES = 3
 
 
 def make_gspace(group: int) -> Any:
-    """``trivialOnR2()`` for ``group == 1``, else ``rot2dOnR2(group)``."""
+    """``trivialOnR2()`` for ``group == 1``, ``rot2dOnR2(-1)`` (SO(2)) for -1, else ``rot2dOnR2(group)``."""
+    if group == SO2_GROUP:
+        return gspaces.rot2dOnR2(-1)
     positive_int(group, "group")
     return gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
 
 
 def field_types(config: "ModelConfig", in_fields: int = 1) -> Tuple[Any, Any]:
     """``(in_type, hidden_type)``: ``in_fields`` trivial (grayscale) fields in; F regular fields hidden
-    (regular fields of the trivial group are single channels)."""
+    (regular fields of the trivial group are single channels; on SO(2) F x irreps 0..3)."""
     gs = make_gspace(config.group)
     in_type = enn.FieldType(gs, [gs.trivial_repr] * positive_int(in_fields, "in_fields"))
+    if config.group == SO2_GROUP:
+        block = [gs.irrep(k) for k in range(SO2_FREQUENCIES + 1)]
+        return in_type, enn.FieldType(gs, block * config.hidden_field_count())
     hidden_type = enn.FieldType(gs, [gs.regular_repr] * config.hidden_field_count())
     return in_type, hidden_type
 
@@ -69,9 +88,13 @@ def build_predictor(config: "PredictorConfig", checkpoint: bool = False) -> Next
     """
     c = config.resolve()
     in_type, hidden_type = field_types(c)
+    gs = in_type.gspace
+    # the decoder's ReLUs need permutation fields: on SO(2) as many trivial channels as the hidden type has
+    decoder_type = enn.FieldType(gs, [gs.trivial_repr] * hidden_type.size) if c.group == SO2_GROUP else None
     return NextFramePredictor(
-        in_type, hidden_type, model_flows(c, in_type.gspace), decoder_layers=c.decoder_layers, pool=c.pool,
-        kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint, **_encoder_kwargs(c),
+        in_type, hidden_type, model_flows(c, gs), decoder_layers=c.decoder_layers, pool=c.pool,
+        kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint,
+        decoder_type=decoder_type, **_encoder_kwargs(c),
     )
 
 

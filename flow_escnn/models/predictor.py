@@ -81,7 +81,7 @@ from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.layers import sequence_layer
 from flow_escnn.nn.nonlinearity import check_pointwise
-from flow_escnn.nn.pooling import VELOCITY_POOLS
+from flow_escnn.nn.pooling import check_velocity_pool
 from flow_escnn.nn.sequence import FlowRNN
 from flow_escnn.nn.spec import records_init
 
@@ -171,7 +171,7 @@ class NextFramePredictor(torch.nn.Module):
         one_of(output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         if output_activation != "identity":
             check_pointwise(in_type, "in_type (the predictions, for output_activation)")
-        one_of(pool, VELOCITY_POOLS, "pool")
+        check_velocity_pool(pool, hidden_type, "pool")
         non_negative_int(decoder_layers, "decoder_layers")
         self.encoder: FlowRNN = sequence_layer(
             cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,

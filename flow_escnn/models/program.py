@@ -8,12 +8,11 @@ pooling over :math:`V` and the decoder, with no escnn object inside, so it is al
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from flow_escnn._compat import enn
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights

@@ -56,7 +56,7 @@ from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
-from flow_escnn.nn.nonlinearity import check_pointwise, get_nonlinearity
+from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, supports_pointwise
 from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
@@ -76,7 +76,9 @@ class FlowCellBase(torch.nn.Module):
     Args:
         in_type: escnn ``FieldType`` of the input frames (or of each V slice of a lifted input).
         hidden_type: escnn ``FieldType`` of each V slice of the hidden state; must support
-            pointwise nonlinearities.
+            pointwise nonlinearities, except in a FERNN cell with a field nonlinearity
+            (``"norm_squash"`` / ``"gated"``, :mod:`flow_escnn.nn.nonlinearity`), which takes any
+            fields (e.g. SO(2) irreps).
         flows: the flow set :math:`V`.
         kernel_size: odd kernel size of :math:`U` and :math:`W`.
         bias: learn a bias in :math:`U` (escnn biases only trivial fields); :math:`W` has none.
@@ -90,6 +92,7 @@ class FlowCellBase(torch.nn.Module):
     """
 
     kind: str = "fernn"
+    takes_nonlinearity: bool = False  # whether ``nonlinearity=`` is this cell's own sigma
 
     def __init__(
         self,
@@ -105,8 +108,7 @@ class FlowCellBase(torch.nn.Module):
         velocity_mixing: int = 0,
     ) -> None:
         super().__init__()
-        if nonlinearity is not None:
-            # FERNNCell consumes its own nonlinearity; reaching here means a gated cell got one
+        if nonlinearity is not None and not self.takes_nonlinearity:
             raise TypeError(
                 f"{type(self).__name__} has no nonlinearity argument: its gates use sigmoid and tanh "
                 "(only FERNN / FERNNCell take nonlinearity=...)"
@@ -122,13 +124,24 @@ class FlowCellBase(torch.nn.Module):
                 "must share one gspace"
             )
         one_of(interpolation, INTERPOLATIONS, "interpolation")
-        check_pointwise(hidden_type)
+        if self.takes_nonlinearity:
+            check_cell_nonlinearity("relu" if nonlinearity is None else nonlinearity, hidden_type)
+        elif not supports_pointwise(hidden_type):
+            bad = sorted({r.name for r in hidden_type.representations if "pointwise" not in r.supported_nonlinearities})
+            raise ValueError(
+                f"{type(self).__name__} applies sigmoid/tanh to every channel, which is equivariant only on trivial, "
+                f"regular or quotient fields, but hidden_type has {bad}: use FERNNCell / FERNN with "
+                "nonlinearity='norm_squash' or 'gated' for such fields"
+            )
         self.in_type = in_type
         self.hidden_type = hidden_type
         self.flows = flows
         self.lifted_type = LiftedFieldType(hidden_type, flows)
         self.interpolation = interpolation
-        gate_type = enn.FieldType(hidden_type.gspace, list(hidden_type.representations) * self.gates)
+        reps = list(hidden_type.representations) * self.gates
+        if nonlinearity == "gated":  # one invariant gate per hidden field, after the fields
+            reps += [hidden_type.gspace.trivial_repr] * len(hidden_type)
+        gate_type = enn.FieldType(hidden_type.gspace, reps)
         self.gate_type = gate_type
         self.U = SteerableConv(in_type, gate_type, kernel_size, bias=bias, padding_mode=padding_mode)
         self.W = SteerableConv(hidden_type, gate_type, kernel_size, bias=False, padding_mode=padding_mode)
@@ -159,7 +172,12 @@ class FlowCellBase(torch.nn.Module):
             padding_mode=self.U.padding_mode,
             nonlinearity=self.nonlinearity_name,
             mixing=self.mix is not None,
+            fields=self._field_index() if self.nonlinearity_name in FIELD_NONLINEARITIES else (),
         )
+
+    def _field_index(self) -> Tuple[int, ...]:
+        """The hidden field of every hidden channel."""
+        return tuple(f for f, r in enumerate(self.hidden_type.representations) for _ in range(r.size))
 
     def weights(self, prefix: str = "l0_") -> Weights:
         """The expanded (dense, differentiable) weights under the engine's names."""
@@ -266,15 +284,18 @@ class FERNNCell(FlowCellBase):
 
     Args:
         nonlinearity: a pointwise :math:`\\sigma`: ``"relu"`` (default, as in the paper),
-            ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"``.
+            ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"`` (trivial, regular or quotient
+            fields only), or a field nonlinearity for any fields: ``"norm_squash"`` or ``"gated"``
+            (:mod:`flow_escnn.nn.nonlinearity`; with ``"gated"`` :math:`U` and :math:`W` also
+            compute one invariant gate per hidden field).
         **kwargs: see :class:`FlowCellBase`.
     """
 
     kind = "fernn"
+    takes_nonlinearity = True
 
     def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
-        get_nonlinearity(nonlinearity)  # validates the name
-        super().__init__(in_type, hidden_type, flows, kernel_size, **kwargs)
+        super().__init__(in_type, hidden_type, flows, kernel_size, nonlinearity=nonlinearity, **kwargs)
         self.nonlinearity = nonlinearity
 
     @property

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn._validate import odd_positive_int, one_of
-from flow_escnn.flows.gspace_utils import spatial_matrix
+from flow_escnn.flows.gspace_utils import lattice_candidates, spatial_matrix
 
 __all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]
 
@@ -122,6 +122,10 @@ class SteerableConv(enn.EquivariantModule):
         self.padding_mode = padding_mode
         self.conv = enn.R2Conv(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
         _unshare_basis_blocks(self.conv)
+        for module in self.conv.modules():  # escnn keeps some SO(2)/O(2) index buffers as expanded views,
+            for name, buf in module._buffers.items():  # which load_state_dict cannot copy into
+                if buf is not None and not buf.is_contiguous():
+                    module._buffers[name] = buf.contiguous()
         # R2Conv registers placeholder 'filter' / 'expanded_bias' buffers at construction and deletes
         # them in train mode: drop them now so the state_dict of a fresh module has the same keys as
         # after .train() / .eval()
@@ -164,7 +168,7 @@ class SteerableConv(enn.EquivariantModule):
         gs = self.in_type.gspace
         k, c0 = self.kernel_size, self.kernel_size // 2
         elems = []
-        for g in gs.fibergroup.elements:
+        for g in lattice_candidates(gs):
             a = spatial_matrix(gs, g)
             if np.all((a == 0) | (np.abs(a) == 1)) and np.all(np.abs(a).sum(0) == 1) and np.all(np.abs(a).sum(1) == 1):
                 elems.append(g)

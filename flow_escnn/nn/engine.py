@@ -53,7 +53,8 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.transport import GatherTransport
 from flow_escnn.nn.functional import check_dtype, conv_same, segment_length
-from flow_escnn.nn.updates import CELL_KINDS
+from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES
+from flow_escnn.nn.updates import CELL_KINDS, field_nonlinearity
 
 __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "MODES"]
 
@@ -79,10 +80,16 @@ class LayerSpec:
     nonlinearity: str = "relu"
     mixing: bool = False
     velocity_kernel_size: int = 0  # grnn_plus: size of the learned per-velocity kernel
+    fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
+
+    @property
+    def num_fields(self) -> int:
+        return max(self.fields) + 1 if self.fields else 0
 
     @property
     def gate_channels(self) -> int:
-        return CELL_KINDS[self.kind].gates * self.hidden_channels
+        extra = self.num_fields if self.nonlinearity == "gated" else 0
+        return CELL_KINDS[self.kind].gates * self.hidden_channels + extra
 
     @property
     def state_size(self) -> int:
@@ -152,6 +159,9 @@ class Recurrence(torch.nn.Module):
         self.to_comoving = to_comoving
         self.from_comoving = from_comoving
         self.period = int(period)
+        for l, s in enumerate(self.layers):
+            if s.nonlinearity in FIELD_NONLINEARITIES:
+                self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
         pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
         self.pads = torch.nn.ModuleDict({str(p): CircularPad(*self.grid_shape, p) for p in sorted(pads) if p})
 
@@ -240,6 +250,9 @@ class Recurrence(torch.nn.Module):
         bt = bt.view(b, v, bt.shape[1], h, w)
         if spec.kind == "grnn_plus":
             bt = self._velocity_kernel(l, bt, weights)
+        if spec.nonlinearity in FIELD_NONLINEARITIES:
+            return (field_nonlinearity(bt + u.to(bt.dtype), getattr(self, f"fields{l}"), spec.num_fields,
+                                       spec.nonlinearity),)
         return CELL_KINDS[spec.kind].update(bt, u, moved.state, spec.nonlinearity)
 
     def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:

@@ -1,4 +1,4 @@
-"""Pointwise nonlinearities for lifted states, and the field types they are equivariant on.
+"""Nonlinearities for lifted states, and the field types they are equivariant on.
 
 A pointwise function :math:`\\sigma` commutes with :math:`\\rho(g)` exactly when
 :math:`\\rho(g)` is a permutation matrix, i.e. for trivial, regular and quotient
@@ -11,6 +11,22 @@ shift, and with exact spatial transport (see the note).
     commutes with any pointwise :math:`\\sigma`. Bilinear transport is a convex
     combination of pixels, which commutes with linear maps only: one more reason the
     interpolated rotation flows are approximate.
+
+Fields whose representation is not a permutation (the irreps of SO(2) / O(2), or of
+:math:`C_N` with frequency > 0) need a nonlinearity that acts on whole fields, as escnn's
+``NormNonLinearity`` and ``GatedNonLinearity1`` do. The FERNN cell offers two
+(:data:`FIELD_NONLINEARITIES`; :func:`~flow_escnn.nn.updates.field_nonlinearity`), equivariant
+for every orthogonal fiber representation because they only rescale a field by a function
+of an invariant:
+
+.. math::
+    \\text{squash:}\\quad & \\sigma(x)_f = \\frac{x_f}{1 + \\lVert x_f\\rVert_\\epsilon},
+        \\qquad \\lVert x\\rVert_\\epsilon = \\sqrt{\\lVert x\\rVert^2 + \\epsilon^2},\\ \\epsilon = 10^{-6}\\\\
+    \\text{gated:}\\quad & \\sigma(x, \\gamma)_f = \\mathrm{sigmoid}(\\gamma_f)\\, x_f
+
+with one extra trivial (invariant) gate channel :math:`\\gamma_f` per hidden field computed by
+the same convolutions :math:`U, W` (so their output type is the hidden type plus one trivial
+field per hidden field).
 """
 from __future__ import annotations
 
@@ -19,7 +35,17 @@ from typing import Any, Callable, Dict
 
 import torch
 
-__all__ = ["NONLINEARITIES", "get_nonlinearity", "apply_nonlinearity", "nonlinearity_backward", "check_pointwise"]
+__all__ = [
+    "NONLINEARITIES",
+    "FIELD_NONLINEARITIES",
+    "CELL_NONLINEARITIES",
+    "get_nonlinearity",
+    "apply_nonlinearity",
+    "nonlinearity_backward",
+    "check_pointwise",
+    "supports_pointwise",
+    "check_cell_nonlinearity",
+]
 
 
 def apply_nonlinearity(x: torch.Tensor, name: str, inplace: bool = False) -> torch.Tensor:
@@ -60,6 +86,13 @@ NONLINEARITIES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+#: Nonlinearities of whole fields (any orthogonal fiber representation), for the FERNN cell.
+FIELD_NONLINEARITIES = ("norm_squash", "gated")
+
+#: Every ``nonlinearity=`` a FERNN cell accepts.
+CELL_NONLINEARITIES = tuple(NONLINEARITIES) + FIELD_NONLINEARITIES
+
+
 def get_nonlinearity(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The pointwise function called ``name``.
 
@@ -72,12 +105,34 @@ def get_nonlinearity(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(NONLINEARITIES)}") from None
 
 
+def supports_pointwise(field_type: Any) -> bool:
+    """Whether every field of ``field_type`` commutes with pointwise functions (permutation representations)."""
+    return all("pointwise" in r.supported_nonlinearities for r in field_type.representations)
+
+
 def check_pointwise(field_type: Any, what: str = "hidden_type") -> None:
     """Raise ``ValueError`` unless every field of ``field_type`` supports pointwise nonlinearities."""
     bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
     if bad:
+        hint = (
+            ", or keep these fields and choose a field nonlinearity: nonlinearity='norm_squash' or 'gated' "
+            "(as escnn's NormNonLinearity / GatedNonLinearity1)" if what == "hidden_type" else ""
+        )
         raise ValueError(
             f"{what} contains representations {bad} that do not support pointwise nonlinearities, so the "
-            "recurrence would not be equivariant; use trivial, regular or quotient representations "
-            "(e.g. gspace.regular_repr) for the hidden state"
+            f"result would not be equivariant; use trivial, regular or quotient representations "
+            f"(e.g. gspace.regular_repr; on SO(2) / O(2) trivial fields){hint}"
         )
+
+
+def check_cell_nonlinearity(name: str, hidden_type: Any) -> None:
+    """Raise unless ``name`` is a FERNN cell nonlinearity that is equivariant on ``hidden_type``.
+
+    Raises:
+        ValueError: for an unknown name, or a pointwise one on fields that are not permutation
+            representations (the message names the field nonlinearities).
+    """
+    if name not in CELL_NONLINEARITIES:
+        raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(CELL_NONLINEARITIES)}")
+    if name not in FIELD_NONLINEARITIES:
+        check_pointwise(hidden_type)

@@ -60,6 +60,7 @@ __all__ = [
     "GROUP_POOLS",
     "SPATIAL_POOLS",
     "pool_velocities",
+    "check_velocity_pool",
     "pool_group",
     "pool_space",
     "reduce_velocities",
@@ -91,6 +92,22 @@ def reduce_velocities(x: torch.Tensor, mode: str) -> torch.Tensor:
         # at one index instead of shared, which a ReLU's zero gradient there makes irrelevant)
         return x.max(dim=-4).values
     return x.mean(dim=-4)
+
+
+def check_velocity_pool(mode: str, field_type: Any, what: str = "pool") -> None:
+    """Raise ``ValueError`` for ``mode="max"`` on fields that are not permutation representations.
+
+    The max over :math:`V` is taken channel by channel, which commutes with :math:`\\rho(g)` only
+    when it permutes channels (trivial, regular, quotient fields); the mean is linear and
+    commutes with every :math:`\\rho(g)`.
+    """
+    _check_mode(mode, VELOCITY_POOLS, what)
+    bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
+    if mode == "max" and bad:
+        raise ValueError(
+            f"{what}='max' takes the maximum over V channel by channel, which is not equivariant on the fields "
+            f"{bad} of {field_type}: use {what}='mean'"
+        )
 
 
 def pool_velocities(x: Union[LiftedTensor, torch.Tensor], mode: str = "max") -> torch.Tensor:

@@ -120,7 +120,7 @@ class FlowRNN(torch.nn.Module):
             "gspace": self.flows.gspace.name,
             "in_type": [r.name for r in self.in_type.representations],
             "hidden_type": [r.name for r in self.hidden_type.representations],
-            "flows": [list(v) for v in self.flows.velocities],
+            "flows": [[x if isinstance(x, int) else str(x) for x in v] for v in self.flows.velocities],  # "45/2" degrees
             "num_layers": self.num_layers,
             "interpolation": self.cells[0].interpolation,
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from fractions import Fraction
 from typing import Any, Dict, TypeVar
 
 from flow_escnn._compat import enn, gspaces
@@ -60,7 +61,7 @@ def encode(value: Any) -> Any:
     if isinstance(value, enn.FieldType):
         return {"__field_type__": {"gspace": encode(value.gspace), "reps": [_rep_recipe(r) for r in value.representations]}}
     if isinstance(value, FlowSet):
-        return {"__flow_set__": {"gspace": encode(value.gspace), "velocities": [list(v) for v in value.velocities]}}
+        return {"__flow_set__": {"gspace": encode(value.gspace), "velocities": [encode(list(v)) for v in value.velocities]}}
     if hasattr(value, "_sg_id") and hasattr(value, "fibergroup"):
         sg = value._sg_id
         return {"__gspace__": [sg[0], sg[1], int(getattr(value, "_maximum_frequency", 6) or 6)]}
@@ -70,6 +71,8 @@ def encode(value: Any) -> Any:
         return {str(k): encode(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, Fraction):  # rotation velocities in degrees on SO(2) / O(2)
+        return {"__fraction__": [value.numerator, value.denominator]}
     raise TypeError(f"cannot write a {type(value).__name__} into a model spec")
 
 
@@ -83,9 +86,11 @@ def decode(value: Any) -> Any:
             spec = value["__field_type__"]
             gs = decode(spec["gspace"])
             return enn.FieldType(gs, [_rep(gs, r) for r in spec["reps"]])
+        if "__fraction__" in value:
+            return Fraction(*value["__fraction__"])
         if "__flow_set__" in value:
             spec = value["__flow_set__"]
-            return FlowSet(decode(spec["gspace"]), [tuple(v) for v in spec["velocities"]])
+            return FlowSet(decode(spec["gspace"]), [tuple(decode(v)) for v in spec["velocities"]])
         return {k: decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [decode(v) for v in value]

@@ -27,7 +27,7 @@ import torch
 
 from flow_escnn.nn.nonlinearity import apply_nonlinearity, nonlinearity_backward
 
-__all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update"]
+__all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update", "field_nonlinearity"]
 
 State = Tuple[torch.Tensor, ...]
 
@@ -62,6 +62,24 @@ def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: s
             a = a.to(b.dtype)
         return (_AddActivate.apply(base, a, tuple(b.shape), nonlinearity).view(b.shape),)
     return (apply_nonlinearity(b.add_(a), nonlinearity, inplace=True),)
+
+
+def field_nonlinearity(s: torch.Tensor, fields: torch.Tensor, num_fields: int, name: str) -> torch.Tensor:
+    """A FERNN update's field nonlinearity (:mod:`flow_escnn.nn.nonlinearity`) of ``s = a + b``.
+
+    Args:
+        s: ``[B, V, G, H, W]``: the hidden channels ``C`` first, then (``"gated"``) one gate per field.
+        fields: ``[C]`` long: the field of each hidden channel.
+        num_fields: the number of hidden fields.
+        name: ``"norm_squash"`` or ``"gated"``.
+    """
+    c = fields.shape[0]
+    if name == "gated":
+        return s[:, :, :c] * torch.sigmoid(s[:, :, c:]).index_select(2, fields)
+    shape = (s.shape[0], s.shape[1], num_fields, s.shape[3], s.shape[4])
+    squares = torch.zeros(shape, dtype=s.dtype, device=s.device).index_add_(2, fields, s * s)
+    norms = (squares + 1e-12).sqrt()  # epsilon 1e-6: a finite gradient at x = 0
+    return s / (1 + norms).index_select(2, fields)
 
 
 def gru_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:

@@ -54,6 +54,11 @@ class VelocityMixing(torch.nn.Module):
         super().__init__()
         positive_int(radius, "V-mixing radius")
         gs = flows.gspace
+        if gs.fibergroup.continuous:
+            raise ValueError(
+                f"V-mixing mixes neighbouring velocities one rotation step apart; {gs.fibergroup} has no step: "
+                "use a finite group (rot2dOnR2(N)) or velocity_mixing=0"
+            )
         offsets = {
             (dx, dy, dk)
             for dx in range(-radius, radius + 1)
