@@ -20,30 +20,23 @@ import math
 from fractions import Fraction
 from typing import Any, Optional, Sequence, Tuple, Union
 
-import numpy as np
 
 from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.gspace_utils import as_steps, is_continuous, rotation_element, rotation_steps, steps_per_turn
+from flow_escnn.flows.gspace_utils import (
+    as_steps,
+    is_continuous,
+    rotation_element,
+    rotation_steps,
+    steps_per_turn,
+    whole_number,
+)
 
 __all__ = ["FlowGenerator"]
 
 
 def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)  # exact, any size
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
-    if not math.isfinite(as_float) or as_float != int(as_float):
-        raise ValueError(
-            f"{what} must be an integer, got {value!r}: flows move by whole pixels and whole "
-            "2*pi/N rotation steps per frame so that transport is exact; for other speeds resample "
-            "the data, or use a finer rotation group (larger N)"
-        )
-    return int(as_float)
+    return whole_number(value, what, "flows move by whole pixels per frame so that transport is exact; for other "
+                                     "speeds resample the data")
 
 
 class FlowGenerator:

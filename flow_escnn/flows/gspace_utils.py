@@ -40,6 +40,7 @@ from flow_escnn._compat import group as _group
 __all__ = [
     "check_planar_gspace",
     "is_continuous",
+    "whole_number",
     "steps_per_turn",
     "rotation_order",
     "rotation_element",
@@ -93,6 +94,26 @@ def rotation_order(gspace: Any) -> int:
 Steps = Union[int, Fraction]
 
 
+def whole_number(value: Any, what: str, advice: str = "") -> int:
+    """``value`` as an exact ``int`` (ints of any size, or floats that are whole numbers).
+
+    Raises:
+        TypeError: for bools, strings and bytes.
+        ValueError: for anything else that is not a whole number (``advice`` is appended).
+    """
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)  # exact, any size
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise ValueError(f"{what} must be an integer, got {value!r}" + (f": {advice}" if advice else ""))
+    return int(as_float)
+
+
 def as_steps(gspace: Any, k: Any, what: str = "rotation") -> Steps:
     """``k`` as an exact step count: an ``int`` for a finite group, a ``Fraction`` of degrees for SO(2)/O(2).
 
@@ -114,18 +135,8 @@ def as_steps(gspace: Any, k: Any, what: str = "rotation") -> Steps:
                 raise ValueError(f"{what} must be a finite number of degrees, got {k!r}")
             f = Fraction(repr(value))  # 22.5 -> 45/2, 0.1 -> 1/10
         return int(f) if f.denominator == 1 else f
-    if isinstance(k, (int, np.integer)):
-        return int(k)
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be an integer number of rotation steps, got {type(k).__name__} {k!r}") from None
-    if not math.isfinite(value) or value != int(value):
-        raise ValueError(
-            f"{what} must be an integer number of 2*pi/N rotation steps, got {k!r}: on a finite group flows rotate by "
-            "whole steps so that 90-degree multiples are exact; use a larger N, or rot2dOnR2(-1) (SO(2)) for any angle"
-        )
-    return int(value)
+    return whole_number(k, what, "on a finite group flows rotate by whole 2*pi/N steps so that 90-degree multiples "
+                                 "are exact; use a larger N, or rot2dOnR2(-1) (SO(2)) for any angle")
 
 
 def rotation_element(gspace: Any, k: Any) -> Any:

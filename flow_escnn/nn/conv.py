@@ -304,11 +304,20 @@ def _signed_permutation(rho: np.ndarray, tol: float = 1e-9) -> Optional[Tuple[np
     return idx.astype(np.int64), r[np.arange(len(idx)), idx].astype(np.float64)
 
 
+def _fresh(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A shared basis tensor as escnn built it: on the CPU, floating ones in the default dtype (a plain
+    ``R2Conv`` elsewhere may have cast or moved the cached module in place)."""
+    if t is None:
+        return None
+    return t.to(device="cpu", dtype=torch.get_default_dtype()) if t.is_floating_point() else t.to("cpu")
+
+
 def _private_module_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of ``module`` with its own parameter / buffer / submodule dictionaries."""
+    """A shallow copy of ``module`` with its own parameter / buffer / submodule dictionaries (buffers as
+    escnn built them, see :func:`_fresh`; no copy unless a cast or move happened)."""
     new = copy.copy(module)
     new.__dict__["_parameters"] = dict(module._parameters)
-    new.__dict__["_buffers"] = dict(module._buffers)
+    new.__dict__["_buffers"] = {name: _fresh(buf) for name, buf in module._buffers.items()}
     new.__dict__["_non_persistent_buffers_set"] = set(module._non_persistent_buffers_set)
     new.__dict__["_modules"] = {name: _private_module_copy(child) for name, child in module._modules.items()}
     return new
