@@ -145,10 +145,10 @@ class ModelConfig:
             raise ValueError("give either hidden_channels or hidden_fields, not both")
         per = self.channels_per_field
         if self.hidden_channels is not None and self.hidden_channels % per:
-            what = "SO(2) fields (irreps 0..3)" if self.group == SO2_GROUP else f"regular fields of C_{self.group}"
+            what = (f"{per}: SO(2) fields (irreps 0..3) have {per} channels" if self.group == SO2_GROUP else
+                    f"the group order N={per}: regular fields of C_{per} have {per} channels")
             raise ValueError(
-                f"hidden_channels={self.hidden_channels} is not a multiple of {per} ({what} have {per} channels "
-                "each); use hidden_fields instead"
+                f"hidden_channels={self.hidden_channels} is not a multiple of {what} each; use hidden_fields instead"
             )
         one_of(self.nonlinearity, CELL_NONLINEARITIES, "nonlinearity")
         if self.nonlinearity != "relu" and self.cell != "fernn":
