@@ -144,3 +144,15 @@ def test_script_mode_help():
     assert proc.returncode == 0, proc.stderr
     for flag in ("--device", "--batch", "--hidden-channels", "--decoder-layers", "--repeats", "--quick", "--json"):
         assert flag in proc.stdout
+
+
+def test_memory_projection_orders_the_modes():
+    """benchmarks/memory_projection.py at 8 channels: checkpointing and bf16 each lower the peak, and the
+    projection is the line through the two measured batches."""
+    from benchmarks.memory_projection import project
+
+    rows = project((1, 2), targets=(4,), channels=8)
+    assert rows["checkpoint"]["b2"] < rows["fp32"]["b2"]
+    assert rows["checkpoint+bf16"]["b2"] < rows["checkpoint"]["b2"]
+    for r in rows.values():
+        assert r["projected_b4"] == pytest.approx(r["b1"] + 3 * (r["b2"] - r["b1"]))
