@@ -250,6 +250,26 @@ def test_kth_cli_end_to_end(tiny_kth, tmp_path, model):
     assert (out / "checkpoint.pt").stat().st_size > 0
 
 
+def test_kth_speed_switches(tiny_kth, tmp_path, capsys):
+    """kth takes train's speed switches: bf16 autocast + gradient checkpointing train the same classifier as
+    fp32 up to bf16 rounding; checkpointing a conv3d is refused with the reason."""
+    base = ["kth", "--root", str(tiny_kth), "--num-frames", "4", "--stride", "2", "--size", "8", "--steps", "2",
+            "--batch-size", "2", "--hidden-channels", "2", "--train-velocities", "1", "--flow-radius", "1",
+            "--eval-every", "2", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "fast"), "--amp", "bf16", "--checkpoint"]) == 0
+    plain = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
+    fast = torch.load(tmp_path / "fast" / "checkpoint.pt", weights_only=True)
+    assert fast["config"]["amp"] == "bf16" and fast["config"]["gradient_checkpointing"] is True
+    assert fast["config"]["deterministic"] is True  # the CPU default
+    gap = max(float((plain["model"][k] - fast["model"][k]).abs().max()) for k in plain["model"]
+              if torch.is_tensor(plain["model"][k]) and plain["model"][k].is_floating_point())
+    assert 0.0 < gap < 1e-2
+    with pytest.raises(SystemExit) as exc:
+        main(["kth", "--root", str(tiny_kth), "--out", str(tmp_path / "c3"), "--model", "conv3d", "--checkpoint"])
+    assert exc.value.code == 2 and "model 'conv3d' has none" in capsys.readouterr().err
+
+
 def test_demo_pipeline_tiny(tmp_path):
     """The demo's code path end to end at toy size (the real sizes are in demo_config)."""
     from flow_escnn.experiments.demo import run_demo

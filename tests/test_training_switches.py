@@ -175,3 +175,24 @@ def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     refused = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--estimate measures one process" in refused.stderr
+
+
+def test_compiled_classifier_engine_gives_the_same_logits_and_gradients():
+    from flow_escnn import FlowSet
+    from flow_escnn._compat import enn, gspaces
+    from flow_escnn.models import SequenceClassifier
+
+    gs = gspaces.rot2dOnR2(4)
+    args = (enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 1), 3)
+    torch.manual_seed(0)
+    eager = SequenceClassifier(*args, readout="mean")
+    compiled = SequenceClassifier(*args, readout="mean")
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.compile_engine(backend="aot_eager") is compiled
+    x = torch.randn(2, 3, 1, 6, 6)
+    outs = [m(x) for m in (eager, compiled)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-6)
+    for out in outs:
+        out.square().sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -46,7 +46,7 @@ import numpy as np
 from flow_escnn._validate import one_of, optional_positive_int, positive_int
 from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
-from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES, check_training
+from flow_escnn.experiments.loop import SpeedSwitches, check_training
 from flow_escnn.models.config import GATED_CELLS, PredictorConfig
 from flow_escnn.models.factory import build_predictor, count_parameters, field_types, make_gspace, model_flows
 from flow_escnn.models import CELL_NONLINEARITIES
@@ -127,7 +127,7 @@ def _or_default(value: Optional[str], default: str) -> str:
 
 # -- the config ------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class ExperimentConfig(PredictorConfig):
+class ExperimentConfig(PredictorConfig, SpeedSwitches):
     """Everything that defines a Flowing-MNIST next-frame experiment (saved in checkpoints).
 
     The model section is :class:`~flow_escnn.models.config.PredictorConfig`'s. ``None`` fields
@@ -161,11 +161,7 @@ class ExperimentConfig(PredictorConfig):
     eval_every: int = 100
     checkpoint_every: int = 500
     eval_batch_size: Optional[int] = None
-    # speed switches (they may change on --resume: none changes what the model computes)
-    amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
-    gradient_checkpointing: bool = False  # recompute the recurrence in the backward pass (less memory)
-    deterministic: Optional[bool] = None  # deterministic algorithms; default: on for CPU, off for CUDA
-    compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile of the engine program
+    # the speed switches (amp, gradient_checkpointing, deterministic, compile) come from SpeedSwitches
 
     # -- derived quantities ------------------------------------------------------------------------------
     @property
@@ -205,12 +201,7 @@ class ExperimentConfig(PredictorConfig):
             raise ValueError("one_step_weight > 0 is not implemented for model 'grnn_plus'")
         if self.one_step_weight > 0 and self.t_in < 2:
             raise ValueError("one_step_weight > 0 needs t_in >= 2")
-        one_of(self.amp, AMP_MODES, "amp")
-        one_of(self.compile, COMPILE_MODES, "compile")
-        for name in ("gradient_checkpointing", "deterministic"):
-            value = getattr(self, name)
-            if not (isinstance(value, bool) or (value is None and name == "deterministic")):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
+        self.check_switches()
         if not isinstance(self.digits, str) or not self.digits:
             raise ValueError("digits must be 'mnist', 'synthetic' or a folder path")
         if self.digit_size is not None and self.digit_size > self.grid_size:
@@ -227,6 +218,5 @@ class ExperimentConfig(PredictorConfig):
             self.eval_batch_size = max(self.batch_size, 64)
         if self.steps is None:
             self.steps = 2000 if self.epochs is None else self.epochs * self.steps_per_epoch
-        if self.deterministic is None:
-            self.deterministic = not self.device.startswith("cuda")  # on GPUs it costs speed, see the docs
+        self.fill_switch_defaults()
         super().fill_defaults()

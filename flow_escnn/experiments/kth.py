@@ -15,7 +15,9 @@ Models (all circular padding, since the moved clips wrap around the torus):
   (:class:`~flow_escnn.nn.baselines.GRNNPlus`: learned per-velocity kernels; not invariant);
 * ``conv3d``: :class:`~flow_escnn.nn.baselines.Conv3DClassifier` (``conv3d_channels``).
 
-Training: cross-entropy, Adam, gradient clipping, seeded batch order, deterministic mode;
+Training: cross-entropy, Adam, gradient clipping, seeded batch order; the speed switches of
+:class:`~flow_escnn.experiments.loop.SpeedSwitches` (``amp``, ``gradient_checkpointing``,
+``deterministic``: on for the CPU by default, ``compile``) as in ``train``;
 validation accuracy every ``eval_every`` steps, test accuracy of the final model.
 ``metrics.json`` holds ``test_accuracy``, ``val_accuracy``, the validation curve, the clip
 counts per split, the training time, the config and versions; ``checkpoint.pt`` the model.
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data.kth import KTH_ACTIONS, MovingKTH
 from flow_escnn.experiments.config import parse_velocities
-from flow_escnn.experiments.loop import LoopState, check_training, no_progress, optimise
+from flow_escnn.experiments.loop import LoopState, SpeedSwitches, autocast_dtype, check_training, no_progress, optimise
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -58,7 +60,7 @@ KTH_MODELS = ClassifierConfig.MODELS
 
 
 @dataclasses.dataclass
-class KTHConfig(ClassifierConfig):
+class KTHConfig(ClassifierConfig, SpeedSwitches):
     """A moving-KTH classification run (see the module docstring): the model section of
     :class:`~flow_escnn.models.config.ClassifierConfig` (translation flows only) plus data and
     optimisation fields. V covers the training velocities unless ``flow_radius`` is given."""
@@ -95,6 +97,9 @@ class KTHConfig(ClassifierConfig):
             raise ValueError(f"moving KTH moves clips by whole-pixel translations: flow must be 'translation', "
                              f"got {self.flow!r}")
         check_training(self)
+        self.check_switches()
+        if self.model == "conv3d" and self.gradient_checkpointing:
+            raise ValueError("--checkpoint recomputes a recurrence in the backward pass; model 'conv3d' has none")
         for name in ("num_frames", "stride", "size"):
             positive_int(getattr(self, name), name)
         optional_positive_int(self.hop, "hop")
@@ -105,9 +110,18 @@ class KTHConfig(ClassifierConfig):
             parse_velocities(self.test_velocities, TRANSLATION)
 
 
+    def fill_defaults(self) -> None:
+        super().fill_defaults()
+        self.fill_switch_defaults()
+
+
 def build_kth_model(config: KTHConfig) -> torch.nn.Module:
-    """The classifier of a KTH config (six classes, one grayscale input channel)."""
-    return build_classifier(config, len(KTH_ACTIONS))
+    """The classifier of a KTH config (six classes, one grayscale input channel), with its
+    gradient checkpointing and ``compile`` switches applied."""
+    model = build_classifier(config, len(KTH_ACTIONS), checkpoint=config.gradient_checkpointing)
+    if config.compile != "off" and hasattr(model, "compile_engine"):
+        model.compile_engine(mode=config.compile)
+    return model
 
 
 @torch.no_grad()
@@ -141,17 +155,23 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
     train = splits["train"]
     steps = c.steps if c.steps is not None else (c.epochs or 10) * max(1, math.ceil(len(train) / c.batch_size))
     write_json(out / "config.json", c.to_dict())
-    with deterministic_mode():
+    amp = autocast_dtype(c.amp)
+    with deterministic_mode(c.deterministic):
         seed_everything(c.seed)
         model = build_kth_model(c).to(device)
+        # conv3d is plain torch: compiled whole (the classifiers compile their engine program themselves)
+        forward = torch.compile(model, mode=c.compile) if c.compile != "off" and c.model == "conv3d" else model
         opt = torch.optim.Adam(model.parameters(), lr=c.lr)
+        scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
         curve = []
         state = LoopState()
         bar = (progress or no_progress)(total=steps, initial=0, desc=f"kth {c.model}")
 
         def loss_at(step: int) -> torch.Tensor:
             idx = batch_indices(len(train), c.batch_size, c.seed, step)
-            return F.cross_entropy(model(train.clips[idx].to(device)), train.labels[idx].to(device))
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = forward(train.clips[idx].to(device))
+            return F.cross_entropy(logits.float(), train.labels[idx].to(device))
 
         def after_step(s: LoopState) -> None:
             if s.step % c.eval_every == 0 or s.step == steps:
@@ -163,7 +183,7 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
         model.train()
         try:
             optimise(model, opt, state, steps, loss_at, c.grad_clip, after_step, bar,
-                     lambda: "Nothing was saved (KTH runs save at the end). ")
+                     lambda: "Nothing was saved (KTH runs save at the end). ", scaler)
         finally:
             bar.close()
         test_acc = accuracy(model, splits["test"].clips, splits["test"].labels, c.eval_batch_size, device)

@@ -30,6 +30,7 @@ __all__ = [
     "no_progress",
     "AMP_MODES",
     "COMPILE_MODES",
+    "SpeedSwitches",
     "autocast_dtype",
 ]
 
@@ -38,6 +39,33 @@ AMP_MODES = ("off", "bf16", "fp16")
 
 #: ``--compile`` choices: eager, or ``torch.compile`` of the engine program with this mode.
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclasses.dataclass
+class SpeedSwitches:
+    """The config fields that change the cost of a step but not what the model computes (so they may
+    change when a run is resumed); mixed into the task configs, which have a ``device`` field."""
+
+    amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
+    gradient_checkpointing: bool = False  # recompute the recurrence in the backward pass (less memory)
+    deterministic: Optional[bool] = None  # deterministic algorithms; default: on for CPU, off for CUDA
+    compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile of the engine program
+
+    def check_switches(self) -> None:
+        """Raise ``ValueError`` naming the switch with a bad value."""
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        for name in ("gradient_checkpointing", "deterministic"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (value is None and name == "deterministic")):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+
+    def fill_switch_defaults(self) -> None:
+        """``deterministic``: on for the CPU, off for CUDA (where forced determinism costs speed)."""
+        if self.deterministic is None:
+            self.deterministic = not str(getattr(self, "device", "cpu")).startswith("cuda")
 
 
 class NonFiniteLossError(ValueError):

@@ -101,6 +101,19 @@ def _add_optim(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batch-size", type=_positive_int, default=_SUPPRESS, help="batch size of evaluations")
 
 
+def _add_speed(p: argparse.ArgumentParser, title: str) -> None:
+    g = p.add_argument_group(title)
+    g.add_argument("--amp", choices=AMP_MODES, default=_SUPPRESS,
+                   help="autocast: off (default), bf16, or fp16 with a gradient scaler")
+    g.add_argument("--checkpoint", dest="gradient_checkpointing", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="gradient checkpointing: recompute the recurrence in the backward pass (less memory)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="deterministic algorithms (default: on for CPU, off for CUDA)")
+    g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=_SUPPRESS,
+                   help="torch.compile the engine program (recurrence, pooling, decoder or head), forward and backward; a bare "
+                   "--compile is mode 'default'; the first step pays the compilation (off)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``prog: error: message`` and exit status 2 (no usage block)."""
 
@@ -171,16 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--one-step-weight", type=_non_negative_float, default=_SUPPRESS,
                    help="weight of an extra teacher-forced one-step-ahead loss on the input frames (0 = off)")
     g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps (500)")
-    g = t.add_argument_group("speed (may change on --resume)")
-    g.add_argument("--amp", choices=AMP_MODES, default=_SUPPRESS,
-                   help="autocast: off (default), bf16, or fp16 with a gradient scaler")
-    g.add_argument("--checkpoint", dest="gradient_checkpointing", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
-                   help="gradient checkpointing: recompute the recurrence in the backward pass (less memory)")
-    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
-                   help="deterministic algorithms (default: on for CPU, off for CUDA)")
-    g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=_SUPPRESS,
-                   help="torch.compile the engine program (recurrence + decoder), forward and backward; a bare "
-                   "--compile is mode 'default'; the first step pays the compilation (off)")
+    _add_speed(t, "speed (may change on --resume)")
     t.add_argument("--estimate", nargs="?", type=_positive_int, const=5, default=None, metavar="STEPS",
                    help="time STEPS training steps (5) of this configuration, print the projected time and peak "
                    "memory of the whole run, and exit without writing anything")
@@ -248,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start-to-start distance of clips in a subsequence (default: one centred clip)")
     g.add_argument("--conv3d-channels", default=_SUPPRESS, help="conv3d: channels per layer ('16,32')")
     _add_optim(k)
+    _add_speed(k, "speed")
     _add_common(k)
     return parser
 

@@ -195,7 +195,7 @@ class FlowSet:
 
     def __repr__(self) -> str:
         vs = self.velocities
-        shown = ", ".join(str(v) for v in vs[:6]) + (", ..." if len(vs) > 6 else "")
+        shown = ", ".join("(" + ", ".join(str(c) for c in v) + ")" for v in vs[:6]) + (", ..." if len(vs) > 6 else "")
         return f"FlowSet({self._gspace.name}, |V|={len(vs)}: [{shown}])"
 
     def period(self, grid_shape: Tuple[int, int]) -> Optional[int]:

@@ -177,8 +177,20 @@ class SequenceClassifier(torch.nn.Module):
             raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
         self.encoder.check_input(x)
         recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
-        return ClassifierProgram(recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool, self.readout,
-                                 self.checkpoint)
+        cached = self.__dict__.setdefault("_programs", {}).get(id(recurrence))
+        if cached is None or cached.recurrence is not recurrence:
+            cached = ClassifierProgram(recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool,
+                                       self.readout, self.checkpoint)
+            self._programs[id(recurrence)] = cached
+        return cached
+
+    def compile_engine(self, **options: Any) -> "SequenceClassifier":
+        """Run the plain-torch program (recurrence, poolings, head) through ``torch.compile`` from now on
+        (the filter expansion stays eager); see :meth:`NextFramePredictor.compile_engine
+        <flow_escnn.models.NextFramePredictor.compile_engine>`. Returns ``self``."""
+        self.__dict__["_compile_options"] = dict(options)
+        self.__dict__["_compiled"] = {}
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Invariant features ``[B, F]`` of a sequence ``[B, T, C_in, H, W]``."""
@@ -186,7 +198,14 @@ class SequenceClassifier(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_classes]``."""
-        return self._program(x)(self.weights(), x)
+        program = self._program(x)
+        options = self.__dict__.get("_compile_options")
+        if options is not None:
+            key = id(program)
+            if key not in self._compiled:
+                self._compiled[key] = torch.compile(program, **options)
+            return self._compiled[key](self.weights(), x)
+        return program(self.weights(), x)
 
     def export(
         self, grid_shape: Optional[Tuple[int, int]] = None, max_steps: Optional[int] = None

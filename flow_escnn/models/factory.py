@@ -98,10 +98,10 @@ def build_predictor(config: "PredictorConfig", checkpoint: bool = False) -> Next
     )
 
 
-def build_classifier(config: "ClassifierConfig", num_classes: int) -> torch.nn.Module:
+def build_classifier(config: "ClassifierConfig", num_classes: int, checkpoint: bool = False) -> torch.nn.Module:
     """The sequence classifier of a config (one grayscale input field; circular padding, since moved
-    clips wrap around the torus): :class:`~flow_escnn.models.SequenceClassifier` or, for
-    ``conv3d``, :class:`~flow_escnn.models.Conv3DClassifier`."""
+    clips wrap around the torus): :class:`~flow_escnn.models.SequenceClassifier` (``checkpoint``:
+    gradient checkpointing of its recurrence) or, for ``conv3d``, :class:`~flow_escnn.models.Conv3DClassifier`."""
     c = config.resolve()
     positive_int(num_classes, "num_classes")
     if c.model == "conv3d":
@@ -109,7 +109,7 @@ def build_classifier(config: "ClassifierConfig", num_classes: int) -> torch.nn.M
                                 padding_mode="circular")
     in_type, hidden_type = field_types(c)
     return SequenceClassifier(in_type, hidden_type, model_flows(c, in_type.gspace), num_classes,
-                              kernel_size=c.kernel_size, **_encoder_kwargs(c))
+                              kernel_size=c.kernel_size, checkpoint=checkpoint, **_encoder_kwargs(c))
 
 
 def count_parameters(model: torch.nn.Module) -> int:
