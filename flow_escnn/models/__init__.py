@@ -1,7 +1,8 @@
 """Task models built from the flow layers: next-frame prediction and sequence classification
 (and the 3D-CNN classification baseline), each a thin shell around the recurrence engine."""
 from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, SequenceClassifier
-from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS, ExportedNextFramePredictor, NextFramePredictor
+from flow_escnn.models.predictor import ExportedNextFramePredictor, NextFramePredictor
+from flow_escnn.models.program import OUTPUT_ACTIVATIONS
 from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig
 from flow_escnn.models.factory import build_classifier, build_predictor
 from flow_escnn.models.reference import ReferencePredictor

@@ -30,7 +30,7 @@ from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, opt
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models.factory import SO2_FREQUENCIES, SO2_GROUP, make_gspace, model_flows
-from flow_escnn.models.predictor import OUTPUT_ACTIVATIONS
+from flow_escnn.models.program import OUTPUT_ACTIVATIONS
 from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, FIELD_NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
 

@@ -85,16 +85,8 @@ from flow_escnn.nn.pooling import check_velocity_pool
 from flow_escnn.nn.sequence import FlowRNN
 from flow_escnn.nn.spec import records_init
 
-__all__ = [
-    "NextFramePredictor",
-    "ExportedNextFramePredictor",
-    "PredictorProgram",
-    "OUTPUT_ACTIVATIONS",
-    "output_activation",
-    "build_decoder",
-    "decoder_weights",
-    "run_decoder",
-]
+# the decoder and the plain-torch program live in flow_escnn.models.program (imported above)
+__all__ = ["NextFramePredictor", "ExportedNextFramePredictor"]
 
 
 def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
