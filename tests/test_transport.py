@@ -416,7 +416,7 @@ def test_bad_input_messages(rng):
 # ----------------------------------------------------------------------------------------------
 # higher-order interpolation
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "cubic6"])
 def test_interpolation_weights_interpolate_and_sum_to_one(interpolation):
     from flow_escnn.flows.tables import interpolation_kernel, spatial_table
 
@@ -455,6 +455,29 @@ def test_bicubic_reproduces_quadratics_where_bilinear_cannot():
         errors[interpolation] = float((out - torch.from_numpy(expected)).abs()[inner].max())
     assert errors["bicubic"] < 1e-10
     assert errors["bilinear"] > 1e-3
+
+
+def test_cubic6_reproduces_cubics_where_bicubic_cannot():
+    """Keys' six-point kernel is fourth-order: exact on cubic polynomials (rotated by 45 degrees, pixels whose
+    36 taps stay on the grid); bicubic, exact only up to quadratics, is the control."""
+    n = 21
+    c = (n - 1) / 2
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x, y = j - c, c - i
+
+    def cubic(px, py):
+        return 0.3 + 0.2 * px - 0.05 * px**2 + 0.02 * px * py + 0.004 * px**3 - 0.003 * px * py**2 + 0.002 * py**3
+
+    ft = enn.FieldType(C8, [C8.trivial_repr])
+    element = GridElement(C8, C8.fibergroup.element(1), (0, 0))
+    theta = -math.pi / 4
+    expected = torch.from_numpy(cubic(math.cos(theta) * x - math.sin(theta) * y, math.sin(theta) * x + math.cos(theta) * y))
+    inner = torch.from_numpy(x**2 + y**2 <= (c - 4) ** 2)
+    f = torch.from_numpy(cubic(x, y))[None, None, None]
+    errors = {i: float((TransportPlan(ft, [element], (n, n), interpolation=i).double()(f)[0, 0, 0] - expected)
+                       .abs()[inner].max()) for i in ("cubic6", "bicubic")}
+    assert errors["cubic6"] < 1e-10
+    assert errors["bicubic"] > 1e-4
 
 
 @pytest.mark.parametrize("interpolation, bound", [("bicubic", 0.01), ("bilinear", None)])

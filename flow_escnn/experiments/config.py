@@ -43,7 +43,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from flow_escnn._validate import one_of, optional_positive_int, positive_int
+from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.experiments.loop import SpeedSwitches, check_training

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data.kth import KTH_ACTIONS, MovingKTH
 from flow_escnn.experiments.config import parse_velocities
-from flow_escnn.experiments.loop import LoopState, SpeedSwitches, autocast_dtype, check_training, no_progress, optimise
+from flow_escnn.experiments.loop import LoopState, SpeedSwitches, check_training, no_progress, optimise
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -109,7 +109,6 @@ class KTHConfig(ClassifierConfig, SpeedSwitches):
         if self.test_velocities is not None:
             parse_velocities(self.test_velocities, TRANSLATION)
 
-
     def fill_defaults(self) -> None:
         super().fill_defaults()
         self.fill_switch_defaults()
@@ -155,21 +154,20 @@ def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = No
     train = splits["train"]
     steps = c.steps if c.steps is not None else (c.epochs or 10) * max(1, math.ceil(len(train) / c.batch_size))
     write_json(out / "config.json", c.to_dict())
-    amp = autocast_dtype(c.amp)
     with deterministic_mode(c.deterministic):
         seed_everything(c.seed)
         model = build_kth_model(c).to(device)
         # conv3d is plain torch: compiled whole (the classifiers compile their engine program themselves)
         forward = torch.compile(model, mode=c.compile) if c.compile != "off" and c.model == "conv3d" else model
         opt = torch.optim.Adam(model.parameters(), lr=c.lr)
-        scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
+        scaler = c.grad_scaler(device)
         curve = []
         state = LoopState()
         bar = (progress or no_progress)(total=steps, initial=0, desc=f"kth {c.model}")
 
         def loss_at(step: int) -> torch.Tensor:
             idx = batch_indices(len(train), c.batch_size, c.seed, step)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with c.autocast(device):
                 logits = forward(train.clips[idx].to(device))
             return F.cross_entropy(logits.float(), train.labels[idx].to(device))
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
-from flow_escnn._validate import non_negative_int, optional_positive_int, positive_int
+from flow_escnn._validate import non_negative_int, one_of, optional_positive_int, positive_int
 
 __all__ = [
     "LoopState",
@@ -53,10 +53,8 @@ class SpeedSwitches:
 
     def check_switches(self) -> None:
         """Raise ``ValueError`` naming the switch with a bad value."""
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        one_of(self.amp, AMP_MODES, "amp")
+        one_of(self.compile, COMPILE_MODES, "compile")
         for name in ("gradient_checkpointing", "deterministic"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (value is None and name == "deterministic")):
@@ -66,6 +64,15 @@ class SpeedSwitches:
         """``deterministic``: on for the CPU, off for CUDA (where forced determinism costs speed)."""
         if self.deterministic is None:
             self.deterministic = not str(getattr(self, "device", "cpu")).startswith("cuda")
+
+    def autocast(self, device: torch.device) -> Any:
+        """The ``torch.autocast`` context of ``amp`` on ``device`` (disabled for ``"off"``)."""
+        dtype = autocast_dtype(self.amp)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    def grad_scaler(self, device: torch.device) -> Optional[Any]:
+        """The gradient scaler of ``amp="fp16"`` (None otherwise; bf16 needs none)."""
+        return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
 
 
 class NonFiniteLossError(ValueError):

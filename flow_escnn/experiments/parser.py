@@ -13,6 +13,7 @@ from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
+from flow_escnn.models import VELOCITY_POOLS
 
 __all__ = ["build_parser", "VELOCITY_HELP"]
 
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
                    help="pointwise nonlinearity of the fernn / grnn cell: relu (default, as in the paper) or a bounded "
                    "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst)")
-    g.add_argument("--pool", choices=("max", "mean"), default=_SUPPRESS,
+    g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS,
                    help="pooling over V before the decoder: max (default, as in the paper) or mean (needed on SO(2))")
     g.add_argument("--output-activation", choices=("identity", "clamp", "sigmoid"), default=_SUPPRESS,
                    help="pointwise map on each predicted frame, also what is fed back (clamp: to [0, 1])")

@@ -38,7 +38,6 @@ from flow_escnn.experiments.loop import (
     LoopState,
     NonFiniteLossError,
     TrainingInterrupted,
-    autocast_dtype,
     no_progress,
     optimise,
     stop_on_signals,
@@ -117,7 +116,7 @@ def build_training(
     if payload is not None:
         net.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-    scaler = torch.amp.GradScaler(device.type) if c.amp == "fp16" else None
+    scaler = c.grad_scaler(device)
     model = net if not world.distributed else torch.nn.parallel.DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
     )
@@ -126,8 +125,7 @@ def build_training(
 
 def batch_loss(model: torch.nn.Module, x: torch.Tensor, c: ExperimentConfig, device: torch.device) -> torch.Tensor:
     """:func:`prediction_loss` of a batch under the config's autocast (``--amp``)."""
-    amp = autocast_dtype(c.amp)
-    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+    with c.autocast(device):
         return prediction_loss(model, x, c)
 
 

@@ -57,9 +57,10 @@ def interpolation_kernel(interpolation: str) -> Tuple[int, Callable[[np.ndarray]
     if interpolation == "cubic6":
         def keys6(t: np.ndarray) -> np.ndarray:
             s = np.abs(t)
-            near = (4 / 3 * s - 7 / 3) * s * s + 1
-            mid = ((-7 / 12 * s + 3) * s - 59 / 12) * s + 5 / 2
-            far = ((1 / 12 * s - 2 / 3) * s + 7 / 4) * s - 3 / 2
+            # the pieces factored by their roots, so that the kernel is exactly 0 at the other taps
+            near = (s - 1) * ((4 / 3 * s - 1) * s - 1)
+            mid = -(s - 1) * (s - 2) * (7 * s - 15) / 12
+            far = (s - 2) * (s - 3) ** 2 / 12
             return np.where(s < 1, near, np.where(s < 2, mid, np.where(s < 3, far, 0.0)))
 
         return 3, keys6

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from flow_escnn._compat import enn
 from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.models.program import ProgramCache
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.layers import sequence_layer
@@ -161,6 +162,7 @@ class SequenceClassifier(torch.nn.Module):
         self.num_features = self.group_pooling.num_fields
         self.head = torch.nn.Linear(self.num_features, num_classes)
         self.checkpoint = bool(checkpoint)
+        self._programs = ProgramCache()
 
     @property
     def num_classes(self) -> int:
@@ -172,40 +174,29 @@ class SequenceClassifier(torch.nn.Module):
         out["head_weight"], out["head_bias"] = self.head.weight, self.head.bias
         return out
 
-    def _program(self, x: torch.Tensor) -> ClassifierProgram:
+    def _program(self, x: torch.Tensor) -> Tuple[ClassifierProgram, Any]:
+        """``(program, run)`` for ``x``'s grid, device and length (:class:`~flow_escnn.models.program.ProgramCache`)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
         self.encoder.check_input(x)
         recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
-        cached = self.__dict__.setdefault("_programs", {}).get(id(recurrence))
-        if cached is None or cached.recurrence is not recurrence:
-            cached = ClassifierProgram(recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool,
-                                       self.readout, self.checkpoint)
-            self._programs[id(recurrence)] = cached
-        return cached
+        return self._programs.get(recurrence, lambda: ClassifierProgram(
+            recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool, self.readout, self.checkpoint))
 
     def compile_engine(self, **options: Any) -> "SequenceClassifier":
         """Run the plain-torch program (recurrence, poolings, head) through ``torch.compile`` from now on
         (the filter expansion stays eager); see :meth:`NextFramePredictor.compile_engine
         <flow_escnn.models.NextFramePredictor.compile_engine>`. Returns ``self``."""
-        self.__dict__["_compile_options"] = dict(options)
-        self.__dict__["_compiled"] = {}
+        self._programs.compile(**options)
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Invariant features ``[B, F]`` of a sequence ``[B, T, C_in, H, W]``."""
-        return self._program(x).features(self.encoder.weights(), x)
+        return self._program(x)[0].features(self.encoder.weights(), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_classes]``."""
-        program = self._program(x)
-        options = self.__dict__.get("_compile_options")
-        if options is not None:
-            key = id(program)
-            if key not in self._compiled:
-                self._compiled[key] = torch.compile(program, **options)
-            return self._compiled[key](self.weights(), x)
-        return program(self.weights(), x)
+        return self._program(x)[1](self.weights(), x)
 
     def export(
         self, grid_shape: Optional[Tuple[int, int]] = None, max_steps: Optional[int] = None

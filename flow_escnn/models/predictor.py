@@ -62,7 +62,7 @@ the lifted hidden sequence.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -72,6 +72,7 @@ from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.models.program import (
     OUTPUT_ACTIVATIONS,
     PredictorProgram,
+    ProgramCache,
     build_decoder,
     decoder_weights,
     output_activation,
@@ -183,8 +184,7 @@ class NextFramePredictor(torch.nn.Module):
         self.decoder = build_decoder(
             hidden_type, in_type, decoder_layers, dec_type, decoder_kernel_size, bias, padding_mode
         )
-        self._programs: Dict[int, Tuple[PredictorProgram, Callable[..., torch.Tensor]]] = {}
-        self._compile_options: Optional[Dict[str, Any]] = None
+        self._programs = ProgramCache()
 
     @property
     def static_equivariant(self) -> bool:
@@ -201,12 +201,7 @@ class NextFramePredictor(torch.nn.Module):
     def program(self, recurrence: Recurrence) -> Callable[..., torch.Tensor]:
         """The predictor's program around an encoder program (cached per encoder program), or its
         ``torch.compile`` form after :meth:`compile_engine`."""
-        cached = self._programs.get(id(recurrence))
-        if cached is None or cached[0].recurrence is not recurrence:
-            program = self._new_program(recurrence)
-            run = program if self._compile_options is None else torch.compile(program, **self._compile_options)
-            cached = self._programs[id(recurrence)] = (program, run)
-        return cached[1]
+        return self._programs.get(recurrence, lambda: self._new_program(recurrence))[1]
 
     def compile_engine(self, **options: Any) -> "NextFramePredictor":
         """Run the plain-torch program (recurrence, pooling, decoder) through ``torch.compile``.
@@ -222,8 +217,7 @@ class NextFramePredictor(torch.nn.Module):
         Returns:
             ``self``.
         """
-        self._compile_options = dict(options)
-        self._programs.clear()
+        self._programs.compile(**options)
         return self
 
     def _new_program(self, recurrence: Recurrence) -> PredictorProgram:

@@ -5,10 +5,12 @@
 :class:`PredictorProgram`: the encoder's engine program (:mod:`flow_escnn.nn.engine`), the
 pooling over :math:`V` and the decoder, with no escnn object inside, so it is also what
 ``torch.compile`` sees (:meth:`~flow_escnn.models.predictor.NextFramePredictor.compile_engine`).
+:class:`ProgramCache` keeps a model's programs (one per compiled recurrence), eager or compiled;
+the predictor and the classifier both use it.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from flow_escnn.nn.functional import conv_same
 from flow_escnn.nn.pooling import reduce_velocities
 
 __all__ = [
+    "ProgramCache",
     "PredictorProgram",
     "OUTPUT_ACTIVATIONS",
     "output_activation",
@@ -29,6 +32,31 @@ __all__ = [
 ]
 
 OUTPUT_ACTIVATIONS = ("identity", "clamp", "sigmoid")
+
+
+class ProgramCache:
+    """A model's plain-torch programs, one per engine program (:class:`~flow_escnn.nn.engine.Recurrence`),
+    each with what runs it: the program itself, or its ``torch.compile`` form after :meth:`compile`."""
+
+    def __init__(self) -> None:
+        self._entries: Dict[int, Tuple[torch.nn.Module, Callable[..., torch.Tensor]]] = {}
+        self.options: Optional[Dict[str, Any]] = None
+
+    def compile(self, **options: Any) -> None:
+        """From now on, run programs through ``torch.compile(program, **options)`` (built afresh)."""
+        self.options = dict(options)
+        self._entries.clear()
+
+    def get(
+        self, recurrence: Recurrence, build: Callable[[], torch.nn.Module]
+    ) -> Tuple[torch.nn.Module, Callable[..., torch.Tensor]]:
+        """``(program, run)`` around ``recurrence``; ``build()`` makes the program on a miss."""
+        entry = self._entries.get(id(recurrence))
+        if entry is None or entry[0].recurrence is not recurrence:
+            program = build()
+            run = program if self.options is None else torch.compile(program, **self.options)
+            entry = self._entries[id(recurrence)] = (program, run)
+        return entry
 
 
 def output_activation(z: torch.Tensor, name: str) -> torch.Tensor:

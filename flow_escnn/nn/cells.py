@@ -56,7 +56,7 @@ from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
-from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, supports_pointwise
+from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, non_pointwise
 from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
@@ -126,11 +126,10 @@ class FlowCellBase(torch.nn.Module):
         one_of(interpolation, INTERPOLATIONS, "interpolation")
         if self.takes_nonlinearity:
             check_cell_nonlinearity("relu" if nonlinearity is None else nonlinearity, hidden_type)
-        elif not supports_pointwise(hidden_type):
-            bad = sorted({r.name for r in hidden_type.representations if "pointwise" not in r.supported_nonlinearities})
+        elif non_pointwise(hidden_type):
             raise ValueError(
                 f"{type(self).__name__} applies sigmoid/tanh to every channel, which is equivariant only on trivial, "
-                f"regular or quotient fields, but hidden_type has {bad}: use FERNNCell / FERNN with "
+                f"regular or quotient fields, but hidden_type has {non_pointwise(hidden_type)}: use FERNNCell / FERNN with "
                 "nonlinearity='norm_squash' or 'gated' for such fields"
             )
         self.in_type = in_type

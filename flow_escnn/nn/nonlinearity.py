@@ -31,7 +31,7 @@ field per hidden field).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -43,7 +43,7 @@ __all__ = [
     "apply_nonlinearity",
     "nonlinearity_backward",
     "check_pointwise",
-    "supports_pointwise",
+    "non_pointwise",
     "check_cell_nonlinearity",
 ]
 
@@ -105,14 +105,15 @@ def get_nonlinearity(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(NONLINEARITIES)}") from None
 
 
-def supports_pointwise(field_type: Any) -> bool:
-    """Whether every field of ``field_type`` commutes with pointwise functions (permutation representations)."""
-    return all("pointwise" in r.supported_nonlinearities for r in field_type.representations)
+def non_pointwise(field_type: Any) -> List[str]:
+    """The (sorted, distinct) names of ``field_type``'s representations that do not commute with pointwise
+    functions (everything but permutation representations); empty when all do."""
+    return sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
 
 
 def check_pointwise(field_type: Any, what: str = "hidden_type") -> None:
     """Raise ``ValueError`` unless every field of ``field_type`` supports pointwise nonlinearities."""
-    bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
+    bad = non_pointwise(field_type)
     if bad:
         hint = (
             ", or keep these fields and choose a field nonlinearity: nonlinearity='norm_squash' or 'gated' "

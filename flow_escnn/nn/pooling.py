@@ -54,6 +54,7 @@ import torch
 from flow_escnn._compat import enn
 from flow_escnn._validate import one_of
 from flow_escnn.lifted import LiftedTensor
+from flow_escnn.nn.nonlinearity import non_pointwise
 
 __all__ = [
     "VELOCITY_POOLS",
@@ -102,7 +103,7 @@ def check_velocity_pool(mode: str, field_type: Any, what: str = "pool") -> None:
     commutes with every :math:`\\rho(g)`.
     """
     _check_mode(mode, VELOCITY_POOLS, what)
-    bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
+    bad = non_pointwise(field_type)
     if mode == "max" and bad:
         raise ValueError(
             f"{what}='max' takes the maximum over V channel by channel, which is not equivariant on the fields "
@@ -169,7 +170,7 @@ def _field_layout(field_type: Any, mode: str) -> Tuple[torch.Tensor, torch.Tenso
         raise TypeError(f"field_type must be an escnn FieldType, got {type(field_type).__name__}")
     sizes = [int(r.size) for r in field_type.representations]
     if mode in ("max", "mean"):
-        bad = sorted({r.name for r in field_type.representations if "pointwise" not in r.supported_nonlinearities})
+        bad = non_pointwise(field_type)
         if bad:
             raise ValueError(
                 f"group pooling mode {mode!r} is invariant only for permutation fields (trivial, regular, "
