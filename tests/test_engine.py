@@ -178,3 +178,45 @@ def test_circular_pad_matches_torch_and_refuses_oversized_padding():
     assert torch.autograd.gradcheck(lambda z: circular_pad(z, 2), (x,))
     with pytest.raises(ValueError, match="needs a grid of at least 5x5"):
         circular_pad(x, 5)
+
+
+# -- input batches ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["hidden", "comoving"])
+def test_input_terms_in_batches_change_nothing(mode):
+    """Convolving the input frames a batch at a time (``chunk``) gives the all-at-once outputs and
+    gradients (float64, 1e-12), with autoregressive steps past the given frames and checkpointing;
+    a bad ``chunk`` is refused. Control: a batch that skips a frame is seen."""
+    from flow_escnn.nn.functional import INPUT_BATCH_BYTES, InputBatches, frames_per_batch
+
+    torch.manual_seed(0)
+    model = _randomize(NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), mode=mode, decoder_layers=1).to(F64))
+    x = _x(t=5)
+    program = model.encoder.compile((6, 6), "cpu", 8)
+
+    def run(chunk, checkpoint=False):
+        weights = model.encoder.weights()
+        def predict(s, guess):  # a frame from the guess (hidden mode hands it over circularly padded)
+            p = (guess.shape[-1] - 6) // 2
+            return guess[..., p : p + 6, p : p + 6].amax(1)[:, :1]
+
+        res = program.run(x, weights, predict=predict, predict_from=2, extra_steps=2, chunk=chunk, checkpoint=checkpoint)
+        out = torch.stack(res.predictions, 1)
+        grads = torch.autograd.grad(out.square().sum(), list(model.encoder.parameters()))
+        return out.detach(), grads
+
+    ref, ref_g = run(100)
+    for chunk, ckpt in [(1, False), (2, False), (3, True), (None, False)]:
+        out, grads = run(chunk, ckpt)
+        assert _rel(out, ref) <= 1e-12, chunk
+        assert max(_rel(a, b) for a, b in zip(grads, ref_g)) <= 1e-12, chunk
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="chunk must be a positive number of frames"):
+            run(bad)
+    # the automatic size: as many frames as fit, at least one
+    assert frames_per_batch(None, INPUT_BATCH_BYTES // 3) == 3 and frames_per_batch(None, 2 * INPUT_BATCH_BYTES) == 1
+    # control: the comparison above sees a batcher that hands out the wrong frame
+    terms = torch.arange(5.0).view(1, 5)
+    good = InputBatches(lambda i, k: terms[:, i : i + k], 5, 2)
+    assert [float(good(i)) for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    skipping = InputBatches(lambda i, k: terms[:, i + 1 : i + 1 + k], 4, 2)
+    assert [float(skipping(i)) for i in range(4)] != [0.0, 1.0, 2.0, 3.0]

@@ -10,7 +10,7 @@ pixels (so one gather writes exactly the tensor the next ``padding=0`` convoluti
 source pixels :math:`s_m(q, k)`, tap weights :math:`w_m` and a fiber map :math:`\\rho_m`.
 The exact executor here is a ``torch.autograd.Function`` whose backward is again a gather
 (never a ``scatter_add``, so it is deterministic on every device and as fast as the
-forward); interpolated transports are sparse matrix products (:mod:`flow_escnn.flows.resample`):
+forward); interpolated transports are fixed-tap products (:mod:`flow_escnn.flows.resample`):
 
 * :func:`permute_pixels` (exact transports: integer translations, rotations by multiples
   of 90 degrees, reflections, their fiber permutations, plus padding). Forward: one
@@ -19,7 +19,8 @@ forward); interpolated transports are sparse matrix products (:mod:`flow_escnn.f
   copy), plus the border copies of the padding added layer by layer (:func:`ring_layers`;
   within a layer no target repeats, so the indexed additions are deterministic).
 * :func:`~flow_escnn.flows.resample.sparse_resample` (interpolated transports, ``K`` taps):
-  one CSR product for all slices; backward: the product with the transposed matrix.
+  one ``embedding_bag`` product for all slices; backward: the product with the transposed
+  tables. Their fiber permutations move whole channel rows (:func:`permute_rows`).
 
 Index tables are materialised over the channels (``[..., C*N_out]`` rather than a
 ``[..., N_out]`` row broadcast over ``C``): on a CPU a gather whose index broadcasts over a
@@ -41,6 +42,7 @@ __all__ = [
     "circular_pad",
     "CircularPad",
     "permute_pixels",
+    "permute_rows",
     "inverse_permutation",
 ]
 
@@ -152,6 +154,31 @@ def permute_pixels(
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _take(x, index)
     return _PermutePixels.apply(x, index, inverse, ring, *targets)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """``y[..., i, :] = x[..., index[i], :]`` for a permutation ``index``; backward: the same with its inverse."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.index_select(-2, index)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return gy.index_select(-2, inverse), None, None
+
+
+def permute_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x [..., R, L]`` in the order of the permutation ``index [R]`` (``inverse``: its inverse).
+
+    Copies whole rows (e.g. the channels of a field, each a contiguous run of pixels), so it
+    runs at memory speed; the backward is the inverse permutation, not an ``index_add``.
+    """
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return x.index_select(-2, index)
+    return _PermuteRows.apply(x, index, inverse)
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ __all__ = ["INTERPOLATIONS", "DEFAULT_INTERPOLATION", "interpolation_kernel", "g
 #: Interpolations of the non-exact transports (see :func:`interpolation_kernel`).
 INTERPOLATIONS = ("bilinear", "bicubic", "cubic6")
 #: The default: bicubic is about 7x more accurate on band-limited images at 45 degrees and, as a
-#: sparse product, costs about what the bilinear gathers did (``benchmarks/README.md``).
+#: fixed-tap product (:mod:`flow_escnn.flows.resample`), costs about what bilinear does (``benchmarks/README.md``).
 DEFAULT_INTERPOLATION = "bicubic"
 _INT_TOL = 1e-6
 _PERM_TOL = 1e-9

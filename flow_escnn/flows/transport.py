@@ -26,8 +26,8 @@ Exactness
   quotient fields; entries within 1e-9 of 0/1) it is applied as a channel permutation,
   exactly; otherwise as a dense ``C x C`` matrix product (exact up to float rounding).
 * **Approximate**: any other angle or a fractional translation is resampled with
-  ``interpolation`` (:mod:`flow_escnn.flows.tables`: bicubic by default, or bilinear) with
-  periodic wrap-around, as one sparse product for all slices
+  ``interpolation`` (:mod:`flow_escnn.flows.tables`: bicubic by default, cubic6 or bilinear) with
+  periodic wrap-around, as one fixed-tap product for all slices
   (:mod:`flow_escnn.flows.resample`). It is *not* equivariant to within rounding; the
   error depends on the signal's smoothness. It is measured in the tests and the docs
   (``benchmarks/rotation_accuracy.py``); the co-moving execution mode of the FERNN layers
@@ -52,9 +52,10 @@ from flow_escnn.flows.gather import (
     inverse_permutation,
     pad_index,
     permute_pixels,
+    permute_rows,
     ring_layers,
 )
-from flow_escnn.flows.resample import block_csr, sparse_resample
+from flow_escnn.flows.resample import block_table, sparse_resample
 
 __all__ = [
     "GatherTransport",
@@ -154,8 +155,6 @@ class GatherTransport(torch.nn.Module):
             for name, table in tables.items():
                 self.register_buffer(f"flat_{name}", table, persistent=False)
             self._cached_names = list(tables)
-        if not self.exact and perm is not None:
-            self._channel_tables()
 
     @property
     def grid_shape(self) -> Tuple[int, int]:
@@ -208,30 +207,25 @@ class GatherTransport(torch.nn.Module):
         ch_inv = channels(self._select(self.perm_inverse, sel), inv[..., :1])
         return {"index": flat(ch, index, n), "inverse": flat(ch_inv, inv, n_out)}
 
-    def _channel_tables(self) -> None:
-        """Flat ``[M, C*N]`` gather tables of the fiber permutations alone (interpolated transports
-        apply them to the input: channel permutations commute with the spatial resampling)."""
-        n = self.height * self.width
-        pix = torch.arange(n)
-        self.register_buffer("chan_index", (self.perm[:, :, None] * n + pix).flatten(1), persistent=False)
-        self.register_buffer("chan_inverse", (self.perm_inverse[:, :, None] * n + pix).flatten(1), persistent=False)
-
     def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...]) -> torch.Tensor:
         """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (module docstring of
-        :mod:`flow_escnn.flows.resample`): channel permutation, then one sparse product for all slices."""
+        :mod:`flow_escnn.flows.resample`): channel permutation, then one fixed-tap product for all slices."""
         c, n = self.channels, self.height * self.width
         n_out = self.pad_map.numel()
         m, batch = int(np.prod(s_shape)), int(np.prod(lead))
-        xs = x.reshape(batch, m, c * n)
+        xs = x.reshape(batch, m * c, n)
         if self.perm is not None:
-            xs = permute_pixels(xs, self._select(self.chan_index, sel).reshape(m, c * n),
-                                self._select(self.chan_inverse, sel).reshape(m, c * n))
+            # channel permutations commute with the spatial resampling: permute whole channel rows first
+            offset = torch.arange(m, device=x.device)[:, None] * c
+            perm = (self._select(self.perm, sel).reshape(m, c) + offset).reshape(-1)
+            inverse = (self._select(self.perm_inverse, sel).reshape(m, c) + offset).reshape(-1)
+            xs = permute_rows(xs, perm, inverse)
         rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
         index = self._select(self.index, sel).reshape(m, n_out, -1)
         weights = self._select(self.weights, sel).reshape(m, n_out, -1)
         t_index = self._select(self.t_index, sel).reshape(m, n, -1)
         t_weights = self._select(self.t_weights, sel).reshape(m, n, -1)
-        out = sparse_resample(rows, block_csr(index, weights, n), block_csr(t_index, t_weights, n_out))
+        out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
         return out.view(m, n_out, batch, c).permute(2, 0, 3, 1).reshape(*lead, *s_shape, c * n_out)
 
     def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:

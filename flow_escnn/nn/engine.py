@@ -52,7 +52,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.transport import GatherTransport
-from flow_escnn.nn.functional import check_dtype, conv_same, segment_length
+from flow_escnn.nn.functional import InputBatches, check_dtype, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES
 from flow_escnn.nn.updates import CELL_KINDS, field_nonlinearity
 
@@ -168,9 +168,7 @@ class Recurrence(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         """The device of the tables."""
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        return next((b.device for b in self.buffers()), torch.device("cpu"))
 
     def pad(self, x: torch.Tensor, p: int) -> torch.Tensor:
         """Circular padding by ``p`` with this grid's tables."""
@@ -274,8 +272,7 @@ class Recurrence(torch.nn.Module):
         return [tuple(self._step_unpadded(l, s) for s in st) for l, st in enumerate(states)]
 
     def _step_unpadded(self, l: int, s: torch.Tensor) -> torch.Tensor:
-        y = self.step_transports[l](s)
-        p = self.layers[l].pad
+        y, p = self.step_transports[l](s), self.layers[l].pad
         return y[..., p : p + s.shape[-2], p : p + s.shape[-1]] if p else y
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -291,7 +288,7 @@ class Recurrence(torch.nn.Module):
         predict_from: int = 0,
         extra_steps: int = 0,
         checkpoint: bool = False,
-        chunk: int = 32,
+        chunk: Optional[int] = None,
     ) -> RunResult:
         """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
 
@@ -310,7 +307,9 @@ class Recurrence(torch.nn.Module):
             predict_from: first frame to predict (``>= 1``).
             extra_steps: steps run past the given frames on predicted inputs.
             checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass.
-            chunk: frames per input-term batch when nothing of size T is kept.
+            chunk: given frames per batch of layer-0 input terms (:meth:`input_terms`), convolved
+                just before the steps that use them; ``None``: as many as keep the batch's output
+                under :data:`~flow_escnn.nn.functional.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn.functional.InputBatches`).
 
         Returns:
             :class:`RunResult`: outputs, predictions, final states (stationary frame; the
@@ -325,17 +324,21 @@ class Recurrence(torch.nn.Module):
         states: Optional[List[State]] = None if h0 is None else self.to_frame(h0, -1, stationary=False)
         total = max(n_updates, last_predict + 1)
         grad = torch.is_grad_enabled()
-        seg = segment_length(total) if (checkpoint and grad) else (total if (keep_outputs or grad) else chunk)
+        seg = segment_length(total) if (checkpoint and grad) else total
+        v, hw = x.shape[2] if x.dim() == 6 else (self.num_flows if self.comoving else 1), x.shape[-2] * x.shape[-1]
+        per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
 
         def segment(t0: int, n: int, flat: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
             given = min(n, max(0, t_in - t0))
-            u0 = self.input_terms(0, x[:, t0 : t0 + given], weights, t0).unbind(1) if given else ()
+            input_term = InputBatches(lambda i, k: self.input_terms(0, x[:, t0 + i : t0 + i + k], weights, t0 + i),
+                                      given, per_batch)
+            first = input_term(0) if given else None
             if flat:
                 st = self._unflatten(flat)
             else:  # zero initial state, in the dtype the convolutions produce (autocast)
-                st = self.zero_state(b, u0[0].dtype if given else x.dtype, x.device)
+                st = self.zero_state(b, first.dtype if first is not None else x.dtype, x.device)
             outs, preds = [], []
             last = len(self.layers) - 1
             for i in range(n):
@@ -349,7 +352,10 @@ class Recurrence(torch.nn.Module):
                     preds.append(guess)
                 if t >= n_updates:
                     continue
-                u = u0[i] if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
+                if t < t_in:
+                    u = first if i == 0 else input_term(i)
+                else:
+                    u = self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:

@@ -1,15 +1,19 @@
-"""Plain-torch helpers of the recurrence engine: padded convolution, dtype check, checkpoint segments."""
+"""Plain-torch helpers of the recurrence engine: padded convolution, dtype check, checkpoint segments,
+input-term batches."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from flow_escnn.flows.gather import CircularPad, circular_pad
 
-__all__ = ["conv_same", "check_dtype", "segment_length"]
+__all__ = ["conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch", "InputBatches"]
+
+#: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
+INPUT_BATCH_BYTES = 16 * 2**20
 
 
 def conv_same(
@@ -38,3 +42,33 @@ def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
 def segment_length(t_len: int) -> int:
     """Checkpoint segment length: about :math:`\\sqrt{T}` steps, so stored states and recomputation balance."""
     return max(1, math.ceil(math.sqrt(t_len)))
+
+
+def frames_per_batch(chunk: Optional[int], frame_bytes: int) -> int:
+    """``chunk`` checked, or (``None``) the most frames whose input terms fit in :data:`INPUT_BATCH_BYTES` (>= 1)."""
+    if chunk is None:
+        return max(1, INPUT_BATCH_BYTES // max(1, int(frame_bytes)))
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive number of frames or None, got {chunk!r}")
+    return chunk
+
+
+class InputBatches:
+    """The input terms of ``given`` frames, computed ``chunk`` frames at a time when first asked for.
+
+    ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1; calls must
+    ask for ``i = 0, 1, ...`` in order. Why batches rather than all frames at once: one
+    ``[B, T, V, G, H, W]`` tensor (and its stacked gradient) is what a CPU step paid most for,
+    because glibc maps every allocation above 32 MiB fresh from the OS, a page fault per 4 KiB
+    on first touch (``benchmarks/README.md``, "Input batches"); batches also bound the memory of
+    long sequences.
+    """
+
+    def __init__(self, compute: Callable[[int, int], torch.Tensor], given: int, chunk: int) -> None:
+        self.compute, self.given, self.chunk = compute, int(given), int(chunk)
+        self.pending: List[torch.Tensor] = []
+
+    def __call__(self, i: int) -> torch.Tensor:
+        if not self.pending:
+            self.pending.extend(self.compute(i, min(self.chunk, self.given - i)).unbind(1))
+        return self.pending.pop(0)
