@@ -12,8 +12,11 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
 
 * ``fernn``: trivial fields, ``FlowSet.translations(gs, 2)`` (|V| = 25);
 * ``grnn``: the same over ``FlowSet.identity`` (the G-RNN);
-* ``rotation``: C8-regular fields, ``FlowSet.rotations(gs, [-1, 0, 1])`` (45 degrees/frame,
+* ``rotation``: C8-regular fields, ``FlowSet.rotations(gs, [-2, -1, 0, 1, 2])`` (V = -90 .. 90
+  degrees/frame in 45-degree steps, the configuration the rotation targets are set for;
   interpolated, co-moving mode);
+  ``rotation-unbatched`` is the same step with all input frames convolved at once (the engine
+  batches them by :data:`flow_escnn.nn.functional.INPUT_BATCH_BYTES`);
 * ``*-naive``: :class:`benchmarks.straightforward.StraightforwardPredictor` with the same weights
   (Python loop over V, escnn convs re-expanded every step).
 
@@ -48,6 +51,7 @@ from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows.flowset import FlowSet  # noqa: E402
 from flow_escnn.flows.transport import GatherTransport  # noqa: E402
 from flow_escnn.models import NextFramePredictor  # noqa: E402
+from flow_escnn.nn import functional as nn_functional  # noqa: E402
 
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter  # noqa: E402
 from benchmarks.straightforward import StraightforwardPredictor  # noqa: E402
@@ -69,6 +73,7 @@ RATIO_KEYS = (
     "rotation_transport_share",
     "bicubic_vs_bilinear_rotation",
     "cubic6_vs_bilinear_rotation",
+    "unbatched_vs_batched_input_rotation",
 )
 #: (ratio, comparison, threshold, device) ; device None = any
 TARGETS = [
@@ -104,7 +109,7 @@ def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredicto
     if kind == "rotation":
         gs = gspaces.rot2dOnR2(8)
         hidden = enn.FieldType(gs, [gs.regular_repr] * max(1, cfg.hidden_channels // 8))
-        flows = FlowSet.rotations(gs, [-1, 0, 1])
+        flows = FlowSet.rotations(gs, [-2, -1, 0, 1, 2])
         kwargs.setdefault("interpolation", "bilinear")  # the straightforward twin's (grid_sample) resampling
     else:
         gs = gspaces.trivialOnR2()
@@ -139,11 +144,13 @@ def _sync(device: str) -> None:
 
 
 class Step:
-    """One training step (zero_grad, forward, MSE, backward, Adam) of a model, with options."""
+    """One training step (zero_grad, forward, MSE, backward, Adam) of a model, with options
+    (``input_batch_bytes``: the engine's :data:`~flow_escnn.nn.functional.INPUT_BATCH_BYTES` for this step)."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, input_batch_bytes: Optional[int] = None) -> None:
         self.model, self.x, self.y, self.amp, self.deterministic = model, x, y, amp, deterministic
+        self.input_batch_bytes = input_batch_bytes
         self.opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         self.losses: List[float] = []
 
@@ -156,7 +163,10 @@ class Step:
 
     def __call__(self) -> None:
         prev = torch.are_deterministic_algorithms_enabled()
+        prev_bytes = nn_functional.INPUT_BATCH_BYTES
         torch.use_deterministic_algorithms(self.deterministic)
+        if self.input_batch_bytes is not None:
+            nn_functional.INPUT_BATCH_BYTES = self.input_batch_bytes
         try:
             self.opt.zero_grad(set_to_none=True)
             loss = self.loss()
@@ -165,6 +175,7 @@ class Step:
             self.losses.append(float(loss.detach()))
         finally:
             torch.use_deterministic_algorithms(prev)
+            nn_functional.INPUT_BATCH_BYTES = prev_bytes
 
 
 def record_floor(step: Step) -> ConvFloor:
@@ -253,6 +264,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
     steps["fernn-checkpoint"] = Step(build_model("fernn", cfg, checkpoint=True), x, y)
     steps["rotation-bicubic"] = Step(build_model("rotation", cfg, interpolation="bicubic"), x, y)
     steps["rotation-cubic6"] = Step(build_model("rotation", cfg, interpolation="cubic6"), x, y)
+    steps["rotation-unbatched"] = Step(build_model("rotation", cfg), x, y, input_batch_bytes=1 << 62)
     floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation")}
     fns: Dict[str, Callable[[], None]] = {**steps, **floors}
     log(f"# timing {len(fns)} functions x {cfg.repeats} repeats (+{cfg.warmup} warm-up) ...")
@@ -272,6 +284,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         "rotation_transport_share": share,
         "bicubic_vs_bilinear_rotation": med["rotation-bicubic"] / med["rotation"],
         "cubic6_vs_bilinear_rotation": med["rotation-cubic6"] / med["rotation"],
+        "unbatched_vs_batched_input_rotation": med["rotation-unbatched"] / med["rotation"],
     }
     dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
     targets = []

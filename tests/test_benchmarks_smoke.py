@@ -156,3 +156,20 @@ def test_memory_projection_orders_the_modes():
     assert rows["checkpoint+bf16"]["b2"] < rows["checkpoint"]["b2"]
     for r in rows.values():
         assert r["projected_b4"] == pytest.approx(r["b1"] + 3 * (r["b2"] - r["b1"]))
+
+
+def test_resample_kernels_compares_equal_products(capsys):
+    """benchmarks/resample_kernels.py at tiny sizes: one finite ratio per interpolation (the script
+    checks itself that both kernels compute the same products) and a well-formed RATIOS line."""
+    from benchmarks import resample_kernels
+    from flow_escnn.flows.tables import INTERPOLATIONS
+
+    ratios = resample_kernels.run(slices=2, grid=8, columns=4, repeats=1)
+    assert set(ratios) == set(INTERPOLATIONS) and all(math.isfinite(r) and r > 0 for r in ratios.values())
+    threads = torch.get_num_threads()
+    try:
+        resample_kernels.main(["--repeats", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.match(r"^RATIOS " + " ".join(rf"csr_vs_embedding_bag_{k}=\S+" for k in INTERPOLATIONS) + "$", last)

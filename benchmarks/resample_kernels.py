@@ -1,0 +1,107 @@
+"""Benchmark: the kernel of an interpolated transport, ``embedding_bag`` (the library's) against a
+sparse CSR product of the same matrix, forward and backward, for each interpolation.
+
+Run from the repository root::
+
+    python -m benchmarks.resample_kernels --threads 1
+
+The shapes are those of one readout transport of ``benchmarks/bench_fernn.py``'s rotation row
+(5 slices of a 28x28 grid, batch 8 x 32 channels as columns). Both kernels compute the same
+products (checked here to 1e-5); times are medians of round-robin rounds. The last line is
+machine readable::
+
+    RATIOS csr_vs_embedding_bag_bilinear=<x> csr_vs_embedding_bag_bicubic=<x> csr_vs_embedding_bag_cubic6=<x>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import Dict, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from flow_escnn._compat import import_escnn  # noqa: E402
+from flow_escnn.flows.element import GridElement  # noqa: E402
+from flow_escnn.flows.resample import block_table, sparse_resample  # noqa: E402
+from flow_escnn.flows.tables import INTERPOLATIONS, spatial_table, transpose_table  # noqa: E402
+
+_escnn, _group, gspaces, _enn = import_escnn()
+
+__all__ = ["run", "main"]
+
+
+def _csr(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> torch.Tensor:
+    rows, k = index.shape
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(torch.arange(0, rows * k + 1, k), index.reshape(-1), weights.reshape(-1),
+                                       size=(rows, n_in), check_invariants=True)
+
+
+def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) -> Dict[str, float]:
+    """``{interpolation: CSR time / embedding_bag time}`` for forward + backward of one transport."""
+    gs = gspaces.rot2dOnR2(8)
+    n = grid * grid
+    ratios: Dict[str, float] = {}
+    for interpolation in INTERPOLATIONS:
+        tables = [spatial_table(GridElement(gs, gs.fibergroup.element(k % 8)), grid, grid, interpolation)
+                  for k in range(1, slices + 1)]
+        k_taps = max(t[0].shape[1] for t in tables)
+        idx = torch.zeros(slices, n, k_taps, dtype=torch.long)
+        wts = torch.zeros(slices, n, k_taps, dtype=torch.float32)
+        t_tabs = [transpose_table(t[0], t[1], n) for t in tables]
+        k2 = max(t[0].shape[1] for t in t_tabs)
+        t_idx = torch.zeros(slices, n, k2, dtype=torch.long)
+        t_wts = torch.zeros(slices, n, k2, dtype=torch.float32)
+        for m, ((i, w, _), (ti, tw)) in enumerate(zip(tables, t_tabs)):
+            idx[m, :, : i.shape[1]], wts[m, :, : w.shape[1]] = torch.from_numpy(i), torch.from_numpy(w)
+            t_idx[m, :, : ti.shape[1]], t_wts[m, :, : tw.shape[1]] = torch.from_numpy(ti), torch.from_numpy(tw)
+        fwd, bwd = block_table(idx, wts, n), block_table(t_idx, t_wts, n)
+        s, s_t = _csr(*fwd, slices * n), _csr(*bwd, slices * n)
+        x = torch.randn(slices * n, columns, requires_grad=True)
+        g = torch.randn(slices * n, columns)
+
+        def bag() -> torch.Tensor:
+            return torch.autograd.grad(sparse_resample(x, fwd, bwd), x, g)[0]
+
+        def csr() -> torch.Tensor:
+            y = s @ x.detach()
+            return y, s_t @ g
+
+        y_csr, g_csr = csr()
+        with torch.no_grad():
+            y_bag = sparse_resample(x, fwd, bwd)
+        if (y_bag - y_csr).abs().max() > 1e-5 or (bag() - g_csr).abs().max() > 1e-5:
+            raise RuntimeError(f"{interpolation}: the two kernels disagree; this benchmark is broken")
+        times: Dict[str, list] = {"bag": [], "csr": []}
+        for r in range(repeats + 1):
+            for name, fn in ((("bag", bag), ("csr", csr)) if r % 2 else (("csr", csr), ("bag", bag))):
+                t0 = time.perf_counter()
+                fn()
+                if r:  # round 0 warms up
+                    times[name].append(time.perf_counter() - t0)
+        ratios[interpolation] = statistics.median(times["csr"]) / statistics.median(times["bag"])
+    return ratios
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--repeats", type=int, default=21)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ratios = run(repeats=a.repeats)
+    print("RATIOS " + " ".join(f"csr_vs_embedding_bag_{k}={v:.4f}" for k, v in ratios.items()), flush=True)
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
