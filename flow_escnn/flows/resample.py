@@ -44,8 +44,9 @@ def block_table(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> Table:
         ``(index, weights)`` of shape ``[m * R, K]``, the indices offset by ``i * n_in`` in block ``i``.
     """
     m, rows, k = index.shape
-    offset = torch.arange(m, device=index.device).view(m, 1, 1) * n_in
-    return (index + offset).reshape(m * rows, k), weights.reshape(m * rows, k)
+    dtype = torch.int32 if m * n_in < 2**31 else torch.int64  # embedding_bag takes either
+    offset = torch.arange(m, device=index.device, dtype=dtype).view(m, 1, 1) * n_in
+    return (index.to(dtype) + offset).reshape(m * rows, k), weights.reshape(m * rows, k)
 
 
 def _product(table: Table, x: torch.Tensor) -> torch.Tensor:

@@ -124,11 +124,11 @@ class GatherTransport(torch.nn.Module):
         else:
             t_idx, t_wts = zip(*(transpose_table(i.numpy(), wt.numpy(), n) for i, wt in zip(index, weights)))
             k2 = max(t.shape[1] for t in t_idx)
-            t_index = np.zeros((self.num_slices, n, k2), dtype=np.int64)
+            t_index = np.zeros((self.num_slices, n, k2), dtype=np.int32)  # pixel numbers: int32 halves the tables
             t_weights = np.zeros((self.num_slices, n, k2), dtype=np.float64)
             for m, (ti, tw) in enumerate(zip(t_idx, t_wts)):
                 t_index[m, :, : ti.shape[1]], t_weights[m, :, : tw.shape[1]] = ti, tw
-            self.register_buffer("index", index.contiguous(), persistent=False)
+            self.register_buffer("index", index.to(torch.int32).contiguous(), persistent=False)
             self.register_buffer("weights", weights.contiguous(), persistent=False)
             self.register_buffer("t_index", torch.from_numpy(t_index), persistent=False)
             self.register_buffer("t_weights", torch.from_numpy(t_weights), persistent=False)
