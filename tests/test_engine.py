@@ -150,20 +150,14 @@ def test_input_dtype_that_differs_from_the_model_is_refused_with_the_fix(dtype):
 
 
 # -- transports ---------------------------------------------------------------------------------------------
-def test_exact_transport_backward_is_a_gather_and_deterministic():
+def test_exact_transport_backward_is_a_gather_and_deterministic(deterministic_grads):
     """The backward of an exact (padded) transport equals autograd's reference and is bitwise
     repeatable; under torch.use_deterministic_algorithms it runs without error."""
     flows = FlowSet.roto_translations(C4, 1, [0, 1])
     plan = TransportPlan(HID, flows.elements(1), (6, 6), pad=1)
     x = torch.randn(2, len(flows), HID.size, 6, 6, dtype=F64, requires_grad=True)
     g = torch.randn(2, len(flows), HID.size, 8, 8, dtype=F64)
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        (a,) = torch.autograd.grad(plan(x), x, g)
-        (b,) = torch.autograd.grad(plan(x), x, g)
-    finally:
-        torch.use_deterministic_algorithms(prev)
+    a, b = deterministic_grads(plan, x, g)
     assert torch.equal(a, b)
     unpadded = TransportPlan(HID, flows.elements(1), (6, 6))
     ref_out = torch.nn.functional.pad(unpadded(x).flatten(0, 1), (1,) * 4, mode="circular")

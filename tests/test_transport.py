@@ -357,7 +357,7 @@ def test_gradcheck(gs, reps, elements, request):
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "cubic6"])
-def test_interpolated_transport_backward_is_deterministic(interpolation, rng):
+def test_interpolated_transport_backward_is_deterministic(interpolation, rng, deterministic_grads):
     """The interpolated backward (a product with the transposed tables, no scatter_add) runs under
     torch.use_deterministic_algorithms, repeats bit for bit, and is the adjoint of the forward."""
     ft = enn.FieldType(C8, [C8.regular_repr])
@@ -365,13 +365,7 @@ def test_interpolated_transport_backward_is_deterministic(interpolation, rng):
                          interpolation=interpolation, pad=1)
     x = torch.randn(2, 2, ft.size, 7, 7, dtype=torch.float64, generator=rng, requires_grad=True)
     g = torch.randn(2, 2, ft.size, 9, 9, dtype=torch.float64, generator=rng)
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        (a,) = torch.autograd.grad(plan(x), x, g)
-        (b,) = torch.autograd.grad(plan(x), x, g)
-    finally:
-        torch.use_deterministic_algorithms(prev)
+    a, b = deterministic_grads(plan, x, g)
     assert torch.equal(a, b)
     # adjoint: <S x, g> = <x, S^T g> for an independent x
     z = torch.randn(x.shape, dtype=torch.float64, generator=rng)

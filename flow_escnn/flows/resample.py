@@ -15,10 +15,11 @@ with per-sample weights): for every output row, the weighted sum of ``K`` input 
 backward pass is the same call with the transposed tables (``S^T``, padded to a fixed
 number of taps with zero weights): no ``scatter_add``, deterministic on every device.
 
-Why not a sparse CSR product: on our 2-core CPU a CSR product of the same matrix
-(``torch.sparse_csr_tensor @ dense``) measured 2.4 ms against 1.1 ms here for 16 taps
-(2,700 x 2,352 rows, 256 columns), because torch's CSR path zero-fills and copies its
-output around the kernel; see ``benchmarks/README.md``.
+Why not a sparse CSR product (``torch.sparse_csr_tensor @ dense``, this module's previous
+kernel): torch's CPU path zero-fills and copies its output around the MKL kernel, and
+``python -m benchmarks.resample_kernels --threads 1`` measured it 4.8x (bilinear), 3.3x
+(bicubic) and 2.4x (cubic6) slower than ``embedding_bag`` for the same forward + backward
+products on our 2-core CPU (``benchmarks/README.md``).
 
 In float16 / bfloat16 (and under ``torch.autocast``) the product runs in float32 and the
 result is cast back: the weights of a high-order kernel do not survive half precision.

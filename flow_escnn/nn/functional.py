@@ -57,11 +57,12 @@ class InputBatches:
     """The input terms of ``given`` frames, computed ``chunk`` frames at a time when first asked for.
 
     ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1; calls must
-    ask for ``i = 0, 1, ...`` in order. Why batches rather than all frames at once: one
-    ``[B, T, V, G, H, W]`` tensor (and its stacked gradient) is what a CPU step paid most for,
-    because glibc maps every allocation above 32 MiB fresh from the OS, a page fault per 4 KiB
-    on first touch (``benchmarks/README.md``, "Input batches"); batches also bound the memory of
-    long sequences.
+    ask for ``i = 0, 1, ...`` in order. Why batches rather than all frames at once: in the
+    co-moving mode the input terms of all frames are a ``[B, T, V, G, H, W]`` tensor (and so is
+    its gradient), which grows with the sequence; batched, a step holds at most
+    :data:`INPUT_BATCH_BYTES` of them (the C8 rotation step of ``benchmarks/bench_fernn.py``:
+    peak 305 instead of 328 MiB). Its speed did not change measurably on our CPU
+    (``benchmarks/README.md``, "Input batches").
     """
 
     def __init__(self, compute: Callable[[int, int], torch.Tensor], given: int, chunk: int) -> None:
