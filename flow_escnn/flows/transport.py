@@ -39,6 +39,7 @@ Exactness
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -212,7 +213,7 @@ class GatherTransport(torch.nn.Module):
         :mod:`flow_escnn.flows.resample`): channel permutation, then one fixed-tap product for all slices."""
         c, n = self.channels, self.height * self.width
         n_out = self.pad_map.numel()
-        m, batch = int(np.prod(s_shape)), int(np.prod(lead))
+        m, batch = math.prod(s_shape), math.prod(lead)  # plain Python ints (np.prod broke torch.compile graphs)
         xs = x.reshape(batch, m * c, n)
         if self.perm is not None:
             # channel permutations commute with the spatial resampling: permute whole channel rows first
