@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,9 +30,10 @@ import torch  # noqa: E402
 from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows.element import GridElement  # noqa: E402
 from flow_escnn.flows.resample import block_table, sparse_resample  # noqa: E402
-from flow_escnn.flows.tables import INTERPOLATIONS, spatial_table, transpose_table  # noqa: E402
+from flow_escnn.flows.tables import INTERPOLATIONS  # noqa: E402
+from flow_escnn.flows.transport import TransportPlan  # noqa: E402
 
-_escnn, _group, gspaces, _enn = import_escnn()
+_escnn, _group, gspaces, enn = import_escnn()
 
 __all__ = ["run", "main"]
 
@@ -41,29 +42,22 @@ def _csr(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> torch.Tensor:
     rows, k = index.shape
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(torch.arange(0, rows * k + 1, k), index.reshape(-1), weights.reshape(-1),
+        return torch.sparse_csr_tensor(torch.arange(0, rows * k + 1, k, dtype=index.dtype), index.reshape(-1), weights.reshape(-1),
                                        size=(rows, n_in), check_invariants=False)
 
 
 def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) -> Dict[str, float]:
     """``{interpolation: CSR time / embedding_bag time}`` for forward + backward of one transport."""
     gs = gspaces.rot2dOnR2(8)
+    field = enn.FieldType(gs, [gs.trivial_repr])
     n = grid * grid
     ratios: Dict[str, float] = {}
     for interpolation in INTERPOLATIONS:
-        tables = [spatial_table(GridElement(gs, gs.fibergroup.element(k % 8)), grid, grid, interpolation)
-                  for k in range(1, slices + 1)]
-        k_taps = max(t[0].shape[1] for t in tables)
-        idx = torch.zeros(slices, n, k_taps, dtype=torch.long)
-        wts = torch.zeros(slices, n, k_taps, dtype=torch.float32)
-        t_tabs = [transpose_table(t[0], t[1], n) for t in tables]
-        k2 = max(t[0].shape[1] for t in t_tabs)
-        t_idx = torch.zeros(slices, n, k2, dtype=torch.long)
-        t_wts = torch.zeros(slices, n, k2, dtype=torch.float32)
-        for m, ((i, w, _), (ti, tw)) in enumerate(zip(tables, t_tabs)):
-            idx[m, :, : i.shape[1]], wts[m, :, : w.shape[1]] = torch.from_numpy(i), torch.from_numpy(w)
-            t_idx[m, :, : ti.shape[1]], t_wts[m, :, : tw.shape[1]] = torch.from_numpy(ti), torch.from_numpy(tw)
-        fwd, bwd = block_table(idx, wts, n), block_table(t_idx, t_wts, n)
+        # the library's own tables (padded to a fixed number of taps, and transposed) for the slices
+        plan = TransportPlan(field, [GridElement(gs, gs.fibergroup.element(k % 8)) for k in range(1, slices + 1)],
+                             (grid, grid), interpolation=interpolation)
+        fwd = block_table(plan.index, plan.weights.float(), n)
+        bwd = block_table(plan.t_index, plan.t_weights.float(), n)
         s, s_t = _csr(*fwd, slices * n), _csr(*bwd, slices * n)
         x = torch.randn(slices * n, columns, requires_grad=True)
         g = torch.randn(slices * n, columns)
@@ -71,7 +65,7 @@ def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) 
         def bag() -> torch.Tensor:
             return torch.autograd.grad(sparse_resample(x, fwd, bwd), x, g)[0]
 
-        def csr() -> torch.Tensor:
+        def csr() -> Tuple[torch.Tensor, torch.Tensor]:
             y = s @ x.detach()
             return y, s_t @ g
 

@@ -214,3 +214,8 @@ def test_input_terms_in_batches_change_nothing(mode):
     assert [float(good(i)) for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
     skipping = InputBatches(lambda i, k: terms[:, i + 1 : i + 1 + k], 4, 2)
     assert [float(skipping(i)) for i in range(4)] != [0.0, 1.0, 2.0, 3.0]
+    # a frame of the kept batch is the same tensor again (frame 0 gives the dtype, then its update)
+    calls = []
+    batches = InputBatches(lambda i, k: calls.append(i) or terms[:, i : i + k], 5, 2)
+    assert batches(0) is batches(0) and [float(batches(i)) for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert calls == [0, 2, 4]

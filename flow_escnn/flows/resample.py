@@ -17,9 +17,9 @@ number of taps with zero weights): no ``scatter_add``, deterministic on every de
 
 Why not a sparse CSR product (``torch.sparse_csr_tensor @ dense``, this module's previous
 kernel): torch's CPU path zero-fills and copies its output around the MKL kernel, and
-``python -m benchmarks.resample_kernels --threads 1`` measured it 4.8x (bilinear), 3.3x
-(bicubic) and 2.4x (cubic6) slower than ``embedding_bag`` for the same forward + backward
-products on our 2-core CPU (``benchmarks/README.md``).
+``python -m benchmarks.resample_kernels --threads 1`` measured it 3.4x (bilinear), 3.0-3.5x
+(bicubic) and 2.4-2.7x (cubic6) slower than ``embedding_bag`` for the same forward + backward
+products on our 2-core CPU, in two runs (``benchmarks/README.md``).
 
 In float16 / bfloat16 (and under ``torch.autocast``) the product runs in float32 and the
 result is cast back: the weights of a high-order kernel do not survive half precision.

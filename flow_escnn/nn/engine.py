@@ -334,11 +334,10 @@ class Recurrence(torch.nn.Module):
             given = min(n, max(0, t_in - t0))
             input_term = InputBatches(lambda i, k: self.input_terms(0, x[:, t0 + i : t0 + i + k], weights, t0 + i),
                                       given, per_batch)
-            first = input_term(0) if given else None
             if flat:
                 st = self._unflatten(flat)
             else:  # zero initial state, in the dtype the convolutions produce (autocast)
-                st = self.zero_state(b, first.dtype if first is not None else x.dtype, x.device)
+                st = self.zero_state(b, input_term(0).dtype if given else x.dtype, x.device)
             outs, preds = [], []
             last = len(self.layers) - 1
             for i in range(n):
@@ -352,10 +351,7 @@ class Recurrence(torch.nn.Module):
                     preds.append(guess)
                 if t >= n_updates:
                     continue
-                if t < t_in:
-                    u = first if i == 0 else input_term(i)
-                else:
-                    u = self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
+                u = input_term(i) if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:

@@ -3,7 +3,7 @@ input-term batches."""
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +56,9 @@ def frames_per_batch(chunk: Optional[int], frame_bytes: int) -> int:
 class InputBatches:
     """The input terms of ``given`` frames, computed ``chunk`` frames at a time when first asked for.
 
-    ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1; calls must
-    ask for ``i = 0, 1, ...`` in order. Why batches rather than all frames at once: in the
+    ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1. Only the
+    batch of the frame asked for last is kept, so ask in increasing order (asking again for a
+    frame of that batch returns the same tensor; an earlier frame recomputes its batch). Why batches rather than all frames at once: in the
     co-moving mode the input terms of all frames are a ``[B, T, V, G, H, W]`` tensor (and so is
     its gradient), which grows with the sequence; batched, a step holds at most
     :data:`INPUT_BATCH_BYTES` of them (the C8 rotation step of ``benchmarks/bench_fernn.py``:
@@ -67,9 +68,10 @@ class InputBatches:
 
     def __init__(self, compute: Callable[[int, int], torch.Tensor], given: int, chunk: int) -> None:
         self.compute, self.given, self.chunk = compute, int(given), int(chunk)
-        self.pending: List[torch.Tensor] = []
+        self.start: int = 0
+        self.batch: Tuple[torch.Tensor, ...] = ()
 
     def __call__(self, i: int) -> torch.Tensor:
-        if not self.pending:
-            self.pending.extend(self.compute(i, min(self.chunk, self.given - i)).unbind(1))
-        return self.pending.pop(0)
+        if not self.start <= i < self.start + len(self.batch):
+            self.start, self.batch = i, self.compute(i, min(self.chunk, self.given - i)).unbind(1)
+        return self.batch[i - self.start]
