@@ -1,4 +1,9 @@
-"""Memory meters and the conv-only floor used by the benchmark (plain torch, no flow_escnn)."""
+"""Memory meters and the conv-only floor used by the benchmark.
+
+The floor replays the step's convolutions with the functions the step called: ``F.conv2d``, or
+:func:`flow_escnn.nn.functional.conv2d` (the same convolution; an im2col GEMM for inputs with at
+most two channels on the CPU), so it neither misses nor slows down the layer-0 input convolutions.
+"""
 from __future__ import annotations
 
 import weakref
@@ -9,6 +14,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+from flow_escnn.nn.functional import conv2d as library_conv2d
 
 __all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor"]
 
@@ -91,7 +98,8 @@ class LiveTensorMeter(TorchDispatchMode):
 
 
 class ConvRecorder(TorchFunctionMode):
-    """Records every ``conv2d`` call made while active: shapes, dtypes, flags and arguments."""
+    """Records every ``conv2d`` call made while active (``F.conv2d`` and the library's): function, shapes,
+    dtypes, flags and arguments."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,12 +107,14 @@ class ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d):
+        if func in (F.conv2d, torch.conv2d, library_conv2d):
             x, w = args[0], args[1]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
-            rest = dict(zip(("stride", "padding", "dilation", "groups"), args[3:]))
+            names = ("padding",) if func is library_conv2d else ("stride", "padding", "dilation", "groups")
+            rest = dict(zip(names, args[3:]))
             rest.update({k: v for k, v in kwargs.items() if k != "bias"})
             self.calls.append(dict(
+                fn=library_conv2d if func is library_conv2d else F.conv2d,
                 input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype, device=x.device,
                 weight=tuple(w.shape), bias=b is not None, kwargs=rest,
             ))
@@ -128,18 +138,18 @@ class ConvFloor:
             x = torch.randn(c["input"], generator=g, dtype=dt).to(dev).requires_grad_(c["input_grad"])
             w = torch.randn(c["weight"], generator=g, dtype=dt).to(dev).requires_grad_()
             b = torch.randn(c["weight"][0], generator=g, dtype=dt).to(dev).requires_grad_() if c["bias"] else None
-            self.items.append((x, w, b, c["kwargs"]))
+            self.items.append((c["fn"], x, w, b, c["kwargs"]))
         self.grads: List[torch.Tensor] = []
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __call__(self) -> None:
-        outs = [F.conv2d(x, w, b, **kw) for x, w, b, kw in self.items]
+        outs = [fn(x, w, b, **kw) for fn, x, w, b, kw in self.items]
         if not self.grads:
             self.grads = [torch.ones_like(o) for o in outs]
         torch.autograd.backward(outs, [g.to(o.dtype) for g, o in zip(self.grads, outs)])
-        for x, w, b, _ in self.items:
+        for _, x, w, b, _ in self.items:
             for t in (x, w, b):
                 if t is not None:
                     t.grad = None

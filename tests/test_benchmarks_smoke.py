@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmarks import bench_fernn
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter
@@ -25,6 +26,7 @@ from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.models import NextFramePredictor
 from flow_escnn.nn import FERNN
+from flow_escnn.nn.functional import conv2d as library_conv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -78,10 +80,12 @@ def test_conv_floor_replays_the_recorded_convolutions():
     with ConvRecorder() as rec:
         conv(x)
         torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 1)
-    assert [c["input"] for c in rec.calls] == [(4, 2, 5, 5)] * 2 and [c["bias"] for c in rec.calls] == [True, False]
+        library_conv2d(x, conv.weight, conv.bias, 1)  # the library's (thin CPU inputs: an im2col GEMM)
+    assert [c["input"] for c in rec.calls] == [(4, 2, 5, 5)] * 3 and [c["bias"] for c in rec.calls] == [True, False, True]
+    assert [c["fn"] for c in rec.calls] == [F.conv2d, F.conv2d, library_conv2d] and rec.calls[2]["kwargs"] == {"padding": 1}
     floor = ConvFloor(rec.calls)
     floor()
-    assert len(floor) == 2 and all(x.grad is None for x, *_ in floor.items)
+    assert len(floor) == 3 and all(x.grad is None for _, x, *_ in floor.items)
 
 
 @pytest.mark.parametrize("kind", ["fernn", "rotation"])
@@ -173,3 +177,19 @@ def test_resample_kernels_compares_equal_products(capsys):
         torch.set_num_threads(threads)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.match(r"^RATIOS " + " ".join(rf"csr_vs_embedding_bag_{k}=\S+" for k in INTERPOLATIONS) + "$", last)
+
+
+def test_step_kernels_compares_equal_results(capsys):
+    """benchmarks/step_kernels.py at tiny sizes: finite ratios (the script checks itself that both sides
+    agree) and a well-formed RATIOS line."""
+    from benchmarks import step_kernels
+
+    ratios = step_kernels.run(batch=1, slices=2, channels=4, grid=6, repeats=1)
+    assert len(ratios) == 5 and all(math.isfinite(r) and r > 0 for r in ratios.values())
+    threads = torch.get_num_threads()
+    try:
+        step_kernels.main(["--repeats", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+$", last)

@@ -16,6 +16,7 @@ import torch
 
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, GridElement, TransportPlan, flow_sequence, transport
+from flow_escnn.flows.transport import GatherTransport
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)
@@ -354,6 +355,37 @@ def test_gradcheck(gs, reps, elements, request):
     x = torch.randn(1, len(elems), ft.size, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(plan, (x,), eps=1e-6, atol=1e-8)
+
+
+def test_interpolated_plan_shares_tables_of_equal_elements(rng):
+    """Slices with equal elements share one interpolation table (a co-moving plan over T*V elements
+    holds few distinct ones), and the shared plan transports every slice, window and row selection
+    exactly as one-element plans do, forward and backward."""
+    ft = enn.FieldType(C8, [C8.regular_repr])
+    ks = [1, 3, 1, 0, 3, 5, 1]
+    elems = [GridElement(C8, C8.fibergroup.element(k)) for k in ks]
+    plan = TransportPlan(ft, elems, (7, 7), interpolation="bicubic", pad=1)
+    assert plan.num_slices == 7 and plan.index.shape[0] == len(set(ks)) == plan.t_index.shape[0]
+    assert plan.table_rows.tolist() == [0, 1, 0, 2, 1, 3, 0]
+    x = torch.randn(2, len(elems), ft.size, 7, 7, dtype=torch.float64, generator=rng, requires_grad=True)
+    g = torch.randn(2, len(elems), ft.size, 9, 9, dtype=torch.float64, generator=rng)
+    single = [TransportPlan(ft, [e], (7, 7), interpolation="bicubic", pad=1) for e in elems]
+    want = torch.cat([p(x[:, m : m + 1]) for m, p in enumerate(single)], 1)
+    assert torch.equal(plan(x), want)
+    assert torch.equal(plan(x[:, 2:5], start=2), want[:, 2:5])
+    rows = torch.tensor([[5, 0], [2, 2]])
+    assert torch.equal(plan(x[:, :1].unsqueeze(1), rows=rows), torch.stack(
+        [torch.cat([single[r](x[:, :1]) for r in row.tolist()], 1) for row in rows], 1))
+    # backward: the transposed tables of a single plan are padded to fewer taps (another summation order)
+    grad, grad_want = torch.autograd.grad(plan(x), x, g)[0], torch.autograd.grad(want, x, g)[0]
+    assert float((grad - grad_want).abs().max()) <= 1e-12
+    # control: the same comparison flags tables assigned to the wrong slices
+    wrong = GatherTransport(plan.index.long(), plan.weights, plan.perm, None, ft.size, (7, 7), pad=1,
+                            table_rows=plan.table_rows.roll(1))
+    assert not torch.allclose(wrong(x), want)
+    with pytest.raises(ValueError, match="table_rows must be 7 rows of 0..3"):
+        GatherTransport(plan.index.long(), plan.weights, plan.perm, None, ft.size, (7, 7), pad=1,
+                        table_rows=torch.tensor([0, 1, 4, 0, 0, 0, 0]))
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "cubic6"])

@@ -87,6 +87,9 @@ class GatherTransport(torch.nn.Module):
         channels: ``C``.
         grid_shape: ``(H, W)`` of the *input* (unpadded) grid.
         pad: circular padding of the output.
+        table_rows: interpolated tables only: ``None`` (row ``m`` of ``index`` / ``weights`` serves slice
+            ``m``) or ``[M]`` long, the row of ``index`` / ``weights`` serving slice ``m``, so slices whose
+            elements move pixels alike share one table (:class:`TransportPlan` passes it).
 
     Shapes:
         ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns ``[..., M, C, H+2p, W+2p]``.
@@ -104,11 +107,14 @@ class GatherTransport(torch.nn.Module):
         channels: int,
         grid_shape: Tuple[int, int],
         pad: int = 0,
+        table_rows: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
         h, w = int(grid_shape[0]), int(grid_shape[1])
         self.height, self.width, self.pad, self.channels = h, w, int(pad), int(channels)
-        self.num_slices = int(index.shape[0])
+        if table_rows is not None and weights is None:
+            raise ValueError("table_rows shares interpolated tables; exact tables take one row per slice")
+        self.num_slices = int(index.shape[0] if table_rows is None else table_rows.shape[0])
         n, n_out = h * w, (h + 2 * self.pad) * (w + 2 * self.pad)
         if index.shape[1] != n_out:
             raise ValueError(f"expected tables with {n_out} output pixels, got {tuple(index.shape)}")
@@ -125,14 +131,18 @@ class GatherTransport(torch.nn.Module):
         else:
             t_idx, t_wts = zip(*(transpose_table(i.numpy(), wt.numpy(), n) for i, wt in zip(index, weights)))
             k2 = max(t.shape[1] for t in t_idx)
-            t_index = np.zeros((self.num_slices, n, k2), dtype=np.int32)  # pixel numbers: int32 halves the tables
-            t_weights = np.zeros((self.num_slices, n, k2), dtype=np.float64)
+            t_index = np.zeros((len(t_idx), n, k2), dtype=np.int32)  # pixel numbers: int32 halves the tables
+            t_weights = np.zeros((len(t_idx), n, k2), dtype=np.float64)
             for m, (ti, tw) in enumerate(zip(t_idx, t_wts)):
                 t_index[m, :, : ti.shape[1]], t_weights[m, :, : tw.shape[1]] = ti, tw
             self.register_buffer("index", index.to(torch.int32).contiguous(), persistent=False)
             self.register_buffer("weights", weights.contiguous(), persistent=False)
             self.register_buffer("t_index", torch.from_numpy(t_index), persistent=False)
             self.register_buffer("t_weights", torch.from_numpy(t_weights), persistent=False)
+            rows = torch.arange(len(t_idx)) if table_rows is None else table_rows.to(torch.int64)
+            if rows.shape != (self.num_slices,) or int(rows.min()) < 0 or int(rows.max()) >= len(t_idx):
+                raise ValueError(f"table_rows must be {self.num_slices} rows of 0..{len(t_idx) - 1}, got {list(rows.shape)}")
+            self.register_buffer("table_rows", rows, persistent=False)
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("perm_inverse", None if perm is None else inverse_permutation(perm), persistent=False)
         self.register_buffer("rho", rho, persistent=False)
@@ -208,6 +218,14 @@ class GatherTransport(torch.nn.Module):
         ch_inv = channels(self._select(self.perm_inverse, sel), inv[..., :1])
         return {"index": flat(ch, index, n), "inverse": flat(ch_inv, inv, n_out)}
 
+    def interpolation_tables(self, sel: Any = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']`` of the
+        selected slices (all, a slice, or a long tensor of rows) of an interpolated transport."""
+        if self.exact:
+            raise ValueError("an exact transport has no interpolation tables")
+        rows = self._select(self.table_rows, sel).reshape(-1)
+        return tuple(t.index_select(0, rows) for t in (self.index, self.weights, self.t_index, self.t_weights))  # type: ignore[return-value]
+
     def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...]) -> torch.Tensor:
         """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (module docstring of
         :mod:`flow_escnn.flows.resample`): channel permutation, then one fixed-tap product for all slices."""
@@ -222,10 +240,7 @@ class GatherTransport(torch.nn.Module):
             inverse = (self._select(self.perm_inverse, sel).reshape(m, c) + offset).reshape(-1)
             xs = permute_rows(xs, perm, inverse)
         rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
-        index = self._select(self.index, sel).reshape(m, n_out, -1)
-        weights = self._select(self.weights, sel).reshape(m, n_out, -1)
-        t_index = self._select(self.t_index, sel).reshape(m, n, -1)
-        t_weights = self._select(self.t_weights, sel).reshape(m, n, -1)
+        index, weights, t_index, t_weights = self.interpolation_tables(sel)
         out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
         return out.view(m, n_out, batch, c).permute(2, 0, 3, 1).reshape(*lead, *s_shape, c * n_out)
 
@@ -340,12 +355,18 @@ class TransportPlan(GatherTransport):
                 spatial[e] = spatial_table(e, h, w, interpolation)
             if e.g not in fiber:
                 fiber[e.g] = np.asarray(field_type.representation(e.g), dtype=np.float64)
-        tables = [spatial[e] for e in elements]
-        exact = all(t[2] for t in tables)
+        exact = all(spatial[e][2] for e in elements)
+        if exact:  # exact tables: one row per slice (the channel-materialised executors index them so)
+            tables, table_rows = [spatial[e] for e in elements], None
+        else:  # interpolated: one table per distinct element, shared by its slices (a co-moving plan
+            # over T*V elements holds few distinct rotations: C36 with |V| = 9 over 20 frames, 36 of 180)
+            first = {e: i for i, e in enumerate(dict.fromkeys(elements))}
+            tables = [spatial[e] for e in first]
+            table_rows = torch.tensor([first[e] for e in elements], dtype=torch.int64)
         k = 1 if exact else max(t[0].shape[1] for t in tables)
         padmap = pad_index(h, w, pad).numpy()
-        idx = np.zeros((len(elements), padmap.size, k), dtype=np.int64)
-        wts = np.zeros((len(elements), padmap.size, k), dtype=np.float64)
+        idx = np.zeros((len(tables), padmap.size, k), dtype=np.int64)
+        wts = np.zeros((len(tables), padmap.size, k), dtype=np.float64)
         for m, (ti, tw, _) in enumerate(tables):
             idx[m, :, : ti.shape[1]] = ti[padmap]
             wts[m, :, : tw.shape[1]] = tw[padmap]
@@ -365,4 +386,5 @@ class TransportPlan(GatherTransport):
             channels,
             (h, w),
             pad,
+            table_rows,
         )

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights
-from flow_escnn.nn.functional import conv_same
+from flow_escnn.nn.functional import conv2d, conv_same
 from flow_escnn.nn.pooling import reduce_velocities
 
 __all__ = [
@@ -100,7 +100,7 @@ def run_decoder(
     """
     for i in range(layers):
         w, b = weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias")
-        z = F.conv2d(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
+        z = conv2d(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
         if i < layers - 1:
             z = torch.relu(z)
     return output_activation(z, activation)

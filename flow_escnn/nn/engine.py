@@ -52,7 +52,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.transport import GatherTransport
-from flow_escnn.nn.functional import InputBatches, check_dtype, conv_same, frames_per_batch, segment_length
+from flow_escnn.nn.functional import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES
 from flow_escnn.nn.updates import CELL_KINDS, field_nonlinearity
 
@@ -200,7 +200,7 @@ class Recurrence(torch.nn.Module):
             xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, H+2p, W+2p]
             v = self.num_flows
             flat = xp.reshape(b * n * v, *xp.shape[-3:])
-            out = F.conv2d(flat, uw, ub) if spec.pad else F.conv2d(flat, uw, ub, padding=uw.shape[-1] // 2)
+            out = conv2d(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
         else:
             pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
@@ -244,7 +244,7 @@ class Recurrence(torch.nn.Module):
         spec = self.layers[l]
         ww = weights[f"l{l}_w_weight"]
         b, v, c, h, w = moved.state[0].shape
-        bt = F.conv2d(moved.conv_input, ww) if spec.pad else F.conv2d(moved.conv_input, ww, padding=ww.shape[-1] // 2)
+        bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
         bt = bt.view(b, v, bt.shape[1], h, w)
         if spec.kind == "grnn_plus":
             bt = self._velocity_kernel(l, bt, weights)

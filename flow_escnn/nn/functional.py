@@ -1,4 +1,4 @@
-"""Plain-torch helpers of the recurrence engine: padded convolution, dtype check, checkpoint segments,
+"""Plain-torch helpers of the recurrence engine: convolution, dtype check, checkpoint segments,
 input-term batches."""
 from __future__ import annotations
 
@@ -7,13 +7,53 @@ from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function
 
 from flow_escnn.flows.gather import CircularPad, circular_pad
 
-__all__ = ["conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch", "InputBatches"]
+__all__ = ["conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch", "InputBatches"]
 
 #: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
 INPUT_BATCH_BYTES = 16 * 2**20
+#: CPU convolutions with at most this many input channels run as im2col + batched GEMM (:func:`conv2d`).
+IM2COL_MAX_CHANNELS = 2
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
+    """Stride-1, ungrouped ``torch.nn.functional.conv2d`` of ``x [N, C, H, W]`` (zero ``padding``).
+
+    On the CPU, an input with at most :data:`IM2COL_MAX_CHANNELS` channels (the frames entering
+    layer 0) is convolved as one batched GEMM on its ``C k^2`` shifted views,
+
+    .. math::
+        y_n = b + W_{[C_{out},\\, C k^2]}\\, \\mathrm{cols}(x_n)_{[C k^2,\\, H' W']},
+
+    the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``). Why:
+    oneDNN handles such thin inputs badly, above all their weight gradient.
+    ``python -m benchmarks.step_kernels --threads 1`` on our 2-core CPU, forward + weight gradient,
+    3x3 into 32 channels, two runs: ``conv2d`` took 3.0-3.7x this path's time for ``[40, 1, 30, 30]``
+    (the rotation row's layer-0 inputs), 2.6-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
+    channels and 1.03-1.05x for four (the crossover, so the threshold stays at two). Other devices
+    always use ``conv2d`` (cuDNN was not measured against this path).
+    """
+    if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
+        return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding)
+    if x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS or x.dim() != 4:
+        return F.conv2d(x, weight, bias, padding=padding)
+    if padding:
+        x = F.pad(x, (padding,) * 4)
+    n, c, h, w = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    if c_in != c:
+        raise ValueError(f"conv2d: the input has {c} channels but the filter expects {c_in} (weight {list(weight.shape)})")
+    ho, wo = h - kh + 1, w - kw + 1
+    cols = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
+    filt = weight.reshape(1, c_out, c * kh * kw).expand(n, -1, -1)
+    if bias is None:
+        y = torch.bmm(filt, cols)
+    else:
+        y = torch.baddbmm(bias.reshape(1, c_out, 1).expand(n, -1, 1), filt, cols)
+    return y.view(n, c_out, ho, wo)
 
 
 def conv_same(
@@ -24,8 +64,8 @@ def conv_same(
     :class:`~flow_escnn.flows.gather.CircularPad` for the grid, or built here) or zero padding."""
     p = weight.shape[-1] // 2
     if padding_mode == "circular":
-        return F.conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
-    return F.conv2d(x, weight, bias, padding=p)
+        return conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
+    return conv2d(x, weight, bias, padding=p)
 
 
 def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:

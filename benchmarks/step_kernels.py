@@ -1,0 +1,89 @@
+"""Benchmark: two kernels of the recurrence step against the plain torch call they replace.
+
+Run from the repository root::
+
+    python -m benchmarks.step_kernels --threads 1
+
+* ``thin_conv``: :func:`flow_escnn.nn.functional.conv2d` (im2col + batched GEMM for inputs with at
+  most :data:`~flow_escnn.nn.functional.IM2COL_MAX_CHANNELS` channels on the CPU) against
+  ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input convolutions of
+  ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]`` into 32
+  channels, 3x3), and on 2 and 4 input channels (the crossover).
+* ``max_over_v``: :func:`flow_escnn.nn.pooling.reduce_velocities` (``"max"``) against
+  ``x.max(dim=-4).values``, forward + backward, on one readout of that row (``[8, 5, 32, 28, 28]``).
+
+Both sides compute the same values (checked here); times are medians of alternating rounds. The
+last line is machine readable (``<plain>_vs_<library>``, above 1 where the library is faster)::
+
+    RATIOS conv2d_vs_im2col_c1_n40=<x> conv2d_vs_im2col_c1_n160=<x> ... max_vs_max_over_v=<x>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from flow_escnn.nn.functional import conv2d  # noqa: E402
+from flow_escnn.nn.pooling import reduce_velocities  # noqa: E402
+
+__all__ = ["run", "main"]
+
+
+def _ratio(plain: Callable[[], torch.Tensor], library: Callable[[], torch.Tensor], repeats: int) -> float:
+    """Median time of ``plain`` / median time of ``library`` (alternating, after one warm-up round)."""
+    times: Dict[str, list] = {"plain": [], "library": []}
+    for r in range(repeats + 1):
+        for name, fn in ((("plain", plain), ("library", library)) if r % 2 else (("library", library), ("plain", plain))):
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["plain"]) / statistics.median(times["library"])
+
+
+def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, repeats: int = 11) -> Dict[str, float]:
+    """``{name: plain time / library time}``; raises RuntimeError when the two sides disagree."""
+    g = torch.Generator().manual_seed(0)
+    ratios: Dict[str, float] = {}
+    for c_in, n in ((1, batch * slices), (1, 4 * batch * slices), (2, batch * slices), (4, batch * slices)):
+        x = torch.randn(n, c_in, grid + 2, grid + 2, generator=g)
+        w = torch.randn(channels, c_in, 3, 3, generator=g, requires_grad=True)
+        b = torch.randn(channels, generator=g, requires_grad=True)
+        gy = torch.randn(n, channels, grid, grid, generator=g)
+        if (conv2d(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
+            raise RuntimeError(f"conv2d disagrees with F.conv2d for {c_in} input channels; this benchmark is broken")
+        ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = _ratio(
+            lambda: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
+            lambda: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
+    h = torch.randn(batch, slices, channels, grid, grid, generator=g, requires_grad=True)
+    gh = torch.randn(batch, channels, grid, grid, generator=g)
+    if not torch.equal(reduce_velocities(h, "max"), h.max(dim=-4).values):
+        raise RuntimeError("reduce_velocities disagrees with max(dim=-4); this benchmark is broken")
+    ratios["max_vs_max_over_v"] = _ratio(lambda: torch.autograd.grad(h.max(dim=-4).values, h, gh),
+                                         lambda: torch.autograd.grad(reduce_velocities(h, "max"), h, gh), repeats)
+    return ratios
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--repeats", type=int, default=11)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ratios = run(repeats=a.repeats)
+    print("RATIOS " + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()), flush=True)
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The step's replacement kernels against the torch calls they replace: the thin-input convolution
+(:func:`flow_escnn.nn.functional.conv2d`) and the max over V (:func:`~flow_escnn.nn.pooling.reduce_velocities`).
+
+Both must give the plain call's values and gradients: the convolution to float64 rounding, the max
+bit for bit (same values, gradient at the same first maximal slice). Each comparison is shown to
+flag a wrong kernel (a control).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flow_escnn.nn import functional as nnf
+from flow_escnn.nn.functional import IM2COL_MAX_CHANNELS, conv2d
+from flow_escnn.nn.pooling import reduce_velocities
+
+
+def _conv_grads(fn, x, w, b, gy):
+    y = fn(x, w, b)
+    return (y, *torch.autograd.grad(y, [t for t in (x, w, b) if t is not None], gy))
+
+
+def _max_diff(a, b):
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("c_in", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_thin_conv_matches_conv2d(c_in, padding, bias, monkeypatch):
+    g = torch.Generator().manual_seed(c_in + 3 * padding)
+    k = 2 * padding + 1 if padding else 3
+    x = torch.randn(3, c_in, 9, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, c_in, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    gy = torch.randn(F.conv2d(x, w, b, padding=padding).shape, generator=g, dtype=torch.float64)
+    want = _conv_grads(lambda *a: F.conv2d(*a, padding=padding), x, w, b, gy)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("thin inputs must not reach F.conv2d on the CPU")
+
+    monkeypatch.setattr(nnf.F, "conv2d", refuse)  # proves the im2col path ran
+    got = _conv_grads(lambda *a: conv2d(*a, padding=padding), x, w, b, gy)
+    assert _max_diff(got, want) < 1e-12
+    # control: the same comparison flags a kernel that reads the filter flipped
+    bad = _conv_grads(lambda x_, w_, b_: conv2d(x_, w_.flip(-1, -2), b_, padding=padding), x, w, b, gy)
+    assert _max_diff(bad, want) > 1e-3
+
+
+def test_thick_conv_is_conv2d():
+    x = torch.randn(2, IM2COL_MAX_CHANNELS + 1, 7, 7)
+    w = torch.randn(4, IM2COL_MAX_CHANNELS + 1, 3, 3)
+    assert torch.equal(conv2d(x, w, None, padding=1), F.conv2d(x, w, None, padding=1))
+
+
+def test_thin_conv_float32_close_to_conv2d():
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(4, 1, 30, 30, generator=g), torch.randn(32, 1, 3, 3, generator=g), torch.randn(32, generator=g)
+    ref = F.conv2d(x, w, b)
+    assert float((conv2d(x, w, b) - ref).abs().max() / ref.abs().max()) < 1e-6
+
+
+def test_thin_conv_refuses_a_channel_mismatch():
+    with pytest.raises(ValueError, match="2 channels but the filter expects 1"):
+        conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(3, 1, 3, 3))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4, 4), (2, 3, 4, 3, 4, 4), (4, 3, 4, 4), (3, 2, 2, 5, 5)])
+def test_max_over_v_matches_max_bit_for_bit(shape):
+    g = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    v = shape[-4]
+    x.select(-4, v - 1)[..., :2, :] = x.select(-4, 0)[..., :2, :]  # ties between the first and last slice
+    x = torch.relu(x).requires_grad_()  # and ReLU zeros tied across all slices
+    gy = torch.randn(x.amax(-4).shape, generator=g, dtype=torch.float64)
+    got = reduce_velocities(x, "max")
+    want = x.max(dim=-4).values
+    assert torch.equal(got, want)
+    grad_want = torch.autograd.grad(want, x, gy)[0]
+    assert torch.equal(torch.autograd.grad(got, x, gy)[0], grad_want)
+    # control: the same comparison flags a gradient sent to the last maximal slice
+    last = x.flip(-4).max(dim=-4).values
+    assert not torch.equal(torch.autograd.grad(last, x, gy)[0], grad_want)
+
+
+def test_max_over_v_gradcheck():
+    x = torch.randn(2, 4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: reduce_velocities(t, "max"), (x,))
