@@ -5,7 +5,7 @@ Three figures (PNG, matplotlib's Agg backend):
 ``flows.png``
     :math:`\\psi_t(\\nu)\\cdot f` for a digit-like field ``f`` and four generators: a translation,
     a 90-degree rotation and a roto-translation on ``rot2dOnR2(4)`` (all grid-exact), and a
-    45-degree rotation on ``rot2dOnR2(8)`` (bicubic resampling, the default).
+    45-degree rotation on ``rot2dOnR2(8)`` (cubic6 resampling, the default).
 ``v_shift.png``
     The lifted FERNN state :math:`h_T(\\nu)` (one panel per velocity :math:`\\nu \\in V`) for a
     still digit, for the same digit moved by an input flow :math:`\\mu`, and the FERNN
@@ -37,6 +37,7 @@ from escnn import nn as enn
 from flow_escnn import FlowGenerator, FlowSet, LiftedTensor, flow_sequence
 from flow_escnn.checks import check_flow_equivariance
 from flow_escnn.data import SyntheticDigits
+from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.nn import FERNN
 
 
@@ -67,7 +68,7 @@ def figure_flows(out: str, size: int, frames: int) -> str:
         ("translation (1, 1) px/frame, C4", FlowGenerator(c4, (1, 1), 0)),
         ("rotation 90 deg/frame, C4", FlowGenerator(c4, (0, 0), 1)),
         ("roto-translation u=(4, 0), 90 deg/frame", FlowGenerator(c4, (4, 0), 1)),
-        ("rotation 45 deg/frame, C8 (bicubic)", FlowGenerator(c8, (0, 0), 1)),
+        (f"rotation 45 deg/frame, C8 ({DEFAULT_INTERPOLATION})", FlowGenerator(c8, (0, 0), 1)),
     ]
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), frames, figsize=(1.5 * frames, 1.75 * len(rows)), squeeze=False)
@@ -82,7 +83,7 @@ def figure_flows(out: str, size: int, frames: int) -> str:
             ax.imshow(moved[0, t, 0], cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"t={t} {'exact' if gen.psi(t).is_integral else 'bicubic'}", fontsize=7)
+            ax.set_title(f"t={t} {'exact' if gen.psi(t).is_integral else DEFAULT_INTERPOLATION}", fontsize=7)
             if t == 0:
                 ax.set_ylabel(label, fontsize=6)
     fig.suptitle("psi_t(nu) . f, frames 0-indexed (x right, y up, rotations about the grid centre)", fontsize=9)

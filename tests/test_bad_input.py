@@ -213,10 +213,29 @@ def test_state_dict_of_another_interpolation_is_refused():
     """A model trained with one resampling of 45-degree flows must not silently run with another."""
     it, hid = enn.FieldType(C8, [C8.trivial_repr]), enn.FieldType(C8, [C8.regular_repr])
     flows = FlowSet.rotations(C8, [-1, 0, 1])
-    saved = FERNN(it, hid, flows, interpolation="bicubic").state_dict()
-    FERNN(it, hid, flows).load_state_dict(saved)  # bicubic is the default
-    with pytest.raises(ValueError, match="interpolation: saved 'bicubic', this layer 'bilinear'"):
+    saved = FERNN(it, hid, flows, interpolation="cubic6").state_dict()
+    FERNN(it, hid, flows).load_state_dict(saved)  # cubic6 is the default
+    with pytest.raises(ValueError, match="interpolation: saved 'cubic6', this layer 'bilinear'"):
         FERNN(it, hid, flows, interpolation="bilinear").load_state_dict(saved)
+
+
+def test_model_files_saved_under_the_bicubic_default_keep_loading(tmp_path):
+    """save_model files of models built without ``interpolation`` when the default was bicubic
+    (their spec has no interpolation; their layers recorded bicubic) load as bicubic models; an
+    explicit interpolation in the spec is kept as it is."""
+    it, hid = enn.FieldType(C8, [C8.trivial_repr]), enn.FieldType(C8, [C8.regular_repr])
+    flows = FlowSet.rotations(C8, [-1, 0, 1])
+    old = NextFramePredictor(it, hid, flows, interpolation="bicubic")
+    old._init_args.pop("interpolation")  # as written when bicubic was the default
+    save_model(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="interpolation: saved 'bicubic', this layer 'cubic6'"):
+        NextFramePredictor(it, hid, flows).load_state_dict(old.state_dict())  # why load_model must rebuild
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.encoder.cells[0].interpolation == "bicubic"
+    x = torch.randn(1, 3, 1, 9, 9)
+    assert torch.equal(loaded.eval()(x, 2), old.eval()(x, 2))
+    save_model(NextFramePredictor(it, hid, flows, interpolation="bilinear"), tmp_path / "new.pt")
+    assert load_model(tmp_path / "new.pt").encoder.cells[0].interpolation == "bilinear"
 
 
 def test_configs_saved_before_the_interpolation_field_keep_bilinear(tmp_path):
@@ -225,7 +244,7 @@ def test_configs_saved_before_the_interpolation_field_keep_bilinear(tmp_path):
     old = ExperimentConfig().to_dict()
     del old["interpolation"]
     assert ExperimentConfig.from_dict(old).interpolation == "bilinear"
-    assert ExperimentConfig.from_dict(ExperimentConfig().to_dict()).interpolation == "bicubic"
+    assert ExperimentConfig.from_dict(ExperimentConfig().to_dict()).interpolation == "cubic6"
     with pytest.raises(SystemExit) as exc:
         main(["train", "--out", str(tmp_path / "x"), "--interpolation", "cubic"])
     assert exc.value.code == 2

@@ -528,11 +528,12 @@ def test_cubic6_reproduces_cubics_where_bicubic_cannot():
     assert errors["bicubic"] > 1e-4
 
 
-@pytest.mark.parametrize("interpolation, bound", [("bicubic", 0.01), ("bilinear", None)])
+@pytest.mark.parametrize("interpolation, bound", [("cubic6", 0.005), ("bicubic", 0.01), ("bilinear", None)])
 def test_rotation_flow_error_of_a_fernn_at_45_degrees(interpolation, bound):
     """The measured bound of ``benchmarks/rotation_accuracy.py``: a C8 FERNN, analytic blobs
     rotating 45 degrees per frame, co-moving mode, errors at frames with an exact output
-    transport. bicubic measures 0.0049 worst over 9 frames; bilinear (the control) 0.034."""
+    transport. cubic6 (the default) measures 0.0013 and bicubic 0.0049 worst over 9 frames
+    (escnn's own static error at 45 degrees: 0.024); bilinear (the control) 0.034."""
     from benchmarks.rotation_accuracy import flow_errors
 
     worst = max(flow_errors(interpolation, "comoving", 9).values())

@@ -21,9 +21,12 @@ __all__ = ["INTERPOLATIONS", "DEFAULT_INTERPOLATION", "interpolation_kernel", "g
 
 #: Interpolations of the non-exact transports (see :func:`interpolation_kernel`).
 INTERPOLATIONS = ("bilinear", "bicubic", "cubic6")
-#: The default: bicubic is about 7x more accurate on band-limited images at 45 degrees and, as a
-#: fixed-tap product (:mod:`flow_escnn.flows.resample`), costs about what bilinear does (``benchmarks/README.md``).
-DEFAULT_INTERPOLATION = "bicubic"
+#: The default, the most accurate method that costs what bilinear does: as a fixed-tap product
+#: (:mod:`flow_escnn.flows.resample`) cubic6's 36 taps measured 0.94-1.03x the bilinear training step
+#: (``benchmarks/README.md``), and it is about 3.4x more accurate than bicubic and 25x more than
+#: bilinear on band-limited images. It was bicubic before; models saved then keep bicubic
+#: (:func:`flow_escnn.models.load_model` rebuilds them with the interpolation their layers recorded).
+DEFAULT_INTERPOLATION = "cubic6"
 _INT_TOL = 1e-6
 _PERM_TOL = 1e-9
 
@@ -78,7 +81,7 @@ def spatial_table(e: GridElement, h: int, w: int, interpolation: str) -> Tuple[n
     """Source pixel indices ``[H*W, K]`` and weights ``[H*W, K]`` for one element.
 
     ``K == 1`` when the element maps the grid onto itself exactly, else the taps of
-    ``interpolation`` (:func:`interpolation_kernel`: 4 bilinear, 16 bicubic), wrapping around the torus.
+    ``interpolation`` (:func:`interpolation_kernel`: 4 bilinear, 16 bicubic, 36 cubic6), wrapping around the torus.
     """
     a = e.matrix
     swaps_axes = abs(a[0, 1]) > 0 or abs(a[1, 0]) > 0

@@ -26,7 +26,7 @@ Exactness
   quotient fields; entries within 1e-9 of 0/1) it is applied as a channel permutation,
   exactly; otherwise as a dense ``C x C`` matrix product (exact up to float rounding).
 * **Approximate**: any other angle or a fractional translation is resampled with
-  ``interpolation`` (:mod:`flow_escnn.flows.tables`: bicubic by default, cubic6 or bilinear) with
+  ``interpolation`` (:mod:`flow_escnn.flows.tables`: cubic6 by default, bicubic or bilinear) with
   periodic wrap-around, as one fixed-tap product for all slices
   (:mod:`flow_escnn.flows.resample`). It is *not* equivariant to within rounding; the
   error depends on the signal's smoothness. It is measured in the tests and the docs
@@ -309,7 +309,7 @@ class TransportPlan(GatherTransport):
         field_type: the escnn ``FieldType`` of each slice (its gspace must match the elements').
         elements: the ``M`` elements :math:`(u_m, g_m)`.
         grid_shape: ``(H, W)``.
-        interpolation: resampling for non-grid-preserving elements (``"bilinear"``).
+        interpolation: resampling for non-grid-preserving elements (:data:`~flow_escnn.flows.tables.INTERPOLATIONS`).
         pad: circularly pad the output by this many pixels (in the same gather).
 
     Shapes:

@@ -47,6 +47,10 @@ def save_model(model: torch.nn.Module, path: Union[str, Path]) -> None:
 def load_model(path: Union[str, Path], map_location: Any = "cpu") -> torch.nn.Module:
     """Rebuild the model :func:`save_model` wrote to ``path`` and load its weights.
 
+    A model built without an explicit ``interpolation`` is rebuilt with the one its flow layers
+    recorded in the ``state_dict`` (the default when it was saved: bicubic before cubic6 became
+    the default), so files saved under an older default keep loading.
+
     Raises:
         ValueError: when ``path`` is not such a file.
     """
@@ -56,6 +60,12 @@ def load_model(path: Union[str, Path], map_location: Any = "cpu") -> torch.nn.Mo
         raise ValueError(f"{path} is not a readable model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT or payload.get("class") not in SAVABLE:
         raise ValueError(f"{path} was not written by flow_escnn.models.save_model")
-    model = SAVABLE[payload["class"]](**decode(payload["args"]))
+    args = decode(payload["args"])
+    if "interpolation" not in args:  # built with the default of its day: rebuild with what its layers recorded
+        recorded = {v["interpolation"] for k, v in payload["state_dict"].items()
+                    if k.rsplit(".", 1)[-1] == "_extra_state" and isinstance(v, dict) and "interpolation" in v}
+        if len(recorded) == 1:
+            args["interpolation"] = recorded.pop()
+    model = SAVABLE[payload["class"]](**args)
     model.load_state_dict(payload["state_dict"])
     return model.train(bool(payload.get("training", False)))
