@@ -193,3 +193,20 @@ def test_step_kernels_compares_equal_results(capsys):
         torch.set_num_threads(threads)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+$", last)
+
+
+def test_rotation_step_times_both_steps(capsys):
+    """benchmarks/rotation_step.py at tiny sizes: positive times, consistent ratios, a RATIOS line."""
+    from benchmarks import rotation_step
+
+    res = rotation_step.run(bench_fernn.BenchConfig(batch=1, hidden_channels=8, grid=9, t_in=2, t_out=2,
+                                                    decoder_layers=1), rounds=1, warmup=0)
+    assert res["step_s_min"] > 0 and res["naive_s_min"] > 0
+    assert res["vs_straightforward_min"] == pytest.approx(res["step_s_min"] / res["naive_s_min"])
+    threads = torch.get_num_threads()
+    try:
+        rotation_step.main(["--rounds", "1", "--batch", "1", "--hidden-channels", "8", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ vs_straightforward_median=\S+$",
+                    capsys.readouterr().out.strip().splitlines()[-1])
