@@ -11,11 +11,14 @@ Run from the repository root::
   channels, 3x3), and on 2 and 4 input channels (the crossover).
 * ``max_over_v``: :func:`flow_escnn.nn.pooling.reduce_velocities` (``"max"``) against
   ``x.max(dim=-4).values``, forward + backward, on one readout of that row (``[8, 5, 32, 28, 28]``).
+* ``pooled_readout``: that row's readout, a bilinear C8 transport of 5 slices followed by the max
+  over them, as two calls (``reduce_velocities(plan(h, start=s), "max")``) against one
+  (``plan(h, start=s, reduce="max")``, pooled inside the resampling's layout), forward + backward.
 
 Both sides compute the same values (checked here); times are medians of alternating rounds. The
 last line is machine readable (``<plain>_vs_<library>``, above 1 where the library is faster)::
 
-    RATIOS conv2d_vs_im2col_c1_n40=<x> conv2d_vs_im2col_c1_n160=<x> ... max_vs_max_over_v=<x>
+    RATIOS conv2d_vs_im2col_c1_n40=<x> conv2d_vs_im2col_c1_n160=<x> ... max_vs_max_over_v=<x> unpooled_vs_pooled_readout=<x>
 """
 from __future__ import annotations
 
@@ -32,8 +35,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from flow_escnn._compat import import_escnn  # noqa: E402
+from flow_escnn.flows.element import GridElement  # noqa: E402
+from flow_escnn.flows.transport import TransportPlan  # noqa: E402
 from flow_escnn.nn.functional import conv2d  # noqa: E402
 from flow_escnn.nn.pooling import reduce_velocities  # noqa: E402
+
+_escnn, _group, gspaces, enn = import_escnn()
 
 __all__ = ["run", "main"]
 
@@ -70,6 +78,17 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         raise RuntimeError("reduce_velocities disagrees with max(dim=-4); this benchmark is broken")
     ratios["max_vs_max_over_v"] = _ratio(lambda: torch.autograd.grad(h.max(dim=-4).values, h, gh),
                                          lambda: torch.autograd.grad(reduce_velocities(h, "max"), h, gh), repeats)
+    gs = gspaces.rot2dOnR2(8)
+    field = enn.FieldType(gs, [gs.regular_repr] * max(1, channels // 8))
+    hr = torch.randn(batch, slices, field.size, grid, grid, generator=g, requires_grad=True)
+    ghr = torch.randn(batch, field.size, grid, grid, generator=g)
+    plan = TransportPlan(field, [GridElement(gs, gs.fibergroup.element(k % 8)) for k in range(1, slices + 1)],
+                         (grid, grid), interpolation="bilinear")
+    if not torch.equal(plan(hr, start=0, reduce="max"), reduce_velocities(plan(hr, start=0), "max")):
+        raise RuntimeError("the pooled readout disagrees with transport + max; this benchmark is broken")
+    ratios["unpooled_vs_pooled_readout"] = _ratio(
+        lambda: torch.autograd.grad(reduce_velocities(plan(hr, start=0), "max"), hr, ghr),
+        lambda: torch.autograd.grad(plan(hr, start=0, reduce="max"), hr, ghr), repeats)
     return ratios
 
 

@@ -185,14 +185,14 @@ def test_step_kernels_compares_equal_results(capsys):
     from benchmarks import step_kernels
 
     ratios = step_kernels.run(batch=1, slices=2, channels=4, grid=6, repeats=1)
-    assert len(ratios) == 5 and all(math.isfinite(r) and r > 0 for r in ratios.values())
+    assert len(ratios) == 6 and all(math.isfinite(r) and r > 0 for r in ratios.values())
     threads = torch.get_num_threads()
     try:
         step_kernels.main(["--repeats", "1", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+$", last)
+    assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+ unpooled_vs_pooled_readout=\S+$", last)
 
 
 def test_rotation_step_times_both_steps(capsys):

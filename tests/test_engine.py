@@ -219,3 +219,43 @@ def test_input_terms_in_batches_change_nothing(mode):
     batches = InputBatches(lambda i, k: calls.append(i) or terms[:, i : i + k], 5, 2)
     assert batches(0) is batches(0) and [float(batches(i)) for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert calls == [0, 2, 4]
+
+
+# -- pooled readouts --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,pool", [("hidden", "max"), ("comoving", "max"), ("comoving", "mean")])
+def test_pooled_readouts_are_the_pooled_guesses(mode, pool):
+    """``run(readout_pool=...)`` hands ``predict`` the guesses pooled over V: the pooling of the guesses
+    it hands over without it (max: bit for bit, gradients too; mean: 1e-12), for an interpolated C8
+    rotation flow (co-moving: pooled inside the resampling's layout) and the hidden mode. Control: the
+    same comparison flags a pooling that drops the last velocity."""
+    from flow_escnn.nn.pooling import reduce_velocities
+
+    c8 = gspaces.rot2dOnR2(8)
+    torch.manual_seed(0)
+    model = _randomize(NextFramePredictor(enn.FieldType(c8, [c8.trivial_repr]), enn.FieldType(c8, [c8.regular_repr]),
+                                          FlowSet.rotations(c8, [-1, 0, 1]), mode=mode, decoder_layers=1).to(F64))
+    x = _x(t=4, h=7)
+    program = model.encoder.compile((7, 7), "cpu", 6)
+    assert program.comoving == (mode == "comoving")
+
+    def run(readout_pool, reduce=lambda g: g):
+        weights = model.encoder.weights()
+        guesses = []
+
+        def predict(s, guess):
+            guesses.append(reduce(guess))
+            p = (guesses[-1].shape[-1] - 7) // 2
+            return guesses[-1][..., p : p + 7, p : p + 7][:, :1]
+
+        program.run(x, weights, predict=predict, predict_from=2, extra_steps=2, readout_pool=readout_pool)
+        out = torch.stack(guesses, 1)
+        return out.detach(), torch.autograd.grad(out.square().sum(), list(model.encoder.parameters()))
+
+    pooled, grads = run(pool)
+    ref, ref_grads = run(None, lambda g: reduce_velocities(g, pool))
+    if pool == "max":
+        assert torch.equal(pooled, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    else:
+        assert _rel(pooled, ref) <= 1e-12 and max(_rel(a, b) for a, b in zip(grads, ref_grads)) <= 1e-12
+    dropped, _ = run(None, lambda g: reduce_velocities(g[:, :-1], pool))
+    assert _rel(pooled, dropped) > 1e-3

@@ -541,3 +541,34 @@ def test_rotation_flow_error_of_a_fernn_at_45_degrees(interpolation, bound):
         assert worst <= bound
     else:
         assert worst > 0.01  # the same bound flags bilinear
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "cubic6", None])
+@pytest.mark.parametrize("reps", ["regular", "irrep"])
+def test_transport_with_reduce_is_the_reduced_transport(interpolation, reps, rng):
+    """``plan(x, reduce=...)`` equals pooling ``plan(x)`` over the slice axis (interpolated permutation
+    fibers pool inside the resampling's layout; dense fibers and exact plans pool after): max bit for bit,
+    gradients too; mean to 1e-12. Control: pooling over the wrong slices is flagged. Bad calls are refused."""
+    from flow_escnn.nn.pooling import reduce_velocities
+
+    ft = enn.FieldType(C8, [C8.regular_repr] * 2 if reps == "regular" else [C8.irrep(1)] * 2)
+    ks = (1, 3, 0, 2, 5, 1) if interpolation else (0, 2, 4, 6, 2, 0)
+    plan = TransportPlan(ft, [GridElement(C8, C8.fibergroup.element(k)) for k in ks], (7, 7),
+                         interpolation=interpolation or "bicubic", pad=1)
+    assert plan.exact == (interpolation is None)
+    x = torch.randn(2, 3, ft.size, 7, 7, dtype=torch.float64, generator=rng, requires_grad=True)
+    for kwargs in ({"start": 2}, {"rows": torch.tensor([4, 0, 1])}):
+        for mode in ("max", "mean"):
+            got, want = plan(x, reduce=mode, **kwargs), reduce_velocities(plan(x, **kwargs), mode)
+            g = torch.randn(want.shape, dtype=torch.float64, generator=rng)
+            grad, grad_want = (torch.autograd.grad(y, x, g)[0] for y in (got, want))
+            if mode == "max":
+                assert torch.equal(got, want) and torch.equal(grad, grad_want)
+            else:
+                assert float((got - want).abs().max()) <= 1e-12 and float((grad - grad_want).abs().max()) <= 1e-12
+            other = reduce_velocities(plan(x, rows=torch.tensor([4, 0, 2])), mode)
+            assert float((got - other).detach().abs().max()) > 1e-3  # control
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        plan(x, start=2, reduce="sum")
+    with pytest.raises(ValueError, match="pass 1-D rows"):
+        plan(x[:, :1].unsqueeze(1), rows=torch.tensor([[0, 1], [2, 3]]), reduce="max")

@@ -23,6 +23,12 @@ products on our 2-core CPU, in two runs (``benchmarks/README.md``).
 
 In float16 / bfloat16 (and under ``torch.autocast``) the product runs in float32 and the
 result is cast back: the weights of a high-order kernel do not survive half precision.
+
+:func:`resample_fields` lays fields ``[batch, m, C, N]`` out as the product's ``[m * N, batch * C]``
+and back. With ``reduce`` it pools the ``m`` slices in that pixel-major layout (a reduction over
+its outermost axis) and transposes only the pooled ``[N_out, batch, C]`` back: for a readout
+followed by the max over :math:`V` (the predictor's), this saves the full-size transposition
+each way and the strided max.
 """
 from __future__ import annotations
 
@@ -31,7 +37,10 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["block_table", "sparse_resample"]
+from flow_escnn.flows.gather import permute_rows
+from flow_escnn.flows.reduce import reduce_over
+
+__all__ = ["block_table", "sparse_resample", "resample_fields"]
 
 #: ``(index [R, K], weights [R, K])``: row ``r`` of ``S`` has the entries ``weights[r, k]`` at the
 #: columns ``index[r, k]`` (duplicate columns add up; zero weights are padding).
@@ -84,3 +93,32 @@ def sparse_resample(x: torch.Tensor, table: Table, transposed: Table) -> torch.T
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _product(table, x)
     return _SparseResample.apply(x, *table, *transposed)
+
+
+def resample_fields(
+    x: torch.Tensor, tables: Tuple[torch.Tensor, ...], n_out: int,
+    perm: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, reduce: Optional[str] = None,
+) -> torch.Tensor:
+    """Transport fields ``x [batch, m, C, N]`` by ``m`` interpolation tables (the same for every channel).
+
+    Args:
+        x: ``[batch, m, C, N]``.
+        tables: ``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']``.
+        n_out: ``N_out``.
+        perm: ``(perm, inverse)``, each ``[m * C]``: the fiber permutations of all slices as rows of
+            ``x.view(batch, m * C, N)`` (applied first: they commute with the spatial resampling).
+        reduce: ``None``, or ``"max"`` / ``"mean"`` over the ``m`` slices (:func:`~flow_escnn.flows.reduce.reduce_over`).
+
+    Returns:
+        ``[batch, m, C, N_out]``, or ``[batch, C, N_out]`` with ``reduce``.
+    """
+    batch, m, c, n = x.shape
+    xs = x.reshape(batch, m * c, n)
+    if perm is not None:
+        xs = permute_rows(xs, *perm)
+    rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
+    index, weights, t_index, t_weights = tables
+    out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
+    if reduce is not None:
+        return reduce_over(out.view(m, n_out * batch * c), 0, reduce).view(n_out, batch, c).permute(1, 2, 0)
+    return out.view(m, n_out, batch, c).permute(2, 0, 3, 1)

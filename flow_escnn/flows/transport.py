@@ -48,23 +48,11 @@ import torch
 from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
-from flow_escnn.flows.gather import (
-    interior_index,
-    inverse_permutation,
-    pad_index,
-    permute_pixels,
-    permute_rows,
-    ring_layers,
-)
-from flow_escnn.flows.resample import block_table, sparse_resample
+from flow_escnn.flows.gather import interior_index, inverse_permutation, pad_index, permute_pixels, ring_layers
+from flow_escnn.flows.reduce import REDUCTIONS, reduce_over
+from flow_escnn.flows.resample import resample_fields
 
-__all__ = [
-    "GatherTransport",
-    "TransportPlan",
-    "INTERPOLATIONS",
-]
-
-
+__all__ = ["GatherTransport", "TransportPlan", "INTERPOLATIONS"]
 
 #: Flat (channel-materialised) tables up to this many entries are built once at construction;
 #: larger ones (long co-moving tables over many channels) are built per call for the rows used.
@@ -226,25 +214,34 @@ class GatherTransport(torch.nn.Module):
         rows = self._select(self.table_rows, sel).reshape(-1)
         return tuple(t.index_select(0, rows) for t in (self.index, self.weights, self.t_index, self.t_weights))  # type: ignore[return-value]
 
-    def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...]) -> torch.Tensor:
-        """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (module docstring of
-        :mod:`flow_escnn.flows.resample`): channel permutation, then one fixed-tap product for all slices."""
+    def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...],
+                  reduce: Optional[str] = None) -> torch.Tensor:
+        """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (channel permutation,
+        then one fixed-tap product for all slices: :func:`~flow_escnn.flows.resample.resample_fields`)."""
         c, n = self.channels, self.height * self.width
-        n_out = self.pad_map.numel()
         m, batch = math.prod(s_shape), math.prod(lead)  # plain Python ints (np.prod broke torch.compile graphs)
-        xs = x.reshape(batch, m * c, n)
+        perm = None
         if self.perm is not None:
-            # channel permutations commute with the spatial resampling: permute whole channel rows first
             offset = torch.arange(m, device=x.device)[:, None] * c
-            perm = (self._select(self.perm, sel).reshape(m, c) + offset).reshape(-1)
-            inverse = (self._select(self.perm_inverse, sel).reshape(m, c) + offset).reshape(-1)
-            xs = permute_rows(xs, perm, inverse)
-        rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
-        index, weights, t_index, t_weights = self.interpolation_tables(sel)
-        out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
-        return out.view(m, n_out, batch, c).permute(2, 0, 3, 1).reshape(*lead, *s_shape, c * n_out)
+            perm = tuple((self._select(p, sel).reshape(m, c) + offset).reshape(-1) for p in (self.perm, self.perm_inverse))
+        out = resample_fields(x.reshape(batch, m, c, n), self.interpolation_tables(sel), self.pad_map.numel(), perm, reduce)
+        return out.reshape(*lead, *(() if reduce else s_shape), -1)
 
-    def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
+                reduce: Optional[str] = None) -> torch.Tensor:
+        """Transport ``x`` (shapes: class docstring); ``reduce="max"`` / ``"mean"`` pools the output over its
+        (single) slice axis, for interpolated transports inside the resampling's layout (same values)."""
+        if reduce is None:
+            return self._transport(x, start, rows)
+        one_of(reduce, REDUCTIONS, "reduce")
+        if rows is not None and rows.dim() != 1:
+            raise ValueError(f"reduce pools one slice axis: pass 1-D rows, got rows of shape {list(rows.shape)}")
+        if self.exact or self.rho is not None or (rows is None and start is None and self.num_slices == 1):
+            return reduce_over(self._transport(x, start, rows), -4, reduce)
+        return self._transport(x, start, rows, reduce)
+
+    def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
+                   reduce: Optional[str] = None) -> torch.Tensor:
         c, h, w, p = self.channels, self.height, self.width, self.pad
         if x.dim() < 4 or tuple(x.shape[-3:]) != (c, h, w):
             raise ValueError(f"expected a tensor [..., M, C={c}, H={h}, W={w}] for this transport, got {list(x.shape)}")
@@ -275,6 +272,8 @@ class GatherTransport(torch.nn.Module):
             xf = x.reshape(*lead, *s_shape, c, h * w)
             y = permute_pixels(xf, self.pad_map, self.interior, self.ring, targets) if p else x
             return y.reshape(*lead, *s_shape, c, hp, wp)
+        if reduce is not None:  # interpolated, permutation fibers (forward): pooled in the product's layout
+            return self._resample(x, sel, lead, s_shape, reduce).view(*lead, c, hp, wp)
         if not self.exact:
             y = self._resample(x, sel, lead, s_shape).view(*lead, *s_shape, c, hp * wp)
             if self.rho is not None:

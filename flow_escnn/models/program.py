@@ -19,7 +19,6 @@ from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.functional import conv2d, conv_same
-from flow_escnn.nn.pooling import reduce_velocities
 
 __all__ = [
     "ProgramCache",
@@ -142,13 +141,12 @@ class PredictorProgram(torch.nn.Module):
         t_in = x.shape[1]
         pool = self.pool
 
-        def predict(s: int, guess: torch.Tensor) -> torch.Tensor:
-            pooled = reduce_velocities(guess, pool)
+        def predict(s: int, pooled: torch.Tensor) -> torch.Tensor:
             return pooled if s < t_in else self.decode(weights, pooled)  # one-step guesses are decoded in one batch
 
         res = self.recurrence.run(
             x, weights, keep_outputs=False, predict=predict, predict_from=1 if include_one_step else t_in,
-            extra_steps=num_predictions - 1, checkpoint=self.checkpoint,
+            extra_steps=num_predictions - 1, checkpoint=self.checkpoint, readout_pool=pool,
         )
         preds = res.predictions
         n_one = len(preds) - num_predictions

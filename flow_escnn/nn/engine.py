@@ -43,7 +43,6 @@ the input (the predictor's autoregressive continuation is the same step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -51,54 +50,17 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn.flows.gather import CircularPad
+from flow_escnn.flows.reduce import reduce_over
 from flow_escnn.flows.transport import GatherTransport
 from flow_escnn.nn.functional import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES
-from flow_escnn.nn.updates import CELL_KINDS, field_nonlinearity
+from flow_escnn.nn.updates import CELL_KINDS, LayerSpec, field_nonlinearity
 
 __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "MODES"]
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
 MODES = ("hidden", "comoving")
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """Static facts of one layer of a :class:`Recurrence` (plain data).
-
-    The layer's weights live in the ``weights`` dict passed to :meth:`Recurrence.run` under
-    ``f"{prefix}u_weight"``, ``u_bias`` (optional), ``w_weight``, ``mixing`` (optional ``[V, V]``)
-    and ``kernel`` (``grnn_plus`` only: ``[V*C, 1, k, k]``), with ``prefix = f"l{index}_"``.
-    """
-
-    kind: str
-    in_channels: int
-    hidden_channels: int
-    kernel_size: int
-    padding_mode: str = "circular"
-    nonlinearity: str = "relu"
-    mixing: bool = False
-    velocity_kernel_size: int = 0  # grnn_plus: size of the learned per-velocity kernel
-    fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
-
-    @property
-    def num_fields(self) -> int:
-        return max(self.fields) + 1 if self.fields else 0
-
-    @property
-    def gate_channels(self) -> int:
-        extra = self.num_fields if self.nonlinearity == "gated" else 0
-        return CELL_KINDS[self.kind].gates * self.hidden_channels + extra
-
-    @property
-    def state_size(self) -> int:
-        return CELL_KINDS[self.kind].state_size
-
-    @property
-    def pad(self) -> int:
-        """Padding that the transports write (circular mode) for the recurrent convolution."""
-        return self.kernel_size // 2 if self.padding_mode == "circular" else 0
 
 
 class RunResult(NamedTuple):
@@ -206,8 +168,10 @@ class Recurrence(torch.nn.Module):
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
         return out.view(b, n, v, out.shape[1], h, w)
 
-    def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool) -> _Moved:
-        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu) s_{t-1})` (hidden) or :math:`k_{t-1}` padded (co-moving)."""
+    def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
+                  pool: Optional[str] = None) -> _Moved:
+        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu) s_{t-1})` (hidden) or :math:`k_{t-1}` padded (co-moving);
+        the readout pooled over :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
         spec = self.layers[l]
         h = state[0]
         b, v, c, hh, ww = h.shape
@@ -217,7 +181,8 @@ class Recurrence(torch.nn.Module):
             moved = [self.pad(s, p) if i == 0 else s for i, s in enumerate(state)]
             if need_readout:
                 if self.comoving:
-                    readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0])
+                    readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0], reduce=pool)
+                    pool = None  # pooled inside the transport's layout
                 else:
                     readout = self._velocity_kernel(l, h, weights)
         else:
@@ -230,6 +195,8 @@ class Recurrence(torch.nn.Module):
         views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
         if readout is None and not self.comoving and spec.kind != "grnn_plus":
             readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
+        if readout is not None and pool is not None:
+            readout = reduce_over(readout, 1, pool)
         return _Moved(conv_input, views, readout)
 
     def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -289,6 +256,7 @@ class Recurrence(torch.nn.Module):
         extra_steps: int = 0,
         checkpoint: bool = False,
         chunk: Optional[int] = None,
+        readout_pool: Optional[str] = None,
     ) -> RunResult:
         """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
 
@@ -310,6 +278,8 @@ class Recurrence(torch.nn.Module):
             chunk: given frames per batch of layer-0 input terms (:meth:`input_terms`), convolved
                 just before the steps that use them; ``None``: as many as keep the batch's output
                 under :data:`~flow_escnn.nn.functional.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn.functional.InputBatches`).
+            readout_pool: ``"max"`` / ``"mean"``: the guesses handed to ``predict`` come pooled over :math:`V`
+                (``[B, C, H(+2p), W(+2p)]``; co-moving interpolated readouts pool inside their resampling).
 
         Returns:
             :class:`RunResult`: outputs, predictions, final states (stationary frame; the
@@ -344,7 +314,7 @@ class Recurrence(torch.nn.Module):
                 t = t0 + i
                 want = predict is not None and predict_from <= t <= last_predict
                 layers = range(len(self.layers)) if t < n_updates else [last]
-                moved = {l: self.transport(l, st[l], weights, t, want and l == last) for l in layers}
+                moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool) for l in layers}
                 guess = None
                 if want:
                     guess = predict(t, moved[last].readout)

@@ -31,9 +31,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``). Why:
     oneDNN handles such thin inputs badly, above all their weight gradient.
     ``python -m benchmarks.step_kernels --threads 1`` on our 2-core CPU, forward + weight gradient,
-    3x3 into 32 channels, two runs: ``conv2d`` took 3.0-3.7x this path's time for ``[40, 1, 30, 30]``
-    (the rotation row's layer-0 inputs), 2.6-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
-    channels and 1.03-1.05x for four (the crossover, so the threshold stays at two). Other devices
+    3x3 into 32 channels, four runs: ``conv2d`` took 2.3-3.7x this path's time for ``[40, 1, 30, 30]``
+    (the rotation row's layer-0 inputs), 2.4-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
+    channels and 1.00-1.05x for four (the crossover, so the threshold stays at two). Other devices
     always use ``conv2d`` (cuDNN was not measured against this path).
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)

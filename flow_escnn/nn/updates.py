@@ -12,7 +12,8 @@ recurrent term :math:`b = W * \\tilde h_{t-1}` and the input term :math:`a = U *
     \\text{lstm:}\\quad & (i, f, g, o) = a + b,\\ c_t = \\mathrm{sig}(f)\\odot\\tilde c_{t-1}
         + \\mathrm{sig}(i)\\odot\\tanh(g),\\ h_t = \\mathrm{sig}(o)\\odot\\tanh(c_t)
 
-The recurrence engine (:mod:`flow_escnn.nn.engine`) is the only caller; the cells, the
+:class:`LayerSpec` holds the static facts of one layer that the engine runs (kind, channels,
+kernel, nonlinearity). The recurrence engine (:mod:`flow_escnn.nn.engine`) is the only caller; the cells, the
 sequence layers, the models and every ``export()`` run through it. ``b`` is a view of a
 fresh convolution output; the updates add out of place (an in-place op on a view would make
 autograd record a ``CopySlices`` node, which copies the whole base in the backward pass) and
@@ -21,13 +22,14 @@ so that is autograd-safe and saves one allocation and one memory pass).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
 from flow_escnn.nn.nonlinearity import apply_nonlinearity, nonlinearity_backward
 
-__all__ = ["CellKind", "CELL_KINDS", "fernn_update", "gru_update", "lstm_update", "field_nonlinearity"]
+__all__ = ["CellKind", "CELL_KINDS", "LayerSpec", "fernn_update", "gru_update", "lstm_update", "field_nonlinearity"]
 
 State = Tuple[torch.Tensor, ...]
 
@@ -118,3 +120,41 @@ CELL_KINDS: Dict[str, CellKind] = {
     "lstm": CellKind("lstm", 4, 2, lstm_update),
     "grnn_plus": CellKind("grnn_plus", 1, 1, fernn_update),
 }
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Static facts of one layer of a :class:`~flow_escnn.nn.engine.Recurrence` (plain data).
+
+    The layer's weights live in the ``weights`` dict passed to :meth:`~flow_escnn.nn.engine.Recurrence.run` under
+    ``f"{prefix}u_weight"``, ``u_bias`` (optional), ``w_weight``, ``mixing`` (optional ``[V, V]``)
+    and ``kernel`` (``grnn_plus`` only: ``[V*C, 1, k, k]``), with ``prefix = f"l{index}_"``.
+    """
+
+    kind: str
+    in_channels: int
+    hidden_channels: int
+    kernel_size: int
+    padding_mode: str = "circular"
+    nonlinearity: str = "relu"
+    mixing: bool = False
+    velocity_kernel_size: int = 0  # grnn_plus: size of the learned per-velocity kernel
+    fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
+
+    @property
+    def num_fields(self) -> int:
+        return max(self.fields) + 1 if self.fields else 0
+
+    @property
+    def gate_channels(self) -> int:
+        extra = self.num_fields if self.nonlinearity == "gated" else 0
+        return CELL_KINDS[self.kind].gates * self.hidden_channels + extra
+
+    @property
+    def state_size(self) -> int:
+        return CELL_KINDS[self.kind].state_size
+
+    @property
+    def pad(self) -> int:
+        """Padding that the transports write (circular mode) for the recurrent convolution."""
+        return self.kernel_size // 2 if self.padding_mode == "circular" else 0
