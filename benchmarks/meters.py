@@ -6,8 +6,11 @@ most two channels on the CPU), so it neither misses nor slows down the layer-0 i
 """
 from __future__ import annotations
 
+import argparse
+import statistics
+import time
 import weakref
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from flow_escnn.nn.functional import conv2d as library_conv2d
 
-__all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor"]
+__all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor", "time_ratio", "kernel_main"]
 
 
 class SavedTensorMeter:
@@ -153,3 +156,30 @@ class ConvFloor:
             for t in (x, w, b):
                 if t is not None:
                     t.grad = None
+
+
+def time_ratio(slow: Callable[[], Any], fast: Callable[[], Any], repeats: int) -> float:
+    """Median time of ``slow`` / median time of ``fast``: timed alternately (the order flips every
+    round, so load changes hit both alike), after one warm-up round."""
+    times: Dict[str, List[float]] = {"slow": [], "fast": []}
+    for r in range(repeats + 1):
+        for name, fn in ((("slow", slow), ("fast", fast)) if r % 2 else (("fast", fast), ("slow", slow))):
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["slow"]) / statistics.median(times["fast"])
+
+
+def kernel_main(description: str, run: Callable[[int], Dict[str, float]], prefix: str, repeats: int,
+                argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """The command line of a kernel benchmark: ``--threads``, ``--repeats``; prints ``RATIOS <prefix><k>=<v> ...``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--repeats", type=int, default=repeats)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ratios = run(a.repeats)
+    print("RATIOS " + " ".join(f"{prefix}{k}={v:.4f}" for k, v in ratios.items()), flush=True)
+    return ratios

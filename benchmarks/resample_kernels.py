@@ -14,11 +14,8 @@ machine readable::
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -32,6 +29,8 @@ from flow_escnn.flows.element import GridElement  # noqa: E402
 from flow_escnn.flows.resample import block_table, sparse_resample  # noqa: E402
 from flow_escnn.flows.tables import INTERPOLATIONS  # noqa: E402
 from flow_escnn.flows.transport import TransportPlan  # noqa: E402
+
+from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
 
 _escnn, _group, gspaces, enn = import_escnn()
 
@@ -56,8 +55,9 @@ def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) 
         # the library's own tables (padded to a fixed number of taps, and transposed) for the slices
         plan = TransportPlan(field, [GridElement(gs, gs.fibergroup.element(k % 8)) for k in range(1, slices + 1)],
                              (grid, grid), interpolation=interpolation)
-        fwd = block_table(plan.index, plan.weights.float(), n)
-        bwd = block_table(plan.t_index, plan.t_weights.float(), n)
+        index, weights, t_index, t_weights = plan.interpolation_tables()
+        fwd = block_table(index, weights.float(), n)
+        bwd = block_table(t_index, t_weights.float(), n)
         s, s_t = _csr(*fwd, slices * n), _csr(*bwd, slices * n)
         x = torch.randn(slices * n, columns, requires_grad=True)
         g = torch.randn(slices * n, columns)
@@ -74,27 +74,12 @@ def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) 
             y_bag = sparse_resample(x, fwd, bwd)
         if (y_bag - y_csr).abs().max() > 1e-5 or (bag() - g_csr).abs().max() > 1e-5:
             raise RuntimeError(f"{interpolation}: the two kernels disagree; this benchmark is broken")
-        times: Dict[str, list] = {"bag": [], "csr": []}
-        for r in range(repeats + 1):
-            for name, fn in ((("bag", bag), ("csr", csr)) if r % 2 else (("csr", csr), ("bag", bag))):
-                t0 = time.perf_counter()
-                fn()
-                if r:  # round 0 warms up
-                    times[name].append(time.perf_counter() - t0)
-        ratios[interpolation] = statistics.median(times["csr"]) / statistics.median(times["bag"])
+        ratios[interpolation] = time_ratio(csr, bag, repeats)
     return ratios
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--repeats", type=int, default=21)
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    ratios = run(repeats=a.repeats)
-    print("RATIOS " + " ".join(f"csr_vs_embedding_bag_{k}={v:.4f}" for k, v in ratios.items()), flush=True)
-    return ratios
+    return kernel_main(__doc__.split("\n")[0], lambda repeats: run(repeats=repeats), "csr_vs_embedding_bag_", 21, argv)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,9 @@ last line is machine readable (``<plain>_vs_<library>``, above 1 where the libra
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,21 +38,11 @@ from flow_escnn.flows.transport import TransportPlan  # noqa: E402
 from flow_escnn.nn.functional import conv2d  # noqa: E402
 from flow_escnn.nn.pooling import reduce_velocities  # noqa: E402
 
+from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
+
 _escnn, _group, gspaces, enn = import_escnn()
 
 __all__ = ["run", "main"]
-
-
-def _ratio(plain: Callable[[], torch.Tensor], library: Callable[[], torch.Tensor], repeats: int) -> float:
-    """Median time of ``plain`` / median time of ``library`` (alternating, after one warm-up round)."""
-    times: Dict[str, list] = {"plain": [], "library": []}
-    for r in range(repeats + 1):
-        for name, fn in ((("plain", plain), ("library", library)) if r % 2 else (("library", library), ("plain", plain))):
-            t0 = time.perf_counter()
-            fn()
-            if r:
-                times[name].append(time.perf_counter() - t0)
-    return statistics.median(times["plain"]) / statistics.median(times["library"])
 
 
 def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, repeats: int = 11) -> Dict[str, float]:
@@ -69,14 +56,14 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         gy = torch.randn(n, channels, grid, grid, generator=g)
         if (conv2d(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
             raise RuntimeError(f"conv2d disagrees with F.conv2d for {c_in} input channels; this benchmark is broken")
-        ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = _ratio(
+        ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = time_ratio(
             lambda: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
             lambda: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
     h = torch.randn(batch, slices, channels, grid, grid, generator=g, requires_grad=True)
     gh = torch.randn(batch, channels, grid, grid, generator=g)
     if not torch.equal(reduce_velocities(h, "max"), h.max(dim=-4).values):
         raise RuntimeError("reduce_velocities disagrees with max(dim=-4); this benchmark is broken")
-    ratios["max_vs_max_over_v"] = _ratio(lambda: torch.autograd.grad(h.max(dim=-4).values, h, gh),
+    ratios["max_vs_max_over_v"] = time_ratio(lambda: torch.autograd.grad(h.max(dim=-4).values, h, gh),
                                          lambda: torch.autograd.grad(reduce_velocities(h, "max"), h, gh), repeats)
     gs = gspaces.rot2dOnR2(8)
     field = enn.FieldType(gs, [gs.regular_repr] * max(1, channels // 8))
@@ -86,22 +73,14 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
                          (grid, grid), interpolation="bilinear")
     if not torch.equal(plan(hr, start=0, reduce="max"), reduce_velocities(plan(hr, start=0), "max")):
         raise RuntimeError("the pooled readout disagrees with transport + max; this benchmark is broken")
-    ratios["unpooled_vs_pooled_readout"] = _ratio(
+    ratios["unpooled_vs_pooled_readout"] = time_ratio(
         lambda: torch.autograd.grad(reduce_velocities(plan(hr, start=0), "max"), hr, ghr),
         lambda: torch.autograd.grad(plan(hr, start=0, reduce="max"), hr, ghr), repeats)
     return ratios
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--repeats", type=int, default=11)
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    ratios = run(repeats=a.repeats)
-    print("RATIOS " + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()), flush=True)
-    return ratios
+    return kernel_main(__doc__.split("\n")[0], lambda repeats: run(repeats=repeats), "", 11, argv)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,16 @@ def test_memory_projection_orders_the_modes():
         assert r["projected_b4"] == pytest.approx(r["b1"] + 3 * (r["b2"] - r["b1"]))
 
 
+def _last_line_of_main(module, argv, capsys) -> str:
+    """The last printed line of ``module.main(argv)`` (which sets the torch threads: restored after)."""
+    threads = torch.get_num_threads()
+    try:
+        module.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
 def test_resample_kernels_compares_equal_products(capsys):
     """benchmarks/resample_kernels.py at tiny sizes: one finite ratio per interpolation (the script
     checks itself that both kernels compute the same products) and a well-formed RATIOS line."""
@@ -170,12 +180,7 @@ def test_resample_kernels_compares_equal_products(capsys):
 
     ratios = resample_kernels.run(slices=2, grid=8, columns=4, repeats=1)
     assert set(ratios) == set(INTERPOLATIONS) and all(math.isfinite(r) and r > 0 for r in ratios.values())
-    threads = torch.get_num_threads()
-    try:
-        resample_kernels.main(["--repeats", "1", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = _last_line_of_main(resample_kernels, ["--repeats", "1", "--threads", "1"], capsys)
     assert re.match(r"^RATIOS " + " ".join(rf"csr_vs_embedding_bag_{k}=\S+" for k in INTERPOLATIONS) + "$", last)
 
 
@@ -186,12 +191,7 @@ def test_step_kernels_compares_equal_results(capsys):
 
     ratios = step_kernels.run(batch=1, slices=2, channels=4, grid=6, repeats=1)
     assert len(ratios) == 6 and all(math.isfinite(r) and r > 0 for r in ratios.values())
-    threads = torch.get_num_threads()
-    try:
-        step_kernels.main(["--repeats", "1", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = _last_line_of_main(step_kernels, ["--repeats", "1", "--threads", "1"], capsys)
     assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+ unpooled_vs_pooled_readout=\S+$", last)
 
 
@@ -203,10 +203,6 @@ def test_rotation_step_times_both_steps(capsys):
                                                     decoder_layers=1), rounds=1, warmup=0)
     assert res["step_s_min"] > 0 and res["naive_s_min"] > 0
     assert res["vs_straightforward_min"] == pytest.approx(res["step_s_min"] / res["naive_s_min"])
-    threads = torch.get_num_threads()
-    try:
-        rotation_step.main(["--rounds", "1", "--batch", "1", "--hidden-channels", "8", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ vs_straightforward_median=\S+$",
-                    capsys.readouterr().out.strip().splitlines()[-1])
+    last = _last_line_of_main(rotation_step, ["--rounds", "1", "--batch", "1", "--hidden-channels", "8", "--threads", "1"],
+                              capsys)
+    assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ vs_straightforward_median=\S+$", last)
