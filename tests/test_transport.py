@@ -568,6 +568,9 @@ def test_transport_with_reduce_is_the_reduced_transport(interpolation, reps, rng
                 assert float((got - want).detach().abs().max()) <= 1e-12 and float((grad - grad_want).abs().max()) <= 1e-12
             other = reduce_velocities(plan(x, rows=torch.tensor([4, 0, 2])), mode)
             assert float((got - other).detach().abs().max()) > 1e-3  # control
+    one = TransportPlan(ft, [GridElement(C8, C8.fibergroup.element(ks[0]))], (7, 7),
+                        interpolation=interpolation or "bicubic", pad=1)  # a single slice, no selection
+    assert torch.equal(one(x[:, :1], reduce="max"), one(x[:, :1])[:, 0])
     with pytest.raises(ValueError, match="reduce must be one of"):
         plan(x, start=2, reduce="sum")
     with pytest.raises(ValueError, match="pass 1-D rows"):

@@ -236,7 +236,7 @@ class GatherTransport(torch.nn.Module):
         one_of(reduce, REDUCTIONS, "reduce")
         if rows is not None and rows.dim() != 1:
             raise ValueError(f"reduce pools one slice axis: pass 1-D rows, got rows of shape {list(rows.shape)}")
-        if self.exact or self.rho is not None or (rows is None and start is None and self.num_slices == 1):
+        if self.exact or self.rho is not None:  # pooled after the transport
             return reduce_over(self._transport(x, start, rows), -4, reduce)
         return self._transport(x, start, rows, reduce)
 
