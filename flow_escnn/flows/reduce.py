@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from flow_escnn._validate import one_of
+
 __all__ = ["REDUCTIONS", "max_over", "reduce_over"]
 
 #: Reductions of :func:`reduce_over`.
@@ -55,8 +57,6 @@ def max_over(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 def reduce_over(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
     """``"max"`` (:func:`max_over`) or ``"mean"`` over axis ``dim``."""
-    if mode == "max":
+    if one_of(mode, REDUCTIONS, "reduce") == "max":
         return max_over(x, dim)
-    if mode == "mean":
-        return x.mean(dim)
-    raise ValueError(f"reduce must be one of {REDUCTIONS}, got {mode!r}")
+    return x.mean(dim)

@@ -182,7 +182,6 @@ class Recurrence(torch.nn.Module):
             if need_readout:
                 if self.comoving:
                     readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0], reduce=pool)
-                    pool = None  # pooled inside the transport's layout
                 else:
                     readout = self._velocity_kernel(l, h, weights)
         else:
@@ -195,7 +194,7 @@ class Recurrence(torch.nn.Module):
         views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
         if readout is None and not self.comoving and spec.kind != "grnn_plus":
             readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
-        if readout is not None and pool is not None:
+        if readout is not None and pool is not None and not self.comoving:  # co-moving: pooled by the transport
             readout = reduce_over(readout, 1, pool)
         return _Moved(conv_input, views, readout)
 

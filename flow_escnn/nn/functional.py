@@ -38,7 +38,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
         return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding)
-    if x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS or x.dim() != 4:
+    if x.dim() != 4 or x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS:
         return F.conv2d(x, weight, bias, padding=padding)
     if padding:
         x = F.pad(x, (padding,) * 4)

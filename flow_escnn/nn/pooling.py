@@ -53,7 +53,7 @@ import torch
 
 from flow_escnn._compat import enn
 from flow_escnn._validate import one_of
-from flow_escnn.flows.reduce import max_over
+from flow_escnn.flows.reduce import REDUCTIONS, reduce_over
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn.nonlinearity import non_pointwise
 
@@ -74,7 +74,7 @@ __all__ = [
     "SpatialPool",
 ]
 
-VELOCITY_POOLS = ("max", "mean")
+VELOCITY_POOLS = REDUCTIONS
 GROUP_POOLS = ("max", "mean", "norm")
 SPATIAL_POOLS = ("mean", "max")
 
@@ -88,16 +88,14 @@ def reduce_velocities(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Max or mean over dim ``-4`` (the V axis) of a plain tensor (TorchScript-compatible core)."""
     if x.shape[-4] == 1:  # a single velocity (the G-RNN): pooling is the identity
         return x.squeeze(-4)
-    if mode == "max":
-        if torch.jit.is_scripting():
-            return x.max(dim=-4).values
-        return _max_over_v(x)
-    return x.mean(dim=-4)
+    if torch.jit.is_scripting():
+        return x.max(dim=-4).values if mode == "max" else x.mean(dim=-4)
+    return _reduce_over_v(x, mode)
 
 
 @torch.jit.unused
-def _max_over_v(x: torch.Tensor) -> torch.Tensor:
-    return max_over(x, x.dim() - 4)  # max(dim)'s values and gradient, faster on the CPU
+def _reduce_over_v(x: torch.Tensor, mode: str) -> torch.Tensor:
+    return reduce_over(x, x.dim() - 4, mode)  # max: max(dim)'s values and gradient, faster on the CPU
 
 
 def check_velocity_pool(mode: str, field_type: Any, what: str = "pool") -> None:
