@@ -5,11 +5,17 @@ argument, what it must be and what was given.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+import math
+from typing import Any, Iterable, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["positive_int", "non_negative_int", "odd_positive_int", "one_of", "optional_positive_int"]
+__all__ = ["positive_int", "non_negative_int", "odd_positive_int", "one_of", "optional_positive_int", "grid_shape",
+           "bounded_float", "MAX_HYPERPARAMETER"]
+
+#: The largest magnitude a float hyper-parameter may have: beyond it float32 training arithmetic
+#: overflows (Adam's step ``lr / (1 - beta1)`` at ``lr = 1e38``) or means nothing.
+MAX_HYPERPARAMETER = 1e6
 
 
 def _is_int(value: Any) -> bool:
@@ -21,6 +27,15 @@ def positive_int(value: Any, what: str) -> int:
     if not _is_int(value) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def grid_shape(value: Any, what: str = "grid_shape") -> Tuple[int, int]:
+    """``value`` as ``(H, W)`` ints if it is a pair of positive integers (:func:`positive_int` each)."""
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a pair (H, W) of positive integers, got {value!r}") from None
+    return positive_int(h, f"{what} H"), positive_int(w, f"{what} W")
 
 
 def optional_positive_int(value: Any, what: str) -> Optional[int]:
@@ -52,3 +67,15 @@ def one_of(value: Any, allowed: Iterable[Any], what: str) -> Any:
     if not ok:
         raise ValueError(f"{what} must be one of {options}, got {value!r}")
     return value
+
+
+def bounded_float(value: Any, what: str, low: float = 0.0, high: float = MAX_HYPERPARAMETER,
+                  low_open: bool = False) -> float:
+    """``value`` as a ``float`` if it is a finite real number in ``[low, high]`` (``(low, high]``
+    with ``low_open``); bools and NaN/inf rejected."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    number = float(value) if ok else math.nan
+    if not (math.isfinite(number) and (number > low if low_open else number >= low) and number <= high):
+        bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
+    return number

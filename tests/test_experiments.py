@@ -16,6 +16,7 @@ from flow_escnn.experiments.config import field_types
 from flow_escnn.experiments.plots import moving_frame_states
 from flow_escnn.experiments.training import load_model, merge_resume_config
 from flow_escnn.models import NextFramePredictor
+from tests.tiny import write_tiny_kth
 
 TINY = [
     "--digits", "synthetic", "--grid-size", "10", "--num-train", "12", "--num-val", "4", "--num-test", "4",
@@ -100,7 +101,7 @@ def test_resume_refuses_to_change_the_training_setup(tmp_path, capsys):
     assert "cannot change ['lr'] when resuming" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["train", "--out", str(out), "--steps", "1", *TINY])
-    assert exc.value.code == 2 and "already holds a checkpoint" in capsys.readouterr().err
+    assert exc.value.code == 2 and "already holds a run" in capsys.readouterr().err
     saved = ExperimentConfig.from_dict(torch.load(out / "checkpoint.pt", weights_only=True)["config"])
     assert merge_resume_config(saved, {"epochs": 3}).steps == 3 * saved.steps_per_epoch
 
@@ -213,34 +214,18 @@ def test_load_model_roundtrip(tmp_path):
 # -- KTH -------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_kth(tmp_path):
-    """Two actions for persons 1, 2 (train), 17 (val) and 21 (test): 12x12 clips of 10 frames."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "kth"
-    for person in (1, 2, 17, 21):
-        for action in ("walking", "boxing"):
-            folder = root / action
-            folder.mkdir(parents=True, exist_ok=True)
-            clip = np.zeros((10, 12, 12), dtype=np.uint8)
-            for t in range(10):
-                if action == "walking":
-                    clip[t, 4:8, t % 12] = 255  # a bar moving right
-                else:
-                    clip[t, 3:9, 5:7] = 255 if t % 2 else 80  # a flickering block
-            clip = np.clip(clip + rng.integers(0, 20, clip.shape), 0, 255).astype(np.uint8)
-            np.save(folder / f"person{person:02d}_{action}_d1_uncomp.npy", clip)
-    return root
+    return write_tiny_kth(tmp_path / "kth")
 
 
 @pytest.mark.parametrize("model", ["fernn", "grnn", "grnn_plus", "conv3d"])
 def test_kth_cli_end_to_end(tiny_kth, tmp_path, model):
     out = tmp_path / model
     argv = ["kth", "--root", str(tiny_kth), "--out", str(out), "--model", model, "--num-frames", "4", "--stride", "2",
-            "--size", "8", "--steps", "2", "--batch-size", "2", "--hidden-channels", "2", "--train-velocities", "1",
+            "--size", "8", "--steps", "2", "--batch-size", "2", "--train-velocities", "1",
             "--eval-every", "1", "--no-progress"]
     if model in ("fernn", "grnn_plus"):
         argv += ["--flow-radius", "1"]
-    if model == "conv3d":
-        argv += ["--conv3d-channels", "2,2"]
+    argv += ["--conv3d-channels", "2,2"] if model == "conv3d" else ["--hidden-channels", "2"]
     assert main(argv) == 0
     m = _metrics(out)
     assert 0.0 <= m["test_accuracy"] <= 1.0 and 0.0 <= m["val_accuracy"] <= 1.0

@@ -20,6 +20,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from flow_escnn.data.digits import DataFileError
+
 __all__ = ["FRAME_EXTENSIONS", "CLIP_SUFFIXES", "read_pgm", "list_frame_files", "clip_length", "read_clip"]
 
 #: Frame-image suffixes accepted inside a frame folder.
@@ -44,27 +46,27 @@ def read_pgm(path: Union[str, Path]) -> np.ndarray:
     while len(tokens) < 4:
         m = _PGM_TOKEN.match(data, pos)
         if m is None:
-            raise ValueError(f"{path}: malformed PGM header")
+            raise DataFileError(f"{path}: malformed PGM header")
         tokens.append(m.group(2))
         pos = m.end()
     if tokens[0] != b"P5":
-        raise ValueError(f"{path}: not a binary PGM (magic {tokens[0][:8]!r}, expected b'P5')")
+        raise DataFileError(f"{path}: not a binary PGM (magic {tokens[0][:8]!r}, expected b'P5')")
     try:
         w, h, maxval = (int(t) for t in tokens[1:])
     except ValueError:
-        raise ValueError(f"{path}: malformed PGM header {tokens!r}") from None
+        raise DataFileError(f"{path}: malformed PGM header {tokens!r}") from None
     if w < 1 or h < 1 or not 0 < maxval < 65536:
-        raise ValueError(f"{path}: bad PGM size {w}x{h} or maxval {maxval}")
+        raise DataFileError(f"{path}: bad PGM size {w}x{h} or maxval {maxval}")
     pos += 1  # exactly one whitespace byte after maxval
     dtype = np.dtype(np.uint8) if maxval < 256 else np.dtype(">u2")
     need = w * h * dtype.itemsize
     if len(data) - pos < need:
-        raise ValueError(f"{path}: truncated PGM ({len(data) - pos} of {need} pixel bytes)")
+        raise DataFileError(f"{path}: truncated PGM ({len(data) - pos} of {need} pixel bytes)")
     img = np.frombuffer(data, dtype=dtype, count=w * h, offset=pos).reshape(h, w)
     if dtype.itemsize == 2:
         img = img.astype(np.uint16)
     if int(img.max(initial=0)) > maxval:
-        raise ValueError(f"{path}: pixel values exceed maxval {maxval}")
+        raise DataFileError(f"{path}: pixel values exceed maxval {maxval}")
     return img
 
 
@@ -81,10 +83,10 @@ def list_frame_files(folder: Union[str, Path]) -> List[Path]:
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS]
     if not files:
-        raise ValueError(f"frame folder {folder} holds no frame images ({', '.join(FRAME_EXTENSIONS)})")
+        raise DataFileError(f"frame folder {folder} holds no frame images ({', '.join(FRAME_EXTENSIONS)})")
     suffixes = {p.suffix.lower() for p in files}
     if len(suffixes) > 1:
-        raise ValueError(f"frame folder {folder} mixes image formats {sorted(suffixes)}")
+        raise DataFileError(f"frame folder {folder} mixes image formats {sorted(suffixes)}")
     return sorted(files, key=_natural_key)
 
 
@@ -111,17 +113,17 @@ def _to_unit_gray(arr: np.ndarray, where: str) -> np.ndarray:
             scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype, 1.0)
             arr = (np.asarray(arr, dtype=np.float64) / scale) @ _RGB_WEIGHTS
     if arr.ndim != 3 or min(arr.shape) < 1:
-        raise ValueError(f"{where}: expected a clip [T, H, W], [T, H, W, 1] or [T, H, W, 3], got shape {arr.shape}")
+        raise DataFileError(f"{where}: expected a clip [T, H, W], [T, H, W, 1] or [T, H, W, 3], got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return np.asarray(arr, dtype=np.float32) / np.float32(255.0)
     if arr.dtype == np.uint16:
         return np.asarray(arr, dtype=np.float32) / np.float32(65535.0)
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"{where}: expected uint8, uint16 or float frames, got dtype {arr.dtype}")
+        raise DataFileError(f"{where}: expected uint8, uint16 or float frames, got dtype {arr.dtype}")
     out = np.asarray(arr, dtype=np.float32)
     lo, hi = float(out.min()), float(out.max())
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0 + 1e-6:
-        raise ValueError(f"{where}: float frames must lie in [0, 1], found range [{lo}, {hi}]")
+        raise DataFileError(f"{where}: float frames must lie in [0, 1], found range [{lo}, {hi}]")
     return np.clip(out, 0.0, 1.0)
 
 
@@ -135,9 +137,11 @@ def _open_array(path: Path) -> np.ndarray:
                 return z["frames"]
             if len(keys) == 1:
                 return z[keys[0]]
-            raise ValueError(f"{path}: an .npz clip needs a 'frames' array (or exactly one array), found {keys}")
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot read clip {path}: {exc}") from exc
+            raise DataFileError(f"{path}: an .npz clip needs a 'frames' array (or exactly one array), found {keys}")
+    except (OSError, EOFError, ValueError) as exc:  # numpy says "Cannot load file containing pickled data" on garbage
+        if isinstance(exc, DataFileError):
+            raise
+        raise DataFileError(f"cannot read clip {path}: {exc} (expected an .npy / .npz clip [T, H, W(, C)])") from exc
 
 
 def clip_length(path: Union[str, Path]) -> int:
@@ -147,7 +151,7 @@ def clip_length(path: Union[str, Path]) -> int:
         return len(list_frame_files(path))
     arr = _open_array(path)
     if arr.ndim not in (3, 4):
-        raise ValueError(f"{path}: expected a clip [T, H, W(, C)], got shape {arr.shape}")
+        raise DataFileError(f"{path}: expected a clip [T, H, W(, C)], got shape {arr.shape}")
     return int(arr.shape[0])
 
 
@@ -169,21 +173,21 @@ def read_clip(path: Union[str, Path], frames: Optional[Sequence[int]] = None) ->
         files = list_frame_files(path)
         idx = range(len(files)) if frames is None else list(frames)
         if any(not 0 <= i < len(files) for i in idx):
-            raise ValueError(f"{path}: frame index out of range for a clip of {len(files)} frames")
+            raise DataFileError(f"{path}: frame index out of range for a clip of {len(files)} frames")
         images = [_read_image(files[i]) for i in idx]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
-            raise ValueError(f"{path}: frames have different sizes {sorted(shapes)}")
+            raise DataFileError(f"{path}: frames have different sizes {sorted(shapes)}")
         dtypes = {im.dtype for im in images}
         if len(dtypes) > 1:
-            raise ValueError(f"{path}: frames have different bit depths {sorted(map(str, dtypes))}")
+            raise DataFileError(f"{path}: frames have different bit depths {sorted(map(str, dtypes))}")
         return _to_unit_gray(np.stack(images), str(path))
     arr = _open_array(path)
     if arr.ndim not in (3, 4) or arr.shape[0] == 0:
-        raise ValueError(f"{path}: expected a clip [T, H, W(, C)] with T >= 1, got shape {arr.shape}")
+        raise DataFileError(f"{path}: expected a clip [T, H, W(, C)] with T >= 1, got shape {arr.shape}")
     if frames is not None:
         idx = np.asarray(list(frames), dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= arr.shape[0]):
-            raise ValueError(f"{path}: frame index out of range for a clip of {arr.shape[0]} frames")
+            raise DataFileError(f"{path}: frame index out of range for a clip of {arr.shape[0]} frames")
         arr = arr[idx]
     return _to_unit_gray(np.asarray(arr), str(path))

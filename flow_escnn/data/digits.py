@@ -12,7 +12,8 @@ from typing import Dict, NamedTuple, Tuple
 
 import numpy as np
 
-__all__ = ["SPLITS", "DigitSet", "DigitSource", "MnistNotFoundError", "check_split", "validate_digit_set"]
+__all__ = ["SPLITS", "DigitSet", "DigitSource", "MnistNotFoundError", "DataFileError", "check_split",
+           "validate_digit_set"]
 
 #: The split names every source provides.
 SPLITS: Tuple[str, str, str] = ("train", "val", "test")
@@ -20,6 +21,11 @@ SPLITS: Tuple[str, str, str] = ("train", "val", "test")
 
 class MnistNotFoundError(FileNotFoundError):
     """No MNIST data is available locally (nothing is ever downloaded)."""
+
+
+class DataFileError(ValueError):
+    """A data file exists but cannot be used (not an idx / npy file, truncated, wrong shape or values);
+    the message names the file."""
 
 
 class DigitSet(NamedTuple):
@@ -50,20 +56,20 @@ def validate_digit_set(images: np.ndarray, labels: np.ndarray, where: str) -> Di
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3 or images.shape[0] == 0 or min(images.shape[1:]) < 1:
-        raise ValueError(f"{where}: expected images [N, H, W] with N >= 1, got shape {images.shape}")
+        raise DataFileError(f"{where}: expected images [N, H, W] with N >= 1, got shape {images.shape}")
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"{where}: expected labels [N={images.shape[0]}], got shape {labels.shape}")
+        raise DataFileError(f"{where}: expected labels [N={images.shape[0]}], got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+        raise DataFileError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / np.float32(255.0)
     elif np.issubdtype(images.dtype, np.floating):
         images = images.astype(np.float32, copy=False)
         lo, hi = float(images.min()), float(images.max())
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{where}: float images must lie in [0, 1], found range [{lo}, {hi}]")
+            raise DataFileError(f"{where}: float images must lie in [0, 1], found range [{lo}, {hi}]")
     else:
-        raise ValueError(f"{where}: images must be uint8 or float, got dtype {images.dtype}")
+        raise DataFileError(f"{where}: images must be uint8 or float, got dtype {images.dtype}")
     return DigitSet(np.ascontiguousarray(images), labels.astype(np.int64, copy=False))
 
 

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from flow_escnn.data.digits import DigitSet, DigitSource, MnistNotFoundError, validate_digit_set
+from flow_escnn.data.digits import DataFileError, DigitSet, DigitSource, MnistNotFoundError, validate_digit_set
 
 __all__ = ["read_idx", "IdxMnistSource", "find_idx_files", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC"]
 
@@ -48,7 +48,7 @@ def read_idx(path: Union[str, Path], expected_magic: Optional[int] = None) -> np
         The array in native byte order, shape given by the header.
 
     Raises:
-        ValueError: on a bad or unexpected magic number, or a size that does not match
+        DataFileError: on an unreadable file, a bad or unexpected magic number, or a size that does not match
             the header (truncated file or trailing bytes).
     """
     path = Path(path)
@@ -57,23 +57,23 @@ def read_idx(path: Union[str, Path], expected_magic: Optional[int] = None) -> np
         with opener(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:  # includes gzip.BadGzipFile
-        raise ValueError(f"cannot read idx file {path}: {exc}") from exc
+        raise DataFileError(f"cannot read idx file {path}: {exc}") from exc
     if len(raw) < 4:
-        raise ValueError(f"{path}: too short for an idx header ({len(raw)} bytes)")
+        raise DataFileError(f"{path}: too short for an idx header ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
     zero, type_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
     if zero != 0 or type_code not in _IDX_DTYPES or ndim == 0:
-        raise ValueError(f"{path}: bad idx magic number 0x{magic:08X} (expected 0x0000TTNN with a known type TT)")
+        raise DataFileError(f"{path}: bad idx magic number 0x{magic:08X} (expected 0x0000TTNN with a known type TT)")
     if expected_magic is not None and magic != expected_magic:
-        raise ValueError(f"{path}: magic number 0x{magic:08X}, expected 0x{expected_magic:08X}")
+        raise DataFileError(f"{path}: magic number 0x{magic:08X}, expected 0x{expected_magic:08X}")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated idx header")
+        raise DataFileError(f"{path}: truncated idx header")
     shape = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     dtype = _IDX_DTYPES[type_code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataFileError(
             f"{path}: header says shape {shape} ({expected} data bytes) but the file has {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
@@ -152,7 +152,7 @@ class IdxMnistSource(DigitSource):
         images = read_idx(images_path, IDX_IMAGES_MAGIC)
         labels = read_idx(labels_path, IDX_LABELS_MAGIC)
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels")
+            raise DataFileError(f"{images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels")
         return validate_digit_set(images, labels, str(images_path))
 
     def _load_all(self) -> Dict[str, DigitSet]:

@@ -9,17 +9,19 @@ Every option is optional; an option that is not given keeps the config default (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from flow_escnn.data.digits import MnistNotFoundError
+from flow_escnn.data.digits import DataFileError, MnistNotFoundError
 from flow_escnn.experiments.config import ExperimentConfig
 from flow_escnn.experiments.distributed import world_from_env
 from flow_escnn.experiments.parser import build_parser
 from flow_escnn.experiments.progress import progress_factory
-from flow_escnn.experiments.runtime import load_checkpoint, prepare_out_dir, resolve_device
+from flow_escnn.experiments.run_folder import RunFolderError, claim_run_folder
+from flow_escnn.experiments.runtime import OutputWriteError, load_checkpoint, resolve_device
 
 __all__ = ["main", "build_parser"]
 
@@ -82,67 +84,71 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     overrides = _overrides(args)
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out and --overwrite starts it again: give one of them")
-    try:
-        if args.resume:
-            ckpt = out / CHECKPOINT_NAME
-            if not ckpt.is_file():
-                parser.error(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
-            saved = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"])
-            config = merge_resume_config(saved, overrides)
-        else:
-            if (out / CHECKPOINT_NAME).exists() and not (args.overwrite or args.estimate):
-                parser.error(
-                    f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start again"
-                )
-            config = ExperimentConfig(**overrides).resolve()
-        resolve_device(config.device)
-        world = world_from_env()
-        if args.estimate and world.distributed:
-            raise ValueError("--estimate measures one process: run it without torchrun (the per-process batch is "
-                             "--batch-size divided by the number of processes)")
-        world.check_batch(config.batch_size)
-        if args.estimate:
-            return _estimate(config, args.estimate)
-        main_rank = world.is_main  # under torchrun only rank 0 touches the files
-        if main_rank:
-            prepare_out_dir(out, replace=args.overwrite)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc))
-    try:
-        metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
-    except NonFiniteLossError as exc:
-        if main_rank:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as exc:
-        if main_rank:
-            print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume", file=sys.stderr)
-        return exc.exit_code
-    if not main_rank:
-        return 0
-    if not args.no_plots:
-        _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
+    with contextlib.ExitStack() as stack:
+        try:
+            world = world_from_env()
+            main_rank = world.is_main  # under torchrun only rank 0 touches the files
+            if main_rank and not args.estimate:  # --estimate writes nothing
+                stack.enter_context(claim_run_folder(args.out, "train", fresh=not args.resume, replace=args.overwrite))
+            if args.resume:
+                ckpt = out / CHECKPOINT_NAME
+                if not ckpt.is_file():
+                    parser.error(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
+                saved = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"])
+                config = merge_resume_config(saved, overrides)
+            else:
+                config = ExperimentConfig(**overrides).resolve()
+                config.check_given(overrides)
+            resolve_device(config.device)
+            if args.estimate and world.distributed:
+                raise ValueError("--estimate measures one process: run it without torchrun (the per-process batch is "
+                                 "--batch-size divided by the number of processes)")
+            world.check_batch(config.batch_size)
+            if args.estimate:
+                return _estimate(config, args.estimate)
+        except (ValueError, RuntimeError) as exc:
+            parser.error(str(exc))
+        try:
+            metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
+        except NonFiniteLossError as exc:
+            if main_rank:
+                print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except TrainingInterrupted as exc:
+            if main_rank:
+                print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume",
+                      file=sys.stderr)
+            return exc.exit_code
+        except OutputWriteError as exc:
+            again = "--resume" if (out / CHECKPOINT_NAME).is_file() else "--overwrite"
+            parser.error(f"{exc}; free space (or raise the limit), then continue with: "
+                         f"python -m flow_escnn.experiments train --out {out} {again}")
+        if not main_rank:
+            return 0
+        if not args.no_plots:
+            _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
     print(_summary(metrics))
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from flow_escnn.experiments.evaluation import evaluate_checkpoint
+    from flow_escnn.experiments.evaluation import evaluate_checkpoint, evaluation_folder
 
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         parser.error(f"no checkpoint at {ckpt}")
     overrides = _overrides(args)
-    # the run's own metrics.json stays: evaluations go to their own folder unless --out says otherwise
-    out = Path(args.out) if args.out else ckpt.parent / "evaluation"
-    try:
-        prepare_out_dir(out)
-        metrics = evaluate_checkpoint(ckpt, out, overrides)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not args.no_plots:
-        _write_single_plots(out, metrics, ckpt)
+    # the run's own metrics.json stays: evaluations go to <checkpoint folder>/evaluation unless --out says otherwise
+    with contextlib.ExitStack() as stack:
+        try:
+            out = stack.enter_context(
+                claim_run_folder(evaluation_folder(ckpt, args.out), "evaluate", replace=args.overwrite))
+            metrics = evaluate_checkpoint(ckpt, out, overrides)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if not args.no_plots:
+            _write_single_plots(out, metrics, ckpt)
     print(_summary(metrics))
     print(f"wrote {out / 'metrics.json'}")
     return 0
@@ -152,12 +158,13 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from flow_escnn.experiments.demo import run_demo
 
     overrides = {k: v for k, v in _overrides(args).items() if k in ("steps", "seed")}
-    overrides.pop("digits", None)
-    try:
-        prepare_out_dir(args.out)
-    except ValueError as exc:
-        parser.error(str(exc))
-    result = run_demo(args.out, digits=args.digits, progress=_progress(args), plots=not args.no_plots, **overrides)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(claim_run_folder(args.out, "demo", replace=args.overwrite))
+        except ValueError as exc:
+            parser.error(str(exc))
+        result = run_demo(args.out, digits=args.digits, progress=_progress(args), plots=not args.no_plots,
+                          **overrides)
     print(result["table"])
     print()
     print("\n".join(result["observations"]))
@@ -168,18 +175,21 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _cmd_kth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from flow_escnn.experiments.kth import KTHConfig, train_kth
 
-    try:
-        config = KTHConfig(root=args.root, **_overrides(args))
-        config.validate()
-        resolve_device(config.device)
-        prepare_out_dir(args.out)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc))
-    try:
-        metrics = train_kth(config, args.out, progress=_progress(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with contextlib.ExitStack() as stack:
+        try:
+            overrides = _overrides(args)
+            config = KTHConfig(root=args.root, **overrides)
+            config.validate()
+            config.check_given(overrides)
+            resolve_device(config.device)
+            stack.enter_context(claim_run_folder(args.out, "kth", replace=args.overwrite))
+        except (ValueError, RuntimeError) as exc:
+            parser.error(str(exc))
+        try:
+            metrics = train_kth(config, args.out, progress=_progress(args))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(f"kth {metrics['model']}: test accuracy {metrics['test_accuracy']:.3f} "
           f"(val {metrics['val_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}; clips {metrics['num_clips']})")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
@@ -198,5 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _COMMANDS[args.command](args, parser)
     except MnistNotFoundError as exc:
-        print(f"error: {exc}\n(or run with --digits synthetic for generated stand-in digits)", file=sys.stderr)
+        print(f"error: {exc} (or run with --digits synthetic for generated stand-in digits)", file=sys.stderr)
+        return 2
+    except (DataFileError, RunFolderError, OSError) as exc:  # unreadable data, a busy folder, a failed write
+        logging.getLogger(__name__).info("%s", exc, exc_info=True)  # the traceback with -v
+        print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from flow_escnn._validate import optional_positive_int, positive_int
+from flow_escnn._validate import bounded_float, optional_positive_int, positive_int
 from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.experiments.loop import SpeedSwitches, check_training
@@ -113,11 +113,6 @@ def velocity_key(row: Any, flow: Union[str, FlowKind]) -> str:
 def velocity_speed(row: Any, flow: Union[str, FlowKind]) -> float:
     """A scalar speed for plots: :math:`\\max(|v_x|,|v_y|)` (translating kinds) or :math:`|\\omega|` in degrees."""
     return flow_kind(flow).speed(row)
-
-
-def _or_default(value: Optional[str], default: str) -> str:
-    """``value`` unless it is None (an empty string is not "no value": it fails to parse, loudly)."""
-    return default if value is None else value
 
 
 def _or_default(value: Optional[str], default: str) -> str:
@@ -195,8 +190,7 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
         optional_positive_int(self.digit_size, "digit_size")
         if self.steps is not None and self.epochs is not None and self.steps != self.epochs * self.steps_per_epoch:
             raise ValueError("give either steps or epochs, not both")
-        if not (isinstance(self.one_step_weight, (int, float)) and self.one_step_weight >= 0):
-            raise ValueError(f"one_step_weight must be >= 0, got {self.one_step_weight!r}")
+        bounded_float(self.one_step_weight, "one_step_weight")
         if self.one_step_weight > 0 and self.model == "grnn_plus":
             raise ValueError("one_step_weight > 0 is not implemented for model 'grnn_plus'")
         if self.one_step_weight > 0 and self.t_in < 2:

@@ -35,6 +35,7 @@ from flow_escnn.experiments.config import ExperimentConfig
 from flow_escnn.experiments.datasets import ExperimentData
 from flow_escnn.experiments.evaluation import ReferencePredictor, evaluate_model
 from flow_escnn.experiments.plots import write_plots
+from flow_escnn.experiments.run_folder import claim_run_folder
 from flow_escnn.experiments.runtime import PathLike, versions, write_json
 from flow_escnn.experiments.training import ProgressFactory, load_model, train_flowing
 
@@ -144,6 +145,7 @@ def run_demo(
     digits: str = "mnist",
     progress: Optional[ProgressFactory] = None,
     plots: bool = True,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Dict[str, Any]:
     """Train and evaluate the demo's FERNN and G-RNN; write the table, JSON and PNGs to ``out``.
@@ -154,13 +156,21 @@ def run_demo(
             idx folder.
         progress: optional progress-bar factory.
         plots: write the PNGs.
+        overwrite: move an earlier demo's files in ``out`` to ``out/replaced-<time>/`` first (without
+            it, a folder holding a run is refused); ``out`` is owned by this call while it runs
+            (:func:`~flow_escnn.experiments.run_folder.claim_run_folder`).
         **overrides: config fields to change (e.g. ``steps=50`` for a quick look).
 
     Returns:
         ``{"table", "observations", "metrics", "references", "wall_time_s", "files", "markdown"}``.
     """
+    with claim_run_folder(out, "demo", replace=overwrite) as folder:
+        return _run_demo(folder, digits, progress, plots, overrides)
+
+
+def _run_demo(out: Path, digits: str, progress: Optional[ProgressFactory], plots: bool,
+              overrides: Dict[str, Any]) -> Dict[str, Any]:
     start = time.perf_counter()
-    out = Path(out)
     base = demo_config(digits, **overrides)
     data = ExperimentData(base.resolve())
     metrics: Dict[str, Dict[str, Any]] = {}

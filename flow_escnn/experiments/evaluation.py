@@ -25,6 +25,7 @@ import torch
 
 from flow_escnn.experiments.config import ExperimentConfig, build_model, count_parameters
 from flow_escnn.experiments.datasets import ExperimentData
+from flow_escnn.experiments.run_folder import RunFolderError, claim_run_folder
 from flow_escnn.experiments.runtime import PathLike, load_checkpoint, resolve_device, versions, write_json
 from flow_escnn.models.reference import ReferencePredictor
 
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate_model",
     "run_metrics",
     "evaluate_checkpoint",
+    "evaluation_folder",
     "EVAL_OVERRIDES",
 ]
 
@@ -128,22 +130,54 @@ def run_metrics(model: torch.nn.Module, config: ExperimentConfig, evaluation: Di
     }
 
 
+def evaluation_folder(checkpoint: PathLike, out: Optional[PathLike] = None) -> Path:
+    """Where the evaluation of ``checkpoint`` writes: ``out``, by default ``<checkpoint folder>/evaluation``.
+
+    Raises:
+        RunFolderError: when ``out`` is the checkpoint's own folder (its training files, the
+            metrics.json with the validation curve, would be replaced).
+    """
+    if out is not None and not str(out).strip():
+        raise RunFolderError("--out is empty; leave it out (the evaluation goes to <checkpoint folder>/evaluation) "
+                             "or name a folder")
+    folder = Path(checkpoint).parent / "evaluation" if out is None else Path(out)
+    if folder.resolve() == Path(checkpoint).parent.resolve():
+        raise RunFolderError(
+            f"--out {folder} is the folder of {checkpoint}: an evaluation there would replace the training run's "
+            f"metrics.json; leave --out out (it writes to {Path(checkpoint).parent / 'evaluation'}) or choose another"
+        )
+    return folder
+
+
 def evaluate_checkpoint(checkpoint: PathLike, out: Optional[PathLike] = None,
-                        overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                        overrides: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Rebuild the model of a checkpoint, evaluate it and write ``metrics.json``.
 
     Args:
         checkpoint: a ``checkpoint.pt`` written by :func:`~flow_escnn.experiments.training.train_flowing`.
-        out: folder of ``metrics.json`` (default: the checkpoint's folder).
+        out: folder of ``metrics.json`` (default: ``<checkpoint folder>/evaluation``; never the
+            checkpoint's own folder), owned by this call while it runs
+            (:func:`~flow_escnn.experiments.run_folder.claim_run_folder`).
         overrides: evaluation-only config changes (keys in :data:`EVAL_OVERRIDES`).
+        overwrite: move an earlier evaluation in ``out`` to ``out/replaced-<time>/`` (without it,
+            a folder holding one is refused).
 
     Returns:
         The metrics dictionary.
+
+    Raises:
+        RunFolderError: ``out`` is the checkpoint's folder, is in use, or holds an earlier run.
     """
     overrides = dict(overrides or {})
     bad = sorted(set(overrides) - set(EVAL_OVERRIDES))
     if bad:
         raise ValueError(f"cannot change {bad} when evaluating a checkpoint; only {list(EVAL_OVERRIDES)}")
+    folder = evaluation_folder(checkpoint, out)
+    with claim_run_folder(folder, "evaluate", replace=overwrite):
+        return _evaluate_into(checkpoint, folder, overrides)
+
+
+def _evaluate_into(checkpoint: PathLike, folder: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
     payload = load_checkpoint(checkpoint)
     config = ExperimentConfig.from_dict(payload["config"]).replace(**overrides).resolve()
     device = resolve_device(config.device)
@@ -152,7 +186,6 @@ def evaluate_checkpoint(checkpoint: PathLike, out: Optional[PathLike] = None,
     model.to(device)
     data = ExperimentData(config)
     metrics = run_metrics(model, config, evaluate_model(model, config, data), payload)
-    folder = Path(out) if out is not None else Path(checkpoint).parent
     write_json(folder / "metrics.json", metrics)
     logger.info("metrics written to %s", folder / "metrics.json")
     return metrics

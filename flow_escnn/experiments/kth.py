@@ -38,6 +38,7 @@ from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data.kth import KTH_ACTIONS, MovingKTH
 from flow_escnn.experiments.config import parse_velocities
 from flow_escnn.experiments.loop import LoopState, SpeedSwitches, check_training, no_progress, optimise
+from flow_escnn.experiments.run_folder import claim_run_folder
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -138,11 +139,20 @@ def accuracy(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor, 
     return correct / max(1, clips.shape[0])
 
 
-def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = None) -> Dict[str, Any]:
-    """Train and evaluate one KTH classifier; writes ``metrics.json`` and ``checkpoint.pt`` to ``out_dir``."""
+def train_kth(config: KTHConfig, out_dir: PathLike, progress: Optional[Any] = None,
+              overwrite: bool = False) -> Dict[str, Any]:
+    """Train and evaluate one KTH classifier; writes ``metrics.json`` and ``checkpoint.pt`` to ``out_dir``.
+
+    ``out_dir`` is owned by this call while it runs; one that holds a run is refused unless
+    ``overwrite`` moves its files to ``out_dir/replaced-<time>/``
+    (:func:`~flow_escnn.experiments.run_folder.claim_run_folder`).
+    """
     c = config.resolve()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_run_folder(out_dir, "kth", replace=overwrite) as out:
+        return _train_kth(c, out, progress)
+
+
+def _train_kth(c: KTHConfig, out: Path, progress: Optional[Any]) -> Dict[str, Any]:
     device = resolve_device(c.device)
     train_v = [r[:2] for r in TRANSLATION.parse(c.train_velocities)]
     test_v = None if c.test_velocities is None else [r[:2] for r in TRANSLATION.parse(c.test_velocities)]

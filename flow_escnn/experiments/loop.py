@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
-from flow_escnn._validate import non_negative_int, one_of, optional_positive_int, positive_int
+from flow_escnn._validate import bounded_float, non_negative_int, one_of, optional_positive_int, positive_int
 
 __all__ = [
     "LoopState",
@@ -219,9 +219,7 @@ def check_training(c: Any) -> None:
     for name in ("steps", "epochs", "eval_batch_size"):
         optional_positive_int(getattr(c, name), name)
     non_negative_int(c.seed, "seed")
-    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
-        raise ValueError(f"lr must be a positive number, got {c.lr!r}")
-    if not (isinstance(c.grad_clip, (int, float)) and c.grad_clip >= 0):
-        raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip!r}")
+    bounded_float(c.lr, "lr", low_open=True)
+    bounded_float(c.grad_clip, "grad_clip (0 disables clipping)")
     if not (isinstance(c.device, str) and (c.device == "cpu" or c.device.startswith("cuda"))):
         raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:K'), got {c.device!r}")

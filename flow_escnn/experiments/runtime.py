@@ -2,21 +2,24 @@
 
 Checkpoints are plain ``torch.save`` dictionaries that load with ``weights_only=True`` (RNG
 states are stored as tensors and lists, the config as a dict), written atomically (a
-temporary file, then ``os.replace``), so an interrupted run never leaves a torn file.
+temporary file, then ``os.replace``), so an interrupted run never leaves a torn file. A
+write that fails (a full disk, a file-size limit) removes its partial file, keeps the
+previous version and raises :class:`OutputWriteError` naming the path.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import platform
 import random
+import shutil
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "CheckpointError",
-    "prepare_out_dir",
+    "OutputWriteError",
     "versions",
     "write_json",
     "resolve_device",
@@ -111,13 +114,61 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+class OutputWriteError(OSError):
+    """A file of a run could not be written (full disk, file-size limit, I/O error); the partial
+    file was removed and the previous version of the file, if any, kept."""
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None], what: str) -> None:
+    """``write(tmp)`` then ``os.replace(tmp, path)``; on failure remove ``tmp`` and raise
+    :class:`OutputWriteError` saying why (full disk, size limit, ...) and what was kept."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        kept = f"the previous {what} at {path} is kept" if path.exists() else f"no earlier {what} was there"
+        raise OutputWriteError(f"could not write {path}: {_why_write_failed(path, exc)}; {kept}") from exc
+
+
+def _file_size_limit() -> Optional[int]:
+    """The soft ``RLIMIT_FSIZE`` (``ulimit -f``) in bytes, or None when unlimited (or not POSIX)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _why_write_failed(path: Path, exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    limit = _file_size_limit()
+    if code == errno.EFBIG or limit is not None:
+        return f"the file-size limit was reached (ulimit -f: {limit} bytes)"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 1 << 20):
+        return f"the disk is full ({free} bytes free)" if free is not None else "the disk is full"
+    detail = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()
+    return f"the write failed ({type(exc).__name__}: {detail[0] if detail else '?'}; a full disk or a file-size " \
+           "limit gives this too)"
+
+
+def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> None:
+    """``torch.save`` to ``path`` atomically.
+
+    Raises:
+        OutputWriteError: the write failed; ``path`` holds the previous checkpoint, if any, and no
+            partial file is left.
+    """
+    path = Path(path)
+    _write_atomically(path, lambda tmp: torch.save(payload, tmp), "checkpoint")
     logger.info("checkpoint written: %s (step %s)", path, payload.get("step"))
 
 
@@ -147,31 +198,6 @@ class CheckpointError(ValueError):
     """A checkpoint file exists but cannot be read as a flow_escnn checkpoint."""
 
 
-def prepare_out_dir(out: PathLike, replace: bool = False) -> Path:
-    """Create the run folder ``out``; with ``replace``, first move an earlier run's files away.
-
-    The earlier files go to ``out/replaced-<time>/`` *before* anything new is written, so a run
-    killed part-way never leaves two runs' files side by side in ``out``.
-
-    Raises:
-        ValueError: when ``out`` (or a folder above it) is a file.
-    """
-    out = Path(out)
-    for p in [out, *out.parents]:
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"--out {out}: {p} is a file, not a folder; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if replace:
-        old = [p for p in out.iterdir() if not p.name.startswith("replaced-")]
-        if old:
-            keep = out / time.strftime("replaced-%Y%m%d-%H%M%S")
-            keep.mkdir()
-            for p in old:
-                os.replace(p, keep / p.name)
-            logger.warning("moved the earlier run's %d files to %s", len(old), keep)
-    return out
-
-
 def versions() -> Dict[str, str]:
     """Versions of Python, torch, numpy, escnn and flow_escnn, and the platform."""
     import escnn
@@ -190,7 +216,11 @@ def versions() -> Dict[str, str]:
 
 
 def write_json(path: PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON (atomically; NaN/inf become null)."""
+    """Write ``data`` as indented JSON (atomically; NaN/inf become null).
+
+    Raises:
+        OutputWriteError: the write failed (the previous file, if any, is kept).
+    """
 
     def clean(x: Any) -> Any:
         if isinstance(x, dict):
@@ -203,11 +233,8 @@ def write_json(path: PathLike, data: Any) -> None:
             return int(x)
         return x
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(clean(data), indent=2) + "\n"
+    _write_atomically(Path(path), lambda tmp: tmp.write_text(text), "file")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,6 +22,7 @@ training 2 more gives bit-identical weights to training 4 steps at once.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -42,6 +43,7 @@ from flow_escnn.experiments.loop import (
     optimise,
     stop_on_signals,
 )
+from flow_escnn.experiments.run_folder import claim_run_folder
 from flow_escnn.experiments.runtime import (
     PathLike,
     batch_indices,
@@ -173,26 +175,37 @@ def train_flowing(
     resume: bool = False,
     progress: Optional[ProgressFactory] = None,
     data: Optional[ExperimentData] = None,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Train a next-frame model on Flowing MNIST, evaluate it and write ``metrics.json``.
 
     Args:
         config: the experiment config (resolved here). When resuming, build it with
             :func:`merge_resume_config`; its non-resumable fields must match the checkpoint.
-        out_dir: run folder (``checkpoint.pt``, ``config.json``, ``metrics.json``).
+        out_dir: run folder (``checkpoint.pt``, ``config.json``, ``metrics.json``), owned by this
+            call while it runs (:func:`~flow_escnn.experiments.run_folder.claim_run_folder`).
         resume: continue from ``out_dir/checkpoint.pt``.
         progress: optional progress-bar factory (see :data:`ProgressFactory`).
         data: optional pre-built :class:`~flow_escnn.experiments.datasets.ExperimentData`
             for this config (to share generated sets between runs).
+        overwrite: start afresh in a folder that holds a run, moving its files to
+            ``out_dir/replaced-<time>/`` first (without it such a folder is refused).
 
     Returns:
         The metrics dictionary (also in ``out_dir/metrics.json``); the trained model is in
         ``out_dir/checkpoint.pt``. Under ``torchrun`` (:mod:`~flow_escnn.experiments.distributed`)
         rank 0 returns them and the other ranks an empty dict.
+
+    Raises:
+        RunFolderError: ``out_dir`` is in use by another process, or holds a run and neither
+            ``resume`` nor ``overwrite`` is given.
     """
     c = config.resolve()
     with distributed_world(resolve_device(c.device).type) as world:
-        return _train(c, Path(out_dir), resume, progress, data, world)
+        owner = (claim_run_folder(out_dir, "train", fresh=not resume, replace=overwrite) if world.is_main
+                 else contextlib.nullcontext())
+        with owner:
+            return _train(c, Path(out_dir), resume, progress, data, world)
 
 
 def _train(
@@ -210,8 +223,6 @@ def _train(
         if _training_fields(saved) != _training_fields(c):
             diff = sorted(k for k, v in _training_fields(c).items() if _training_fields(saved)[k] != v)
             raise ValueError(f"the config differs from the checkpoint's in {diff}; use merge_resume_config")
-    elif ckpt_path.exists() and world.is_main:
-        logger.warning("%s exists and will be overwritten (pass resume=True to continue it)", ckpt_path)
     if world.is_main:
         write_json(out / "config.json", c.to_dict())
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, ClassVar, Collection, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, optional_positive_int, positive_int
-from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
+from flow_escnn.flows.kinds import FLOW_KINDS, FlowKind, flow_kind, parse_steps
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models.factory import SO2_FREQUENCIES, SO2_GROUP, make_gspace, model_flows
 from flow_escnn.models.program import OUTPUT_ACTIVATIONS
@@ -114,6 +114,44 @@ class ModelConfig:
     def flow_steps_list(self) -> Optional[List[int]]:
         return None if self.flow_steps is None else parse_steps(self.flow_steps)
 
+    # -- which options this config uses ---------------------------------------------------------------
+    def option_uses(self) -> Dict[str, Tuple[bool, str]]:
+        """The fields only some models, cells or flow kinds use: ``{field: (used here, who uses it)}``.
+
+        Subclasses add theirs. :meth:`check_given` refuses a field given for a config that does
+        not use it, so an option is never recorded while changing nothing.
+        """
+        flows = self.has_flows and self.model != "conv3d"
+        moving = " and ".join(FLOW_MODELS)
+        translating = ", ".join(n for n, k in FLOW_KINDS.items() if k.translates)
+        rotating = ", ".join(n for n, k in FLOW_KINDS.items() if k.rotates)
+        cells = self.model in ("fernn", "grnn")
+        return {
+            "flow_radius": (flows and self.kind.translates, f"models {moving} with flow kinds {translating}"),
+            "flow_steps": (flows and self.kind.rotates, f"models {moving} with flow kinds {rotating}"),
+            "interpolation": (flows and self.kind.rotates, f"models {moving} with flow kinds {rotating}"),
+            "velocity_kernel_size": (self.model == "grnn_plus", "model grnn_plus"),
+            "cell": (cells, "models fernn and grnn"),
+            "nonlinearity": (self.model != "conv3d" and self.cell == "fernn", "the plain cell (--cell fernn)"),
+            **{name: (self.model != "conv3d", "the recurrent models (not conv3d)")
+               for name in ("group", "hidden_channels", "hidden_fields", "num_layers")},
+        }
+
+    def check_given(self, given: Collection[str]) -> None:
+        """Refuse the fields in ``given`` (e.g. the options a user passed) that this config does not use.
+
+        Raises:
+            ValueError: naming the option, what this config is, and which configs take it.
+        """
+        uses = self.option_uses()
+        for name in given:
+            if name in uses and not uses[name][0]:
+                option = "--" + name.replace("_", "-")
+                what = f"model {self.model!r}"
+                if self.model != "conv3d":
+                    what += f" (cell {self.cell!r}, flow {self.flow!r})"
+                raise ValueError(f"{option} does nothing for {what}: it applies to {uses[name][1]}; drop it")
+
     # -- hooks of the task configs -------------------------------------------------------------------
     def flow_rows(self) -> Sequence[Tuple[int, int, float]]:
         """The data velocities ``(vx, vy, degrees)`` a default V must cover (a task's training set)."""
@@ -170,6 +208,7 @@ class ModelConfig:
         if not self.has_flows and (self.flow_radius is not None or self.flow_steps is not None):
             who = "the G-RNN has no flow set (V = {0})" if self.model == "grnn" else f"model {self.model!r} has no flow set"
             raise ValueError(f"{who}; flow_radius / flow_steps apply to {' and '.join(FLOW_MODELS)}")
+        self.check_given([n for n in ("flow_radius", "flow_steps") if getattr(self, n) is not None])
         if self.has_flows and kind.rotates and self.group == 1:
             raise ValueError(
                 f"a {self.model} over rotation flows needs a rotation group: pass group N >= 2 (rot2dOnR2(N)); "
@@ -250,6 +289,9 @@ class ClassifierConfig(ModelConfig):
                 f"conv3d_channels must be a list of positive integers like '16,32', got {self.conv3d_channels!r}"
             )
         return chans
+
+    def option_uses(self) -> Dict[str, Tuple[bool, str]]:
+        return {**super().option_uses(), "conv3d_channels": (self.model == "conv3d", "model conv3d")}
 
     def validate(self) -> None:
         super().validate()
