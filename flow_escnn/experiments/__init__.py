@@ -11,7 +11,8 @@ Run them from the command line (``python -m flow_escnn.experiments --help``) or 
   :func:`evaluate_checkpoint`;
 * :mod:`~flow_escnn.experiments.plots` -- PNG figures (matplotlib, Agg);
 * :mod:`~flow_escnn.experiments.demo` -- the small FERNN vs G-RNN demo;
-* :mod:`~flow_escnn.experiments.kth` -- moving-KTH action classification.
+* :mod:`~flow_escnn.experiments.kth` -- moving-KTH action classification;
+* :mod:`~flow_escnn.experiments.run_folder` -- one owner per run folder, nothing replaced.
 
 Library modules log (``logging``) and never print; only :mod:`~flow_escnn.experiments.cli`
 prints tables and shows progress bars.
@@ -24,6 +25,7 @@ from flow_escnn.experiments.config import (
     velocity_key,
 )
 from flow_escnn.experiments.evaluation import evaluate_checkpoint, evaluate_model
+from flow_escnn.experiments.run_folder import RunFolderBusy, RunFolderError, claim_run_folder
 from flow_escnn.experiments.training import load_checkpoint, train_flowing
 
 __all__ = [
@@ -36,4 +38,7 @@ __all__ = [
     "load_checkpoint",
     "evaluate_model",
     "evaluate_checkpoint",
+    "claim_run_folder",
+    "RunFolderError",
+    "RunFolderBusy",
 ]
