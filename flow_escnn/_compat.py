@@ -11,19 +11,29 @@ unusable.
 SO(3). ``lie_learn``'s compiled modules are built against numpy 1.x and fail to import
 under numpy 2 (and every ``lie_learn`` wheel declares ``numpy<2``). When that import fails
 (or ``lie_learn`` is not installed), :func:`import_escnn` registers a stand-in module for
-``lie_learn.representations.SO3.wigner_d`` whose ``wigner_D_matrix`` raises
-:class:`EscnnImportError` naming the cause if it is ever called, says so once in the log
-(logger ``flow_escnn``), and imports escnn: every 2D gspace works, SO(3) does not. When
-``lie_learn`` imports, nothing is changed. Import ``flow_escnn`` before ``escnn``; if escnn
-was imported first and came up without ``escnn.nn``, :func:`import_escnn` re-imports it
-with the stand-in in place (modules taken from the broken import before that stay broken,
-so the log says to import flow_escnn first).
+``lie_learn.representations.SO3.wigner_d`` serving flow_escnn's own numpy implementation,
+:func:`flow_escnn._wigner.wigner_D_matrix` (``lie_learn``'s conventions for every basis it
+names, equal to it to about 1e-15), says so once in the log (logger ``flow_escnn``, INFO),
+and imports escnn: the 2D gspaces and the SO(3) / O(3) ones (``rot3dOnR3``, ``octaOnR3``,
+``icoOnR3``, ...) all work. When ``lie_learn`` imports (numpy 1.x), it is used and nothing
+is changed.
 
-escnn warns at import time that ``py3nj`` is missing. py3nj is only used by
-escnn for SO(3) Clebsch-Gordan coefficients, which flow_escnn (2D only) never
-needs, and flow_escnn deliberately installs escnn without it (docs/install.rst).
-That one warning, matched by its exact text, is therefore silenced here; every
-other warning and error passes through.
+**Import order.** Import ``flow_escnn`` before ``escnn``. Without flow_escnn, nothing can
+stand in for ``lie_learn``, so under numpy 2 (or without lie_learn) escnn alone is broken:
+``import escnn`` succeeds but comes up without ``escnn.group``, ``escnn.kernels``,
+``escnn.gspaces`` and ``escnn.nn`` (its ``__init__`` swallows their ImportErrors), and
+``from escnn import gspaces`` / ``import escnn.nn`` raise ImportError. Importing flow_escnn
+afterwards repairs it: :func:`import_escnn` drops every ``escnn.*`` submodule and re-executes
+escnn's ``__init__`` in the same module object (:func:`importlib.reload`), so a name bound
+by an earlier ``import escnn`` then has a working ``escnn.nn`` and 3D gspaces. Only objects
+taken from the broken import stay broken, hence the warning in the log.
+
+**py3nj.** escnn warns at import time that ``py3nj`` is missing. py3nj would give escnn
+the SO(3) Clebsch-Gordan coefficients in closed form; without it escnn computes them
+numerically from the Wigner D-matrices (and caches them on disk), which is slower but
+correct, so SO(3) bases need no py3nj. flow_escnn deliberately installs escnn without it
+(it needs Fortran; docs/install.rst). That one warning, matched by its exact text, is
+therefore silenced here; every other warning and error passes through.
 
 One patch is applied to escnn at import: escnn 1.0.11 computes kernel-basis null
 spaces with scikit-learn's ``randomized_svd`` whenever scikit-learn is importable
@@ -42,9 +52,8 @@ import re
 import sys
 import warnings
 from types import ModuleType
-from typing import Any, Optional, Tuple
 
-__all__ = ["EscnnImportError", "import_escnn", "lie_learn_stand_in", "REQUIRED_ESCNN_VERSION"]
+__all__ = ["REQUIRED_ESCNN_VERSION", "EscnnImportError", "import_escnn", "lie_learn_stand_in"]
 
 logger = logging.getLogger("flow_escnn")
 
@@ -63,7 +72,7 @@ class EscnnImportError(ImportError):
     """escnn, or one of the escnn submodules flow_escnn needs, cannot be imported."""
 
 
-def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
+def import_escnn() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     """Import escnn and the submodules flow_escnn uses, failing loudly.
 
     Returns:
@@ -73,18 +82,20 @@ def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
         EscnnImportError: when escnn is not installed or a submodule fails to import
             (typically numpy >= 2 breaking lie_learn).
     """
-    _ensure_wigner_importable()
+    repair = _ensure_wigner_importable()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`py3nj` package not found", category=UserWarning)
         try:
             escnn = importlib.import_module("escnn")
+            if repair:  # re-execute in the same module object, so that an earlier `import escnn` sees the fix
+                escnn = importlib.reload(escnn)
         except ImportError as exc:
             raise EscnnImportError(f"escnn is not installed or failed to import ({exc!r}). {_FIX}") from exc
         modules = [escnn]
         for name in ("escnn.group", "escnn.gspaces", "escnn.nn"):
             try:
                 modules.append(importlib.import_module(name))
-            except Exception as exc:  # noqa: BLE001 - re-raised with context below
+            except Exception as exc:
                 import numpy
 
                 raise EscnnImportError(
@@ -99,35 +110,33 @@ def import_escnn() -> Tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     return modules[0], modules[1], modules[2], modules[3]
 
 
-def lie_learn_stand_in() -> Optional[str]:
+def lie_learn_stand_in() -> str | None:
     """Why the ``lie_learn`` stand-in is in use (the import error), or None when the real one is."""
     mod = sys.modules.get(_WIGNER)
     return getattr(mod, "_flow_escnn_stand_in_cause", None)
 
 
-def _ensure_wigner_importable() -> None:
-    """Make ``from lie_learn.representations.SO3.wigner_d import wigner_D_matrix`` work (module docstring)."""
+def _ensure_wigner_importable() -> bool:
+    """Make ``from lie_learn.representations.SO3.wigner_d import wigner_D_matrix`` work (module docstring).
+
+    Returns:
+        True when escnn had been imported before, broken (without ``escnn.nn``): its
+        submodules are then dropped from ``sys.modules`` and the caller re-executes it.
+    """
     if _WIGNER in sys.modules:
-        return
+        return False
     cause = _declared_numpy_conflict()
     if cause is None:  # try the real module (a compiled-module failure raises ImportError, ValueError, ...)
         try:
             importlib.import_module(_WIGNER)
-            return
+            return False
         except Exception as exc:  # noqa: BLE001 - any failure gets the stand-in, with its cause logged
             cause = f"{type(exc).__name__}: {exc}"
     for name in [n for n in sys.modules if n == "lie_learn" or n.startswith("lie_learn.")]:
         del sys.modules[name]  # drop the half-imported package
     import numpy
 
-    message = (
-        f"lie_learn (needed by escnn for SO(3) Wigner D-matrices only) cannot be imported under numpy "
-        f"{numpy.__version__} ({cause}); SO(3) and O(3) gspaces are unavailable, the 2D gspaces work. "
-        "For SO(3), use numpy<2 with `pip install lie_learn`."
-    )
-
-    def wigner_D_matrix(*args: Any, **kwargs: Any) -> Any:
-        raise EscnnImportError(message)
+    from flow_escnn._wigner import wigner_D_matrix, wigner_d_matrix
 
     parts = _WIGNER.split(".")
     for i in range(1, len(parts) + 1):
@@ -139,16 +148,28 @@ def _ensure_wigner_importable() -> None:
             setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], module)
     leaf = sys.modules[_WIGNER]
     leaf.wigner_D_matrix = wigner_D_matrix  # type: ignore[attr-defined]
+    leaf.wigner_d_matrix = wigner_d_matrix  # type: ignore[attr-defined]
     leaf._flow_escnn_stand_in_cause = cause  # type: ignore[attr-defined]
-    logger.info(message)
+    logger.info(
+        "lie_learn (needed by escnn for SO(3) Wigner D-matrices only) cannot be imported under numpy %s (%s); "
+        "escnn uses flow_escnn's numpy Wigner D-matrices instead (flow_escnn._wigner, lie_learn's conventions): "
+        "the 2D and the SO(3)/O(3) gspaces work.",
+        numpy.__version__,
+        cause,
+    )
     broken = sys.modules.get("escnn")
-    if broken is not None and not hasattr(broken, "nn"):
-        logger.warning("escnn was imported before flow_escnn without escnn.nn; re-importing it. Import flow_escnn first.")
-        for name in [n for n in sys.modules if n == "escnn" or n.startswith("escnn.")]:
-            del sys.modules[name]
+    if broken is None or hasattr(broken, "nn"):
+        return False
+    logger.warning(
+        "escnn was imported before flow_escnn and came up without escnn.group/gspaces/nn (lie_learn failed); "
+        "re-executing it in place. Objects taken from the broken import stay broken: import flow_escnn first."
+    )
+    for name in [n for n in sys.modules if n.startswith("escnn.")]:
+        del sys.modules[name]
+    return True
 
 
-def _declared_numpy_conflict() -> Optional[str]:
+def _declared_numpy_conflict() -> str | None:
     """Why lie_learn's compiled modules cannot load, if its metadata says so: it pins ``numpy<2``
     and numpy 2 is installed (importing it anyway only prints numpy's long C-API traceback)."""
     import numpy

@@ -15,6 +15,7 @@ Group actions on a lifted tensor (see :mod:`flow_escnn.flows.flowset`):
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Sequence, Tuple
 
 import torch
@@ -53,6 +54,9 @@ class LiftedFieldType(FieldTypeOver):
 
     def __len__(self) -> int:
         return len(self._flows)
+
+    def _constructor_args(self) -> Tuple[Any, ...]:
+        return (self._flows,)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LiftedFieldType):
@@ -157,9 +161,26 @@ class LiftedTensor:
         return cls(x.reshape(*leading, len(type), c, h, w), type)
 
     def frame(self, t: int) -> "LiftedTensor":
-        """Frame ``t`` of a sequence, as a ``[B, V, C, H, W]`` lifted tensor."""
+        """Frame ``t`` of a sequence, as a ``[B, V, C, H, W]`` lifted tensor.
+
+        ``t`` indexes the T frames as a Python sequence does: ``0 .. T-1``, or ``-T .. -1`` from the end.
+
+        Raises:
+            TypeError: when ``t`` is not an integer.
+            IndexError: when ``t`` is outside ``-T .. T-1`` (the message gives the range).
+        """
         self._require_sequence("frame")
-        return LiftedTensor(self.tensor[:, t], self.type)
+        if isinstance(t, bool):
+            raise TypeError(f"frame index must be an integer, got bool {t!r}")
+        try:
+            i = operator.index(t)
+        except TypeError:
+            raise TypeError(f"frame index must be an integer, got {type(t).__name__} {t!r}") from None
+        n = int(self.tensor.shape[1])
+        if not -n <= i < n:
+            valid = f"valid are 0 .. {n - 1}, or -{n} .. -1 from the end" if n else "it has no frames"
+            raise IndexError(f"frame index {i} is out of range for a sequence of T={n} frames: {valid}")
+        return LiftedTensor(self.tensor[:, i], self.type)
 
     def velocity_slice(self, velocity: VelocityLike) -> torch.Tensor:
         """The slice :math:`h(\\nu)`: ``[B, C, H, W]`` or ``[B, T, C, H, W]``."""

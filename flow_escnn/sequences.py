@@ -10,17 +10,18 @@ model the way a ``GeometricTensor`` carries a ``FieldType`` (and a
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
 from flow_escnn._compat import enn
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.flowset import FlowSet, VelocityLike
+from flow_escnn.flows.spec import decode, encode
 from flow_escnn.flows.transport import TransportPlan
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 
-__all__ = ["FieldTypeOver", "SequenceFieldType", "SequenceTensor"]
+__all__ = ["FieldTypeOver", "SequenceFieldType", "SequenceTensor", "rebuild_type"]
 
 
 class FieldTypeOver:
@@ -45,6 +46,25 @@ class FieldTypeOver:
     def size(self) -> int:
         """Channels per frame (per V slice for a lifted type)."""
         return int(self._field_type.size)
+
+    # -- pickling: the field type through its construction spec (escnn's hold local functions) ------
+    def _constructor_args(self) -> Tuple[Any, ...]:
+        """The constructor arguments after the field type."""
+        return ()
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (rebuild_type, (type(self), encode(self._field_type), *self._constructor_args()))
+
+    def __copy__(self) -> "FieldTypeOver":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "FieldTypeOver":
+        return self
+
+
+def rebuild_type(cls: Any, field_type_spec: Any, *args: Any) -> FieldTypeOver:
+    """``cls(field_type, *args)`` from :func:`~flow_escnn.flows.spec.encode`'s spec of the field type (unpickling)."""
+    return cls(decode(field_type_spec), *args)
 
 
 class SequenceFieldType(FieldTypeOver):

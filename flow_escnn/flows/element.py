@@ -22,10 +22,11 @@ else is interpolated (:mod:`flow_escnn.flows.transport`).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from flow_escnn._validate import positive_int
 from flow_escnn.flows.gspace_utils import check_planar_gspace, spatial_matrix
 
 __all__ = ["GridElement"]
@@ -34,17 +35,23 @@ _TOL = 1e-9
 
 
 def _exact_ints(translation: Sequence[Any]) -> Optional[Tuple[int, int]]:
-    """The translation as Python ints if every entry is integral (ints of any size, or floats
-    within ``_TOL`` of an integer below 2**53), else None."""
+    """The translation as Python ints if every entry is integral (ints of any size, floats within
+    ``_TOL`` of an integer, and every finite float of magnitude >= 2**53, which is an integer: the
+    spacing of float64 there is at least 2), else None."""
     out = []
     for v in translation:
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             out.append(int(v))
             continue
         f = float(v)
-        if not (math.isfinite(f) and abs(f) < 2.0**53 and abs(f - round(f)) < _TOL):
+        if not math.isfinite(f):
             return None
-        out.append(int(round(f)))
+        if abs(f) >= 2.0**53:
+            out.append(int(f))  # exact
+        elif abs(f - round(f)) < _TOL:
+            out.append(int(round(f)))
+        else:
+            return None
     return (out[0], out[1])
 
 
@@ -114,7 +121,12 @@ class GridElement:
     def translation_mod(self, h: int, w: int) -> np.ndarray:
         """:math:`u` reduced exactly modulo the ``H x W`` torus (``u_x mod W``, ``u_y mod H``) for a
         grid-exact element (the same map of the torus), else :attr:`translation` (reducing it would
-        change the map when :math:`A(g)` does not preserve the lattice)."""
+        change the map when :math:`A(g)` does not preserve the lattice).
+
+        Raises:
+            ValueError: unless ``h`` and ``w`` are positive integers.
+        """
+        h, w = positive_int(h, "h (torus height)"), positive_int(w, "w (torus width)")
         if self._exact is None or _integer_matrix(self._a) is None:
             return self._u
         return np.array([self._exact[0] % w, self._exact[1] % h], dtype=np.float64)
@@ -211,8 +223,20 @@ class GridElement:
             return hash((self._g, self._exact))
         return hash((self._g, tuple(np.round(self._u, 6).tolist())))
 
+    # -- pickling: through the construction spec (escnn's gspaces hold local functions) -----------
+    def __reduce__(self) -> Tuple[Any, Tuple[Any]]:
+        from flow_escnn.flows.spec import decode, encode  # the codec imports this module
+
+        return (decode, (encode(self),))
+
+    def __copy__(self) -> "GridElement":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "GridElement":
+        return self
+
     def __repr__(self) -> str:
         ux, uy = (float(v) for v in self._u)
-        fmt = lambda v: str(int(v)) if v == int(v) else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v: str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.4g}"  # noqa: E731
         return f"GridElement(u=({fmt(ux)}, {fmt(uy)}), g={self._g})"
 

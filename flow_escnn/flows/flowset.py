@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from flow_escnn._validate import grid_shape as check_grid_shape
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.generator import FlowGenerator
 from flow_escnn.flows.gspace_utils import check_planar_gspace, steps_per_turn
@@ -193,6 +194,18 @@ class FlowSet:
     def __hash__(self) -> int:
         return hash(self._gens)
 
+    # -- pickling: through the construction spec (escnn's gspaces hold local functions) -----------
+    def __reduce__(self) -> Tuple[Any, Tuple[Any]]:
+        from flow_escnn.flows.spec import decode, encode  # the codec imports this module
+
+        return (decode, (encode(self),))
+
+    def __copy__(self) -> "FlowSet":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "FlowSet":
+        return self
+
     def __repr__(self) -> str:
         vs = self.velocities
         shown = ", ".join("(" + ", ".join(str(c) for c in v) + ")" for v in vs[:6]) + (", ..." if len(vs) > 6 else "")
@@ -299,8 +312,10 @@ class FlowSet:
             k %= steps_per_turn(self._gspace)
             if periodic_grid is None:
                 return (vx, vy, k)
-            h, w = periodic_grid
             return (vx % w, vy % h, k)
+
+        if periodic_grid is not None:
+            h, w = check_grid_shape(periodic_grid, "periodic_grid")
 
         lookup: Dict[Tuple[int, int, int], int] = {}
         for i, nu in enumerate(self._gens):
@@ -324,7 +339,7 @@ class FlowSet:
         Translations by ``(vx, vy)`` and ``(vx + W, vy + H)`` are the same map of the torus, so
         such a V computes aliased (duplicate) slices; the message gives the number of distinct flows.
         """
-        h, w = grid_shape
+        h, w = check_grid_shape(grid_shape)
         n = steps_per_turn(self._gspace)
         keys = {}
         for g in self._gens:

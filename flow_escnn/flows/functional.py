@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from flow_escnn.flows.element import GridElement
+from flow_escnn.flows.flowset import FlowSet, VelocityLike
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
 from flow_escnn.flows.transport import TransportPlan
 
@@ -26,7 +27,7 @@ def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolat
 def flow_sequence(
     x: torch.Tensor,
     field_type: Any,
-    generator: Any,
+    generator: VelocityLike,
     start: int = 0,
     interpolation: str = DEFAULT_INTERPOLATION,
 ) -> torch.Tensor:
@@ -35,7 +36,8 @@ def flow_sequence(
     Args:
         x: a sequence of fields ``[B, T, C, H, W]`` of type ``field_type``.
         field_type: the escnn ``FieldType`` of each frame.
-        generator: the flow :math:`\\mu` (a :class:`~flow_escnn.flows.generator.FlowGenerator`).
+        generator: the flow :math:`\\mu`: a :class:`~flow_escnn.flows.generator.FlowGenerator` of
+            ``field_type``'s gspace, or a velocity ``(vx, vy)`` / ``(vx, vy, k)`` (:meth:`FlowSet.as_generator`).
         start: time index of frame 0 (frames are 0-indexed, so frame 0 is untouched by default).
         interpolation: resampling for non-grid-preserving flows.
 
@@ -46,6 +48,7 @@ def flow_sequence(
         raise ValueError(f"flow_sequence expects a sequence [B, T, C, H, W], got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise ValueError("flow_sequence got a sequence with T=0 frames")
-    elements = [generator.psi(start + t) for t in range(x.shape[1])]
+    mu = FlowSet.as_generator(field_type.gspace, generator)
+    elements = [mu.psi(start + t) for t in range(x.shape[1])]
     plan = TransportPlan(field_type, elements, tuple(x.shape[-2:]), interpolation).to(x.device)
     return plan(x)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 
+from flow_escnn._validate import grid_shape as check_grid_shape
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.gspace_utils import (
     as_steps,
@@ -72,9 +73,20 @@ class FlowGenerator:
         """Build a generator from an angular velocity in radians per frame.
 
         Raises:
-            ValueError: when ``angle`` is not a multiple of ``2*pi/N`` (within 1e-9 rad); on SO(2) / O(2)
-                any angle is taken (as the nearest fraction of a degree with denominator up to 10**6).
+            TypeError: when ``angle`` is not a real number.
+            ValueError: when ``angle`` is not finite, or not a multiple of ``2*pi/N`` (within 1e-9 rad); on
+                SO(2) / O(2) any finite angle is taken (as the nearest fraction of a degree with denominator up
+                to 10**6).
         """
+        not_real = f"angle must be a real number of radians per frame, got {type(angle).__name__} {angle!r}"
+        if isinstance(angle, (bool, str, bytes)):
+            raise TypeError(not_real)
+        try:
+            angle = float(angle)
+        except (TypeError, ValueError):
+            raise TypeError(not_real) from None
+        if not math.isfinite(angle):
+            raise ValueError(f"angle must be a finite number of radians per frame, got {angle!r}")
         if is_continuous(gspace):
             return cls(gspace, translation, Fraction(math.degrees(angle)).limit_denominator(10**6))
         n = steps_per_turn(gspace)
@@ -139,8 +151,11 @@ class FlowGenerator:
         :math:`p = o \\cdot \\mathrm{lcm}(W/\\gcd(u_x, W),\\, H/\\gcd(u_y, H))` for its translation
         :math:`u`. Then :math:`\\psi_{t+p}(\\nu) = \\psi_t(\\nu)` on the torus, which lets per-time
         transport tables be reused periodically. None if that translation is not integral.
+
+        Raises:
+            ValueError: unless ``grid_shape`` is a pair of positive integers.
         """
-        h, w = (int(s) for s in grid_shape)
+        h, w = check_grid_shape(grid_shape)
         turns = Fraction(self._k) / steps_per_turn(self._gspace)
         order = (turns - math.floor(turns)).denominator  # r^k has order q for k/N = p/q of a turn
         exact = (self.element() ** order).exact_translation
@@ -166,6 +181,18 @@ class FlowGenerator:
 
     def __hash__(self) -> int:
         return hash(self._canonical())
+
+    # -- pickling: through the construction spec (escnn's gspaces hold local functions) -----------
+    def __reduce__(self) -> Tuple[Any, Tuple[Any]]:
+        from flow_escnn.flows.spec import decode, encode  # the codec imports this module
+
+        return (decode, (encode(self),))
+
+    def __copy__(self) -> "FlowGenerator":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "FlowGenerator":
+        return self
 
     def __repr__(self) -> str:
         parts = []

@@ -28,6 +28,8 @@ INTERPOLATIONS = ("bilinear", "bicubic", "cubic6")
 #: (:func:`flow_escnn.models.load_model` rebuilds them with the interpolation their layers recorded).
 DEFAULT_INTERPOLATION = "cubic6"
 _INT_TOL = 1e-6
+#: Largest unreduced translation resampled: float64 rounds |u| ~ 2**32 pixels by about _INT_TOL.
+_MAX_SHIFT = 2.0**32
 _PERM_TOL = 1e-9
 
 
@@ -90,8 +92,16 @@ def spatial_table(e: GridElement, h: int, w: int, interpolation: str) -> Tuple[n
             f"{e} rotates the grid by an angle other than 0/180 degrees, which needs a square grid; "
             f"got H={h}, W={w}"
         )
+    u = e.translation_mod(h, w)  # exact modulo the torus when the element maps the grid onto itself
+    if np.max(np.abs(u)) >= _MAX_SHIFT:
+        raise ValueError(
+            f"{e} moves by {np.max(np.abs(u)):.4g} pixels and is not a whole-pixel shift with a 90-degree-multiple "
+            "rotation or reflection, so its translation is not reduced modulo the torus, and float64 cannot place "
+            f"its source points to within {_INT_TOL:g} pixel beyond {_MAX_SHIFT:.4g} pixels: use a translation "
+            "below that (reduce it modulo the grid yourself where that keeps the map)"
+        )
     pts = grid_points(h, w)
-    src = np.linalg.solve(a, (pts - e.translation_mod(h, w)).T).T  # A^{-1}(x - u), u exact modulo the torus
+    src = np.linalg.solve(a, (pts - u).T).T  # A^{-1}(x - u)
     col = src[:, 0] + (w - 1) / 2.0
     row = (h - 1) / 2.0 - src[:, 1]
     rcol, rrow = np.round(col), np.round(row)

@@ -1,11 +1,12 @@
 """Save and load a whole model: its construction spec and its ``state_dict`` in one file.
 
-``torch.save(model)`` fails on flow_escnn models (escnn's representations are built from
-local functions, which pickle cannot store). :func:`save_model` writes what rebuilds the
-model instead: the class, its constructor arguments as plain data
-(:mod:`flow_escnn.nn.spec`: field types, gspaces and flow sets included) and the
-``state_dict``; :func:`load_model` rebuilds it and loads the weights (``weights_only``
-loading: no code is unpickled).
+escnn's representations are built from local functions, which pickle cannot store, so
+:func:`save_model` writes what rebuilds the model instead: the class, its constructor
+arguments as plain data (:mod:`flow_escnn.nn.spec`: field types, gspaces and flow sets
+included) and the ``state_dict``; :func:`load_model` rebuilds it and loads the weights
+(``weights_only`` loading: no code is unpickled). ``pickle`` / ``torch.save(model)`` of these
+models go through the same spec (:func:`flow_escnn.nn.spec.module_spec`), but loading a pickle
+runs code, so files to share are best written here.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from flow_escnn.models.classifier import SequenceClassifier
 from flow_escnn.models.predictor import NextFramePredictor
 from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, GRNNPlus
 from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM
-from flow_escnn.nn.spec import decode, encode, init_args
+from flow_escnn.nn.spec import module_spec, rebuild_module
 
 __all__ = ["save_model", "load_model", "SAVABLE"]
 
@@ -39,8 +40,7 @@ def save_model(model: torch.nn.Module, path: Union[str, Path]) -> None:
     name = type(model).__name__
     if SAVABLE.get(name) is not type(model):
         raise TypeError(f"save_model writes {sorted(SAVABLE)}, got {name}; save its state_dict instead")
-    payload = {"format": _FORMAT, "class": name, "args": encode(init_args(model)), "state_dict": model.state_dict(),
-               "training": model.training}
+    payload = {"format": _FORMAT, "class": name, **module_spec(model)}
     torch.save(payload, Path(path))
 
 
@@ -49,7 +49,8 @@ def load_model(path: Union[str, Path], map_location: Any = "cpu") -> torch.nn.Mo
 
     A model built without an explicit ``interpolation`` is rebuilt with the one its flow layers
     recorded in the ``state_dict`` (the default when it was saved: bicubic before cubic6 became
-    the default), so files saved under an older default keep loading.
+    the default), so files saved under an older default keep loading. The model comes back on the
+    device its weights load to (``map_location``), in their dtype (:func:`flow_escnn.nn.spec.rebuild_module`).
 
     Raises:
         ValueError: when ``path`` is not such a file.
@@ -60,12 +61,10 @@ def load_model(path: Union[str, Path], map_location: Any = "cpu") -> torch.nn.Mo
         raise ValueError(f"{path} is not a readable model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT or payload.get("class") not in SAVABLE:
         raise ValueError(f"{path} was not written by flow_escnn.models.save_model")
-    args = decode(payload["args"])
+    args = dict(payload["args"])
     if "interpolation" not in args:  # built with the default of its day: rebuild with what its layers recorded
         recorded = {v["interpolation"] for k, v in payload["state_dict"].items()
                     if k.rsplit(".", 1)[-1] == "_extra_state" and isinstance(v, dict) and "interpolation" in v}
         if len(recorded) == 1:
             args["interpolation"] = recorded.pop()
-    model = SAVABLE[payload["class"]](**args)
-    model.load_state_dict(payload["state_dict"])
-    return model.train(bool(payload.get("training", False)))
+    return rebuild_module(SAVABLE[payload["class"]], {**payload, "args": args})

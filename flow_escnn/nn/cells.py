@@ -57,6 +57,7 @@ from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, non_pointwise
+from flow_escnn.nn.spec import refuses_pickle
 from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
@@ -65,6 +66,7 @@ __all__ = ["FlowCellBase", "FERNNCell", "FlowGRUCell", "FlowLSTMCell", "State"]
 State = Tuple[torch.Tensor, ...]
 
 
+@refuses_pickle
 class FlowCellBase(torch.nn.Module):
     """Shared machinery of the flow cells (not used directly).
 

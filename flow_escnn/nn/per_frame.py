@@ -22,6 +22,7 @@ from flow_escnn._compat import enn
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.conv import export_escnn
+from flow_escnn.nn.spec import refuses_pickle
 from flow_escnn.sequences import SequenceFieldType, SequenceTensor
 
 __all__ = ["PerFrame", "ExportedPerFrame"]
@@ -29,6 +30,7 @@ __all__ = ["PerFrame", "ExportedPerFrame"]
 SequenceLike = Union[torch.Tensor, SequenceTensor, LiftedTensor]
 
 
+@refuses_pickle
 class PerFrame(torch.nn.Module):
     """An escnn module applied frame by frame (and slice by slice over :math:`V`).
 

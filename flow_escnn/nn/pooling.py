@@ -47,7 +47,7 @@ plain PyTorch (and :func:`torch.jit.script`-able where they take plain tensors).
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 
@@ -98,19 +98,26 @@ def _reduce_over_v(x: torch.Tensor, mode: str) -> torch.Tensor:
     return reduce_over(x, x.dim() - 4, mode)  # max: max(dim)'s values and gradient, faster on the CPU
 
 
-def check_velocity_pool(mode: str, field_type: Any, what: str = "pool") -> None:
+def check_velocity_pool(mode: str, field_type: Any, what: str = "pool", instead: Optional[str] = None) -> None:
     """Raise ``ValueError`` for ``mode="max"`` on fields that are not permutation representations.
 
     The max over :math:`V` is taken channel by channel, which commutes with :math:`\\rho(g)` only
     when it permutes channels (trivial, regular, quotient fields); the mean is linear and
     commutes with every :math:`\\rho(g)`.
+
+    Args:
+        mode: the pooling mode.
+        field_type: the escnn ``FieldType`` of the pooled slices.
+        what: the name of the mode argument, for the message.
+        instead: what to use instead, for the message (default ``{what}='mean'``).
     """
     _check_mode(mode, VELOCITY_POOLS, what)
     bad = non_pointwise(field_type)
     if mode == "max" and bad:
         raise ValueError(
             f"{what}='max' takes the maximum over V channel by channel, which is not equivariant on the fields "
-            f"{bad} of {field_type}: use {what}='mean'"
+            f"{bad} of {field_type}: use {instead or what + '=' + repr('mean')}, or fields whose representations "
+            "permute channels (trivial, regular, quotient; e.g. gspace.regular_repr), on which the max is exact"
         )
 
 
@@ -130,9 +137,13 @@ def pool_velocities(x: Union[LiftedTensor, torch.Tensor], mode: str = "max") -> 
         A plain tensor ``[B, C, H, W]`` / ``[B, T, C, H, W]`` of ``hidden_type`` fields.
 
     Raises:
-        ValueError: on an unknown mode or a tensor of rank other than 5 or 6.
+        ValueError: on an unknown mode, a tensor of rank other than 5 or 6, or ``"max"`` on a
+            :class:`~flow_escnn.lifted.LiftedTensor` of fields that do not permute channels
+            (:func:`check_velocity_pool`).
     """
     _check_mode(mode, VELOCITY_POOLS, "velocity pooling mode")
+    if isinstance(x, LiftedTensor):
+        check_velocity_pool(mode, x.type.field_type, "mode", "mode='mean' (VelocityPool('mean'))")
     t = x.tensor if isinstance(x, LiftedTensor) else x
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a LiftedTensor or a torch.Tensor, got {type(x).__name__}")
@@ -147,6 +158,12 @@ def pool_velocities(x: Union[LiftedTensor, torch.Tensor], mode: str = "max") -> 
 class VelocityPool(torch.nn.Module):
     """Module form of :func:`pool_velocities` (see the module docstring for its invariance).
 
+    ``"max"`` is equivariant only on fields whose representations permute channels (trivial,
+    regular, quotient); it is refused on others (e.g. SO(2) irreps) as soon as the field type is
+    known: in a :class:`~flow_escnn.nn.FlowSequential` at construction (:meth:`check_field_type`),
+    otherwise when the input is a :class:`~flow_escnn.lifted.LiftedTensor` (a plain tensor carries
+    no type and is pooled as given).
+
     Args:
         mode: ``"max"`` or ``"mean"``.
 
@@ -158,6 +175,10 @@ class VelocityPool(torch.nn.Module):
     def __init__(self, mode: str = "max") -> None:
         super().__init__()
         self.mode = _check_mode(mode, VELOCITY_POOLS, "velocity pooling mode")
+
+    def check_field_type(self, field_type: Any) -> None:
+        """Raise ``ValueError`` when this pooling is not equivariant on slices of ``field_type``."""
+        check_velocity_pool(self.mode, field_type, "VelocityPool mode", "VelocityPool('mean')")
 
     def forward(self, x: Union[LiftedTensor, torch.Tensor]) -> torch.Tensor:
         return pool_velocities(x, self.mode)

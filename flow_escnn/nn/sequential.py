@@ -40,6 +40,7 @@ def _step_types(module: Any, given: Optional[TypeLike]) -> Tuple[List[TypeLike],
         return [SequenceFieldType(module.in_type), LiftedFieldType(module.in_type, module.flows)], module.out_type
     if isinstance(module, VelocityPool):
         if isinstance(given, LiftedFieldType):
+            module.check_field_type(given.field_type)  # "max" only on fields that permute channels
             return [given], SequenceFieldType(given.field_type)
         return [], SequenceFieldType  # type: ignore[return-value]
     raise TypeError(
@@ -59,7 +60,8 @@ class FlowSequential(torch.nn.Module):
 
     Raises:
         TypeError: for a piece of an unsupported kind.
-        ValueError: when a piece's input type is not the previous piece's output type (names both).
+        ValueError: when a piece's input type is not the previous piece's output type (names both), or a
+            ``VelocityPool("max")`` pools fields whose representations do not permute channels (irreps).
     """
 
     def __init__(self, *modules: torch.nn.Module) -> None:

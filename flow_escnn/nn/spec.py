@@ -1,32 +1,49 @@
-"""Construction specs: how a model was built, in plain data, so a whole model can be saved.
+"""Construction specs of modules: how a model was built, in plain data, so a whole model can be
+saved or pickled.
 
-``torch.save(model)`` (pickling) fails on flow_escnn models: escnn builds its
-representations from local functions, which pickle cannot store. The supported way to save
-a whole model is its *spec* (the constructor arguments, with escnn field types, gspaces and
-flow sets written as plain data) plus its ``state_dict``: see
-:func:`flow_escnn.models.save_model` / :func:`flow_escnn.models.load_model`.
+escnn builds its representations from local functions, which pickle cannot store, so the
+default pickling of a module holding escnn field types fails. A module whose class records its
+constructor arguments (:func:`records_init`: the sequence layers, the baselines and the task
+models) is instead written as its *spec*: the class, the constructor arguments as plain data
+(:func:`flow_escnn.flows.spec.encode`: field types, gspaces and flow sets included) and its
+``state_dict``. :func:`flow_escnn.models.save_model` / :func:`flow_escnn.models.load_model` store
+it in a file; ``pickle`` / ``torch.save`` (``__reduce__``) and :func:`rebuild_module` use the same
+spec, so such a module pickles and rebuilds with identical weights, buffers, dtype, device,
+``training`` flag and frozen (``requires_grad=False``) parameters. What a spec does not hold is
+lost: hooks, attributes set after construction, parameters shared with modules outside.
+``copy.copy`` / ``copy.deepcopy`` keep their default behaviour (no rebuild).
 
-:func:`records_init` makes a class remember the arguments its ``__init__`` was called with;
-:func:`encode` / :func:`decode` turn them into plain data (lists, dicts, strings, numbers)
-and back.
+Modules that hold escnn objects but no spec (:func:`refuses_pickle`: the cells, the steerable
+convolution, :class:`~flow_escnn.nn.PerFrame`) refuse to pickle with a message saying what to
+pickle instead.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
-from fractions import Fraction
-from typing import Any, Dict, TypeVar
+from typing import Any, Dict, Type, TypeVar
 
-from flow_escnn._compat import enn, gspaces
-from flow_escnn.flows.flowset import FlowSet
+import torch
 
-__all__ = ["records_init", "init_args", "encode", "decode"]
+from flow_escnn.flows.spec import decode, encode
+
+__all__ = ["records_init", "init_args", "encode", "decode", "module_spec", "rebuild_module", "refuses_pickle"]
 
 C = TypeVar("C")
 
+#: What to pickle instead of a module that holds escnn objects without a spec.
+PICKLE_ADVICE = (
+    "pickle / torch.save the whole model instead (FERNN, FlowGRU, FlowLSTM, GRNN, GRNNPlus, NextFramePredictor, "
+    "SequenceClassifier, Conv3DClassifier, and FlowSequential chains without PerFrame pickle through their "
+    "construction spec), save it with flow_escnn.models.save_model and rebuild it with flow_escnn.models.load_model, "
+    "or pickle its plain-PyTorch twin from export()"
+)
+
 
 def records_init(cls: C) -> C:
-    """Class decorator: keep the arguments of the outermost ``__init__`` call in ``self._init_args``."""
+    """Class decorator: keep the arguments of the outermost ``__init__`` call in ``self._init_args``,
+    and pickle instances through their spec (see the module docstring)."""
     init = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
 
@@ -44,7 +61,20 @@ def records_init(cls: C) -> C:
             self.__dict__["_init_args"] = {**arguments, **extra}
         init(self, *args, **kwargs)
 
+    wrapped.records_init = True  # type: ignore[attr-defined]
     cls.__init__ = wrapped  # type: ignore[misc]
+    cls.__reduce_ex__ = _reduce_by_spec  # type: ignore[attr-defined]
+    cls.__copy__ = _default_copy  # type: ignore[attr-defined]
+    cls.__deepcopy__ = _default_deepcopy  # type: ignore[attr-defined]
+    return cls
+
+
+def refuses_pickle(cls: C) -> C:
+    """Class decorator for modules that hold escnn objects but no spec: pickling raises ``TypeError``
+    saying what to pickle instead (not escnn's ``Can't pickle local object``); copies stay default."""
+    cls.__reduce_ex__ = _refuse_pickle  # type: ignore[attr-defined]
+    cls.__copy__ = _default_copy  # type: ignore[attr-defined]
+    cls.__deepcopy__ = _default_deepcopy  # type: ignore[attr-defined]
     return cls
 
 
@@ -56,76 +86,61 @@ def init_args(module: Any) -> Dict[str, Any]:
         raise TypeError(f"{type(module).__name__} does not record its constructor arguments") from None
 
 
-def encode(value: Any) -> Any:
-    """Plain data for constructor arguments: escnn gspaces, field types and FlowSets included."""
-    if isinstance(value, enn.FieldType):
-        return {"__field_type__": {"gspace": encode(value.gspace), "reps": [_rep_recipe(r) for r in value.representations]}}
-    if isinstance(value, FlowSet):
-        return {"__flow_set__": {"gspace": encode(value.gspace), "velocities": [encode(list(v)) for v in value.velocities]}}
-    if hasattr(value, "_sg_id") and hasattr(value, "fibergroup"):
-        sg = value._sg_id
-        return {"__gspace__": [sg[0], sg[1], int(getattr(value, "_maximum_frequency", 6) or 6)]}
-    if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Fraction):  # rotation velocities in degrees on SO(2) / O(2)
-        return {"__fraction__": [value.numerator, value.denominator]}
-    raise TypeError(f"cannot write a {type(value).__name__} into a model spec")
+def module_spec(module: torch.nn.Module) -> Dict[str, Any]:
+    """``{"args", "state_dict", "training", "frozen"}`` of a :func:`records_init` module (what
+    :func:`rebuild_module` needs; ``args`` encoded as plain data)."""
+    return {
+        "args": encode(init_args(module)),
+        "state_dict": module.state_dict(),
+        "training": module.training,
+        "frozen": [name for name, p in module.named_parameters() if not p.requires_grad],
+    }
 
 
-def decode(value: Any) -> Any:
-    """The inverse of :func:`encode`."""
-    if isinstance(value, dict):
-        if "__gspace__" in value:
-            axis, n, freq = value["__gspace__"]
-            return gspaces.GSpace2D((axis, n), freq)
-        if "__field_type__" in value:
-            spec = value["__field_type__"]
-            gs = decode(spec["gspace"])
-            return enn.FieldType(gs, [_rep(gs, r) for r in spec["reps"]])
-        if "__fraction__" in value:
-            return Fraction(*value["__fraction__"])
-        if "__flow_set__" in value:
-            spec = value["__flow_set__"]
-            return FlowSet(decode(spec["gspace"]), [tuple(decode(v)) for v in spec["velocities"]])
-        return {k: decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    return value
+def rebuild_module(cls: Type[torch.nn.Module], spec: Dict[str, Any]) -> torch.nn.Module:
+    """Build ``cls`` from a :func:`module_spec`: construct it from the decoded arguments, move it to the
+    device and dtype of its saved parameters, load the ``state_dict``, restore ``training`` and frozen
+    parameters."""
+    state = spec["state_dict"]
+    model = cls(**decode(spec["args"]))
+    for name, _ in model.named_parameters():  # flow_escnn's layers keep all parameters in one dtype
+        saved = state.get(name)
+        if isinstance(saved, torch.Tensor) and saved.is_floating_point():
+            model.to(device=saved.device, dtype=saved.dtype)
+        break
+    model.load_state_dict(state)
+    for name in spec.get("frozen", ()):
+        model.get_parameter(name).requires_grad_(False)
+    return model.train(bool(spec.get("training", False)))
 
 
-def _rep_recipe(rep: Any) -> Dict[str, Any]:
-    if rep.name == "regular":
-        return {"regular": True}
-    irrep_id = getattr(rep, "id", None)
-    if rep.name.startswith("irrep_") and irrep_id is not None:
-        return {"irrep": list(irrep_id)}
-    if rep.name.startswith("quotient[") and rep.name.endswith("]"):
-        return {"quotient": rep.name[len("quotient["):-1]}
-    return {"name": rep.name}
+def _reduce_by_spec(self: torch.nn.Module, protocol: int = 2) -> Any:
+    cls = type(self)
+    if not getattr(cls.__init__, "records_init", False):
+        raise TypeError(
+            f"{cls.__name__} defines its own __init__ without recording its arguments, so it cannot be rebuilt "
+            f"from a spec: decorate it with flow_escnn.nn.spec.records_init, or {PICKLE_ADVICE}"
+        )
+    return (rebuild_module, (cls, module_spec(self)))
 
 
-def _rep(gs: Any, recipe: Dict[str, Any]) -> Any:
-    if recipe.get("regular"):
-        return gs.regular_repr
-    if "irrep" in recipe:
-        return gs.irrep(*recipe["irrep"])
-    if "quotient" in recipe:
-        text = recipe["quotient"]
-        sub = tuple(eval_literal(text))  # e.g. "2" or "(None, 2)"
-        return gs.quotient_repr(sub[0] if len(sub) == 1 else sub)
-    reps = gs.fibergroup.representations
-    if recipe["name"] in reps:
-        return reps[recipe["name"]]
-    raise ValueError(f"cannot rebuild the representation {recipe['name']!r} of {gs}; build it before loading")
+def _refuse_pickle(self: torch.nn.Module, protocol: int = 2) -> Any:
+    raise TypeError(
+        f"cannot pickle a {type(self).__name__}: it holds escnn field types, which pickle cannot store "
+        f"(escnn builds them from local functions); {PICKLE_ADVICE}"
+    )
 
 
-def eval_literal(text: str) -> Any:
-    import ast
+def _default_copy(self: Any) -> Any:
+    """What ``copy.copy`` does without ``__reduce_ex__``: a new instance sharing the attributes."""
+    new = type(self).__new__(type(self))
+    new.__setstate__(self.__getstate__())
+    return new
 
-    value = ast.literal_eval(text)
-    return value if isinstance(value, tuple) else (value,)
 
+def _default_deepcopy(self: Any, memo: Dict[int, Any]) -> Any:
+    """What ``copy.deepcopy`` does without ``__reduce_ex__``: a new instance with copied attributes."""
+    new = type(self).__new__(type(self))
+    memo[id(self)] = new
+    new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+    return new
