@@ -8,7 +8,7 @@ from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, FlowSet, flow_sequence
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn import FERNN
-from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, GRNNPlus
+from flow_escnn.nn import GRNN, Conv3DClassifier, GRNNPlus
 from flow_escnn.nn.export import export, find_escnn_objects
 
 C4 = gspaces.rot2dOnR2(4)

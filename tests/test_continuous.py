@@ -75,7 +75,7 @@ def test_field_nonlinearities_commute_with_the_fiber_at_any_angle(name):
     """sigma(rho(g) x) = rho(g) sigma(x) for a generic angle (0.3 rad), exactly: a 90-degree check cannot
     tell a per-field norm from a per-channel one (signed permutations commute with any odd function), so
     this is where the field structure is tested; a per-channel squash is the control."""
-    from flow_escnn.nn.updates import field_nonlinearity
+    from flow_escnn.nn.nonlinearity import field_nonlinearity
 
     ft = irreps(SO2)
     fields = torch.tensor([f for f, r in enumerate(ft.representations) for _ in range(r.size)])
@@ -175,5 +175,5 @@ def test_cli_trains_and_evaluates_an_so2_predictor(tmp_path, capsys):
     assert "--pool mean" in capsys.readouterr().err
     assert main([*args, "--nonlinearity", "gated", "--pool", "mean"]) == 0
     config = ExperimentConfig.from_dict(torch.load(out / "checkpoint.pt", weights_only=True)["config"]).resolve()
-    assert config.flow_steps == "-20,-10,0,10,20" and config.group == -1
+    assert config.flow_steps == (-20, -10, 0, 10, 20) and config.group == -1
     assert main(["evaluate", str(out / "checkpoint.pt"), "--no-plots"]) == 0

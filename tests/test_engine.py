@@ -13,7 +13,7 @@ from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan, flow_sequence
 from flow_escnn.flows.gather import circular_pad
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
-from flow_escnn.nn import SEQUENCE_LAYERS
+from flow_escnn.nn import CELL_KINDS
 
 C4 = gspaces.rot2dOnR2(4)
 IN = enn.FieldType(C4, [C4.trivial_repr])
@@ -36,7 +36,7 @@ def _x(t: int = 4, h: int = 6, seed: int = 1, dtype=F64) -> torch.Tensor:
 
 
 def _cases():
-    for cell, mode, mixing in itertools.product(sorted(SEQUENCE_LAYERS), ["hidden", "comoving"], [0, 1]):
+    for cell, mode, mixing in itertools.product(sorted(CELL_KINDS), ["hidden", "comoving"], [0, 1]):
         if cell == "grnn_plus" and (mode == "comoving" or mixing):
             continue  # the learned kernel is stationary-frame only and has no V-mixing
         if mixing and mode == "comoving":
@@ -63,7 +63,7 @@ def test_model_and_export_agree(kind, cell, mode, mixing):
     flows = FlowSet.translations(C4, 1)
     kw = dict(_kwargs(cell, mixing), mode=mode, num_layers=2)
     if kind == "layer":
-        model = SEQUENCE_LAYERS[cell](IN, HID, flows, **kw)
+        model = CELL_KINDS[cell].layer(IN, HID, flows, **kw)
         call = lambda m, x: m(x).tensor if hasattr(m(x), "tensor") else m(x)  # noqa: E731
     elif kind == "predictor":
         model = NextFramePredictor(IN, HID, flows, cell=cell, decoder_layers=1, **kw)
@@ -92,7 +92,7 @@ def test_exports_share_the_engine_and_hold_no_update_code():
     from flow_escnn.nn import Frozen, Recurrence
 
     flows = FlowSet.translations(C4, 1)
-    for model in (SEQUENCE_LAYERS["lstm"](IN, HID, flows), NextFramePredictor(IN, HID, flows),
+    for model in (CELL_KINDS["lstm"].layer(IN, HID, flows), NextFramePredictor(IN, HID, flows),
                   SequenceClassifier(IN, HID, flows, 2)):
         twin = model.export(grid_shape=(5, 5))
         assert isinstance(twin, Frozen)
@@ -104,7 +104,7 @@ def test_exports_share_the_engine_and_hold_no_update_code():
 AUTOCAST_TOL = {torch.bfloat16: 2.0 ** -7}
 
 
-@pytest.mark.parametrize("cell", sorted(SEQUENCE_LAYERS))
+@pytest.mark.parametrize("cell", sorted(CELL_KINDS))
 def test_autocast_bf16_runs_and_stays_translation_equivariant(cell):
     """Under torch.autocast(bf16) every layer runs with bf16 states; the exact translation flow
     still commutes to bf16 rounding (relative error stated per dtype)."""

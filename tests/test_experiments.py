@@ -12,7 +12,6 @@ from flow_escnn import FlowSet
 from flow_escnn.data import KTH_ACTIONS
 from flow_escnn.experiments import ExperimentConfig, parse_flow_steps, parse_velocities, velocity_key
 from flow_escnn.experiments.cli import main
-from flow_escnn.experiments.config import field_types
 from flow_escnn.experiments.plots import moving_frame_states
 from flow_escnn.experiments.training import load_model, merge_resume_config
 from flow_escnn.models import NextFramePredictor
@@ -160,7 +159,7 @@ def test_velocity_syntax():
         with pytest.raises(ValueError, match="expected"):
             parse_velocities(bad, flow)
     rot = ExperimentConfig(flow="rotation", group=8, train_velocities="45/45").resolve()
-    assert parse_flow_steps(rot.flow_steps) == [-1, 0, 1] and rot.flow_radius is None
+    assert rot.flow_steps == (-1, 0, 1) and rot.flow_radius is None
 
 
 # -- models and figures -----------------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ def test_grnn_plus_predictor_starts_as_the_fernn_predictor():
 
     torch.manual_seed(0)
     config = ExperimentConfig(model="grnn_plus", hidden_channels=3, decoder_layers=1, flow_radius=1,
-                              output_activation="identity")  # sigmoid would saturate on random weights
+                              output_activation="identity").resolve()  # sigmoid would saturate on random weights
     plus = build_model(config)
     assert plus.cell == "grnn_plus"
     fernn = NextFramePredictor(plus.in_type, plus.hidden_type, plus.flows, decoder_layers=1,

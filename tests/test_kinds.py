@@ -9,7 +9,6 @@ import pytest
 
 from flow_escnn._compat import gspaces
 from flow_escnn.experiments import ExperimentConfig
-from flow_escnn.experiments.config import model_flows
 from flow_escnn.flows import FlowSet
 from flow_escnn.flows.kinds import (
     FLOW_KINDS,
@@ -119,19 +118,19 @@ def test_default_model_flows_cover_the_training_velocities(kind, spec, group):
     data rows; the control (a smaller radius / fewer steps) must miss one of them."""
     gs = gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
     rows = kind.parse(spec)
-    radius = kind.default_radius(rows)
-    steps, exact = kind.default_steps(rows, group)
-    assert exact
-    covered = rows_of(kind.model_flows(gs, radius, steps), kind)
+    params, notes = kind.default_params(rows, group)
+    assert not notes and set(params) == set(kind.params)
+    covered = rows_of(kind.model_flows(gs, **params), kind)
     assert {(r[0], r[1], round(r[2], 9)) for r in rows} <= covered
-    smaller = kind.model_flows(gs, max(0, (radius or 0) - 1), steps[1:] if steps else steps)
+    smaller = {"flow_radius": max(0, params.get("flow_radius", 0) - 1), "flow_steps": params.get("flow_steps", (0,))[1:]}
+    smaller = kind.model_flows(gs, **{k: v for k, v in smaller.items() if k in kind.params})
     assert not {(r[0], r[1], round(r[2], 9)) for r in rows} <= rows_of(smaller, kind)
 
 
 @pytest.mark.parametrize("flow, group, train", [("translation", 1, None), ("rotation", 4, "90/90"), ("both", 4, "1@90/90")])
 def test_config_model_flows_is_the_kinds(flow, group, train):
     c = ExperimentConfig(flow=flow, group=group, grid_size=16, train_velocities=train).resolve()
-    ours = model_flows(c, gspaces.rot2dOnR2(group) if group > 1 else gspaces.trivialOnR2())
+    ours = c.flows
     rows = c.train_velocity_array()
     assert {(int(r[0]), int(r[1]), round(float(r[2]), 9)) for r in rows} <= rows_of(ours, c.kind)
 

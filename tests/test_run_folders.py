@@ -248,7 +248,7 @@ def test_non_finite_hyper_parameters_are_refused_by_the_config_too():
     ("translation", "flow_steps", "1", "flow kinds rotation, both"),
     ("translation", "interpolation", "bilinear", "flow kinds rotation, both"),
     ("rotation", "flow_radius", 1, "flow kinds translation, both"),
-    ("translation", "velocity_kernel_size", 3, "model grnn_plus"),
+    ("translation", "velocity_kernel_size", 3, "models grnn_plus"),
 ])
 def test_an_option_the_run_does_not_use_is_refused(tmp_path, capsys, flow, option, value, who):
     rotating = dict(group=4, hidden_channels=4, train_velocities="90/90", test_velocities="90/90")

@@ -47,9 +47,9 @@ from flow_escnn._validate import bounded_float, optional_positive_int, positive_
 from flow_escnn.data.velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
 from flow_escnn.experiments.loop import SpeedSwitches, check_training
-from flow_escnn.models.config import GATED_CELLS, PredictorConfig
-from flow_escnn.models.factory import build_predictor, count_parameters, field_types, make_gspace, model_flows
-from flow_escnn.models import CELL_NONLINEARITIES
+from flow_escnn.models.config import PredictorConfig
+from flow_escnn.models.factory import build_predictor, count_parameters
+from flow_escnn.models import CELL_NONLINEARITIES, CELLS
 
 __all__ = [
     "MODELS",
@@ -59,17 +59,12 @@ __all__ = [
     "parse_flow_steps",
     "velocity_key",
     "velocity_speed",
-    "make_gspace",
-    "field_types",
-    "model_flows",
     "build_model",
     "count_parameters",
 ]
 
 MODELS = PredictorConfig.MODELS
 NONLINEARITY_NAMES = CELL_NONLINEARITIES
-#: Recurrent cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own).
-CELLS = GATED_CELLS
 #: The next-frame model of a config (:func:`flow_escnn.models.factory.build_predictor`).
 build_model = build_predictor
 
@@ -120,6 +115,11 @@ def _or_default(value: Optional[str], default: str) -> str:
     return default if value is None else value
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
 # -- the config ------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class ExperimentConfig(PredictorConfig, SpeedSwitches):
@@ -168,10 +168,14 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
         return self.horizon_factor * self.t_out
 
     def train_velocity_array(self) -> np.ndarray:
-        return parse_velocities(_or_default(self.train_velocities, self.kind.default_specs[0]), self.kind)
+        """The training velocities as rows (parsed once per resolved config; read-only)."""
+        return self._memo("train_rows", lambda: _frozen(
+            parse_velocities(_or_default(self.train_velocities, self.kind.default_specs[0]), self.kind)))
 
     def test_velocity_array(self) -> np.ndarray:
-        return parse_velocities(_or_default(self.test_velocities, self.kind.default_specs[1]), self.kind)
+        """The test velocities as rows (parsed once per resolved config; read-only)."""
+        return self._memo("test_rows", lambda: _frozen(
+            parse_velocities(_or_default(self.test_velocities, self.kind.default_specs[1]), self.kind)))
 
     def flow_rows(self) -> List[Tuple[int, int, float]]:
         return [(int(r[0]), int(r[1]), float(r[2])) for r in self.train_velocity_array()]

@@ -11,10 +11,11 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from flow_escnn._validate import bounded_float
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
+from flow_escnn.experiments.kth import KTH_MODELS
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
-from flow_escnn.models import VELOCITY_POOLS
+from flow_escnn.models import CELL_KINDS, CELLS, OUTPUT_ACTIVATIONS, VELOCITY_POOLS
 
 __all__ = ["build_parser", "VELOCITY_HELP"]
 
@@ -88,8 +89,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=models, default=_SUPPRESS, help="default fernn")
-    g.add_argument("--cell", choices=("fernn", "gru", "lstm"), default=_SUPPRESS,
-                   help="recurrent cell of fernn / grnn: plain (fernn, default), gru or lstm")
+    g.add_argument("--cell", choices=CELLS, default=_SUPPRESS,
+                   help="recurrent cell of the fernn / grnn models (default fernn): "
+                   + "; ".join(f"{name}: {CELL_KINDS[name].summary}" for name in CELLS))
     g.add_argument("--group", type=_group, default=_SUPPRESS,
                    help="N: rot2dOnR2(N) with regular hidden fields; 1 = trivialOnR2 (default); -1 = SO(2) with "
                    "irreps hidden fields (frequencies 0..3, 7 channels each; needs --nonlinearity norm_squash or gated "
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst)")
     g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS,
                    help="pooling over V before the decoder: max (default, as in the paper) or mean (needed on SO(2))")
-    g.add_argument("--output-activation", choices=("identity", "clamp", "sigmoid"), default=_SUPPRESS,
+    g.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=_SUPPRESS,
                    help="pointwise map on each predicted frame, also what is fed back (clamp: to [0, 1])")
     _add_optim(t)
     g = t.add_argument_group("loss and checkpoints")
@@ -270,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="output folder")
     k.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
-    _add_model(k, ("fernn", "grnn", "grnn_plus", "conv3d"))
+    _add_model(k, KTH_MODELS)
     g = k.add_argument_group("data")
     g.add_argument("--train-velocities", default=_SUPPRESS, help="imposed velocities of train/val clips (2)")
     g.add_argument("--test-velocities", default=_SUPPRESS, help="imposed velocities of test clips (as train)")

@@ -8,12 +8,9 @@ from flow_escnn.models.factory import build_classifier, build_predictor
 from flow_escnn.models.reference import ReferencePredictor
 from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
-from flow_escnn.nn.layers import SEQUENCE_LAYERS
+from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS
 from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
-
-#: The recurrent cell kinds the models accept (``cell=``).
-CELLS = tuple(SEQUENCE_LAYERS)
 
 __all__ = [
     "NextFramePredictor",
@@ -30,6 +27,7 @@ __all__ = [
     "save_model",
     "load_model",
     "CELLS",
+    "CELL_KINDS",
     "OUTPUT_ACTIVATIONS",
     "READOUTS",
     "VELOCITY_POOLS",

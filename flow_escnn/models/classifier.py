@@ -42,7 +42,7 @@ from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.models.program import ProgramCache
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
-from flow_escnn.nn.layers import sequence_layer
+from flow_escnn.nn.cell_kinds import sequence_layer
 from flow_escnn.nn.pooling import (
     GROUP_POOLS,
     SPATIAL_POOLS,

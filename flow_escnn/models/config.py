@@ -1,56 +1,99 @@
 """The config family of the task models: one model section, one subclass per task head.
 
-:class:`ModelConfig` holds what every flow model needs (the cell, the group, the widths,
-the kind of flow and the model's :math:`V`); :class:`PredictorConfig` adds the next-frame
-decoder and :class:`ClassifierConfig` the classification baselines. A task's experiment
-config (``flow_escnn.experiments``) subclasses one of them and adds its data and training
-fields, so a saved config stays one flat dictionary and the model section is validated and
-built in one place (:mod:`flow_escnn.models.factory`).
+:class:`ModelConfig` holds what every flow model needs (the model, the cell, the group, the
+widths, the kind of flow and the model's :math:`V`); :class:`PredictorConfig` adds the
+next-frame decoder and :class:`ClassifierConfig` the classification baselines. A task's
+experiment config (``flow_escnn.experiments``) subclasses one of them and adds its data and
+training fields, so a saved config stays one flat dictionary and the model section is
+validated in one place and built in one place (:mod:`flow_escnn.models.factory`).
+
+Resolved once
+-------------
+A config as written by a user leaves fields ``None`` (the model's V, the hidden width, ...).
+:meth:`ModelConfig.resolve` validates it, fills every default and returns a **resolved**
+copy: frozen (assigning to it raises; :meth:`~ModelConfig.replace` gives a changed, unresolved
+copy), fully explicit (what checkpoints save) and carrying what resolution computed (its
+gspace, field types, velocity rows and V), so nothing downstream parses or builds them again.
+``resolve()`` of a resolved config returns it unchanged, and the factory
+(:mod:`flow_escnn.models.factory`) takes resolved configs only.
 
 Model names
 -----------
-* ``fernn``: the cell over the model's V (``flow_radius`` / ``flow_steps`` of ``flow``);
+* ``fernn``: the cell over the model's V (the flow kind's parameters, e.g. ``flow_radius``);
 * ``grnn``: the same over ``FlowSet.identity`` (the G-RNN, same parameter count);
-* ``grnn_plus``: learned per-velocity kernels in place of the transport (translations only);
+* a cell kind that is a model of its own (:attr:`flow_escnn.nn.CellKind.model`: ``grnn_plus``,
+  learned per-velocity kernels in place of the transport, translations only);
 * ``conv3d`` (classifiers only): the 3D-CNN baseline.
 
-The model's V is ``flow``'s :meth:`~flow_escnn.flows.kinds.FlowKind.model_flows` with
-``flow_radius`` R (translations :math:`[-R, R]^2`) and ``flow_steps`` (``"K"`` for
-:math:`-K..K` or ``"k1,k2,..."`` steps of :math:`360/N` degrees per frame, N = ``group``).
-:meth:`ModelConfig.resolve` fills the ones left ``None`` from :meth:`ModelConfig.flow_rows`
-(a task's training velocities) so that V covers them.
+The model's V is ``flow``'s :meth:`~flow_escnn.flows.kinds.FlowKind.model_flows` with the
+kind's parameters (:attr:`~flow_escnn.flows.kinds.FlowKind.params`): ``flow_radius`` R
+(translations :math:`[-R, R]^2`) and ``flow_steps`` (``"K"`` for :math:`-K..K`, ``"k1,k2,..."``
+or a sequence of integers: steps of :math:`360/N` degrees per frame, N = ``group``).
+:meth:`ModelConfig.resolve` fills the ones left ``None`` from :meth:`ModelConfig.flow_rows` (a
+task's training velocities, through :meth:`~flow_escnn.flows.kinds.FlowKind.default_params`)
+so that V covers them.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from typing import Any, ClassVar, Collection, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, ClassVar, Collection, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
+from flow_escnn._compat import enn, gspaces
 from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, optional_positive_int, positive_int
-from flow_escnn.flows.kinds import FLOW_KINDS, FlowKind, flow_kind, parse_steps
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows.kinds import FLOW_KINDS, MODEL_PARAMS, FlowKind, flow_kind, parse_steps
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
-from flow_escnn.models.factory import SO2_FREQUENCIES, SO2_GROUP, make_gspace, model_flows
 from flow_escnn.models.program import OUTPUT_ACTIVATIONS
+from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS, CellKind
 from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, FIELD_NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
 
-__all__ = ["ModelConfig", "PredictorConfig", "ClassifierConfig", "GATED_CELLS", "FLOW_MODELS"]
+__all__ = [
+    "ModelConfig",
+    "PredictorConfig",
+    "ClassifierConfig",
+    "RECURRENT_MODELS",
+    "FLOW_MODELS",
+    "SO2_GROUP",
+    "SO2_FREQUENCIES",
+    "make_gspace",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Cells of the ``fernn`` / ``grnn`` models (``grnn_plus`` has its own plain cell).
-GATED_CELLS = ("fernn", "gru", "lstm")
+#: ``group`` of the continuous rotation group SO(2) (``rot2dOnR2(-1)``, escnn's convention).
+SO2_GROUP = -1
+#: On SO(2) a hidden "field" of the configs is the irreps of frequencies 0..3 (1 + 2 + 2 + 2 = 7 channels).
+SO2_FREQUENCIES = 3
+
+#: The cell kinds that are models of their own (``model=`` names), from the cell-kind registry.
+_OWN_MODELS: Dict[str, CellKind] = {kind.model: kind for kind in CELL_KINDS.values() if kind.model is not None}
+#: The recurrent models: ``fernn`` and ``grnn`` (any ``cell=`` of :data:`~flow_escnn.nn.CELLS`), then the
+#: cell kinds that are models of their own.
+RECURRENT_MODELS: Tuple[str, ...] = ("fernn", "grnn", *_OWN_MODELS)
 #: Models with a flow set V of their own (``grnn`` has V = {0}; ``conv3d`` none).
-FLOW_MODELS = ("fernn", "grnn_plus")
+FLOW_MODELS: Tuple[str, ...] = ("fernn", *_OWN_MODELS)
 
 C = TypeVar("C", bound="ModelConfig")
+
+
+@functools.lru_cache(maxsize=None)
+def make_gspace(group: int) -> Any:
+    """``trivialOnR2()`` for ``group == 1``, ``rot2dOnR2(-1)`` (SO(2)) for -1, else ``rot2dOnR2(group)``
+    (one gspace per group, shared: gspaces are immutable)."""
+    if group == SO2_GROUP:
+        return gspaces.rot2dOnR2(-1)
+    positive_int(group, "group")
+    return gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """The model section every task config shares (see the module docstring)."""
 
-    MODELS: ClassVar[Tuple[str, ...]] = ("fernn", "grnn", "grnn_plus")
+    MODELS: ClassVar[Tuple[str, ...]] = RECURRENT_MODELS
 
     model: str = "fernn"
     cell: str = "fernn"
@@ -62,13 +105,40 @@ class ModelConfig:
     kernel_size: int = 3
     flow: str = "translation"
     flow_radius: Optional[int] = None
-    flow_steps: Optional[str] = None
+    flow_steps: Optional[Union[str, Sequence[int]]] = None
     velocity_kernel_size: int = 5
     interpolation: str = DEFAULT_INTERPOLATION  # of flows that are not grid-exact (e.g. 45-degree rotations)
 
+    # -- frozen once resolved ------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_resolution") is not None:
+            raise dataclasses.FrozenInstanceError(
+                f"a resolved {type(self).__name__} is frozen (cannot set {name!r}): use .replace({name}=...) for a "
+                "changed copy, then .resolve() it"
+            )
+        object.__setattr__(self, name, value)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether this config came out of :meth:`resolve` (then it is frozen and fully explicit)."""
+        return self.__dict__.get("_resolution") is not None
+
+    def _memo(self, key: str, compute: Any) -> Any:
+        """``compute()``, computed once per resolved config (every time on an unresolved one)."""
+        memo = self.__dict__.get("_resolution")
+        if memo is None:
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
     # -- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain JSON-able values (``flow_steps`` as a list)."""
+        d = dataclasses.asdict(self)
+        if isinstance(d.get("flow_steps"), tuple):
+            d["flow_steps"] = list(d["flow_steps"])
+        return d
 
     @classmethod
     def from_dict(cls: type, data: Dict[str, Any]) -> Any:
@@ -81,6 +151,7 @@ class ModelConfig:
         return cls(**data)
 
     def replace(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` (unresolved, so mutable: :meth:`resolve` it again)."""
         return dataclasses.replace(self, **changes)
 
     # -- derived quantities --------------------------------------------------------------------------
@@ -90,8 +161,19 @@ class ModelConfig:
         return flow_kind(self.flow)
 
     @property
+    def own_model(self) -> Optional[CellKind]:
+        """The cell kind that *is* this model (``grnn_plus``), or None."""
+        return _OWN_MODELS.get(self.model)
+
+    @property
+    def layer_kind(self) -> str:
+        """The cell kind of the recurrent layers: ``cell``, or the kind the model is."""
+        own = self.own_model
+        return self.cell if own is None else own.name
+
+    @property
     def has_flows(self) -> bool:
-        """Whether the model has a V of its own (``flow_radius`` / ``flow_steps`` apply)."""
+        """Whether the model has a V of its own (the flow kind's parameters apply)."""
         return self.model in FLOW_MODELS
 
     @property
@@ -112,7 +194,51 @@ class ModelConfig:
         return max(1, channels // self.channels_per_field)
 
     def flow_steps_list(self) -> Optional[List[int]]:
-        return None if self.flow_steps is None else parse_steps(self.flow_steps)
+        """``flow_steps`` as a list of integers (``"K"``: ``-K..K``), or None."""
+        if self.flow_steps is None:
+            return None
+        if isinstance(self.flow_steps, str):
+            return parse_steps(self.flow_steps)
+        return parse_steps(",".join(str(k) for k in self.flow_steps) + ",")
+
+    def flow_params(self) -> Dict[str, Any]:
+        """The flow kind's parameters of V (:attr:`~flow_escnn.flows.kinds.FlowKind.params`) as given."""
+        values = {"flow_radius": self.flow_radius, "flow_steps": self.flow_steps_list()}
+        return {name: values[name] for name in self.kind.params}
+
+    # -- what resolution builds once -----------------------------------------------------------------
+    @property
+    def gspace(self) -> Any:
+        """The gspace of ``group`` (:func:`make_gspace`)."""
+        return make_gspace(self.group)
+
+    def field_types(self, in_fields: int = 1) -> Tuple[Any, Any]:
+        """``(in_type, hidden_type)``: ``in_fields`` trivial (grayscale) fields in; F regular fields hidden
+        (regular fields of the trivial group are single channels; on SO(2) F x irreps 0..3)."""
+
+        def build() -> Tuple[Any, Any]:
+            gs = self.gspace
+            in_type = enn.FieldType(gs, [gs.trivial_repr] * positive_int(in_fields, "in_fields"))
+            if self.group == SO2_GROUP:
+                block = [gs.irrep(k) for k in range(SO2_FREQUENCIES + 1)]
+                return in_type, enn.FieldType(gs, block * self.hidden_field_count())
+            return in_type, enn.FieldType(gs, [gs.regular_repr] * self.hidden_field_count())
+
+        return self._memo(f"field_types{in_fields}", build)
+
+    @property
+    def flows(self) -> FlowSet:
+        """The model's V (``FlowSet.identity`` for a model without flows); needs a resolved config."""
+
+        def build() -> FlowSet:
+            if not self.has_flows:
+                return FlowSet.identity(self.gspace)
+            params = self.flow_params()
+            if any(v is None for v in params.values()):
+                raise ValueError(f"the config leaves the model's V open ({params}); call config.resolve() first")
+            return self.kind.model_flows(self.gspace, **params)
+
+        return self._memo("flows", build)
 
     # -- which options this config uses ---------------------------------------------------------------
     def option_uses(self) -> Dict[str, Tuple[bool, str]]:
@@ -121,21 +247,26 @@ class ModelConfig:
         Subclasses add theirs. :meth:`check_given` refuses a field given for a config that does
         not use it, so an option is never recorded while changing nothing.
         """
-        flows = self.has_flows and self.model != "conv3d"
+        flows = self.has_flows
         moving = " and ".join(FLOW_MODELS)
-        translating = ", ".join(n for n, k in FLOW_KINDS.items() if k.translates)
-        rotating = ", ".join(n for n, k in FLOW_KINDS.items() if k.rotates)
-        cells = self.model in ("fernn", "grnn")
-        return {
-            "flow_radius": (flows and self.kind.translates, f"models {moving} with flow kinds {translating}"),
-            "flow_steps": (flows and self.kind.rotates, f"models {moving} with flow kinds {rotating}"),
-            "interpolation": (flows and self.kind.rotates, f"models {moving} with flow kinds {rotating}"),
-            "velocity_kernel_size": (self.model == "grnn_plus", "model grnn_plus"),
-            "cell": (cells, "models fernn and grnn"),
-            "nonlinearity": (self.model != "conv3d" and self.cell == "fernn", "the plain cell (--cell fernn)"),
-            **{name: (self.model != "conv3d", "the recurrent models (not conv3d)")
-               for name in ("group", "hidden_channels", "hidden_fields", "num_layers")},
+        uses = {
+            name: (flows and name in self.kind.params,
+                   f"models {moving} with flow kinds {', '.join(n for n, k in FLOW_KINDS.items() if name in k.params)}")
+            for name in MODEL_PARAMS
         }
+        rotating = ", ".join(n for n, k in FLOW_KINDS.items() if k.rotates)
+        recurrent = self.model in RECURRENT_MODELS
+        uses.update({
+            "interpolation": (flows and self.kind.rotates, f"models {moving} with flow kinds {rotating}"),
+            "velocity_kernel_size": (self.own_model is not None and self.own_model.cell.learned_transport,
+                                     f"models {', '.join(m for m, k in _OWN_MODELS.items() if k.cell.learned_transport)}"),
+            "cell": (self.model in ("fernn", "grnn"), "models fernn and grnn"),
+            "nonlinearity": (recurrent and CELL_KINDS[self.layer_kind].takes_nonlinearity,
+                             f"the cells that take one ({', '.join(n for n, k in CELL_KINDS.items() if k.takes_nonlinearity)})"),
+            **{name: (recurrent, "the recurrent models (not conv3d)")
+               for name in ("group", "hidden_channels", "hidden_fields", "num_layers")},
+        })
+        return uses
 
     def check_given(self, given: Collection[str]) -> None:
         """Refuse the fields in ``given`` (e.g. the options a user passed) that this config does not use.
@@ -148,15 +279,16 @@ class ModelConfig:
             if name in uses and not uses[name][0]:
                 option = "--" + name.replace("_", "-")
                 what = f"model {self.model!r}"
-                if self.model != "conv3d":
-                    what += f" (cell {self.cell!r}, flow {self.flow!r})"
+                if self.model in RECURRENT_MODELS:
+                    what += f" (cell {self.layer_kind!r}, flow {self.flow!r})"
                 raise ValueError(f"{option} does nothing for {what}: it applies to {uses[name][1]}; drop it")
 
     # -- hooks of the task configs -------------------------------------------------------------------
     def flow_rows(self) -> Sequence[Tuple[int, int, float]]:
         """The data velocities ``(vx, vy, degrees)`` a default V must cover (a task's training set)."""
         raise ValueError(
-            f"{type(self).__name__} has no training velocities to derive V from: give flow_radius / flow_steps"
+            f"{type(self).__name__} has no training velocities to derive V from: give "
+            f"{' / '.join(self.kind.params)}"
         )
 
     def grid_shape(self) -> Optional[Tuple[int, int]]:
@@ -167,7 +299,7 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option when the model section is inconsistent."""
         one_of(self.model, self.MODELS, "model")
-        one_of(self.cell, GATED_CELLS, "cell")
+        one_of(self.cell, CELLS, "cell")
         if self.model not in ("fernn", "grnn") and self.cell != "fernn":
             raise ValueError(
                 f"model {self.model!r} has no gated cells, only the plain (non-gated) cell; drop --cell or use --cell fernn"
@@ -189,12 +321,16 @@ class ModelConfig:
                 f"hidden_channels={self.hidden_channels} is not a multiple of {what} each; use hidden_fields instead"
             )
         one_of(self.nonlinearity, CELL_NONLINEARITIES, "nonlinearity")
-        if self.nonlinearity != "relu" and self.cell != "fernn":
-            raise ValueError("--nonlinearity applies to the plain cell (--cell fernn); gru and lstm use sigmoid/tanh gates")
+        layer = CELL_KINDS[self.layer_kind]
+        if self.nonlinearity != "relu" and not layer.takes_nonlinearity:
+            raise ValueError(f"--nonlinearity applies to the plain cell (--cell fernn); {self.layer_kind} uses "
+                             "sigmoid/tanh gates")
         if self.group == SO2_GROUP:
-            if self.cell != "fernn" or self.model == "grnn_plus":
-                raise ValueError("group -1 (SO(2)) has irreps hidden fields: use the plain cell (--cell fernn) of "
-                                 "model fernn or grnn; gated cells and grnn_plus act channel by channel")
+            if not layer.field_nonlinearities:
+                raise ValueError(
+                    "group -1 (SO(2)) has irreps hidden fields: use the plain cell (--cell fernn) of model fernn or "
+                    f"grnn; {self.layer_kind} acts channel by channel"
+                )
             if self.nonlinearity not in FIELD_NONLINEARITIES:
                 raise ValueError(
                     f"group -1 (SO(2)) has irreps hidden fields, on which the pointwise {self.nonlinearity!r} is not "
@@ -208,45 +344,46 @@ class ModelConfig:
         if not self.has_flows and (self.flow_radius is not None or self.flow_steps is not None):
             who = "the G-RNN has no flow set (V = {0})" if self.model == "grnn" else f"model {self.model!r} has no flow set"
             raise ValueError(f"{who}; flow_radius / flow_steps apply to {' and '.join(FLOW_MODELS)}")
-        self.check_given([n for n in ("flow_radius", "flow_steps") if getattr(self, n) is not None])
+        self.check_given([n for n in MODEL_PARAMS if getattr(self, n) is not None])
         if self.has_flows and kind.rotates and self.group == 1:
             raise ValueError(
                 f"a {self.model} over rotation flows needs a rotation group: pass group N >= 2 (rot2dOnR2(N)); "
                 "its V then holds rotations by multiples of 360/N degrees per frame"
             )
-        if self.model == "grnn_plus" and kind.rotates:
-            raise ValueError("model 'grnn_plus' (learned per-velocity kernels) is implemented for translation flows only")
+        if self.own_model is not None and self.own_model.cell.learned_transport and kind.rotates:
+            raise ValueError(f"model {self.model!r} (learned per-velocity kernels) is implemented for translation flows "
+                             "only")
 
     def fill_defaults(self) -> None:
         """Fill the ``None`` fields in place (called by :meth:`resolve` on a copy; extend in subclasses)."""
         self.hidden_fields = self.hidden_field_count()
         self.hidden_channels = None
+        steps = self.flow_steps_list()
+        self.flow_steps = None if steps is None else tuple(steps)
         if not self.has_flows:
             return
-        rows = None
-        if self.flow_radius is None and self.kind.translates:
-            rows = self.flow_rows()
-            self.flow_radius = self.kind.default_radius(rows)
-        if self.flow_steps is None and self.kind.rotates:
-            rows = self.flow_rows() if rows is None else rows
-            ks, exact = self.kind.default_steps(rows, self.steps_per_turn)
-            if not exact:
-                logger.warning(
-                    "training angles %s are not all multiples of 360/%d = %g degrees: V uses the nearest steps %s",
-                    sorted({r[2] for r in rows}), self.steps_per_turn, 360.0 / self.steps_per_turn, ks,
-                )
-            self.flow_steps = ",".join(str(k) for k in ks) + ("," if len(ks) == 1 else "")
+        missing = [name for name, value in self.flow_params().items() if value is None]
+        if missing:
+            values, notes = self.kind.default_params(self.flow_rows(), self.steps_per_turn)
+            for note in notes:
+                logger.warning("%s", note)
+            for name in missing:
+                setattr(self, name, values[name])
 
     def resolve(self: C) -> C:
-        """Validate and return a copy with every ``None`` default filled in (and V checked on the grid)."""
+        """The validated, frozen copy with every default filled in, V checked on the grid (the
+        module docstring); a resolved config is returned as it is."""
+        if self.resolved:
+            return self
         self.validate()
         c = dataclasses.replace(self)
         c.fill_defaults()
         c.validate()
+        object.__setattr__(c, "_resolution", {})
         grid = c.grid_shape()
         if c.has_flows and grid is not None:  # an aliased V would train duplicate slices without a word
             try:
-                model_flows(c, make_gspace(c.group)).check_distinct_on(grid)
+                c.flows.check_distinct_on(grid)
             except ValueError as exc:
                 raise ValueError(f"{exc} (the model's V comes from --flow-radius / --flow-steps, by default "
                                  "from the training velocities)") from None
@@ -274,7 +411,7 @@ class PredictorConfig(ModelConfig):
 class ClassifierConfig(ModelConfig):
     """:class:`ModelConfig` plus the 3D-CNN baseline of the classification tasks."""
 
-    MODELS: ClassVar[Tuple[str, ...]] = ("fernn", "grnn", "grnn_plus", "conv3d")
+    MODELS: ClassVar[Tuple[str, ...]] = (*RECURRENT_MODELS, "conv3d")
 
     conv3d_channels: str = "16,32"
 

@@ -80,7 +80,7 @@ from flow_escnn.models.program import (
 )
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import Frozen, check_exported_input, check_grid
-from flow_escnn.nn.layers import sequence_layer
+from flow_escnn.nn.cell_kinds import sequence_layer
 from flow_escnn.nn.nonlinearity import check_pointwise
 from flow_escnn.nn.pooling import check_velocity_pool
 from flow_escnn.nn.sequence import FlowRNN

@@ -1,12 +1,16 @@
 """Neural network layers: steerable convolutions, flow cells, sequence layers, pooling,
 baselines, the recurrence engine and plain-PyTorch export."""
-from flow_escnn.nn.baselines import GRNN, Conv3DClassifier, GRNNPlus, GRNNPlusCell
-from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell
+from flow_escnn.nn.baselines import GRNN, Conv3DClassifier
+from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS, CellKind, cell_kind, sequence_layer
+from flow_escnn.nn.cell_kinds.fernn import FERNN, FERNNCell
+from flow_escnn.nn.cell_kinds.grnn_plus import GRNNPlus, GRNNPlusCell
+from flow_escnn.nn.cell_kinds.gru import FlowGRU, FlowGRUCell
+from flow_escnn.nn.cell_kinds.lstm import FlowLSTM, FlowLSTMCell
+from flow_escnn.nn.cells import FlowCellBase
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence
 from flow_escnn.nn.export import export, export_flow_rnn, find_escnn_objects
 from flow_escnn.nn.frozen import ExportedFlowRNN, Frozen
-from flow_escnn.nn.layers import SEQUENCE_LAYERS
 from flow_escnn.nn.nonlinearity import NONLINEARITIES
 from flow_escnn.nn.per_frame import ExportedPerFrame, PerFrame
 from flow_escnn.nn.pooling import (
@@ -18,9 +22,8 @@ from flow_escnn.nn.pooling import (
     pool_space,
     pool_velocities,
 )
-from flow_escnn.nn.sequence import FERNN, FlowGRU, FlowLSTM, FlowRNN
+from flow_escnn.nn.sequence import FlowRNN
 from flow_escnn.nn.sequential import FlowSequential
-from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
 __all__ = [
@@ -34,7 +37,11 @@ __all__ = [
     "FERNN",
     "FlowGRU",
     "FlowLSTM",
-    "SEQUENCE_LAYERS",
+    "CELL_KINDS",
+    "CELLS",
+    "CellKind",
+    "cell_kind",
+    "sequence_layer",
     "NONLINEARITIES",
     "VelocityMixing",
     # composing with escnn
@@ -42,7 +49,6 @@ __all__ = [
     "ExportedPerFrame",
     "FlowSequential",
     # the engine
-    "CELL_KINDS",
     "LayerSpec",
     "Recurrence",
     # pooling

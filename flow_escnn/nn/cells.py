@@ -1,4 +1,7 @@
-"""Flow-equivariant recurrent cells: FERNN, gated GRU- and LSTM-style cells.
+"""The machinery every flow-equivariant recurrent cell shares (:class:`FlowCellBase`).
+
+The cell kinds themselves (FERNN, GRU- and LSTM-style, G-RNN+) are one file each in
+:mod:`flow_escnn.nn.cell_kinds`.
 
 Every cell lifts its state over a flow set :math:`V` and, before each update,
 transports each slice by its own one-step flow :math:`\\psi_1(\\nu)`:
@@ -10,19 +13,19 @@ The update is then an ordinary G-equivariant recurrent update with steerable
 convolutions :math:`U` (input) and :math:`W` (recurrent) shared over :math:`\\nu`;
 :math:`U * f_t` is computed once per frame and broadcast over :math:`V`.
 
-* :class:`FERNNCell` (Keller 2025):
+* FERNN (Keller 2025, :class:`~flow_escnn.nn.FERNNCell`):
   :math:`h_t(\\nu) = \\sigma\\big(W * \\tilde h_{t-1}(\\nu) + U * f_t\\big)`.
   Since :math:`W` commutes with exact transport, this equals the paper's
   :math:`\\sigma(\\psi_1(\\nu)\\cdot[W * h_{t-1}](\\nu) + U * f_t)`; transporting the state
   (``C`` channels) rather than :math:`W * h` is what lets the gated cells share one transport.
-* :class:`FlowGRUCell`: with :math:`a_\\bullet = U_\\bullet * f_t`, :math:`b_\\bullet = W_\\bullet * \\tilde h_{t-1}(\\nu)`,
+* GRU-style (:class:`~flow_escnn.nn.FlowGRUCell`): with :math:`a_\\bullet = U_\\bullet * f_t`, :math:`b_\\bullet = W_\\bullet * \\tilde h_{t-1}(\\nu)`,
 
   .. math::
       r = \\mathrm{sig}(a_r + b_r),\\; z = \\mathrm{sig}(a_z + b_z),\\;
       n = \\tanh(a_n + r \\odot b_n),\\;
       h_t(\\nu) = (1 - z)\\odot n + z \\odot \\tilde h_{t-1}(\\nu).
 
-* :class:`FlowLSTMCell`: :math:`i, f, g, o` from :math:`a + b` as in an LSTM, both
+* LSTM-style (:class:`~flow_escnn.nn.FlowLSTMCell`): :math:`i, f, g, o` from :math:`a + b` as in an LSTM, both
   :math:`h` and the cell state :math:`c` transported:
   :math:`c_t(\\nu) = f\\odot \\psi_1(\\nu)\\cdot c_{t-1}(\\nu) + i \\odot g`,
   :math:`h_t(\\nu) = o \\odot \\tanh(c_t(\\nu))`.
@@ -44,7 +47,7 @@ nonlinearities (trivial, regular, quotient), which the cells check.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -58,10 +61,9 @@ from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import LayerSpec, Recurrence, Weights
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, non_pointwise
 from flow_escnn.nn.spec import refuses_pickle
-from flow_escnn.nn.updates import CELL_KINDS
 from flow_escnn.nn.vmixing import VelocityMixing
 
-__all__ = ["FlowCellBase", "FERNNCell", "FlowGRUCell", "FlowLSTMCell", "State"]
+__all__ = ["FlowCellBase", "State"]
 
 State = Tuple[torch.Tensor, ...]
 
@@ -73,7 +75,9 @@ class FlowCellBase(torch.nn.Module):
     A cell holds the parameters of one layer (:math:`U`, :math:`W`, optional V-mixing) and
     describes itself to the recurrence engine (:mod:`flow_escnn.nn.engine`): its
     :meth:`spec`, its expanded :meth:`weights` and its step transport
-    :meth:`step_transport`. The update equations live in :mod:`flow_escnn.nn.updates`.
+    :meth:`step_transport`. A cell kind (:mod:`flow_escnn.nn.cell_kinds`) sets the class
+    attributes ``kind``, ``update`` (its equation, run by the engine), ``gates``,
+    ``state_size`` and, for a cell whose transport is learned, ``learned_transport``.
 
     Args:
         in_type: escnn ``FieldType`` of the input frames (or of each V slice of a lifted input).
@@ -93,7 +97,12 @@ class FlowCellBase(torch.nn.Module):
             (see that module); stationary-frame (``mode="hidden"``) only.
     """
 
-    kind: str = "fernn"
+    kind: str = ""
+    #: ``update(b, a, moved_state, nonlinearity) -> new_state`` (plain torch, see :class:`~flow_escnn.nn.engine.LayerSpec`)
+    update: Optional[Callable[..., State]] = None
+    gates: int = 1  # gate pre-activations per hidden channel
+    state_size: int = 1  # tensors in the state
+    learned_transport: bool = False  # a learned per-velocity kernel takes the place of psi_1(nu)
     takes_nonlinearity: bool = False  # whether ``nonlinearity=`` is this cell's own sigma
 
     def __init__(
@@ -151,14 +160,6 @@ class FlowCellBase(torch.nn.Module):
         self.mix: Optional[VelocityMixing] = VelocityMixing(flows, velocity_mixing) if velocity_mixing else None
 
     @property
-    def gates(self) -> int:
-        return CELL_KINDS[self.kind].gates
-
-    @property
-    def state_size(self) -> int:
-        return CELL_KINDS[self.kind].state_size
-
-    @property
     def nonlinearity_name(self) -> str:
         return "identity"
 
@@ -167,6 +168,10 @@ class FlowCellBase(torch.nn.Module):
         """The static facts of this layer for the recurrence engine."""
         return LayerSpec(
             kind=self.kind,
+            update=type(self).update,
+            gates=self.gates,
+            state_size=self.state_size,
+            learned_transport=self.learned_transport,
             in_channels=self.in_type.size,
             hidden_channels=self.hidden_type.size,
             kernel_size=self.U.kernel_size,
@@ -278,39 +283,3 @@ class FlowCellBase(torch.nn.Module):
                 )
             out.append(t)
         return tuple(out)
-
-
-class FERNNCell(FlowCellBase):
-    """The FERNN cell :math:`h_t(\\nu) = \\sigma(W * \\psi_1(\\nu) h_{t-1}(\\nu) + U * f_t)`.
-
-    Args:
-        nonlinearity: a pointwise :math:`\\sigma`: ``"relu"`` (default, as in the paper),
-            ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"`` (trivial, regular or quotient
-            fields only), or a field nonlinearity for any fields: ``"norm_squash"`` or ``"gated"``
-            (:mod:`flow_escnn.nn.nonlinearity`; with ``"gated"`` :math:`U` and :math:`W` also
-            compute one invariant gate per hidden field).
-        **kwargs: see :class:`FlowCellBase`.
-    """
-
-    kind = "fernn"
-    takes_nonlinearity = True
-
-    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
-        super().__init__(in_type, hidden_type, flows, kernel_size, nonlinearity=nonlinearity, **kwargs)
-        self.nonlinearity = nonlinearity
-
-    @property
-    def nonlinearity_name(self) -> str:
-        return self.nonlinearity
-
-
-class FlowGRUCell(FlowCellBase):
-    """GRU-style flow cell (reset, update and candidate gates; see the module docstring)."""
-
-    kind = "gru"
-
-
-class FlowLSTMCell(FlowCellBase):
-    """LSTM-style flow cell; its state is the pair :math:`(h, c)`, both transported."""
-
-    kind = "lstm"

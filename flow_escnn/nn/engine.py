@@ -14,7 +14,7 @@ and every ``export()``) runs through :class:`Recurrence`, in two phases:
    weights (a dict of tensors, see :class:`LayerSpec`) and loops over time. Everything in
    the loop is plain torch: ``conv2d`` on dense filters, gathers whose backward passes are
    gathers (:mod:`flow_escnn.flows.gather`), and the cell updates of
-   :mod:`flow_escnn.nn.updates`. It is what autocast, ``torch.compile`` and checkpointing see.
+   :mod:`flow_escnn.nn.cell_kinds`. It is what autocast, ``torch.compile`` and checkpointing see.
 
 ``forward()`` of a layer = compile + expand the filters (differentiable) + run;
 ``export()`` = compile + expand once with frozen weights (:mod:`flow_escnn.nn.export`) + the
@@ -31,7 +31,8 @@ with :math:`M` the optional V-mixing and :math:`x_t` the frame (layer 0) or the 
 with no state transport and the *input frame* is transported instead,
 :math:`U * (\\psi_t(\\nu)^{-1} f_t)`, which equals :math:`\\psi_t(\\nu)^{-1}(U * f_t)` for exact
 flows (so both modes compute the same function) and costs a transport of the few input
-channels rather than of all gate channels. The G-RNN+ (``kind="grnn_plus"``) replaces the
+channels rather than of all gate channels. A layer with a learned transport (the G-RNN+,
+``LayerSpec.learned_transport``) replaces the
 transport by a learned depthwise kernel per velocity applied after :math:`W`:
 :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
 
@@ -43,6 +44,7 @@ the input (the predictor's autoregressive continuation is the same step).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -53,8 +55,7 @@ from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.reduce import reduce_over
 from flow_escnn.flows.transport import GatherTransport
 from flow_escnn.nn.functional import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
-from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES
-from flow_escnn.nn.updates import CELL_KINDS, LayerSpec, field_nonlinearity
+from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, field_nonlinearity
 
 __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "MODES"]
 
@@ -69,6 +70,51 @@ class RunResult(NamedTuple):
     outputs: List[torch.Tensor]
     predictions: List[torch.Tensor]
     states: List[State]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Static facts of one layer of a :class:`Recurrence` (plain data, built by the cell's ``spec()``).
+
+    ``update(b, a, moved, nonlinearity) -> new_state`` is the cell kind's equation (plain torch,
+    :mod:`flow_escnn.nn.cell_kinds`): it maps the recurrent term :math:`b = W * \\tilde h_{t-1}`
+    (``[B, V, gates*C, H, W]``, a view of a fresh convolution output), the input term
+    :math:`a = U * f_t` (``[B, 1 or V, gates*C, H, W]``, broadcast over :math:`V`) and the
+    transported state :math:`\\tilde s_{t-1}` to the new state. ``learned_transport``: the
+    layer's learned per-velocity kernel (``kernel`` below) takes the place of :math:`\\psi_1(\\nu)`.
+
+    The layer's weights live in the ``weights`` dict passed to :meth:`~flow_escnn.nn.engine.Recurrence.run` under
+    ``f"{prefix}u_weight"``, ``u_bias`` (optional), ``w_weight``, ``mixing`` (optional ``[V, V]``)
+    and ``kernel`` (``learned_transport`` only: ``[V*C, 1, k, k]``), with ``prefix = f"l{index}_"``.
+    """
+
+    kind: str
+    update: Callable[..., State]
+    gates: int
+    state_size: int
+    learned_transport: bool
+    in_channels: int
+    hidden_channels: int
+    kernel_size: int
+    padding_mode: str = "circular"
+    nonlinearity: str = "relu"
+    mixing: bool = False
+    velocity_kernel_size: int = 0  # learned_transport: size of the learned per-velocity kernel
+    fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
+
+    @property
+    def num_fields(self) -> int:
+        return max(self.fields) + 1 if self.fields else 0
+
+    @property
+    def gate_channels(self) -> int:
+        extra = self.num_fields if self.nonlinearity == "gated" else 0
+        return self.gates * self.hidden_channels + extra
+
+    @property
+    def pad(self) -> int:
+        """Padding that the transports write (circular mode) for the recurrent convolution."""
+        return self.kernel_size // 2 if self.padding_mode == "circular" else 0
 
 
 class _Moved(NamedTuple):
@@ -89,7 +135,7 @@ class Recurrence(torch.nn.Module):
         grid_shape: ``(H, W)``.
         mode: ``"hidden"`` or ``"comoving"``.
         step: per layer, the transport by :math:`\\psi_1(\\nu)` of the hidden fields (padded by
-            the layer's :attr:`LayerSpec.pad`), ``None`` for ``grnn_plus`` layers.
+            the layer's :attr:`LayerSpec.pad`), ``None`` for layers with a learned transport.
         to_comoving: co-moving mode: :math:`\\psi_t(\\nu)^{-1}` of the input frames for
             ``t = 0..P-1`` (row ``t*V + nu``), padded by layer 0's pad.
         from_comoving: co-moving mode: :math:`\\psi_t(\\nu)` of the last layer's hidden fields.
@@ -177,7 +223,7 @@ class Recurrence(torch.nn.Module):
         b, v, c, hh, ww = h.shape
         p = spec.pad
         readout = None
-        if spec.kind == "grnn_plus" or self.comoving:
+        if spec.learned_transport or self.comoving:
             moved = [self.pad(s, p) if i == 0 else s for i, s in enumerate(state)]
             if need_readout:
                 if self.comoving:
@@ -192,7 +238,7 @@ class Recurrence(torch.nn.Module):
                 moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
         conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
         views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
-        if readout is None and not self.comoving and spec.kind != "grnn_plus":
+        if readout is None and not self.comoving and not spec.learned_transport:
             readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
         if readout is not None and pool is not None and not self.comoving:  # co-moving: pooled by the transport
             readout = reduce_over(readout, 1, pool)
@@ -212,12 +258,12 @@ class Recurrence(torch.nn.Module):
         b, v, c, h, w = moved.state[0].shape
         bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
         bt = bt.view(b, v, bt.shape[1], h, w)
-        if spec.kind == "grnn_plus":
+        if spec.learned_transport:
             bt = self._velocity_kernel(l, bt, weights)
         if spec.nonlinearity in FIELD_NONLINEARITIES:
             return (field_nonlinearity(bt + u.to(bt.dtype), getattr(self, f"fields{l}"), spec.num_fields,
                                        spec.nonlinearity),)
-        return CELL_KINDS[spec.kind].update(bt, u, moved.state, spec.nonlinearity)
+        return spec.update(bt, u, moved.state, spec.nonlinearity)
 
     def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
         h, w = self.grid_shape

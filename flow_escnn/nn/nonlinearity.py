@@ -15,7 +15,7 @@ shift, and with exact spatial transport (see the note).
 Fields whose representation is not a permutation (the irreps of SO(2) / O(2), or of
 :math:`C_N` with frequency > 0) need a nonlinearity that acts on whole fields, as escnn's
 ``NormNonLinearity`` and ``GatedNonLinearity1`` do. The FERNN cell offers two
-(:data:`FIELD_NONLINEARITIES`; :func:`~flow_escnn.nn.updates.field_nonlinearity`), equivariant
+(:data:`FIELD_NONLINEARITIES`; :func:`field_nonlinearity`), equivariant
 for every orthogonal fiber representation because they only rescale a field by a function
 of an invariant:
 
@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List
 import torch
 
 __all__ = [
+    "field_nonlinearity",
     "NONLINEARITIES",
     "FIELD_NONLINEARITIES",
     "CELL_NONLINEARITIES",
@@ -137,3 +138,21 @@ def check_cell_nonlinearity(name: str, hidden_type: Any) -> None:
         raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(CELL_NONLINEARITIES)}")
     if name not in FIELD_NONLINEARITIES:
         check_pointwise(hidden_type)
+
+
+def field_nonlinearity(s: torch.Tensor, fields: torch.Tensor, num_fields: int, name: str) -> torch.Tensor:
+    """A FERNN update's field nonlinearity (:mod:`flow_escnn.nn.nonlinearity`) of ``s = a + b``.
+
+    Args:
+        s: ``[B, V, G, H, W]``: the hidden channels ``C`` first, then (``"gated"``) one gate per field.
+        fields: ``[C]`` long: the field of each hidden channel.
+        num_fields: the number of hidden fields.
+        name: ``"norm_squash"`` or ``"gated"``.
+    """
+    c = fields.shape[0]
+    if name == "gated":
+        return s[:, :, :c] * torch.sigmoid(s[:, :, c:]).index_select(2, fields)
+    shape = (s.shape[0], s.shape[1], num_fields, s.shape[3], s.shape[4])
+    squares = torch.zeros(shape, dtype=s.dtype, device=s.device).index_add_(2, fields, s * s)
+    norms = (squares + 1e-12).sqrt()  # epsilon 1e-6: a finite gradient at x = 0
+    return s / (1 + norms).index_select(2, fields)

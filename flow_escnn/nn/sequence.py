@@ -43,12 +43,12 @@ from flow_escnn._compat import enn
 from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
-from flow_escnn.nn.cells import FERNNCell, FlowCellBase, FlowGRUCell, FlowLSTMCell, State
+from flow_escnn.nn.cells import FlowCellBase, State
 from flow_escnn.nn.engine import Recurrence, Weights
 from flow_escnn.nn.frozen import ExportedFlowRNN, check_grid
 from flow_escnn.nn.spec import records_init
 
-__all__ = ["FlowRNN", "FERNN", "FlowGRU", "FlowLSTM", "MODES"]
+__all__ = ["FlowRNN", "MODES"]
 
 MODES = ("auto", "hidden", "comoving")
 
@@ -78,7 +78,8 @@ class FlowRNN(torch.nn.Module):
         ``[B, T, |V|, C_hidden, H, W]`` with V ordered like ``flows.velocities``.
     """
 
-    cell_class: Type[FlowCellBase] = FERNNCell
+    #: the cell of one layer (set by each cell kind's layer, :mod:`flow_escnn.nn.cell_kinds`)
+    cell_class: Type[FlowCellBase] = FlowCellBase
     #: ``load_state_dict`` pre-hooks that rename the keys of older checkpoints of a subclass.
     state_dict_upgrades: Tuple[Callable[..., None], ...] = ()
 
@@ -373,27 +374,3 @@ def _device_of(module: torch.nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
-
-
-class FERNN(FlowRNN):
-    """Flow-equivariant RNN (Keller 2025): a stack of :class:`~flow_escnn.nn.cells.FERNNCell`.
-
-    ``FERNN(in_type, hidden_type, flows, kernel_size=3, ...)`` called on ``[B, T, C_in, H, W]``
-    returns a :class:`~flow_escnn.lifted.LiftedTensor` ``[B, T, |V|, C_hidden, H, W]``.
-    Circular padding by default, so translation flows are exact on the torus. With
-    ``FlowSet.identity(gspace)`` it is exactly a G-RNN.
-    """
-
-    cell_class = FERNNCell
-
-
-class FlowGRU(FlowRNN):
-    """A stack of :class:`~flow_escnn.nn.cells.FlowGRUCell` (same interface as :class:`FERNN`)."""
-
-    cell_class = FlowGRUCell
-
-
-class FlowLSTM(FlowRNN):
-    """A stack of :class:`~flow_escnn.nn.cells.FlowLSTMCell`; final states are ``(h, c)`` pairs."""
-
-    cell_class = FlowLSTMCell

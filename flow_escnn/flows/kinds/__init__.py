@@ -1,14 +1,19 @@
-"""The flow kinds, one file each, and their registry.
+"""The flow kinds, one file each, and their registry :data:`FLOW_KINDS`.
 
-Adding a kind = one file here defining a :class:`~flow_escnn.flows.kinds.base.FlowKind`
-subclass and its instance, one line in :data:`FLOW_KINDS` below, and its tests; the data
-generators, the CLI (``--flow``) and the plots then ask it (see ``docs/architecture.rst``).
+Adding a kind is adding one file here that defines a
+:class:`~flow_escnn.flows.kinds.base.FlowKind` subclass and ``KIND = YourKind()`` (plus its
+tests): the modules of this package are found and imported here, so the data generators, the
+configs, the CLI (``--flow``) and the plots know it without another edit (see
+``docs/architecture.rst``).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Dict, Union
 
 from flow_escnn.flows.kinds.base import (
+    MODEL_PARAMS,
     FlowKind,
     degrees_to_steps,
     parse_steps,
@@ -23,6 +28,7 @@ from flow_escnn.flows.kinds.translation import TRANSLATION
 __all__ = [
     "FlowKind",
     "FLOW_KINDS",
+    "MODEL_PARAMS",
     "flow_kind",
     "TRANSLATION",
     "ROTATION",
@@ -34,8 +40,26 @@ __all__ = [
     "rotation_velocities",
 ]
 
-#: Every flow kind, by name.
-FLOW_KINDS: Dict[str, FlowKind] = {k.name: k for k in (TRANSLATION, ROTATION, ROTO_TRANSLATION)}
+
+
+def _discover() -> Dict[str, FlowKind]:
+    kinds: Dict[str, FlowKind] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        kind = getattr(module, "KIND", None)
+        if not isinstance(kind, FlowKind):
+            raise TypeError(f"{module.__name__} defines no KIND = <FlowKind instance>: every module of "
+                            "flow_escnn.flows.kinds is one flow kind")
+        if kind.name in kinds:
+            raise ValueError(f"flow kind {kind.name!r} is defined twice ({module.__name__})")
+        kinds[kind.name] = kind
+    return kinds
+
+
+#: Every flow kind, by name (in the order of their ``order``, then name).
+FLOW_KINDS: Dict[str, FlowKind] = dict(sorted(_discover().items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def flow_kind(kind: Union[str, FlowKind]) -> FlowKind:

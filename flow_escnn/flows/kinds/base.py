@@ -15,7 +15,7 @@ and speeds the plots show. Data, CLI and plots ask the kind; none compares kind 
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from flow_escnn._validate import non_negative_int
 from flow_escnn.flows.flowset import FlowSet
@@ -28,7 +28,16 @@ __all__ = [
     "translation_velocities",
     "rotation_velocities",
     "parse_steps",
+    "MODEL_PARAMS",
 ]
+
+#: The parameters of a model's V that flow kinds read (config fields / CLI options of the same names):
+#: ``flow_radius`` R (the translations :math:`[-R, R]^d`) and ``flow_steps`` (rotation steps of
+#: :math:`360/N` degrees per frame, a tuple of integers).
+MODEL_PARAMS: Dict[str, str] = {
+    "flow_radius": "translations of the model's V: all integer velocities in [-R, R]^d",
+    "flow_steps": "rotations of the model's V: steps of 360/N degrees per frame",
+}
 
 Row = Tuple[int, int, float]
 
@@ -95,6 +104,10 @@ class FlowKind:
         default_specs: default ``(train, test)`` velocity specs.
         default_data: default velocity spec of the data generators.
         heatmap: whether the plots draw a ``(vx, vy)`` heat map per model.
+        params: the parameters of the model's V this kind reads (keys of :data:`MODEL_PARAMS`);
+            :meth:`default_params` covers a set of data velocities with them and
+            :meth:`model_flows` builds V from them.
+        order: where the kind stands in :data:`~flow_escnn.flows.kinds.FLOW_KINDS` (choices, docs).
     """
 
     name: str = ""
@@ -104,6 +117,8 @@ class FlowKind:
     default_specs: Tuple[str, str] = ("", "")
     default_data: str = ""
     heatmap: bool = False
+    params: Tuple[str, ...] = ()
+    order: int = 100
 
     # -- velocity sets -----------------------------------------------------------------------------
     def parse(self, spec: str) -> List[Row]:
@@ -158,20 +173,32 @@ class FlowKind:
         return ValueError(f"cannot read the velocity set {spec!r} for flow={self.name!r}{extra}; expected {self.syntax}")
 
     # -- the model's V -----------------------------------------------------------------------------
-    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
-        """The model's V on ``gspace``: translations of ``radius``, rotation ``steps`` (of :math:`360/N`)."""
+    def model_flows(self, gspace: Any, **params: Any) -> FlowSet:
+        """The model's V on ``gspace`` from this kind's :attr:`params` (e.g. ``flow_radius=1``)."""
         raise NotImplementedError
 
-    def default_radius(self, rows: Sequence[Row]) -> Optional[int]:
-        """The smallest translation radius covering ``rows`` (None for a kind that does not translate)."""
-        return int(max(max(abs(r[0]), abs(r[1])) for r in rows)) if self.translates else None
+    def default_params(self, rows: Sequence[Row], steps_per_turn: int) -> Tuple[Dict[str, Any], List[str]]:
+        """The smallest :attr:`params` whose V covers the data velocities ``rows``, and notes on what
+        V cannot cover exactly (e.g. angles that are not whole steps of :math:`360/N`)."""
+        values: Dict[str, Any] = {}
+        notes: List[str] = []
+        if "flow_radius" in self.params:
+            values["flow_radius"] = int(max(max(abs(r[0]), abs(r[1])) for r in rows))
+        if "flow_steps" in self.params:
+            pairs = [degrees_to_steps(r[2], steps_per_turn) for r in rows]
+            values["flow_steps"] = tuple(sorted({k for k, _ in pairs}))
+            if not all(ok for _, ok in pairs):
+                notes.append(
+                    f"training angles {sorted({r[2] for r in rows})} are not all multiples of 360/{steps_per_turn} = "
+                    f"{360.0 / steps_per_turn:g} degrees: V uses the nearest steps {list(values['flow_steps'])}"
+                )
+        return values, notes
 
-    def default_steps(self, rows: Sequence[Row], n: int) -> Tuple[Optional[List[int]], bool]:
-        """The rotation steps of :math:`C_n` nearest to the angles of ``rows``, and whether all are exact."""
-        if not self.rotates:
-            return None, True
-        pairs = [degrees_to_steps(r[2], n) for r in rows]
-        return sorted({k for k, _ in pairs}), all(ok for _, ok in pairs)
+    def check_params(self, params: Dict[str, Any]) -> None:
+        """Refuse parameters this kind does not read (``ValueError`` naming them and the kind's)."""
+        extra = sorted(k for k, v in params.items() if v is not None and k not in self.params)
+        if extra:
+            raise ValueError(f"flow={self.name!r} builds V from {list(self.params)}, not {extra}")
 
     # -- plots -------------------------------------------------------------------------------------
     def key(self, row: Any) -> str:

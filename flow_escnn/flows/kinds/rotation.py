@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.kinds.base import FlowKind, spec_angles, spec_float
 
-__all__ = ["RotationKind", "ROTATION"]
+__all__ = ["KIND", "RotationKind", "ROTATION"]
 
 
 class RotationKind(FlowKind):
@@ -22,6 +22,8 @@ class RotationKind(FlowKind):
               "(one angle: '30,')")
     default_specs = ("20", "40")
     default_data = "40"
+    order = 1
+    params = ("flow_steps",)
 
     def _parse(self, s: str, spec: str) -> List[Any]:
         if ":" in s:
@@ -39,8 +41,12 @@ class RotationKind(FlowKind):
         return (f"a velocity for flow={self.name!r} is an angle in degrees per frame, or (vx, vy, degrees_per_frame), "
                 f"or a FlowGenerator, got {v!r}")
 
-    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
-        return FlowSet.rotations(gspace, list(steps or [0]))
+    def model_flows(self, gspace: Any, flow_steps: Sequence[int] = (0,), **params: Any) -> FlowSet:
+        self.check_params(params)
+        return FlowSet.rotations(gspace, list(flow_steps))
 
 
 ROTATION = RotationKind()
+
+#: The registry record (:mod:`flow_escnn.flows.kinds`).
+KIND = ROTATION

@@ -1,12 +1,12 @@
 """Roto-translation flows (``"both"``): each velocity translates *and* rotates; the content orbits."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.kinds.base import FlowKind, spec_angles, spec_float, spec_int, spec_radius, translation_velocities
 
-__all__ = ["RotoTranslationKind", "ROTO_TRANSLATION"]
+__all__ = ["KIND", "RotoTranslationKind", "ROTO_TRANSLATION"]
 
 
 class RotoTranslationKind(FlowKind):
@@ -18,6 +18,8 @@ class RotoTranslationKind(FlowKind):
     syntax = "'R@M' or 'R@M/S' (translations [-R, R]^2 times angles -M..M step S) or a list 'vx:vy:deg,...'"
     default_specs = ("1@20", "2@40")
     default_data = "1@40"
+    order = 2
+    params = ("flow_radius", "flow_steps")
 
     def _parse(self, s: str, spec: str) -> List[Any]:
         explicit = "," in s or ":" in s
@@ -36,8 +38,13 @@ class RotoTranslationKind(FlowKind):
             return rows
         raise self.bad(spec)
 
-    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
-        return FlowSet.roto_translations(gspace, int(radius or 0), list(steps or [0]))
+    def model_flows(self, gspace: Any, flow_radius: int = 0, flow_steps: Sequence[int] = (0,),
+                    **params: Any) -> FlowSet:
+        self.check_params(params)
+        return FlowSet.roto_translations(gspace, flow_radius, list(flow_steps))
 
 
 ROTO_TRANSLATION = RotoTranslationKind()
+
+#: The registry record (:mod:`flow_escnn.flows.kinds`).
+KIND = ROTO_TRANSLATION

@@ -1,12 +1,12 @@
 """Translation flows: a digit (or a whole frame) moving by whole pixels per frame."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Tuple
 
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.kinds.base import FlowKind, spec_int, spec_radius, translation_velocities
 
-__all__ = ["TranslationKind", "TRANSLATION"]
+__all__ = ["KIND", "TranslationKind", "TRANSLATION"]
 
 
 class TranslationKind(FlowKind):
@@ -19,6 +19,8 @@ class TranslationKind(FlowKind):
     default_specs = ("1", "2")
     default_data = "2"
     heatmap = True
+    order = 0
+    params = ("flow_radius",)
 
     def _parse(self, s: str, spec: str) -> List[Any]:
         if "," in s or ":" in s:
@@ -45,8 +47,12 @@ class TranslationKind(FlowKind):
         return (f"a velocity for flow={self.name!r} is (vx, vy) with integer pixels per frame, or (vx, vy, "
                 f"degrees_per_frame), or a FlowGenerator, got {v!r}")
 
-    def model_flows(self, gspace: Any, radius: Optional[int], steps: Optional[Sequence[int]]) -> FlowSet:
-        return FlowSet.translations(gspace, int(radius or 0))
+    def model_flows(self, gspace: Any, flow_radius: int = 0, **params: Any) -> FlowSet:
+        self.check_params(params)
+        return FlowSet.translations(gspace, flow_radius)
 
 
 TRANSLATION = TranslationKind()
+
+#: The registry record (:mod:`flow_escnn.flows.kinds`).
+KIND = TRANSLATION

@@ -1,0 +1,96 @@
+"""The FERNN cell kind (Keller 2025): :math:`h_t(\\nu) = \\sigma\\big(W * \\psi_1(\\nu) h_{t-1}(\\nu) + U * f_t\\big)`.
+
+Its update (written once here, run by :mod:`flow_escnn.nn.engine`), its cell
+:class:`FERNNCell` and its sequence layer :class:`FERNN`. Since :math:`W` commutes with exact
+transport, transporting the state before :math:`W` equals the paper's
+:math:`\\sigma(\\psi_1(\\nu)\\cdot[W * h_{t-1}](\\nu) + U * f_t)`. The update computes the sum in
+place in the convolution's fresh output: ``b`` is a view of it; an in-place op on a view would
+make autograd record a ``CopySlices`` node (copying the whole base in the backward pass), so
+:class:`_AddActivate` writes into the base and saves only its output.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+
+from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.nn.cell_kinds.registry import CellKind
+from flow_escnn.nn.cells import FlowCellBase, State
+from flow_escnn.nn.nonlinearity import apply_nonlinearity, nonlinearity_backward
+from flow_escnn.nn.sequence import FlowRNN
+
+__all__ = ["fernn_update", "FERNNCell", "FERNN", "KIND"]
+
+
+class _AddActivate(torch.autograd.Function):
+    """:math:`\\sigma(b + a)` written into ``b``'s own memory (a fresh convolution output that no
+    other op reads); ``a`` broadcasts over ``b``'s velocity axis. Saves only the output."""
+
+    @staticmethod
+    def forward(ctx: Any, base: torch.Tensor, a: torch.Tensor, shape: Tuple[int, ...], name: str) -> torch.Tensor:  # type: ignore[override]
+        apply_nonlinearity(base.view(shape).add_(a), name, inplace=True)
+        ctx.mark_dirty(base)
+        ctx.save_for_backward(base)
+        ctx.name, ctx.shape, ctx.a_shape = name, shape, a.shape
+        return base
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        g = nonlinearity_backward(grad, out, ctx.name)
+        g5 = g.view(ctx.shape)
+        dims = [i for i, (n, m) in enumerate(zip(ctx.a_shape, ctx.shape)) if n == 1 and m != 1]
+        ga = g5.sum(dim=dims, keepdim=True) if dims else g5
+        return g, ga, None, None
+
+
+def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
+    """:math:`h_t = \\sigma(a + b)`, computed in place in ``b``'s base (a fresh convolution output)."""
+    base = b._base if b._base is not None else b
+    if torch.is_grad_enabled() and (b.requires_grad or a.requires_grad):
+        if a.dtype != b.dtype:
+            a = a.to(b.dtype)
+        return (_AddActivate.apply(base, a, tuple(b.shape), nonlinearity).view(b.shape),)
+    return (apply_nonlinearity(b.add_(a), nonlinearity, inplace=True),)
+
+
+class FERNNCell(FlowCellBase):
+    """The FERNN cell :math:`h_t(\\nu) = \\sigma(W * \\psi_1(\\nu) h_{t-1}(\\nu) + U * f_t)`.
+
+    Args:
+        nonlinearity: a pointwise :math:`\\sigma`: ``"relu"`` (default, as in the paper),
+            ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"`` (trivial, regular or quotient
+            fields only), or a field nonlinearity for any fields: ``"norm_squash"`` or ``"gated"``
+            (:mod:`flow_escnn.nn.nonlinearity`; with ``"gated"`` :math:`U` and :math:`W` also
+            compute one invariant gate per hidden field).
+        **kwargs: see :class:`FlowCellBase`.
+    """
+
+    kind = "fernn"
+    update = staticmethod(fernn_update)
+    takes_nonlinearity = True
+
+    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
+        super().__init__(in_type, hidden_type, flows, kernel_size, nonlinearity=nonlinearity, **kwargs)
+        self.nonlinearity = nonlinearity
+
+    @property
+    def nonlinearity_name(self) -> str:
+        return self.nonlinearity
+
+
+class FERNN(FlowRNN):
+    """Flow-equivariant RNN (Keller 2025): a stack of :class:`FERNNCell`.
+
+    ``FERNN(in_type, hidden_type, flows, kernel_size=3, ...)`` called on ``[B, T, C_in, H, W]``
+    returns a :class:`~flow_escnn.lifted.LiftedTensor` ``[B, T, |V|, C_hidden, H, W]``.
+    Circular padding by default, so translation flows are exact on the torus. With
+    ``FlowSet.identity(gspace)`` it is exactly a G-RNN.
+    """
+
+    cell_class = FERNNCell
+
+
+#: The registry record (:mod:`flow_escnn.nn.cell_kinds`).
+KIND = CellKind(FERNN, "plain FERNN cell: sigma(W * psi_1(nu) h + U * f), any pointwise or field nonlinearity")
