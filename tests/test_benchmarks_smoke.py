@@ -26,7 +26,7 @@ from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.models import NextFramePredictor
 from flow_escnn.nn import FERNN
-from flow_escnn.nn.functional import conv2d as library_conv2d
+from flow_escnn.nn.kernels import conv2d as library_conv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

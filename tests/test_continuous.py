@@ -17,7 +17,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.checks import check_flow_equivariance
 from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan
-from flow_escnn.flows.gspace_utils import rotation_order, steps_per_turn
+from flow_escnn.flows.planar import rotation_order, steps_per_turn
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
 from flow_escnn.nn import FERNN, FlowGRU
 

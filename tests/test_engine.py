@@ -180,12 +180,12 @@ def test_input_terms_in_batches_change_nothing(mode):
     """Convolving the input frames a batch at a time (``chunk``) gives the all-at-once outputs and
     gradients (float64, 1e-12), with autoregressive steps past the given frames and checkpointing;
     a bad ``chunk`` is refused. Control: a batch that skips a frame is seen."""
-    from flow_escnn.nn.functional import INPUT_BATCH_BYTES, InputBatches, frames_per_batch
+    from flow_escnn.nn.kernels import INPUT_BATCH_BYTES, InputBatches, frames_per_batch
 
     torch.manual_seed(0)
     model = _randomize(NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), mode=mode, decoder_layers=1).to(F64))
     x = _x(t=5)
-    program = model.encoder.compile((6, 6), "cpu", 8)
+    program = model.encoder.recurrence((6, 6), "cpu", 8)
 
     def run(chunk, checkpoint=False):
         weights = model.encoder.weights()
@@ -235,7 +235,7 @@ def test_pooled_readouts_are_the_pooled_guesses(mode, pool):
     model = _randomize(NextFramePredictor(enn.FieldType(c8, [c8.trivial_repr]), enn.FieldType(c8, [c8.regular_repr]),
                                           FlowSet.rotations(c8, [-1, 0, 1]), mode=mode, decoder_layers=1).to(F64))
     x = _x(t=4, h=7)
-    program = model.encoder.compile((7, 7), "cpu", 6)
+    program = model.encoder.recurrence((7, 7), "cpu", 6)
     assert program.comoving == (mode == "comoving")
 
     def run(readout_pool, reduce=lambda g: g):

@@ -41,7 +41,7 @@ def test_registry_names_and_lookup():
 
 @pytest.mark.parametrize("kind", list(FLOW_KINDS.values()), ids=list(FLOW_KINDS))
 def test_every_kind_parses_its_defaults_and_rows_match_the_kind(kind):
-    for spec in (*kind.default_specs, kind.default_data):
+    for spec in (*kind.default_sets, kind.default_data):
         rows = kind.parse(spec)
         assert rows and len(set(rows)) == len(rows)
         for vx, vy, w in rows:

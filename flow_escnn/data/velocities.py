@@ -2,7 +2,7 @@
 
 A data velocity is a triple :math:`(v_x, v_y, \\omega)`: an integer translation in
 pixels per frame (x along the last array axis, **y up**, as everywhere in
-flow_escnn, see :mod:`flow_escnn.flows.gspace_utils`) and an angular velocity
+flow_escnn, see :mod:`flow_escnn.flows.planar`) and an angular velocity
 :math:`\\omega` in **degrees** per frame (counter-clockwise, about the grid centre).
 It names the flow generator :math:`\\nu = (u, R_\\omega)` with one-step element
 :math:`g_\\nu = (u, R_\\omega) \\in \\mathbb{R}^2 \\rtimes SO(2)` and the flow
@@ -24,7 +24,6 @@ from typing import Any, Iterable, List, Tuple, Union
 import numpy as np
 
 from flow_escnn.flows.kinds import (
-    FLOW_KINDS as _KINDS,
     FlowKind,
     flow_kind,
     rotation_velocities,
@@ -32,7 +31,6 @@ from flow_escnn.flows.kinds import (
 )
 
 __all__ = [
-    "FLOW_KINDS",
     "translation_velocities",
     "rotation_velocities",
     "roto_translation_velocities",
@@ -40,8 +38,6 @@ __all__ = [
     "velocity_array",
 ]
 
-#: The names of the flow kinds the data generators understand.
-FLOW_KINDS = tuple(_KINDS)
 
 
 def roto_translation_velocities(

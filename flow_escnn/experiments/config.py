@@ -170,12 +170,12 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
     def train_velocity_array(self) -> np.ndarray:
         """The training velocities as rows (parsed once per resolved config; read-only)."""
         return self._memo("train_rows", lambda: _frozen(
-            parse_velocities(_or_default(self.train_velocities, self.kind.default_specs[0]), self.kind)))
+            parse_velocities(_or_default(self.train_velocities, self.kind.default_sets[0]), self.kind)))
 
     def test_velocity_array(self) -> np.ndarray:
         """The test velocities as rows (parsed once per resolved config; read-only)."""
         return self._memo("test_rows", lambda: _frozen(
-            parse_velocities(_or_default(self.test_velocities, self.kind.default_specs[1]), self.kind)))
+            parse_velocities(_or_default(self.test_velocities, self.kind.default_sets[1]), self.kind)))
 
     def flow_rows(self) -> List[Tuple[int, int, float]]:
         return [(int(r[0]), int(r[1]), float(r[2])) for r in self.train_velocity_array()]
@@ -208,8 +208,8 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
         self.test_velocity_array()
 
     def fill_defaults(self) -> None:
-        self.train_velocities = _or_default(self.train_velocities, self.kind.default_specs[0])
-        self.test_velocities = _or_default(self.test_velocities, self.kind.default_specs[1])
+        self.train_velocities = _or_default(self.train_velocities, self.kind.default_sets[0])
+        self.test_velocities = _or_default(self.test_velocities, self.kind.default_sets[1])
         if self.digit_size is None and self.grid_size < 28:
             self.digit_size = self.grid_size  # keep MNIST's digit-to-grid ratio on smaller grids
         if self.eval_batch_size is None:

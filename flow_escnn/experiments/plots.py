@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from flow_escnn.experiments.config import ExperimentConfig, velocity_key, velocity_speed
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.gspace_utils import steps_per_turn
+from flow_escnn.flows.planar import steps_per_turn
 from flow_escnn.flows.transport import TransportPlan
 
 __all__ = [

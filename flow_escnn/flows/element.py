@@ -14,7 +14,7 @@ where :math:`A(g)` is ``gspace.basespace_action(g)``. It acts on a field
 .. math::
     [(u, g) \\cdot f](x) = \\rho(g)\\, f\\big(A(g)^{-1} (x - u)\\big),
 
-with :math:`x` measured from the grid centre (see :mod:`flow_escnn.flows.gspace_utils`).
+with :math:`x` measured from the grid centre (see :mod:`flow_escnn.flows.planar`).
 Integer translations and signed-permutation :math:`A(g)` (multiples of 90 degrees,
 the reflections) map the grid onto itself and are transported exactly; everything
 else is interpolated (:mod:`flow_escnn.flows.transport`).
@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from flow_escnn._validate import positive_int
-from flow_escnn.flows.gspace_utils import check_planar_gspace, spatial_matrix
+from flow_escnn.flows.planar import check_planar_gspace, spatial_matrix
 
 __all__ = ["GridElement"]
 

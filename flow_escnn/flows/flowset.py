@@ -26,7 +26,7 @@ import numpy as np
 from flow_escnn._validate import grid_shape as check_grid_shape
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.gspace_utils import check_planar_gspace, steps_per_turn
+from flow_escnn.flows.planar import check_planar_gspace, steps_per_turn
 
 __all__ = ["FlowSet", "VelocityLike", "MAX_FLOWS"]
 

@@ -3,7 +3,7 @@
 A generator (a *velocity*) :math:`\\nu = (u, k)` pairs an integer translation
 :math:`u = (v_x, v_y)` (pixels per frame) with a rotation of :math:`k` steps of
 :math:`2\\pi/N` per frame about the grid centre (on SO(2) / O(2): :math:`k` degrees per
-frame, any rational number; see :func:`~flow_escnn.flows.gspace_utils.steps_per_turn`). It
+frame, any rational number; see :func:`~flow_escnn.flows.planar.steps_per_turn`). It
 names the one-step element :math:`g_\\nu = (u, r^k) \\in \\mathbb{Z}^2 \\rtimes G` and the discrete flow
 
 .. math::
@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from flow_escnn._validate import grid_shape as check_grid_shape
 from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.gspace_utils import (
+from flow_escnn.flows.planar import (
     as_steps,
     is_continuous,
     rotation_element,

@@ -8,7 +8,7 @@ Given elements :math:`(u_m, g_m)`, :math:`m = 1..M`, and a tensor ``x`` of shape
     y_m(x) = \\rho(g_m)\\, x_m\\big(A(g_m)^{-1}(x - u_m)\\big)
 
 on the periodic grid (a torus), with the coordinate convention of
-:mod:`flow_escnn.flows.gspace_utils`. Everything is precomputed once at construction:
+:mod:`flow_escnn.flows.planar`. Everything is precomputed once at construction:
 per-slice spatial gather tables (and interpolation weights, with their transposes for the
 backward pass) and per-slice fiber permutations (or matrices). Optionally the output is
 circularly padded by ``pad`` pixels in the same operation, so that a ``padding=0``

@@ -179,7 +179,7 @@ class SequenceClassifier(torch.nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor [B, T, C, H, W], got {type(x).__name__}")
         self.encoder.check_input(x)
-        recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
+        recurrence = self.encoder.recurrence((x.shape[-2], x.shape[-1]), x.device, x.shape[1])
         return self._programs.get(recurrence, lambda: ClassifierProgram(
             recurrence, self.group_pooling, self.velocity_pool, self.spatial_pool, self.readout, self.checkpoint))
 
@@ -187,7 +187,7 @@ class SequenceClassifier(torch.nn.Module):
         """Run the plain-torch program (recurrence, poolings, head) through ``torch.compile`` from now on
         (the filter expansion stays eager); see :meth:`NextFramePredictor.compile_engine
         <flow_escnn.models.NextFramePredictor.compile_engine>`. Returns ``self``."""
-        self._programs.compile(**options)
+        self._programs.use_torch_compile(**options)
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -217,7 +217,7 @@ class NextFramePredictor(torch.nn.Module):
         Returns:
             ``self``.
         """
-        self._programs.compile(**options)
+        self._programs.use_torch_compile(**options)
         return self
 
     def _new_program(self, recurrence: Recurrence) -> PredictorProgram:
@@ -249,7 +249,7 @@ class NextFramePredictor(torch.nn.Module):
             ``include_one_step`` (output :math:`j` is frame :math:`j + 1`).
         """
         _check_predictor_input(x, self.in_type.size, num_predictions)
-        recurrence = self.encoder.compile((x.shape[-2], x.shape[-1]), x.device, x.shape[1] + num_predictions)
+        recurrence = self.encoder.recurrence((x.shape[-2], x.shape[-1]), x.device, x.shape[1] + num_predictions)
         return self.program(recurrence)(self.weights(), x, num_predictions, include_one_step)
 
     def one_step_predictions(self, x: torch.Tensor) -> torch.Tensor:

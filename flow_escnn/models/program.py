@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv
 from flow_escnn.nn.engine import Recurrence, Weights
-from flow_escnn.nn.functional import conv2d, conv_same
+from flow_escnn.nn.kernels import conv2d, conv_same
 
 __all__ = [
     "ProgramCache",
@@ -41,7 +41,7 @@ class ProgramCache:
         self._entries: Dict[int, Tuple[torch.nn.Module, Callable[..., torch.Tensor]]] = {}
         self.options: Optional[Dict[str, Any]] = None
 
-    def compile(self, **options: Any) -> None:
+    def use_torch_compile(self, **options: Any) -> None:
         """From now on, run programs through ``torch.compile(program, **options)`` (built afresh)."""
         self.options = dict(options)
         self._entries.clear()

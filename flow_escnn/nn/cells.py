@@ -74,7 +74,7 @@ class FlowCellBase(torch.nn.Module):
 
     A cell holds the parameters of one layer (:math:`U`, :math:`W`, optional V-mixing) and
     describes itself to the recurrence engine (:mod:`flow_escnn.nn.engine`): its
-    :meth:`spec`, its expanded :meth:`weights` and its step transport
+    :meth:`layer_spec`, its expanded :meth:`weights` and its step transport
     :meth:`step_transport`. A cell kind (:mod:`flow_escnn.nn.cell_kinds`) sets the class
     attributes ``kind``, ``update`` (its equation, run by the engine), ``gates``,
     ``state_size`` and, for a cell whose transport is learned, ``learned_transport``.
@@ -164,7 +164,7 @@ class FlowCellBase(torch.nn.Module):
         return "identity"
 
     # -- what the engine needs ---------------------------------------------------------------------------
-    def spec(self) -> LayerSpec:
+    def layer_spec(self) -> LayerSpec:
         """The static facts of this layer for the recurrence engine."""
         return LayerSpec(
             kind=self.kind,
@@ -206,7 +206,7 @@ class FlowCellBase(torch.nn.Module):
 
     def step_transport(self, grid: Tuple[int, int], device: torch.device) -> Optional[TransportPlan]:
         """Transport by :math:`\\psi_1(\\nu)` for every :math:`\\nu \\in V`, padded for the recurrent convolution."""
-        return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device, pad=self.spec().pad)
+        return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device, pad=self.layer_spec().pad)
 
     def exact_on(self, grid: Tuple[int, int], device: torch.device) -> bool:
         """Whether every :math:`\\psi_1(\\nu)` maps the ``grid`` onto itself (no interpolation)."""
@@ -241,7 +241,7 @@ class FlowCellBase(torch.nn.Module):
             raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
         grid = (x.shape[-2], x.shape[-1])
         h0 = None if state is None else [self.unpack_state(state, x.shape[0], grid, x)]
-        program = Recurrence([self.spec()], len(self.flows), grid, "hidden", [self.step_transport(grid, x.device)])
+        program = Recurrence([self.layer_spec()], len(self.flows), grid, "hidden", [self.step_transport(grid, x.device)])
         new = program.run(x.unsqueeze(1), self.weights(), h0, keep_outputs=False).states[0]
         packed = tuple(LiftedTensor(s, self.lifted_type) for s in new)
         return packed[0] if self.state_size == 1 else packed

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn._validate import odd_positive_int, one_of
-from flow_escnn.flows.gspace_utils import lattice_candidates, spatial_matrix
+from flow_escnn.flows.planar import lattice_candidates, spatial_matrix
 from flow_escnn.nn.spec import refuses_pickle
 
 __all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]

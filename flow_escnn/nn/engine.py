@@ -54,14 +54,15 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.reduce import reduce_over
 from flow_escnn.flows.transport import GatherTransport
-from flow_escnn.nn.functional import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
+from flow_escnn.nn.kernels import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, field_nonlinearity
 
-__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "MODES"]
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES"]
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
-MODES = ("hidden", "comoving")
+#: The frames the engine runs a recurrence in: stationary (the state is transported, ``"hidden"``) or co-moving.
+FRAMES = ("hidden", "comoving")
 
 
 class RunResult(NamedTuple):
@@ -154,8 +155,8 @@ class Recurrence(torch.nn.Module):
         period: int = 1,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in FRAMES:
+            raise ValueError(f"mode must be one of {FRAMES}, got {mode!r}")
         if mode == "comoving" and (to_comoving is None or from_comoving is None):
             raise ValueError("the co-moving mode needs the to_comoving and from_comoving tables")
         self.layers = list(layers)
@@ -322,7 +323,7 @@ class Recurrence(torch.nn.Module):
             checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass.
             chunk: given frames per batch of layer-0 input terms (:meth:`input_terms`), convolved
                 just before the steps that use them; ``None``: as many as keep the batch's output
-                under :data:`~flow_escnn.nn.functional.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn.functional.InputBatches`).
+                under :data:`~flow_escnn.nn.kernels.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn.kernels.InputBatches`).
             readout_pool: ``"max"`` / ``"mean"``: the guesses handed to ``predict`` come pooled over :math:`V`
                 (``[B, C, H(+2p), W(+2p)]``; co-moving interpolated readouts pool inside their resampling).
 

@@ -44,13 +44,14 @@ from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn.cells import FlowCellBase, State
-from flow_escnn.nn.engine import Recurrence, Weights
+from flow_escnn.nn.engine import FRAMES, Recurrence, Weights
 from flow_escnn.nn.frozen import ExportedFlowRNN, check_grid
 from flow_escnn.nn.spec import records_init
 
 __all__ = ["FlowRNN", "MODES"]
 
-MODES = ("auto", "hidden", "comoving")
+#: ``mode=`` of the sequence layers: one of the engine's frames, or ``"auto"`` (pick by the grid).
+MODES = ("auto", *FRAMES)
 
 StateLike = Union[LiftedTensor, Tuple[LiftedTensor, ...], torch.Tensor]
 
@@ -224,7 +225,7 @@ class FlowRNN(torch.nn.Module):
         p = self.flows.period(grid)
         return p if p is not None and p <= t_len else t_len
 
-    def compile(self, grid: Tuple[int, int], device: Union[str, torch.device], steps: int) -> Recurrence:
+    def recurrence(self, grid: Tuple[int, int], device: Union[str, torch.device], steps: int) -> Recurrence:
         """The engine program for ``steps`` time steps on ``grid`` (cached; tables only, no weights)."""
         device = torch.device(device)
         mode = self.resolve_mode(grid, device)
@@ -238,11 +239,11 @@ class FlowRNN(torch.nn.Module):
             if mode == "comoving":
                 flows = self.flows
                 to_c = first.plan("inv_psi_t", lambda: [g.psi(-t) for t in range(n) for g in flows], first.in_type,
-                                  grid, device, extra=n, pad=first.spec().pad)
+                                  grid, device, extra=n, pad=first.layer_spec().pad)
                 from_c = last.plan("psi_t", lambda: [g.psi(t) for t in range(n) for g in flows], last.hidden_type,
                                    grid, device, extra=n)
             program = Recurrence(
-                [c.spec() for c in self.cells], len(self.flows), grid, mode,
+                [c.layer_spec() for c in self.cells], len(self.flows), grid, mode,
                 [c.step_transport(grid, device) for c in self.cells], to_c, from_c, period=n,
             )
             self._programs[key] = program
@@ -281,7 +282,7 @@ class FlowRNN(torch.nn.Module):
                 )
             else:
                 steps = limit = max_steps
-        return copy.deepcopy(self.compile(grid, device, steps)), limit
+        return copy.deepcopy(self.recurrence(grid, device, steps)), limit
 
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Union[torch.Tensor, LiftedTensor], h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
@@ -314,7 +315,7 @@ class FlowRNN(torch.nn.Module):
         b, t_len = raw.shape[0], raw.shape[1]
         grid = (raw.shape[-2], raw.shape[-1])
         h0_raw = self._check_h0(h0, b, grid, raw)
-        program = self.compile(grid, raw.device, t_len)
+        program = self.recurrence(grid, raw.device, t_len)
         seq, states = program.run_sequence(
             raw, self.weights() if weights is None else weights, h0_raw, return_sequence, self.checkpoint
         )

@@ -1,4 +1,4 @@
-"""The flow-kind spec: everything the package needs to know about one kind of flow, in one object.
+"""The flow-kind record: everything the package needs to know about one kind of flow, in one object.
 
 A *data velocity* is a row ``(vx, vy, degrees_per_frame)``: integer pixels per frame (x along
 the last array axis, y up) and an angular velocity in degrees per frame (counter-clockwise
@@ -72,9 +72,9 @@ def rotation_velocities(max_degrees: float = 40.0, step: float = 10.0) -> List[f
     return [float(k * s) for k in range(-int(round(n)), int(round(n)) + 1)]
 
 
-def parse_steps(spec: str) -> List[int]:
+def parse_steps(text: str) -> List[int]:
     """Rotation steps of a model's V: ``"K"`` -> ``[-K, ..., K]``; ``"k1,k2,..."`` -> that list."""
-    s = "".join(str(spec).split())
+    s = "".join(str(text).split())
     try:
         if "," in s:
             steps = [int(p) for p in s.split(",") if p]
@@ -85,11 +85,11 @@ def parse_steps(spec: str) -> List[int]:
             steps = list(range(-k, k + 1))
     except ValueError:
         raise ValueError(
-            f"cannot read the rotation steps {spec!r}: expected 'K' (steps -K..K of 360/N degrees per frame) "
+            f"cannot read the rotation steps {text!r}: expected 'K' (steps -K..K of 360/N degrees per frame) "
             "or a list of integers 'k1,k2,...'"
         ) from None
     if not steps or len(set(steps)) != len(steps):
-        raise ValueError(f"the rotation steps {spec!r} must be a non-empty list without duplicates")
+        raise ValueError(f"the rotation steps {text!r} must be a non-empty list without duplicates")
     return steps
 
 
@@ -101,8 +101,8 @@ class FlowKind:
         translates, rotates: which parts of a velocity the kind uses; the data generators offset
             the digits of a translating kind and centre those of a purely rotating one.
         syntax: the velocity-set string syntax, for messages.
-        default_specs: default ``(train, test)`` velocity specs.
-        default_data: default velocity spec of the data generators.
+        default_sets: default ``(train, test)`` velocity-set strings.
+        default_data: default velocity-set string of the data generators.
         heatmap: whether the plots draw a ``(vx, vy)`` heat map per model.
         params: the parameters of the model's V this kind reads (keys of :data:`MODEL_PARAMS`);
             :meth:`default_params` covers a set of data velocities with them and
@@ -114,23 +114,23 @@ class FlowKind:
     translates: bool = False
     rotates: bool = False
     syntax: str = ""
-    default_specs: Tuple[str, str] = ("", "")
+    default_sets: Tuple[str, str] = ("", "")
     default_data: str = ""
     heatmap: bool = False
     params: Tuple[str, ...] = ()
     order: int = 100
 
     # -- velocity sets -----------------------------------------------------------------------------
-    def parse(self, spec: str) -> List[Row]:
+    def parse(self, text: str) -> List[Row]:
         """Rows of a velocity-set string (see :attr:`syntax`); ``ValueError`` naming the syntax."""
-        if not isinstance(spec, str) or not spec.strip():
-            raise self.bad(str(spec), "empty")
-        rows = self._parse("".join(spec.split()), spec)
+        if not isinstance(text, str) or not text.strip():
+            raise self.bad(str(text), "empty")
+        rows = self._parse("".join(text.split()), text)
         if not rows:
-            raise self.bad(spec, "empty")
+            raise self.bad(text, "empty")
         return [self.check(r) for r in rows]
 
-    def _parse(self, s: str, spec: str) -> List[Any]:
+    def _parse(self, s: str, text: str) -> List[Any]:
         raise NotImplementedError
 
     def check(self, velocity: Any) -> Row:
@@ -168,9 +168,9 @@ class FlowKind:
     def hint(self, v: Any) -> str:
         return f"a velocity for flow={self.name!r} is (vx, vy, degrees_per_frame) or a FlowGenerator, got {v!r}"
 
-    def bad(self, spec: str, why: str = "") -> ValueError:
+    def bad(self, text: str, why: str = "") -> ValueError:
         extra = f" ({why})" if why else ""
-        return ValueError(f"cannot read the velocity set {spec!r} for flow={self.name!r}{extra}; expected {self.syntax}")
+        return ValueError(f"cannot read the velocity set {text!r} for flow={self.name!r}{extra}; expected {self.syntax}")
 
     # -- the model's V -----------------------------------------------------------------------------
     def model_flows(self, gspace: Any, **params: Any) -> FlowSet:
@@ -236,38 +236,39 @@ def _whole_pixels(value: Any, what: str) -> int:
     return int(v)
 
 
-def spec_int(text: str, kind: FlowKind, spec: str) -> int:
-    """An integer in a velocity-set string (``bad`` naming the syntax otherwise)."""
-    value = spec_float(text, kind, spec)
+def read_int(item: str, kind: FlowKind, text: str) -> int:
+    """An integer ``item`` of the velocity-set string ``text`` (``bad`` naming the syntax otherwise)."""
+    value = read_float(item, kind, text)
     if value != int(value):
-        raise kind.bad(spec, f"{text!r} is not an integer number of pixels per frame")
+        raise kind.bad(text, f"{item!r} is not an integer number of pixels per frame")
     return int(value)
 
 
-def spec_float(text: str, kind: FlowKind, spec: str) -> float:
+def read_float(item: str, kind: FlowKind, text: str) -> float:
+    """A finite number ``item`` of the velocity-set string ``text``."""
     try:
-        value = float(text)
+        value = float(item)
     except ValueError:
-        raise kind.bad(spec, f"{text!r} is not a number") from None
+        raise kind.bad(text, f"{item!r} is not a number") from None
     if not math.isfinite(value):
-        raise kind.bad(spec, f"{text!r} is not finite")
+        raise kind.bad(text, f"{item!r} is not finite")
     return value
 
 
-def spec_radius(text: str, kind: FlowKind, spec: str) -> int:
-    r = spec_int(text, kind, spec)
+def read_radius(item: str, kind: FlowKind, text: str) -> int:
+    """A radius ``R >= 0`` in the velocity-set string ``text``."""
+    r = read_int(item, kind, text)
     if r < 0:
-        raise kind.bad(spec, "the radius must be >= 0")
+        raise kind.bad(text, "the radius must be >= 0")
     return r
 
 
-def spec_angles(text: str, kind: FlowKind, spec: str) -> List[float]:
-    """``'M'`` or ``'M/S'``: -M..M degrees in steps of S (default 10)."""
-    m, _, s = text.partition("/")
+def read_angles(item: str, kind: FlowKind, text: str) -> List[float]:
+    """``'M'`` or ``'M/S'`` in the velocity-set string ``text``: -M..M degrees in steps of S (default 10)."""
+    m, _, s = item.partition("/")
     try:
-        return rotation_velocities(spec_float(m, kind, spec), spec_float(s, kind, spec) if s else 10.0)
+        return rotation_velocities(read_float(m, kind, text), read_float(s, kind, text) if s else 10.0)
     except ValueError as exc:
         if "cannot read" in str(exc):
             raise
-        raise kind.bad(spec, str(exc)) from None
-
+        raise kind.bad(text, str(exc)) from None

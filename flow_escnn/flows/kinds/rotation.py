@@ -7,7 +7,7 @@ from typing import Any, List, Sequence, Tuple
 import numpy as np
 
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.flows.kinds.base import FlowKind, spec_angles, spec_float
+from flow_escnn.flows.kinds.base import FlowKind, read_angles, read_float
 
 __all__ = ["KIND", "RotationKind", "ROTATION"]
 
@@ -20,17 +20,17 @@ class RotationKind(FlowKind):
     rotates = True
     syntax = ("'M' or 'M/S' (-M..M degrees per frame in steps of S, default 10) or a list 'a,b,...' of degrees "
               "(one angle: '30,')")
-    default_specs = ("20", "40")
+    default_sets = ("20", "40")
     default_data = "40"
     order = 1
     params = ("flow_steps",)
 
-    def _parse(self, s: str, spec: str) -> List[Any]:
+    def _parse(self, s: str, text: str) -> List[Any]:
         if ":" in s:
-            raise self.bad(spec, "rotation velocities are angles; use flow 'both' for translations")
+            raise self.bad(text, "rotation velocities are angles; use flow 'both' for translations")
         if "," in s:
-            return [(0, 0, spec_float(a, self, spec)) for a in s.split(",") if a]
-        return [(0, 0, w) for w in spec_angles(s, self, spec)]
+            return [(0, 0, read_float(a, self, text)) for a in s.split(",") if a]
+        return [(0, 0, w) for w in read_angles(s, self, text)]
 
     def _row(self, v: Any) -> Tuple[Any, Any, Any]:
         if isinstance(v, (Real, np.number)) and not isinstance(v, bool):

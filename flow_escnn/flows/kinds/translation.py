@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.flows.kinds.base import FlowKind, spec_int, spec_radius, translation_velocities
+from flow_escnn.flows.kinds.base import FlowKind, read_int, read_radius, translation_velocities
 
 __all__ = ["KIND", "TranslationKind", "TRANSLATION"]
 
@@ -16,22 +16,22 @@ class TranslationKind(FlowKind):
     translates = True
     rotates = False
     syntax = "'R' (all integer velocities in [-R, R]^2) or a list 'vx:vy,vx:vy,...' (e.g. '1:0,0:1')"
-    default_specs = ("1", "2")
+    default_sets = ("1", "2")
     default_data = "2"
     heatmap = True
     order = 0
     params = ("flow_radius",)
 
-    def _parse(self, s: str, spec: str) -> List[Any]:
+    def _parse(self, s: str, text: str) -> List[Any]:
         if "," in s or ":" in s:
             rows = []
             for item in (p for p in s.split(",") if p):
                 parts = item.split(":")
                 if len(parts) != 2:
-                    raise self.bad(spec, f"{item!r} is not 'vx:vy'")
-                rows.append((spec_int(parts[0], self, spec), spec_int(parts[1], self, spec), 0.0))
+                    raise self.bad(text, f"{item!r} is not 'vx:vy'")
+                rows.append((read_int(parts[0], self, text), read_int(parts[1], self, text), 0.0))
             return rows
-        return [(vx, vy, 0.0) for vx, vy in translation_velocities(spec_radius(s, self, spec))]
+        return [(vx, vy, 0.0) for vx, vy in translation_velocities(read_radius(s, self, text))]
 
     def _row(self, v: Any) -> Tuple[Any, Any, Any]:
         if not hasattr(v, "angle"):

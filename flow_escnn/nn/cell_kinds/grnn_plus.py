@@ -109,8 +109,8 @@ class GRNNPlusCell(FlowCellBase):
     def nonlinearity_name(self) -> str:
         return self.nonlinearity
 
-    def spec(self) -> LayerSpec:
-        return dataclasses.replace(super().spec(), velocity_kernel_size=self.velocity_kernel_size)
+    def layer_spec(self) -> LayerSpec:
+        return dataclasses.replace(super().layer_spec(), velocity_kernel_size=self.velocity_kernel_size)
 
     def velocity_filter(self) -> torch.Tensor:
         """The depthwise filter ``[V*C, 1, k, k]`` (for ``F.conv2d(groups=V*C)``)."""

@@ -1,4 +1,4 @@
-"""What flow_escnn needs to know about an escnn 2D gspace.
+"""Planar gspaces as the flows see them: the grid's coordinates and the fiber group as rotation steps.
 
 Planar gspaces with a finite fiber group (``trivialOnR2``, ``flip2dOnR2``,
 ``rot2dOnR2(N)``, ``flipRot2dOnR2(N)`` with ``N >= 1``) and the continuous ones

@@ -1,5 +1,5 @@
-"""Plain-torch helpers of the recurrence engine: convolution, dtype check, checkpoint segments,
-input-term batches."""
+"""The recurrence engine's tensor kernels (plain torch): convolution (im2col for thin inputs, circular
+"same" padding), the dtype check, checkpoint segments and the batched input terms."""
 from __future__ import annotations
 
 import math
