@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flow_escnn"
-SHARED = {"_compat", "_validate", "_wigner"}
+SHARED = {"_compat", "_validate", "_wigner", "_registry"}
 #: floor -> the floors it may import (itself and SHARED always allowed); docs/architecture.rst's table.
 ALLOWED: Dict[str, Set[str]] = {
     "flows": set(),

@@ -457,7 +457,7 @@ def test_bad_input_messages(rng):
         TransportPlan(ft, [GridElement(C8)], (5, 5))
     with pytest.raises(ValueError, match="interpolation must be one of"):
         TransportPlan(enn.FieldType(C8, [C8.trivial_repr]), [GridElement(C8, C8.fibergroup.element(1))], (5, 5), "nearest")
-    with pytest.raises(ValueError, match="grid_shape must be positive"):
+    with pytest.raises(ValueError, match="grid_shape H must be a positive integer"):
         TransportPlan(ft, [mu.element()], (0, 5))
 
 

@@ -12,6 +12,8 @@ from typing import Dict, NamedTuple, Tuple
 
 import numpy as np
 
+from flow_escnn._validate import one_of
+
 __all__ = ["SPLITS", "DigitSet", "DigitSource", "MnistNotFoundError", "DataFileError", "check_split",
            "validate_digit_set"]
 
@@ -42,9 +44,7 @@ class DigitSet(NamedTuple):
 
 def check_split(split: str) -> str:
     """Return ``split`` if it is one of :data:`SPLITS`, else raise ``ValueError``."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return split
+    return one_of(split, SPLITS, "split")
 
 
 def validate_digit_set(images: np.ndarray, labels: np.ndarray, where: str) -> DigitSet:

@@ -54,13 +54,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flow_escnn._validate import non_negative_int, positive_int
+from flow_escnn._validate import grid_shape, non_negative_int, positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import bilinear_periodic, rot90_shift_periodic, shift_periodic
 from flow_escnn.data._sample_dataset import SampleDataset
 from flow_escnn.data.digits import SPLITS, DigitSet, check_split
 from flow_escnn.data.sources import DigitSourceLike, resolve_digit_source
 from flow_escnn.data.velocities import default_velocities, velocity_array
+from flow_escnn.flows.generator import flow_parts
 from flow_escnn.flows.kinds import flow_kind
 
 __all__ = ["FlowingBatch", "FlowingSample", "FlowingMNIST", "generate_flowing_sequences"]
@@ -103,10 +104,9 @@ class FlowingSample(NamedTuple):
 
 
 def _grid_shape(grid_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    hw = (grid_size, grid_size) if isinstance(grid_size, (int, np.integer)) else tuple(grid_size)
-    if len(hw) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in hw):
-        raise ValueError(f"grid_size must be a positive int or a pair (H, W), got {grid_size!r}")
-    return int(hw[0]), int(hw[1])
+    """``(H, W)`` of a side or a pair (:func:`flow_escnn._validate.grid_shape`)."""
+    square = isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool)
+    return grid_shape((grid_size, grid_size) if square else grid_size, "grid_size")
 
 
 def _centred_canvas(images: np.ndarray, grid: Tuple[int, int], digit_size: Optional[int]) -> torch.Tensor:
@@ -153,17 +153,12 @@ def _render(canvas: torch.Tensor, vel: torch.Tensor, offsets: torch.Tensor, num_
     n, k, h, w = canvas.shape
     T = num_frames
     flat = canvas.reshape(n * k, h, w)
-    t = torch.arange(T, dtype=torch.float64).view(1, 1, T)
     if not rotates:  # whole-pixel shifts only
         shifts = offsets[:, :, None, :] + torch.arange(T).view(1, 1, T, 1) * vel[:, :, None, :2].long()
         return shift_periodic(flat, shifts.reshape(n * k, T, 2)).view(n, k, T, h, w)
-    omega = vel[..., 2:3]  # [n, K, 1] degrees per frame
-    theta = t * omega  # [n, K, T]
+    u_t, theta = flow_parts(vel, T)  # psi_t(nu) = (u_t, R^t): [n, K, T, 2], [n, K, T]
     rad = torch.remainder(theta, 360.0) * (math.pi / 180.0)
     c, s = torch.cos(rad), torch.sin(rad)
-    ux, uy = vel[:, :, None, 0], vel[:, :, None, 1]
-    steps = torch.stack([c * ux - s * uy, s * ux + c * uy], -1)  # R^s u, [n, K, T, 2]
-    u_t = torch.cumsum(steps, dim=2) - steps  # exclusive prefix sum: sum_{s<t} R^s u
     p = offsets.to(torch.float64)[:, :, None, :]
     w_t = u_t + torch.stack([c * p[..., 0] - s * p[..., 1], s * p[..., 0] + c * p[..., 1]], -1)
     w_t, theta = w_t.reshape(n * k, T, 2), theta.reshape(n * k, T)

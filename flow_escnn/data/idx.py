@@ -19,6 +19,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from flow_escnn._validate import positive_int
+
 from flow_escnn.data.digits import DataFileError, DigitSet, DigitSource, MnistNotFoundError, validate_digit_set
 
 __all__ = ["read_idx", "IdxMnistSource", "find_idx_files", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC"]
@@ -123,9 +125,7 @@ class IdxMnistSource(DigitSource):
         self._folder = Path(folder).expanduser()
         if not self._folder.is_dir():
             raise MnistNotFoundError(f"MNIST folder {self._folder} does not exist or is not a directory")
-        if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or val_size < 1:
-            raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
-        self._val_size = int(val_size)
+        self._val_size = positive_int(val_size, "val_size")
         self._files: Dict[str, Tuple[Path, Path]] = {}
         missing = []
         for key, prefix in _PREFIXES.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, NoReturn, Sequence
 
-from flow_escnn._validate import bounded_float
+from flow_escnn._validate import bounded_float, non_negative_int, positive_int
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments.kth import KTH_MODELS
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
@@ -35,6 +35,19 @@ training velocities. The G-RNN always has V = {0}.
 _SUPPRESS = argparse.SUPPRESS
 
 
+def _passes(check: Callable[[Any, str], Any]) -> Callable[[Any], bool]:
+    """Whether a value passes one of :mod:`flow_escnn._validate`'s checks (the parser and the configs agree)."""
+
+    def ok(value: Any) -> bool:
+        try:
+            check(value, "value")
+        except ValueError:
+            return False
+        return True
+
+    return ok
+
+
 def _typed(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
     """An argparse ``type=``: ``convert(text)`` if it works and passes ``ok``, else "expected <what>"."""
 
@@ -50,9 +63,9 @@ def _typed(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) 
     return parse
 
 
-_positive_int = _typed(int, lambda v: v >= 1, "a positive integer")
-_group = _typed(int, lambda v: v >= 1 or v == -1, "a positive integer N, or -1 for SO(2)")
-_non_negative_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
+_positive_int = _typed(int, _passes(positive_int), "a positive integer")
+_group = _typed(int, lambda v: v == -1 or _passes(positive_int)(v), "a positive integer N, or -1 for SO(2)")
+_non_negative_int = _typed(int, _passes(non_negative_int), "a non-negative integer")
 
 
 def _float_in(low: float = 0.0, low_open: bool = False) -> Callable[[str], float]:

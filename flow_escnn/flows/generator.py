@@ -13,6 +13,10 @@ the time-``t`` map of the one-parameter subgroup :math:`\\exp(t\\nu)`. For a pur
 translation :math:`\\psi_t(\\nu) = (t u, e)`; for a pure rotation :math:`(0, r^{tk})`;
 a mixed generator composes by the semidirect law of
 :class:`~flow_escnn.flows.element.GridElement`.
+
+:func:`flow_parts` is the same :math:`\\psi_t(\\nu)` in closed form and floating point, for
+data velocities at *any* angle (the data generators draw them); a test checks it against
+:meth:`FlowGenerator.psi` where both apply.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import math
 from fractions import Fraction
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
+import torch
 
 from flow_escnn._validate import grid_shape as check_grid_shape
 from flow_escnn.flows.element import GridElement
@@ -32,7 +37,35 @@ from flow_escnn.flows.planar import (
     whole_number,
 )
 
-__all__ = ["FlowGenerator"]
+__all__ = ["FlowGenerator", "flow_parts"]
+
+
+def flow_parts(velocities: torch.Tensor, num_frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:math:`\\psi_t(\\nu) = (u_t, R_\\omega^{\\,t})` for ``t = 0 .. T-1`` of data velocities at any angle.
+
+    With :math:`\\nu = (u, R_\\omega)`, the semidirect law gives
+
+    .. math::
+        u_t = \\sum_{s<t} R_\\omega^{\\,s} u, \\qquad \\theta_t = t\\,\\omega,
+
+    in float64 (angles reduced modulo 360 degrees before the trigonometry).
+
+    Args:
+        velocities: ``[..., 3]`` rows ``(vx, vy, degrees_per_frame)`` (x right, y up).
+        num_frames: ``T``.
+
+    Returns:
+        ``(u_t [..., T, 2], theta_t [..., T])``: the translation part in pixels and the rotation
+        angle in degrees.
+    """
+    v = velocities.to(torch.float64)
+    t = torch.arange(int(num_frames), dtype=torch.float64)
+    theta = t * v[..., 2:3]  # [..., T]
+    rad = torch.remainder(theta, 360.0) * (math.pi / 180.0)
+    c, s = torch.cos(rad), torch.sin(rad)
+    ux, uy = v[..., 0:1], v[..., 1:2]
+    steps = torch.stack([c * ux - s * uy, s * ux + c * uy], -1)  # R^s u, [..., T, 2]
+    return torch.cumsum(steps, dim=-2) - steps, theta  # exclusive prefix sum: sum_{s<t} R^s u
 
 
 def _as_int(value: Any, what: str) -> int:

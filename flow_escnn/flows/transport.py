@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from flow_escnn._validate import grid_shape as validate_grid_shape
 from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
@@ -336,12 +337,7 @@ class TransportPlan(GatherTransport):
             if e.gspace != field_type.gspace:
                 raise ValueError(f"element {e} is on gspace {e.gspace}, field type on {field_type.gspace}")
         one_of(interpolation, INTERPOLATIONS, "interpolation")
-        try:
-            h, w = (int(s) for s in grid_shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"grid_shape must be a pair (H, W) of positive integers, got {grid_shape!r}") from None
-        if h < 1 or w < 1:
-            raise ValueError(f"grid_shape must be positive (H, W), got {grid_shape!r}")
+        h, w = validate_grid_shape(grid_shape)
         if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or pad > min(h, w):
             raise ValueError(f"pad must be an integer in [0, min(H, W)] = [0, {min(h, w)}], got {pad!r}")
         channels = int(field_type.size)

@@ -117,8 +117,8 @@ class Conv3DClassifier(torch.nn.Module):
         super().__init__()
         positive_int(in_channels, "in_channels")
         positive_int(num_classes, "num_classes")
-        chans = [int(ch) for ch in channels]
-        if not chans or any(ch < 1 for ch in chans):
+        chans = [positive_int(ch, "channels[i]") for ch in channels]
+        if not chans:
             raise ValueError(f"channels must be a non-empty sequence of positive integers, got {channels!r}")
         odd_positive_int(kernel_size, "kernel_size")
         one_of(padding_mode, PADDING_MODES, "padding_mode")

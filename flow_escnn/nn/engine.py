@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from flow_escnn._validate import one_of
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.flows.reduce import reduce_over
 from flow_escnn.flows.transport import GatherTransport
@@ -155,8 +156,7 @@ class Recurrence(torch.nn.Module):
         period: int = 1,
     ) -> None:
         super().__init__()
-        if mode not in FRAMES:
-            raise ValueError(f"mode must be one of {FRAMES}, got {mode!r}")
+        one_of(mode, FRAMES, "mode")
         if mode == "comoving" and (to_comoving is None or from_comoving is None):
             raise ValueError("the co-moving mode needs the to_comoving and from_comoving tables")
         self.layers = list(layers)

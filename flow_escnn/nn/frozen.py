@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
+from flow_escnn._validate import grid_shape as validate_grid_shape
 from flow_escnn.nn.engine import Recurrence, Weights
 
 __all__ = ["Frozen", "ExportedFlowRNN", "check_grid", "check_exported_input"]
@@ -21,14 +22,8 @@ GridShape = Tuple[int, int]
 
 
 def check_grid(grid_shape: Any) -> GridShape:
-    """``(H, W)`` as ints, or ``ValueError`` naming what is expected."""
-    try:
-        h, w = (int(s) for s in grid_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_shape must be a pair (H, W) of positive integers, got {grid_shape!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"grid_shape must be a pair (H, W) of positive integers, got {grid_shape!r}")
-    return (h, w)
+    """``(H, W)`` as ints, or ``ValueError`` naming what is expected (:func:`flow_escnn._validate.grid_shape`)."""
+    return validate_grid_shape(grid_shape)
 
 
 def check_exported_input(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function
 
+from flow_escnn._validate import positive_int
 from flow_escnn.flows.gather import CircularPad, circular_pad
 
 __all__ = ["conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch", "InputBatches"]
@@ -88,9 +89,7 @@ def frames_per_batch(chunk: Optional[int], frame_bytes: int) -> int:
     """``chunk`` checked, or (``None``) the most frames whose input terms fit in :data:`INPUT_BATCH_BYTES` (>= 1)."""
     if chunk is None:
         return max(1, INPUT_BATCH_BYTES // max(1, int(frame_bytes)))
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive number of frames or None, got {chunk!r}")
-    return chunk
+    return positive_int(chunk, "chunk (frames per input batch, or None)")
 
 
 class InputBatches:

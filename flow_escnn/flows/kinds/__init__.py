@@ -8,10 +8,10 @@ configs, the CLI (``--flow``) and the plots know it without another edit (see
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Dict, Union
 
+from flow_escnn._registry import discover
+from flow_escnn._validate import one_of
 from flow_escnn.flows.kinds.base import (
     MODEL_PARAMS,
     FlowKind,
@@ -42,31 +42,14 @@ __all__ = [
 
 
 
-def _discover() -> Dict[str, FlowKind]:
-    kinds: Dict[str, FlowKind] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        kind = getattr(module, "KIND", None)
-        if not isinstance(kind, FlowKind):
-            raise TypeError(f"{module.__name__} defines no KIND = <FlowKind instance>: every module of "
-                            "flow_escnn.flows.kinds is one flow kind")
-        if kind.name in kinds:
-            raise ValueError(f"flow kind {kind.name!r} is defined twice ({module.__name__})")
-        kinds[kind.name] = kind
-    return kinds
-
-
 #: Every flow kind, by name (in the order of their ``order``, then name).
-FLOW_KINDS: Dict[str, FlowKind] = dict(sorted(_discover().items(), key=lambda kv: (kv[1].order, kv[0])))
+FLOW_KINDS: Dict[str, FlowKind] = dict(
+    sorted(discover(__name__, __path__, FlowKind, skip=("base",)).items(), key=lambda kv: (kv[1].order, kv[0]))
+)
 
 
 def flow_kind(kind: Union[str, FlowKind]) -> FlowKind:
     """The :class:`FlowKind` named ``kind`` (a kind is returned as is); ``ValueError`` naming the known ones."""
     if isinstance(kind, FlowKind):
         return kind
-    try:
-        return FLOW_KINDS[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"flow must be one of {tuple(FLOW_KINDS)}, got {kind!r}") from None
+    return FLOW_KINDS[one_of(kind, tuple(FLOW_KINDS), "flow")]

@@ -8,34 +8,19 @@ the engine parity tests know the new kind without another edit.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, Dict, Tuple
 
+from flow_escnn._registry import discover
 from flow_escnn._validate import one_of
 from flow_escnn.nn.cell_kinds.registry import CellKind
 
 __all__ = ["CellKind", "CELL_KINDS", "CELLS", "cell_kind", "sequence_layer"]
 
 
-def _discover() -> Dict[str, CellKind]:
-    kinds: Dict[str, CellKind] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "registry":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        kind = getattr(module, "KIND", None)
-        if not isinstance(kind, CellKind):
-            raise TypeError(f"{module.__name__} defines no KIND = CellKind(...): every module of "
-                            f"flow_escnn.nn.cell_kinds is one cell kind")
-        if kind.name in kinds:
-            raise ValueError(f"cell kind {kind.name!r} is defined twice ({module.__name__})")
-        kinds[kind.name] = kind
-    return kinds
-
-
 #: Every cell kind, by name (``"fernn"`` first, then by name).
-CELL_KINDS: Dict[str, CellKind] = dict(sorted(_discover().items(), key=lambda kv: (kv[0] != "fernn", kv[0])))
+CELL_KINDS: Dict[str, CellKind] = dict(
+    sorted(discover(__name__, __path__, CellKind, skip=("registry",)).items(), key=lambda kv: (kv[0] != "fernn", kv[0]))
+)
 
 #: The ``cell=`` choices of the FERNN / G-RNN models (the kinds that are not models of their own).
 CELLS: Tuple[str, ...] = tuple(name for name, kind in CELL_KINDS.items() if kind.model is None)
