@@ -40,7 +40,7 @@ Conventions
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -100,13 +100,17 @@ def _combined_rows(ctx: CheckContext, elements: Sequence[Any], mus: Sequence[Flo
     return rows
 
 
-def check_flow_equivariance(
+def check_equivariance(
     model: Model,
     x: torch.Tensor,
     in_type: Any,
-    flows: FlowsLike,
+    flows: Optional[FlowsLike] = None,
     *,
+    elements: Optional[Sequence[Any]] = None,
     out_type: Any = None,
+    flow: bool = True,
+    static: bool = True,
+    combined: bool = True,
     time_offset: int = 0,
     interpolation: str = DEFAULT_INTERPOLATION,
     periodic_velocities: bool = False,
@@ -114,6 +118,74 @@ def check_flow_equivariance(
     rtol: Optional[float] = None,
     allow_training: bool = False,
 ) -> EquivarianceReport:
+    """Run the flow, static and combined checks in one report (one base model call).
+
+    The one signature of the checks: :func:`check_flow_equivariance`,
+    :func:`check_static_equivariance` and :func:`check_combined_equivariance` are this function
+    with one kind of row switched on, and take the keyword options that apply to it.
+
+    Args:
+        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
+        x: input sequence ``[B, T, C, H, W]``, channels following ``in_type``; its dtype
+            and device are the ones the model runs in.
+        in_type: escnn ``FieldType`` of the input channels.
+        flows: input flows :math:`\\mu`: one flow (a ``FlowGenerator`` or a velocity ``(vx, vy)`` /
+            ``(vx, vy, k)``), a ``FlowSet``, or a list of flows, on ``in_type.gspace``; None skips
+            the flow and combined checks.
+        elements: fiber elements :math:`g` (default: the whole fiber group, the identity
+            included, which checks determinism).
+        out_type: escnn ``FieldType`` of a plain output's channels (required for plain
+            outputs, ignored if equal to a lifted output's type).
+        flow: run the flow check (when ``flows`` is given).
+        static: run the static check.
+        combined: run the combined check (when ``flows`` is given).
+        time_offset: :math:`\\delta`, the input time of output frame 0.
+        interpolation: resampling for transports that are not grid-exact (e.g. 45 degrees).
+        periodic_velocities: lifted outputs only: match :math:`\\nu\\ominus\\mu` to V modulo the
+            ``H x W`` grid (on a torus the flows of ``(vx, vy)`` and ``(vx + W, vy + H)`` coincide), so
+            a V covering the torus compares every slice. Only for models whose state lives on a torus.
+        atol: absolute tolerance (default by dtype, see :func:`~flow_escnn.checks.report.default_tolerances`).
+        rtol: relative tolerance (default by dtype).
+        allow_training: accept a module in training mode (its mode is never changed).
+
+    Returns:
+        One :class:`EquivarianceReport` whose rows are labelled by check kind.
+
+    Raises:
+        TypeError, ValueError: when nothing is to be checked, or on invalid inputs, flows,
+            elements, tolerances or model outputs (the message says what to fix).
+    """
+    mus_wanted = flows is not None and (flow or combined)
+    if not (mus_wanted or static):
+        raise ValueError("nothing to check: give flows, or leave static=True")
+    validate_input(x, in_type)
+    mus = coerce_flows(in_type.gspace, flows) if flows is not None else []
+    gs = coerce_elements(in_type.gspace, elements) if (static or (combined and mus)) else []
+    ctx = make_context(
+        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
+    )
+    rows: List[CheckRow] = []
+    if flow and mus:
+        rows += _flow_rows(ctx, mus)
+    if static:
+        rows += _static_rows(ctx, gs)
+    if combined and mus:
+        rows += _combined_rows(ctx, gs, mus)
+    return ctx.report(rows)
+
+
+def _one_check(name: str, allowed: Tuple[str, ...], options: Dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; it takes {list(allowed)} "
+                        "(see check_equivariance)")
+
+
+_FLOW_OPTIONS = ("out_type", "time_offset", "interpolation", "periodic_velocities", "atol", "rtol", "allow_training")
+
+
+def check_flow_equivariance(model: Model, x: torch.Tensor, in_type: Any, flows: FlowsLike,
+                            **options: Any) -> EquivarianceReport:
     """Check flow equivariance :math:`\\Phi(\\mu\\cdot f) = \\mu\\cdot\\Phi(f)` for each input flow.
 
     The input is moved frame by frame, :math:`f'_t = \\psi_t(\\mu)\\, f_t` (frames
@@ -128,22 +200,9 @@ def check_flow_equivariance(
     :math:`\\nu\\ominus\\mu \\in V` and :math:`g_\\mu` commutes with :math:`g_\\nu`.
 
     Args:
-        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
-        x: input sequence ``[B, T, C, H, W]``, channels following ``in_type``; its dtype
-            and device are the ones the model runs in.
-        in_type: escnn ``FieldType`` of the input channels.
-        flows: one flow (a ``FlowGenerator`` or a velocity ``(vx, vy)`` / ``(vx, vy, k)``),
-            a ``FlowSet``, or a list of flows, on ``in_type.gspace``.
-        out_type: escnn ``FieldType`` of a plain output's channels (required for plain
-            outputs, ignored if equal to a lifted output's type).
-        time_offset: :math:`\\delta`, the input time of output frame 0.
-        interpolation: resampling for transports that are not grid-exact.
-        periodic_velocities: lifted outputs only: match :math:`\\nu\\ominus\\mu` to V modulo the
-            ``H x W`` grid (on a torus the flows of ``(vx, vy)`` and ``(vx + W, vy + H)`` coincide), so
-            a V covering the torus compares every slice. Only for models whose state lives on a torus.
-        atol: absolute tolerance (default by dtype, see :func:`~flow_escnn.checks.report.default_tolerances`).
-        rtol: relative tolerance (default by dtype).
-        allow_training: accept a module in training mode (its mode is never changed).
+        model, x, in_type, flows: as in :func:`check_equivariance`.
+        **options: ``out_type``, ``time_offset``, ``interpolation``, ``periodic_velocities``,
+            ``atol``, ``rtol``, ``allow_training``, as in :func:`check_equivariance`.
 
     Returns:
         An :class:`EquivarianceReport` with one row per (flow, output frame).
@@ -152,26 +211,14 @@ def check_flow_equivariance(
         TypeError, ValueError: on invalid inputs, flows, tolerances or model outputs
             (the message says what to fix).
     """
-    validate_input(x, in_type)
-    mus = coerce_flows(in_type.gspace, flows)
-    ctx = make_context(
-        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
-    )
-    return ctx.report(_flow_rows(ctx, mus))
+    _one_check("check_flow_equivariance", _FLOW_OPTIONS, options)
+    return check_equivariance(model, x, in_type, flows, flow=True, static=False, combined=False, **options)
 
 
-def check_static_equivariance(
-    model: Model,
-    x: torch.Tensor,
-    in_type: Any,
-    *,
-    elements: Optional[Sequence[Any]] = None,
-    out_type: Any = None,
-    interpolation: str = DEFAULT_INTERPOLATION,
-    atol: Optional[float] = None,
-    rtol: Optional[float] = None,
-    allow_training: bool = False,
-) -> EquivarianceReport:
+_STATIC_OPTIONS = ("elements", "out_type", "interpolation", "atol", "rtol", "allow_training")
+
+
+def check_static_equivariance(model: Model, x: torch.Tensor, in_type: Any, **options: Any) -> EquivarianceReport:
     """Check static equivariance :math:`\\Phi(g\\cdot f) = g\\cdot\\Phi(f)` for fiber elements ``g``.
 
     Every input frame is transformed by :math:`g` (space about the grid centre and
@@ -184,16 +231,9 @@ def check_static_equivariance(
     the lifted case needing V closed under :math:`g` (``ValueError`` otherwise).
 
     Args:
-        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
-        x: input sequence ``[B, T, C, H, W]`` of type ``in_type``.
-        in_type: escnn ``FieldType`` of the input channels.
-        elements: fiber-group elements to check (default: every element of
-            ``in_type.gspace.fibergroup``, the identity included, which checks determinism).
-        out_type: escnn ``FieldType`` of a plain output (required for plain outputs).
-        interpolation: resampling for elements that are not grid-exact (e.g. 45 degrees).
-        atol: absolute tolerance (default by dtype).
-        rtol: relative tolerance (default by dtype).
-        allow_training: accept a module in training mode.
+        model, x, in_type: as in :func:`check_equivariance`.
+        **options: ``elements``, ``out_type``, ``interpolation``, ``atol``, ``rtol``,
+            ``allow_training``, as in :func:`check_equivariance`.
 
     Returns:
         An :class:`EquivarianceReport` with one row per (element, output frame).
@@ -201,27 +241,12 @@ def check_static_equivariance(
     Raises:
         TypeError, ValueError: on invalid inputs, elements, tolerances or model outputs.
     """
-    validate_input(x, in_type)
-    gs = coerce_elements(in_type.gspace, elements)
-    ctx = make_context(model, x, in_type, out_type, 0, interpolation, False, atol, rtol, allow_training)
-    return ctx.report(_static_rows(ctx, gs))
+    _one_check("check_static_equivariance", _STATIC_OPTIONS, options)
+    return check_equivariance(model, x, in_type, None, flow=False, static=True, combined=False, **options)
 
 
-def check_combined_equivariance(
-    model: Model,
-    x: torch.Tensor,
-    in_type: Any,
-    flows: FlowsLike,
-    *,
-    elements: Optional[Sequence[Any]] = None,
-    out_type: Any = None,
-    time_offset: int = 0,
-    interpolation: str = DEFAULT_INTERPOLATION,
-    periodic_velocities: bool = False,
-    atol: Optional[float] = None,
-    rtol: Optional[float] = None,
-    allow_training: bool = False,
-) -> EquivarianceReport:
+def check_combined_equivariance(model: Model, x: torch.Tensor, in_type: Any, flows: FlowsLike,
+                                **options: Any) -> EquivarianceReport:
     """Check equivariance to a rotated *and* moving input, for each pair (``g``, ``mu``).
 
     The input is rotated by :math:`g` and moved by the rotated flow
@@ -243,18 +268,9 @@ def check_combined_equivariance(
     :math:`g^{-1}\\nu\\ominus\\mu` has an exact prediction.
 
     Args:
-        model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
-        x: input sequence ``[B, T, C, H, W]`` of type ``in_type``.
-        in_type: escnn ``FieldType`` of the input channels.
-        flows: the flows :math:`\\mu` (as in :func:`check_flow_equivariance`).
-        elements: fiber elements :math:`g` (default: the whole fiber group).
-        out_type: escnn ``FieldType`` of a plain output (required for plain outputs).
-        time_offset: :math:`\\delta`, the input time of output frame 0.
-        interpolation: resampling for transports that are not grid-exact.
-        periodic_velocities: as in :func:`check_flow_equivariance`.
-        atol: absolute tolerance (default by dtype).
-        rtol: relative tolerance (default by dtype).
-        allow_training: accept a module in training mode.
+        model, x, in_type, flows: as in :func:`check_equivariance`.
+        **options: ``elements`` and the options of :func:`check_flow_equivariance`, as in
+            :func:`check_equivariance`.
 
     Returns:
         An :class:`EquivarianceReport` with one row per (element, flow, output frame).
@@ -262,61 +278,5 @@ def check_combined_equivariance(
     Raises:
         TypeError, ValueError: on invalid inputs, flows, elements, tolerances or outputs.
     """
-    validate_input(x, in_type)
-    mus = coerce_flows(in_type.gspace, flows)
-    gs = coerce_elements(in_type.gspace, elements)
-    ctx = make_context(
-        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
-    )
-    return ctx.report(_combined_rows(ctx, gs, mus))
-
-
-def check_equivariance(
-    model: Model,
-    x: torch.Tensor,
-    in_type: Any,
-    flows: Optional[FlowsLike] = None,
-    *,
-    elements: Optional[Sequence[Any]] = None,
-    out_type: Any = None,
-    static: bool = True,
-    combined: bool = True,
-    time_offset: int = 0,
-    interpolation: str = DEFAULT_INTERPOLATION,
-    periodic_velocities: bool = False,
-    atol: Optional[float] = None,
-    rtol: Optional[float] = None,
-    allow_training: bool = False,
-) -> EquivarianceReport:
-    """Run the flow, static and combined checks in one report (one base model call).
-
-    Args:
-        model, x, in_type, out_type, time_offset, interpolation: as in :func:`check_flow_equivariance`.
-        periodic_velocities, atol, rtol, allow_training: as in :func:`check_flow_equivariance`.
-        flows: input flows :math:`\\mu`; None skips the flow and combined checks.
-        elements: fiber elements :math:`g` (default: the whole fiber group).
-        static: run :func:`check_static_equivariance`.
-        combined: run :func:`check_combined_equivariance` (only when ``flows`` is given).
-
-    Returns:
-        One :class:`EquivarianceReport` whose rows are labelled by check kind.
-
-    Raises:
-        ValueError: when nothing is to be checked, or on invalid arguments.
-    """
-    if flows is None and not static:
-        raise ValueError("nothing to check: give flows, or leave static=True")
-    validate_input(x, in_type)
-    mus = coerce_flows(in_type.gspace, flows) if flows is not None else []
-    gs = coerce_elements(in_type.gspace, elements) if (static or (combined and mus)) else []
-    ctx = make_context(
-        model, x, in_type, out_type, time_offset, interpolation, periodic_velocities, atol, rtol, allow_training
-    )
-    rows: List[CheckRow] = []
-    if mus:
-        rows += _flow_rows(ctx, mus)
-    if static:
-        rows += _static_rows(ctx, gs)
-    if combined and mus:
-        rows += _combined_rows(ctx, gs, mus)
-    return ctx.report(rows)
+    _one_check("check_combined_equivariance", ("elements", *_FLOW_OPTIONS), options)
+    return check_equivariance(model, x, in_type, flows, flow=False, static=False, combined=True, **options)

@@ -172,7 +172,8 @@ def _run_demo(out: Path, digits: str, progress: Optional[ProgressFactory], plots
               overrides: Dict[str, Any]) -> Dict[str, Any]:
     start = time.perf_counter()
     base = demo_config(digits, **overrides)
-    data = ExperimentData(base.resolve())
+    resolved = base.resolve()
+    data = ExperimentData(resolved)
     metrics: Dict[str, Dict[str, Any]] = {}
     for label, model in DEMO_MODELS.items():
         cfg = base.replace(model=model, flow_radius=2 if model == "fernn" else None)
@@ -184,13 +185,13 @@ def _run_demo(out: Path, digits: str, progress: Optional[ProgressFactory], plots
         for label, model in DEMO_MODELS.items():
             trained, _, _ = load_model(out / model / "checkpoint.pt")
             runs[label] = (trained, metrics[label])
-        files = write_plots(out, runs, base.resolve(), data)
+        files = write_plots(out, runs, resolved, data)
     refs = (("(reference: predict empty frames)", "zeros"), ("(reference: repeat last input frame)", "last"))
-    references = {name: evaluate_model(ReferencePredictor(kind), base.resolve(), data) for name, kind in refs}
+    references = {name: evaluate_model(ReferencePredictor(kind), resolved, data) for name, kind in refs}
     notes = observations(metrics, references, base.t_out)
     table = results_table({**metrics, **references}, base.t_out)
     wall = time.perf_counter() - start
-    cfg = base.resolve()
+    cfg = resolved
     text = "\n".join(
         [
             "# flow_escnn demo: FERNN vs G-RNN on Flowing MNIST",
