@@ -16,7 +16,7 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
   degrees/frame in 45-degree steps, the configuration the rotation targets are set for;
   interpolated, co-moving mode);
   ``rotation-unbatched`` is the same step with all input frames convolved at once (the engine
-  batches them by :data:`flow_escnn.nn.functional.INPUT_BATCH_BYTES`);
+  batches them by :data:`flow_escnn.nn.kernels.INPUT_BATCH_BYTES`);
 * ``*-naive``: :class:`benchmarks.straightforward.StraightforwardPredictor` with the same weights
   (Python loop over V, escnn convs re-expanded every step).
 
@@ -51,7 +51,7 @@ from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows.flowset import FlowSet  # noqa: E402
 from flow_escnn.flows.transport import GatherTransport  # noqa: E402
 from flow_escnn.models import NextFramePredictor  # noqa: E402
-from flow_escnn.nn import functional as nn_functional  # noqa: E402
+from flow_escnn.nn import kernels as nn_kernels  # noqa: E402
 
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter  # noqa: E402
 from benchmarks.straightforward import StraightforwardPredictor  # noqa: E402
@@ -145,7 +145,7 @@ def _sync(device: str) -> None:
 
 class Step:
     """One training step (zero_grad, forward, MSE, backward, Adam) of a model, with options
-    (``input_batch_bytes``: the engine's :data:`~flow_escnn.nn.functional.INPUT_BATCH_BYTES` for this step)."""
+    (``input_batch_bytes``: the engine's :data:`~flow_escnn.nn.kernels.INPUT_BATCH_BYTES` for this step)."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
                  deterministic: bool = False, input_batch_bytes: Optional[int] = None) -> None:
@@ -163,10 +163,10 @@ class Step:
 
     def __call__(self) -> None:
         prev = torch.are_deterministic_algorithms_enabled()
-        prev_bytes = nn_functional.INPUT_BATCH_BYTES
+        prev_bytes = nn_kernels.INPUT_BATCH_BYTES
         torch.use_deterministic_algorithms(self.deterministic)
         if self.input_batch_bytes is not None:
-            nn_functional.INPUT_BATCH_BYTES = self.input_batch_bytes
+            nn_kernels.INPUT_BATCH_BYTES = self.input_batch_bytes
         try:
             self.opt.zero_grad(set_to_none=True)
             loss = self.loss()
@@ -175,7 +175,7 @@ class Step:
             self.losses.append(float(loss.detach()))
         finally:
             torch.use_deterministic_algorithms(prev)
-            nn_functional.INPUT_BATCH_BYTES = prev_bytes
+            nn_kernels.INPUT_BATCH_BYTES = prev_bytes
 
 
 def record_floor(step: Step) -> ConvFloor:
@@ -344,7 +344,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 8; quick 2)")
-    p.add_argument("--hidden-channels", type=int, default=None, help="channels per V slice, a multiple of 8 (default 32; quick 16)")
+    p.add_argument("--hidden-channels", type=int, default=None,
+                   help="channels per V slice, a multiple of 8 (default 32; quick 16)")
     p.add_argument("--grid", type=int, default=28)
     p.add_argument("--t-in", type=int, default=10)
     p.add_argument("--t-out", type=int, default=10)
@@ -357,7 +358,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
     p.add_argument("--json", default=None, metavar="PATH", help="dump all results as JSON")
     a = p.parse_args(argv)
     cfg = BenchConfig(
-        device=a.device, batch=a.batch or (2 if a.quick else 8), hidden_channels=a.hidden_channels or (16 if a.quick else 32),
+        device=a.device, batch=a.batch or (2 if a.quick else 8),
+        hidden_channels=a.hidden_channels or (16 if a.quick else 32),
         grid=a.grid, t_in=a.t_in, t_out=a.t_out, decoder_layers=a.decoder_layers, repeats=a.repeats, warmup=a.warmup,
         threads=a.threads, seed=a.seed, quick=a.quick, json=a.json,
     )

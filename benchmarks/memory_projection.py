@@ -56,7 +56,8 @@ def main(argv: Sequence[str] = ()) -> int:
     start = time.perf_counter()
     rows = project(args.batches)
     lo, hi = args.batches
-    print(f"{'mode':18s} {'b' + str(lo):>9s} {'b' + str(hi):>9s} {'proj b32':>9s} {'proj b128':>10s}   (GiB of live tensors)")
+    print(f"{'mode':18s} {'b' + str(lo):>9s} {'b' + str(hi):>9s} {'proj b32':>9s} {'proj b128':>10s}"
+          "   (GiB of live tensors)")
     for mode, r in rows.items():
         print(f"{mode:18s} {r[f'b{lo}']:9.3f} {r[f'b{hi}']:9.3f} {r['projected_b32']:9.2f} {r['projected_b128']:10.2f}")
     print(f"({time.perf_counter() - start:.0f} s)")

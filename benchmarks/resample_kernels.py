@@ -41,7 +41,8 @@ def _csr(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> torch.Tensor:
     rows, k = index.shape
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(torch.arange(0, rows * k + 1, k, dtype=index.dtype), index.reshape(-1), weights.reshape(-1),
+        return torch.sparse_csr_tensor(torch.arange(0, rows * k + 1, k, dtype=index.dtype), index.reshape(-1),
+                                       weights.reshape(-1),
                                        size=(rows, n_in), check_invariants=False)
 
 
@@ -62,10 +63,10 @@ def run(slices: int = 5, grid: int = 28, columns: int = 256, repeats: int = 21) 
         x = torch.randn(slices * n, columns, requires_grad=True)
         g = torch.randn(slices * n, columns)
 
-        def bag() -> torch.Tensor:
+        def bag(x=x, fwd=fwd, bwd=bwd, g=g) -> torch.Tensor:
             return torch.autograd.grad(sparse_resample(x, fwd, bwd), x, g)[0]
 
-        def csr() -> Tuple[torch.Tensor, torch.Tensor]:
+        def csr(s=s, s_t=s_t, x=x, g=g) -> Tuple[torch.Tensor, torch.Tensor]:
             y = s @ x.detach()
             return y, s_t @ g
 

@@ -4,8 +4,8 @@ Run from the repository root::
 
     python -m benchmarks.step_kernels --threads 1
 
-* ``thin_conv``: :func:`flow_escnn.nn.functional.conv2d` (im2col + batched GEMM for inputs with at
-  most :data:`~flow_escnn.nn.functional.IM2COL_MAX_CHANNELS` channels on the CPU) against
+* ``thin_conv``: :func:`flow_escnn.nn.kernels.conv2d` (im2col + batched GEMM for inputs with at
+  most :data:`~flow_escnn.nn.kernels.IM2COL_MAX_CHANNELS` channels on the CPU) against
   ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input convolutions of
   ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]`` into 32
   channels, 3x3), and on 2 and 4 input channels (the crossover).
@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows.element import GridElement  # noqa: E402
 from flow_escnn.flows.transport import TransportPlan  # noqa: E402
-from flow_escnn.nn.functional import conv2d  # noqa: E402
+from flow_escnn.nn.kernels import conv2d  # noqa: E402
 from flow_escnn.nn.pooling import reduce_velocities  # noqa: E402
 
 from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
@@ -57,8 +57,8 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         if (conv2d(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
             raise RuntimeError(f"conv2d disagrees with F.conv2d for {c_in} input channels; this benchmark is broken")
         ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = time_ratio(
-            lambda: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
-            lambda: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
+            lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
+            lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
     h = torch.randn(batch, slices, channels, grid, grid, generator=g, requires_grad=True)
     gh = torch.randn(batch, channels, grid, grid, generator=g)
     if not torch.equal(reduce_velocities(h, "max"), h.max(dim=-4).values):

@@ -69,7 +69,9 @@ class LiftedFieldType(FieldTypeOver):
     def __repr__(self) -> str:
         return f"LiftedFieldType(C={self.size}, {self._field_type!r}, {self._flows!r})"
 
-    def static_plan(self, g: Any, grid_shape: Tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION) -> Tuple[TransportPlan, torch.Tensor]:
+    def static_plan(
+        self, g: Any, grid_shape: Tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION
+    ) -> Tuple[TransportPlan, torch.Tensor]:
         """Plan and V-source indices for the static action of fiber element ``g``.
 
         Returns:

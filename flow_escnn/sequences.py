@@ -140,7 +140,9 @@ class SequenceTensor:
         plan = TransportPlan(self.type.field_type, [GridElement(self.type.gspace, g)], self.grid_shape, interpolation)
         return SequenceTensor(plan.to(self.tensor.device)(self.tensor.unsqueeze(2)).squeeze(2), self.type)
 
-    def transform_flow(self, mu: VelocityLike, start: int = 0, interpolation: str = DEFAULT_INTERPOLATION) -> "SequenceTensor":
+    def transform_flow(
+        self, mu: VelocityLike, start: int = 0, interpolation: str = DEFAULT_INTERPOLATION
+    ) -> "SequenceTensor":
         """Flow action :math:`(\\mu\\cdot f)_t = \\psi_{\\text{start}+t}(\\mu)\\cdot f_t`."""
         gen = FlowSet(self.type.gspace, [mu]).generators[0]
         elements = [gen.psi(start + t) for t in range(self.tensor.shape[1])]

@@ -146,7 +146,8 @@ def _add_speed(p: argparse.ArgumentParser, title: str) -> None:
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
                    help="deterministic algorithms (default: on for CPU, off for CUDA)")
     g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=_SUPPRESS,
-                   help="torch.compile the engine program (recurrence, pooling, decoder or head), forward and backward; a bare "
+                   help="torch.compile the engine program (recurrence, pooling, decoder or head), forward and "
+                   "backward; a bare "
                    "--compile is mode 'default'; the first step pays the compilation (off)")
 
 

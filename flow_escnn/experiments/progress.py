@@ -75,7 +75,9 @@ class LineProgress:
         print(self.line(), file=self.stream, flush=True)
 
 
-def progress_factory(enabled: bool = True, every: float = 30.0, stream: Optional[TextIO] = None) -> Optional[Callable[..., Any]]:
+def progress_factory(
+    enabled: bool = True, every: float = 30.0, stream: Optional[TextIO] = None
+) -> Optional[Callable[..., Any]]:
     """A progress-bar factory for the training loops: tqdm on a terminal, :class:`LineProgress` otherwise.
 
     Args:

@@ -13,7 +13,9 @@ from flow_escnn.flows.transport import TransportPlan
 __all__ = ["transport", "flow_sequence"]
 
 
-def transport(x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
+def transport(
+    x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = DEFAULT_INTERPOLATION
+) -> torch.Tensor:
     """Transport a batch of fields ``[B, C, H, W]`` by one element (convenience; builds a plan).
 
     For repeated use build a :class:`TransportPlan` once instead.

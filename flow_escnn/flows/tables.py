@@ -4,8 +4,8 @@ The numpy side of :mod:`flow_escnn.flows.transport` (built once, at construction
 element :math:`(u, g)` of :math:`\\mathbb{Z}^2 \\rtimes G` acting on an ``H x W`` torus, the
 source of output pixel :math:`x` is :math:`A(g)^{-1}(x - u)`. It is a single pixel when the
 element maps the grid onto itself (integer translations, signed-permutation :math:`A(g)`),
-else the taps of the interpolation kernel (4 bilinear, 16 bicubic, 36 cubic6) with their weights. The transposed table serves the
-gather-only backward pass; :func:`as_permutation` finds fiber actions that are channel
+else the taps of the interpolation kernel (4 bilinear, 16 bicubic, 36 cubic6) with their weights.
+The transposed table serves the gather-only backward pass; :func:`as_permutation` finds fiber actions that are channel
 permutations.
 """
 from __future__ import annotations
@@ -17,7 +17,10 @@ import numpy as np
 from flow_escnn._validate import one_of
 from flow_escnn.flows.element import GridElement
 
-__all__ = ["INTERPOLATIONS", "DEFAULT_INTERPOLATION", "interpolation_kernel", "grid_points", "spatial_table", "transpose_table", "as_permutation"]
+__all__ = [
+    "INTERPOLATIONS", "DEFAULT_INTERPOLATION", "interpolation_kernel", "grid_points", "spatial_table", "transpose_table",
+    "as_permutation",
+]
 
 #: Interpolations of the non-exact transports (see :func:`interpolation_kernel`).
 INTERPOLATIONS = ("bilinear", "bicubic", "cubic6")

@@ -262,7 +262,8 @@ class ModelConfig:
                                      f"models {', '.join(m for m, k in _OWN_MODELS.items() if k.cell.learned_transport)}"),
             "cell": (self.model in ("fernn", "grnn"), "models fernn and grnn"),
             "nonlinearity": (recurrent and CELL_KINDS[self.layer_kind].takes_nonlinearity,
-                             f"the cells that take one ({', '.join(n for n, k in CELL_KINDS.items() if k.takes_nonlinearity)})"),
+                             "the cells that take one (" + ", ".join(n for n, k in CELL_KINDS.items()
+                                                                      if k.takes_nonlinearity) + ")"),
             **{name: (recurrent, "the recurrent models (not conv3d)")
                for name in ("group", "hidden_channels", "hidden_fields", "num_layers")},
         })

@@ -75,7 +75,6 @@ from flow_escnn.models.program import (
     ProgramCache,
     build_decoder,
     decoder_weights,
-    output_activation,
     run_decoder,
 )
 from flow_escnn.nn.engine import Recurrence, Weights

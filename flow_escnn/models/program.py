@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from flow_escnn.flows.gather import CircularPad
 from flow_escnn.nn.conv import SteerableConv

@@ -26,7 +26,6 @@ from flow_escnn._validate import odd_positive_int, one_of, positive_int
 from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.nn.cell_kinds.fernn import FERNN
 from flow_escnn.nn.conv import PADDING_MODES
-from flow_escnn.nn.nonlinearity import get_nonlinearity
 from flow_escnn.nn.spec import records_init
 
 __all__ = ["GRNN", "Conv3DClassifier"]

@@ -18,7 +18,8 @@ convolutions :math:`U` (input) and :math:`W` (recurrent) shared over :math:`\\nu
   Since :math:`W` commutes with exact transport, this equals the paper's
   :math:`\\sigma(\\psi_1(\\nu)\\cdot[W * h_{t-1}](\\nu) + U * f_t)`; transporting the state
   (``C`` channels) rather than :math:`W * h` is what lets the gated cells share one transport.
-* GRU-style (:class:`~flow_escnn.nn.FlowGRUCell`): with :math:`a_\\bullet = U_\\bullet * f_t`, :math:`b_\\bullet = W_\\bullet * \\tilde h_{t-1}(\\nu)`,
+* GRU-style (:class:`~flow_escnn.nn.FlowGRUCell`): with :math:`a_\\bullet = U_\\bullet * f_t`,
+  :math:`b_\\bullet = W_\\bullet * \\tilde h_{t-1}(\\nu)`,
 
   .. math::
       r = \\mathrm{sig}(a_r + b_r),\\; z = \\mathrm{sig}(a_z + b_z),\\;

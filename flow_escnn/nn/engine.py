@@ -346,7 +346,9 @@ class Recurrence(torch.nn.Module):
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
 
-        def segment(t0: int, n: int, flat: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        def segment(
+            t0: int, n: int, flat: Sequence[torch.Tensor]
+        ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
             given = min(n, max(0, t_in - t0))
             input_term = InputBatches(lambda i, k: self.input_terms(0, x[:, t0 + i : t0 + i + k], weights, t0 + i),
                                       given, per_batch)

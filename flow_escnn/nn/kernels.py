@@ -12,7 +12,10 @@ from torch.overrides import handle_torch_function, has_torch_function
 from flow_escnn._validate import positive_int
 from flow_escnn.flows.gather import CircularPad, circular_pad
 
-__all__ = ["conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch", "InputBatches"]
+__all__ = [
+    "conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch",
+    "InputBatches",
+]
 
 #: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
 INPUT_BATCH_BYTES = 16 * 2**20
@@ -97,9 +100,10 @@ class InputBatches:
 
     ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1. Only the
     batch of the frame asked for last is kept, so ask in increasing order (asking again for a
-    frame of that batch returns the same tensor; an earlier frame recomputes its batch). Why batches rather than all frames at once: in the
-    co-moving mode the input terms of all frames are a ``[B, T, V, G, H, W]`` tensor (and so is
-    its gradient), which grows with the sequence; batched, a step holds at most
+    frame of that batch returns the same tensor; an earlier frame recomputes its batch). Why
+    batches rather than all frames at once: in the co-moving mode the input terms of all frames
+    are a ``[B, T, V, G, H, W]`` tensor (and so is its gradient), which grows with the sequence;
+    batched, a step holds at most
     :data:`INPUT_BATCH_BYTES` of them (the C8 rotation step of ``benchmarks/bench_fernn.py``:
     peak 305 instead of 328 MiB). Its speed did not change measurably on our CPU
     (``benchmarks/README.md``, "Input batches").

@@ -14,8 +14,8 @@ Two execution modes compute the same function (exactly so for grid-exact flows):
   commute with the transport. Only the input frame is transported (one gather per
   step for all :math:`\\nu`, of its few channels) and the output is transported back,
   :math:`h_t(\\nu) = \\psi_t(\\nu) k_t(\\nu)`. Flows on a finite torus are periodic,
-  so these tables are built for one period and reused (:meth:`FlowRNN.comoving_tables`). Stacked layers chain in the co-moving
-  frame directly. For interpolated (non-90-degree) rotations each output is then
+  so these tables are built for one period and reused (:meth:`FlowRNN.comoving_tables`).
+  Stacked layers chain in the co-moving frame directly. For interpolated (non-90-degree) rotations each output is then
   resampled twice in total instead of once per step, so the interpolation error does
   not compound over time. An initial state enters as :math:`k_{-1} = \\psi_1(\\nu) h_{-1}`.
 * ``mode="auto"`` (default) picks ``"hidden"`` when every :math:`\\psi_1(\\nu)` is exact on
@@ -196,9 +196,11 @@ class FlowRNN(torch.nn.Module):
 
     def resolve_mode(self, grid: Tuple[int, int], device: Union[str, torch.device] = "cpu") -> str:
         """The mode actually used on a ``grid`` (``"auto"`` resolved)."""
-        stationary_only = [c for c in self.cells if c.mix is not None or c.step_transport(grid, torch.device(device)) is None]
+        stationary_only = [c for c in self.cells
+                           if c.mix is not None or c.step_transport(grid, torch.device(device)) is None]
         if self.mode == "comoving" and stationary_only:
-            what = "V-mixing (velocity_mixing > 0)" if stationary_only[0].mix is not None else "a learned per-velocity kernel"
+            what = ("V-mixing (velocity_mixing > 0)" if stationary_only[0].mix is not None
+                    else "a learned per-velocity kernel")
             raise ValueError(f"{what} is defined in the stationary frame: use mode='hidden' or 'auto'")
         if self.mode != "auto":
             return self.mode
@@ -352,7 +354,8 @@ class FlowRNN(torch.nn.Module):
             raise TypeError(f"expected a floating point input, got dtype {raw.dtype}")
         return raw
 
-    def _check_h0(self, h0: Optional[Sequence[StateLike]], b: int, grid: Tuple[int, int], like: torch.Tensor) -> Optional[List[State]]:
+    def _check_h0(self, h0: Optional[Sequence[StateLike]], b: int, grid: Tuple[int, int],
+                  like: torch.Tensor) -> Optional[List[State]]:
         if h0 is None:
             return None
         if isinstance(h0, (LiftedTensor, torch.Tensor)):

@@ -110,7 +110,7 @@ class FlowSequential(torch.nn.Module):
     def evaluate_output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         """The output shape for an input of ``input_shape`` (``[B, T, C, H, W]`` or lifted)."""
         shape = tuple(input_shape)
-        for m, out_type in zip(self.layers, self._types[1:]):
+        for m in self.layers:
             if isinstance(m, PerFrame):
                 shape = m.evaluate_output_shape(shape)
             elif isinstance(m, FlowRNN):

@@ -16,8 +16,8 @@ When it keeps equivariance:
   :math:`M` commutes with the space + fiber + V-permutation action).
 * **Flows**: :math:`M` is a convolution over the velocity lattice and a scalar map per
   slice, so it commutes with the flow action's V shift and transport wherever every
-  neighbour :math:`\\nu \\oplus \\delta` and :math:`\\nu \\oplus \\delta \\ominus \\mu` stays in V. At the border of a finite V the
-  zero padding breaks that, and the inexact band widens by :math:`r` velocities per time
+  neighbour :math:`\\nu \\oplus \\delta` and :math:`\\nu \\oplus \\delta \\ominus \\mu` stays in V.
+  At the border of a finite V the zero padding breaks that, and the inexact band widens by :math:`r` velocities per time
   step; the tests measure it. Only slices deep inside V (or every slice, if V were
   periodic) stay exact.
 * It mixes slices that live in different frames in the co-moving formulation, so it is

@@ -15,7 +15,7 @@ and speeds the plots show. Data, CLI and plots ask the kind; none compares kind 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from flow_escnn._validate import non_negative_int
 from flow_escnn.flows.flowset import FlowSet

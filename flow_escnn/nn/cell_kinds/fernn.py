@@ -71,7 +71,8 @@ class FERNNCell(FlowCellBase):
     update = staticmethod(fernn_update)
     takes_nonlinearity = True
 
-    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu", **kwargs: Any) -> None:
+    def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu",
+                 **kwargs: Any) -> None:
         super().__init__(in_type, hidden_type, flows, kernel_size, nonlinearity=nonlinearity, **kwargs)
         self.nonlinearity = nonlinearity
 
