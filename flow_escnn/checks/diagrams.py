@@ -210,6 +210,20 @@ def check_flow_equivariance(model: Model, x: torch.Tensor, in_type: Any, flows: 
     Raises:
         TypeError, ValueError: on invalid inputs, flows, tolerances or model outputs
             (the message says what to fix).
+
+    Example:
+        A FERNN with circular padding is exactly equivariant to integer translation flows:
+
+        >>> import torch, flow_escnn
+        >>> from escnn import gspaces, nn as enn
+        >>> from flow_escnn.checks import check_flow_equivariance
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> in_type = enn.FieldType(gs, [gs.trivial_repr])
+        >>> model = flow_escnn.nn.FERNN(in_type, enn.FieldType(gs, [gs.regular_repr]),
+        ...                             flow_escnn.FlowSet.translations(gs, 1)).eval()
+        >>> report = check_flow_equivariance(model, torch.rand(1, 4, 1, 8, 8), in_type, flows=[(1, 0), (0, -1)])
+        >>> report.passed, report.max_abs_error
+        (True, 0.0)
     """
     _one_check("check_flow_equivariance", _FLOW_OPTIONS, options)
     return check_equivariance(model, x, in_type, flows, flow=True, static=False, combined=False, **options)

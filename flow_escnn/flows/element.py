@@ -75,6 +75,13 @@ class GridElement:
         gspace: a planar escnn gspace with a finite fiber group.
         g: an element of ``gspace.fibergroup`` (default: identity).
         translation: ``(ux, uy)`` in pixels, x along the last array axis, y up.
+
+    Example:
+        >>> import flow_escnn
+        >>> from escnn import gspaces
+        >>> e = flow_escnn.GridElement(gspaces.rot2dOnR2(4), translation=(2, -1))
+        >>> (e @ e).translation, e.inverse().translation
+        (array([ 4., -2.]), array([-2.,  1.]))
     """
 
     __slots__ = ("_gspace", "_g", "_u", "_a", "_exact")

@@ -46,6 +46,15 @@ class FlowSet:
 
     Raises:
         ValueError: on an empty set, duplicates, or generators of another gspace.
+
+    Example:
+        >>> import flow_escnn
+        >>> from escnn import gspaces
+        >>> V = flow_escnn.FlowSet.translations(gspaces.rot2dOnR2(4), radius=1)
+        >>> len(V), V.velocities[:2], V.index((1, 0, 0))
+        (9, [(-1, -1, 0), (-1, 0, 0)], 7)
+        >>> flow_escnn.FlowSet.rotations(gspaces.rot2dOnR2(4), [-1, 0, 1]).velocities
+        [(0, 0, -1), (0, 0, 0), (0, 0, 1)]
     """
 
     __slots__ = ("_gspace", "_gens", "_index")

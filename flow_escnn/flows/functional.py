@@ -19,6 +19,17 @@ def transport(
     """Transport a batch of fields ``[B, C, H, W]`` by one element (convenience; builds a plan).
 
     For repeated use build a :class:`TransportPlan` once instead.
+
+    Example:
+        An integer translation ``(vx, vy)`` is ``torch.roll`` by ``(-vy, vx)`` (x right, y up):
+
+        >>> import torch, flow_escnn
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
+        >>> y = flow_escnn.transport(x, enn.FieldType(gs, [gs.trivial_repr]), flow_escnn.GridElement(gs, translation=(1, 2)))
+        >>> torch.equal(y, torch.roll(x, shifts=(-2, 1), dims=(-2, -1)))
+        True
     """
     if x.dim() != 4:
         raise ValueError(f"transport expects a tensor [B, C, H, W], got shape {tuple(x.shape)}")

@@ -85,6 +85,15 @@ class FlowGenerator:
 
     Raises:
         ValueError: on non-integer translations or (finite groups) rotation steps.
+
+    Example:
+        >>> import flow_escnn
+        >>> from escnn import gspaces
+        >>> nu = flow_escnn.FlowGenerator(gspaces.rot2dOnR2(4), (1, 0), 1)  # one pixel right, then a quarter turn
+        >>> nu.psi(2)  # psi_2 = g_nu g_nu = (u + r u, r^2)
+        GridElement(u=(1, 1), g=2[2pi/4])
+        >>> nu.psi(4).is_identity  # four quarter turns: back where it started
+        True
     """
 
     __slots__ = ("_gspace", "_vx", "_vy", "_k")

@@ -373,7 +373,20 @@ class ModelConfig:
 
     def resolve(self: C) -> C:
         """The validated, frozen copy with every default filled in, V checked on the grid (the
-        module docstring); a resolved config is returned as it is."""
+        module docstring); a resolved config is returned as it is.
+
+        Example:
+            >>> from flow_escnn.models import PredictorConfig, build_predictor
+            >>> c = PredictorConfig(flow_radius=1, hidden_channels=4).resolve()
+            >>> c.resolved, len(c.flows), c.hidden_fields, c.resolve() is c
+            (True, 9, 4, True)
+            >>> c.hidden_fields = 8
+            Traceback (most recent call last):
+            ...
+            dataclasses.FrozenInstanceError: a resolved PredictorConfig is frozen (cannot set 'hidden_fields'): use .replace(hidden_fields=...) for a changed copy, then .resolve() it
+            >>> build_predictor(c.replace(decoder_layers=1).resolve()).flows is not None
+            True
+        """
         if self.resolved:
             return self
         self.validate()

@@ -49,7 +49,14 @@ FLOW_KINDS: Dict[str, FlowKind] = dict(
 
 
 def flow_kind(kind: Union[str, FlowKind]) -> FlowKind:
-    """The :class:`FlowKind` named ``kind`` (a kind is returned as is); ``ValueError`` naming the known ones."""
+    """The :class:`FlowKind` named ``kind`` (a kind is returned as is); ``ValueError`` naming the known ones.
+
+    Example:
+        >>> from flow_escnn.flows.kinds import flow_kind
+        >>> k = flow_kind("rotation")
+        >>> k.params, k.parse("20")[:2]  # -20..20 degrees per frame in steps of 10
+        (('flow_steps',), [(0, 0, -20.0), (0, 0, -10.0)])
+    """
     if isinstance(kind, FlowKind):
         return kind
     return FLOW_KINDS[one_of(kind, tuple(FLOW_KINDS), "flow")]

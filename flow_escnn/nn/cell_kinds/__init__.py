@@ -27,7 +27,15 @@ CELLS: Tuple[str, ...] = tuple(name for name, kind in CELL_KINDS.items() if kind
 
 
 def cell_kind(name: str) -> CellKind:
-    """The :class:`CellKind` called ``name`` (``ValueError`` naming the kinds otherwise)."""
+    """The :class:`CellKind` called ``name`` (``ValueError`` naming the kinds otherwise).
+
+    Example:
+        >>> from flow_escnn.nn import CELLS, cell_kind
+        >>> CELLS
+        ('fernn', 'gru', 'lstm')
+        >>> cell_kind("lstm").state_size, cell_kind("gru").gates, cell_kind("grnn_plus").model
+        (2, 3, 'grnn_plus')
+    """
     return CELL_KINDS[one_of(name, tuple(CELL_KINDS), "cell")]
 
 

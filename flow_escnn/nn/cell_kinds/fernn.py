@@ -88,6 +88,16 @@ class FERNN(FlowRNN):
     returns a :class:`~flow_escnn.lifted.LiftedTensor` ``[B, T, |V|, C_hidden, H, W]``.
     Circular padding by default, so translation flows are exact on the torus. With
     ``FlowSet.identity(gspace)`` it is exactly a G-RNN.
+
+    Example:
+        >>> import torch, flow_escnn
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> model = flow_escnn.nn.FERNN(enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr]),
+        ...                             flow_escnn.FlowSet.translations(gs, 1)).eval()
+        >>> h = model(torch.rand(2, 3, 1, 8, 8))  # [B, T, C, H, W]
+        >>> type(h).__name__, tuple(h.shape)  # [B, T, |V|, C, H, W]
+        ('LiftedTensor', (2, 3, 9, 4, 8, 8))
     """
 
     cell_class = FERNNCell
