@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flow_escnn.nn import functional as nnf
+from flow_escnn.nn import kernels as nnk
 from flow_escnn.nn.kernels import IM2COL_MAX_CHANNELS, conv2d
 from flow_escnn.nn.pooling import reduce_velocities
 
@@ -40,7 +40,7 @@ def test_thin_conv_matches_conv2d(c_in, padding, bias, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("thin inputs must not reach F.conv2d on the CPU")
 
-    monkeypatch.setattr(nnf.F, "conv2d", refuse)  # proves the im2col path ran
+    monkeypatch.setattr(nnk.F, "conv2d", refuse)  # proves the im2col path ran
     got = _conv_grads(lambda *a: conv2d(*a, padding=padding), x, w, b, gy)
     assert _max_diff(got, want) < 1e-12
     # control: the same comparison flags a kernel that reads the filter flipped

@@ -383,7 +383,7 @@ class ModelConfig:
             >>> c.hidden_fields = 8
             Traceback (most recent call last):
             ...
-            dataclasses.FrozenInstanceError: a resolved PredictorConfig is frozen (cannot set 'hidden_fields'): use .replace(hidden_fields=...) for a changed copy, then .resolve() it
+            dataclasses.FrozenInstanceError: a resolved PredictorConfig is frozen (cannot set 'hidden_fields'): ...
             >>> build_predictor(c.replace(decoder_layers=1).resolve()).flows is not None
             True
         """
