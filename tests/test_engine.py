@@ -204,7 +204,7 @@ def test_input_terms_in_batches_change_nothing(mode):
         assert _rel(out, ref) <= 1e-12, chunk
         assert max(_rel(a, b) for a, b in zip(grads, ref_g)) <= 1e-12, chunk
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="chunk must be a positive number of frames"):
+        with pytest.raises(ValueError, match=r"chunk \(frames per input batch\) must be a positive integer"):
             run(bad)
     # the automatic size: as many frames as fit, at least one
     assert frames_per_batch(None, INPUT_BATCH_BYTES // 3) == 3 and frames_per_batch(None, 2 * INPUT_BATCH_BYTES) == 1

@@ -45,7 +45,7 @@ the input (the predictor's autoregressive continuation is the same step).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ from flow_escnn.flows.transport import GatherTransport
 from flow_escnn.nn.kernels import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn.nonlinearity import FIELD_NONLINEARITIES, field_nonlinearity
 
-__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES"]
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view"]
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
@@ -126,6 +126,21 @@ class _Moved(NamedTuple):
 
 
 Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
+#: ``act(t, s)``: a state tensor ``[B, V, C, H, W]`` of time ``t - 1`` carried into frame ``t`` by the self-motion
+#: of step ``t`` (:class:`~flow_escnn.flows.action.ActionTransport`), before the flow transport.
+Act = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def check_view(view: Any, grid_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """``(top, left, h, w)`` as ints if the window lies inside the ``grid_shape`` grid."""
+    try:
+        top, left, h, w = (int(v) for v in view)
+    except (TypeError, ValueError):
+        raise ValueError(f"view must be (top, left, h, w), got {view!r}") from None
+    gh, gw = grid_shape
+    if h < 1 or w < 1 or top < 0 or left < 0 or top + h > gh or left + w > gw:
+        raise ValueError(f"the view window {view} does not fit in the {gh}x{gw} map")
+    return top, left, h, w
 
 
 class Recurrence(torch.nn.Module):
@@ -142,6 +157,10 @@ class Recurrence(torch.nn.Module):
             ``t = 0..P-1`` (row ``t*V + nu``), padded by layer 0's pad.
         from_comoving: co-moving mode: :math:`\\psi_t(\\nu)` of the last layer's hidden fields.
         period: ``P``, the number of time steps the co-moving tables hold (indexed by ``t mod P``).
+        view: ``(top, left, h, w)``: the input frames are views of this window of the grid (a world
+            map larger than the view, :mod:`flow_escnn.models.world`): layer 0 convolves them on the
+            view's own grid (zero padding) and writes :math:`U * f_t` into the window, zeros elsewhere.
+            Stationary frame only.
     """
 
     def __init__(
@@ -154,6 +173,7 @@ class Recurrence(torch.nn.Module):
         to_comoving: Optional[GatherTransport] = None,
         from_comoving: Optional[GatherTransport] = None,
         period: int = 1,
+        view: Optional[Tuple[int, int, int, int]] = None,
     ) -> None:
         super().__init__()
         one_of(mode, FRAMES, "mode")
@@ -168,6 +188,10 @@ class Recurrence(torch.nn.Module):
         self.to_comoving = to_comoving
         self.from_comoving = from_comoving
         self.period = int(period)
+        self.view = None if view is None else check_view(view, self.grid_shape)
+        if self.view is not None and self.comoving:
+            raise ValueError("a view window needs the stationary frame (mode 'hidden'): the map is transported, not the "
+                             "views")
         for l, s in enumerate(self.layers):
             if s.nonlinearity in FIELD_NONLINEARITIES:
                 self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
@@ -186,7 +210,8 @@ class Recurrence(torch.nn.Module):
     def extra_repr(self) -> str:
         kinds = ",".join(s.kind for s in self.layers)
         per = f", period={self.period}" if self.comoving else ""
-        return f"layers=[{kinds}], |V|={self.num_flows}, grid={self.grid_shape}, mode={self.mode!r}{per}"
+        view = f", view={self.view}" if self.view is not None else ""
+        return f"layers=[{kinds}], |V|={self.num_flows}, grid={self.grid_shape}, mode={self.mode!r}{per}{view}"
 
     # -- pieces of one step ---------------------------------------------------------------------------
     def _rows(self, t0: int, n: int, device: torch.device) -> torch.Tensor:
@@ -210,16 +235,25 @@ class Recurrence(torch.nn.Module):
             v = self.num_flows
             flat = xp.reshape(b * n * v, *xp.shape[-3:])
             out = conv2d(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
+        elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
+            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
+            top, left, vh, vw = self.view
+            gh, gw = self.grid_shape
+            out = F.pad(out, (left, gw - vw - left, top, gh - vh - top))
+            h, w = gh, gw
         else:
             pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
         return out.view(b, n, v, out.shape[1], h, w)
 
     def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
-                  pool: Optional[str] = None) -> _Moved:
-        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu) s_{t-1})` (hidden) or :math:`k_{t-1}` padded (co-moving);
-        the readout pooled over :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
+                  pool: Optional[str] = None, act: Optional[Act] = None) -> _Moved:
+        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu)\\, a_t^{-1} s_{t-1})` (hidden; :math:`a_t^{-1}` the self-motion
+        ``act`` of step ``t``, when given) or :math:`k_{t-1}` padded (co-moving); the readout pooled over
+        :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
         spec = self.layers[l]
+        if act is not None:
+            state = tuple(act(t, s) for s in state)
         h = state[0]
         b, v, c, hh, ww = h.shape
         p = spec.pad
@@ -303,6 +337,7 @@ class Recurrence(torch.nn.Module):
         checkpoint: bool = False,
         chunk: Optional[int] = None,
         readout_pool: Optional[str] = None,
+        act: Optional[Act] = None,
     ) -> RunResult:
         """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
 
@@ -326,12 +361,16 @@ class Recurrence(torch.nn.Module):
                 under :data:`~flow_escnn.nn.kernels.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn.kernels.InputBatches`).
             readout_pool: ``"max"`` / ``"mean"``: the guesses handed to ``predict`` come pooled over :math:`V`
                 (``[B, C, H(+2p), W(+2p)]``; co-moving interpolated readouts pool inside their resampling).
+            act: self-motion (:data:`Act`): ``act(t, s)`` carries every layer's state into frame ``t``
+                before the flow transport of step ``t`` (stationary frame only).
 
         Returns:
             :class:`RunResult`: outputs, predictions, final states (stationary frame; the
             states after the last update).
         """
         check_dtype(x, weights["l0_u_weight"])
+        if act is not None and self.comoving:
+            raise ValueError("self-motion (act) needs the stationary frame (mode 'hidden')")
         b, t_in = x.shape[0], x.shape[1]
         n_updates = t_in + extra_steps
         last_predict = n_updates if predict is not None else -1
@@ -341,7 +380,8 @@ class Recurrence(torch.nn.Module):
         total = max(n_updates, last_predict + 1)
         grad = torch.is_grad_enabled()
         seg = segment_length(total) if (checkpoint and grad) else total
-        v, hw = x.shape[2] if x.dim() == 6 else (self.num_flows if self.comoving else 1), x.shape[-2] * x.shape[-1]
+        v = x.shape[2] if x.dim() == 6 else (self.num_flows if self.comoving else 1)
+        hw = self.grid_shape[0] * self.grid_shape[1] if self.view is not None else x.shape[-2] * x.shape[-1]
         per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
@@ -362,7 +402,7 @@ class Recurrence(torch.nn.Module):
                 t = t0 + i
                 want = predict is not None and predict_from <= t <= last_predict
                 layers = range(len(self.layers)) if t < n_updates else [last]
-                moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool) for l in layers}
+                moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool, act) for l in layers}
                 guess = None
                 if want:
                     guess = predict(t, moved[last].readout)

@@ -92,7 +92,7 @@ def frames_per_batch(chunk: Optional[int], frame_bytes: int) -> int:
     """``chunk`` checked, or (``None``) the most frames whose input terms fit in :data:`INPUT_BATCH_BYTES` (>= 1)."""
     if chunk is None:
         return max(1, INPUT_BATCH_BYTES // max(1, int(frame_bytes)))
-    return positive_int(chunk, "chunk (frames per input batch, or None)")
+    return positive_int(chunk, "chunk (frames per input batch)")
 
 
 class InputBatches:

@@ -227,12 +227,23 @@ class FlowRNN(torch.nn.Module):
         p = self.flows.period(grid)
         return p if p is not None and p <= t_len else t_len
 
-    def recurrence(self, grid: Tuple[int, int], device: Union[str, torch.device], steps: int) -> Recurrence:
-        """The engine program for ``steps`` time steps on ``grid`` (cached; tables only, no weights)."""
+    def recurrence(self, grid: Tuple[int, int], device: Union[str, torch.device], steps: int,
+                   view: Optional[Tuple[int, int, int, int]] = None) -> Recurrence:
+        """The engine program for ``steps`` time steps on ``grid`` (cached; tables only, no weights).
+
+        ``view``: ``(top, left, h, w)``, the window of the grid that the input frames show (a world
+        map larger than the view; see :class:`~flow_escnn.nn.engine.Recurrence`).
+        """
         device = torch.device(device)
         mode = self.resolve_mode(grid, device)
+        if view is not None and mode != "hidden":
+            raise ValueError(
+                f"a view window needs the stationary frame, but this layer runs in mode {mode!r} on a {grid} map "
+                "(flows that are not grid-exact run co-moving): use grid-exact flows (integer translations, quarter "
+                "turns) for a world map"
+            )
         n = self.comoving_tables(grid, steps) if mode == "comoving" else 1
-        key = (tuple(grid), str(device), mode, n)
+        key = (tuple(grid), str(device), mode, n, None if view is None else tuple(view))
         program = self._programs.get(key)
         if program is None:
             self.flows.check_distinct_on(grid)
@@ -246,7 +257,7 @@ class FlowRNN(torch.nn.Module):
                                    grid, device, extra=n)
             program = Recurrence(
                 [c.layer_spec() for c in self.cells], len(self.flows), grid, mode,
-                [c.step_transport(grid, device) for c in self.cells], to_c, from_c, period=n,
+                [c.step_transport(grid, device) for c in self.cells], to_c, from_c, period=n, view=view,
             )
             self._programs[key] = program
         return program
