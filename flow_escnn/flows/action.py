@@ -45,7 +45,7 @@ from flow_escnn.flows.planar import is_continuous, rotation_element, steps_per_t
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation
 from flow_escnn.flows.transport import TransportPlan
 
-__all__ = ["ActionTransport", "action_element", "check_actions"]
+__all__ = ["ActionTransport", "QuarterTurns", "action_element", "check_actions"]
 
 
 def action_element(gspace: Any, action: Any) -> GridElement:
@@ -119,40 +119,37 @@ class ActionTransport(torch.nn.Module):
         h, w = self.grid_shape
         self.channels = field_type.size
         self.steps_per_turn = steps_per_turn(field_type.gspace)
-        i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        self.register_buffer("x", torch.from_numpy(j - (w - 1) / 2.0).reshape(-1), persistent=False)
-        self.register_buffer("y", torch.from_numpy((h - 1) / 2.0 - i).reshape(-1), persistent=False)
         # the quarter turns r^q (q = 0..3) as gspace elements, where the gspace has them
-        self._quarters: Dict[int, Any] = {}
+        quarters: Dict[int, Any] = {}
         for q in range(4):
             k = Fraction(self.steps_per_turn * q, 4)
             if k.denominator == 1 or is_continuous(field_type.gspace):
                 try:
-                    self._quarters[q] = rotation_element(field_type.gspace, int(k) if k.denominator == 1 else k)
+                    quarters[q] = rotation_element(field_type.gspace, int(k) if k.denominator == 1 else k)
                 except ValueError:
                     continue
-        self._fiber: Dict[int, Tuple[Optional[np.ndarray], np.ndarray]] = {}
         self._vperm: Dict[Any, Union[List[int], str]] = {}  # fiber element -> V permutation, or why there is none
+        fibers, vperms, vwhy = [], [], []
+        for q in range(4):
+            if q not in quarters:
+                fibers.append(np.full((self.channels, self.channels), np.nan))
+                vperms.append([-1] * len(flows))
+                vwhy.append(f"the gspace has no {90 * q}-degree turn")
+                continue
+            rho = np.asarray(field_type.representation(quarters[q]), dtype=np.float64).reshape(self.channels,
+                                                                                               self.channels)
+            fibers.append(np.linalg.inv(rho))
+            try:
+                vperms.append(flows.action_permutation(quarters[q]))
+                vwhy.append("")
+            except ValueError as exc:
+                vperms.append([-1] * len(flows))
+                vwhy.append(str(exc))
+        self.quarters = QuarterTurns(self.grid_shape, np.stack(fibers), np.asarray(vperms), vwhy)
         self._plans: Dict[Tuple[float, float, float], TransportPlan] = {}
 
     def extra_repr(self) -> str:
         return f"|V|={len(self.flows)}, C={self.channels}, grid={self.grid_shape}, interpolation={self.interpolation!r}"
-
-    # -- per-turn facts ------------------------------------------------------------------------------
-    def _quarter(self, k: float) -> Optional[int]:
-        """``q`` when ``k`` steps are ``q`` quarter turns, else None."""
-        turns = k / self.steps_per_turn * 4
-        q = round(turns)
-        return q % 4 if abs(turns - q) < 1e-9 and (q % 4) in self._quarters else None
-
-    def _fiber_of(self, q: int) -> Tuple[Optional[np.ndarray], np.ndarray]:
-        """``(channel permutation or None, matrix)`` of :math:`\\rho(r^q)^{-1}`."""
-        if q not in self._fiber:
-            g = self._quarters[q]
-            rho = np.asarray(self.field_type.representation(g), dtype=np.float64).reshape(self.channels, self.channels)
-            inv = rho.T if np.allclose(rho @ rho.T, np.eye(self.channels), atol=1e-9) else np.linalg.inv(rho)
-            self._fiber[q] = (as_permutation(inv), inv)
-        return self._fiber[q]
 
     def _vperm_of(self, g: Any, what: str) -> List[int]:
         """``perm[nu'] = index(r . nu')``: the slice of the old map that becomes slice ``nu'``."""
@@ -163,11 +160,7 @@ class ActionTransport(torch.nn.Module):
                 self._vperm[g] = str(exc)
         perm = self._vperm[g]
         if isinstance(perm, str):
-            raise ValueError(
-                f"a turn by {what} relabels the velocities of V, but {perm}. Use a V that the turn maps to "
-                "itself (translations are closed under quarter turns; only V = {0} under other turns), or "
-                "quarter turns"
-            )
+            raise ValueError(f"a turn by {what} relabels the velocities of V, but {perm}. {_CLOSED_V}")
         return perm
 
     # -- the transport -------------------------------------------------------------------------------
@@ -186,55 +179,12 @@ class ActionTransport(torch.nn.Module):
             raise ValueError(
                 f"expected maps [B, V={len(self.flows)}, C={self.channels}, H, W={self.grid_shape}], got {list(h.shape)}"
             )
-        if actions.shape != (b, 3):
+        if tuple(actions.shape) != (b, 3):
             raise ValueError(f"expected one action (ux, uy, k) per sample, [B={b}, 3], got {list(actions.shape)}")
-        a = actions.detach().to("cpu", torch.float64)
-        ks = a[:, 2].tolist()
-        quarters = [self._quarter(k) for k in ks]
-        if any(q is None for q in quarters):
-            return self._interpolated(h, a)
-        if not bool(a.abs().any()):
-            return h
-        if any(q % 2 for q in quarters) and hh != ww:
-            raise ValueError(f"quarter turns need a square map, got {hh}x{ww}")
-        return self._exact(h, a, quarters)
-
-    def _exact(self, h: torch.Tensor, a: torch.Tensor, quarters: List[int]) -> torch.Tensor:
-        b, v, c, hh, ww = h.shape
-        n = hh * ww
-        dev = h.device
-        q = torch.tensor(quarters, dtype=torch.long)
-        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64)[q].to(dev)[:, None]
-        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64)[q].to(dev)[:, None]
-        ux, uy = a[:, 0:1].to(dev), a[:, 1:2].to(dev)
-        # a^{-1} f (x) = rho(r)^-1 f(r x + u): the source of each output pixel
-        sx = cos * self.x - sin * self.y + ux
-        sy = sin * self.x + cos * self.y + uy
-        col = torch.round(sx + (ww - 1) / 2.0).long() % ww
-        row = torch.round((hh - 1) / 2.0 - sy).long() % hh
-        pix = row * ww + col  # [B, HW]
-        vperm = torch.tensor([self._vperm_of(self._quarters[qq], f"{90 * qq} degrees") if qq else list(range(v))
-                              for qq in quarters], dtype=torch.long, device=dev)  # [B, V]
-        fibers = [self._fiber_of(qq) for qq in quarters]
-        if all(p is not None for p, _ in fibers):  # one gather: V, channel and pixel permutations together
-            cperm = torch.tensor(np.stack([p for p, _ in fibers]), dtype=torch.long, device=dev)  # [B, C]
-            index = ((vperm[:, :, None] * c + cperm[:, None, :])[..., None] * n + pix[:, None, None, :]).reshape(b, -1)
-            flat = h.reshape(b, -1)
-            if torch.is_grad_enabled() and h.requires_grad:
-                out = _GatherWithInverse.apply(flat, index, inverse_permutation(index))
-            else:
-                out = flat.gather(-1, index)
-            return out.view(b, v, c, hh, ww)
-        index = (vperm[:, :, None] * n + pix[:, None, :]).reshape(b, -1)  # V and pixels, then the fiber matrices
-        flat = h.reshape(b, v, c, n).transpose(1, 2).reshape(b, c, v * n)
-        idx = index[:, None, :].expand(b, c, v * n)
-        if torch.is_grad_enabled() and h.requires_grad:
-            moved = _GatherWithInverse.apply(flat, idx, inverse_permutation(idx))
-        else:
-            moved = flat.gather(-1, idx)
-        mats = torch.tensor(np.stack([m for _, m in fibers]), dtype=h.dtype, device=dev)  # [B, C, C]
-        out = torch.einsum("bij,bjn->bin", mats, moved)
-        return out.reshape(b, c, v, n).transpose(1, 2).reshape(b, v, c, hh, ww)
+        quarters = self.quarters.of_steps(actions[:, 2], self.steps_per_turn)
+        if quarters is None:
+            return self._interpolated(h, actions.detach().to("cpu", torch.float64))
+        return self.quarters(h, actions, quarters)
 
     def _interpolated(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Turns that are not quarter turns: one interpolated plan per distinct action."""
@@ -256,6 +206,94 @@ class ActionTransport(torch.nn.Module):
     def exact_for(self, actions: torch.Tensor) -> bool:
         """Whether every action in ``actions [..., 3]`` is transported exactly (integer moves, quarter turns)."""
         a = actions.detach().to("cpu", torch.float64).reshape(-1, 3)
-        return all(self._quarter(k) is not None for k in a[:, 2].tolist()) and bool(
+        return self.quarters.of_steps(a[:, 2], self.steps_per_turn) is not None and bool(
             (a[:, :2] == a[:, :2].round()).all())
+
+
+_CLOSED_V = ("Use a V that the turn maps to itself (translations are closed under quarter turns; only V = {0} under "
+             "other turns), or quarter turns")
+
+
+class QuarterTurns(torch.nn.Module):
+    """The exact part of :class:`ActionTransport` as plain torch (tensors only, so an exported model can
+    hold it): integer moves and quarter turns of lifted maps on a torus, one batched gather.
+
+    Args:
+        grid_shape: ``(H, W)``.
+        fibers: ``[4, C, C]``: :math:`\\rho(r^q)^{-1}` for ``q`` quarter turns (NaN where the gspace has none).
+        vperms: ``[4, V]``: the slice of the old map that becomes slice ``nu'`` (-1 where V is not closed).
+        why: per ``q``, why a turn is unavailable ("" where it is).
+    """
+
+    def __init__(self, grid_shape: Tuple[int, int], fibers: np.ndarray, vperms: np.ndarray, why: List[str]) -> None:
+        super().__init__()
+        h, w = grid_shape
+        self.grid_shape = (int(h), int(w))
+        self.why = list(why)
+        i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        self.register_buffer("x", torch.from_numpy(j - (w - 1) / 2.0).reshape(-1), persistent=False)
+        self.register_buffer("y", torch.from_numpy((h - 1) / 2.0 - i).reshape(-1), persistent=False)
+        self.register_buffer("fibers", torch.from_numpy(np.nan_to_num(fibers, nan=0.0)), persistent=False)
+        perms = [as_permutation(f) if not np.isnan(f).any() else None for f in fibers]
+        c = fibers.shape[-1]
+        self.permutation_fibers = all(p is not None for p, why_q in zip(perms, why) if not why_q)
+        self.register_buffer("cperms", torch.from_numpy(np.stack([p if p is not None else np.arange(c)
+                                                                  for p in perms])), persistent=False)
+        self.register_buffer("vperms", torch.from_numpy(np.asarray(vperms, dtype=np.int64)), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid_shape}, |V|={self.vperms.shape[1]}, C={self.fibers.shape[-1]}"
+
+    @staticmethod
+    def of_steps(steps: torch.Tensor, steps_per_turn: int) -> Optional[torch.Tensor]:
+        """The quarter turns ``q`` (long ``[B]``) of rotation ``steps``, or None if one is not a quarter turn."""
+        turns = steps.detach().to(torch.float64) * (4.0 / steps_per_turn)
+        q = torch.round(turns)
+        if not bool(((turns - q).abs() < 1e-9).all()):
+            return None
+        return q.long() % 4
+
+    def forward(self, h: torch.Tensor, actions: torch.Tensor, quarters: torch.Tensor) -> torch.Tensor:
+        """:math:`a_b^{-1}\\cdot h_b` for actions ``[B, 3]`` whose turns are ``quarters`` ``[B]``."""
+        b, v, c, hh, ww = h.shape
+        n = hh * ww
+        dev = h.device
+        q = quarters.to(dev)
+        a = actions.detach().to(device=dev, dtype=torch.float64)
+        if not bool((a[:, :2] == a[:, :2].round()).all()):
+            raise ValueError("actions move by whole pixels (ux, uy integers), so that self-motion is exact on the grid")
+        if not bool(a.abs().any()):
+            return h
+        odd = bool((q % 2 == 1).any())
+        if odd and hh != ww:
+            raise ValueError(f"quarter turns need a square map, got {hh}x{ww}")
+        for qq in torch.unique(q).tolist():
+            if self.why[qq]:
+                raise ValueError(f"a turn by {90 * qq} degrees relabels the velocities of V, but {self.why[qq]}. "
+                                 f"{_CLOSED_V}")
+        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=dev)[q][:, None]
+        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64, device=dev)[q][:, None]
+        # a^{-1} f (x) = rho(r)^-1 f(r x + u): the source of each output pixel
+        sx = cos * self.x - sin * self.y + a[:, 0:1]
+        sy = sin * self.x + cos * self.y + a[:, 1:2]
+        col = torch.round(sx + (ww - 1) / 2.0).long() % ww
+        row = torch.round((hh - 1) / 2.0 - sy).long() % hh
+        pix = row * ww + col  # [B, HW]
+        vperm = self.vperms[q]  # [B, V]
+        if self.permutation_fibers:  # one gather: V, channel and pixel permutations together
+            cperm = self.cperms[q]  # [B, C]
+            index = ((vperm[:, :, None] * c + cperm[:, None, :])[..., None] * n + pix[:, None, None, :]).reshape(b, -1)
+            return _gather(h.reshape(b, -1), index).view(b, v, c, hh, ww)
+        index = (vperm[:, :, None] * n + pix[:, None, :]).reshape(b, -1)  # V and pixels, then the fiber matrices
+        flat = h.reshape(b, v, c, n).transpose(1, 2).reshape(b, c, v * n)
+        moved = _gather(flat, index[:, None, :].expand(b, c, v * n))
+        out = torch.einsum("bij,bjn->bin", self.fibers[q].to(h.dtype), moved)
+        return out.reshape(b, c, v, n).transpose(1, 2).reshape(b, v, c, hh, ww)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.gather(-1, index)`` for per-row permutations, whose backward is the gather by the inverse."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GatherWithInverse.apply(x, index, inverse_permutation(index))
+    return x.gather(-1, index)
 

@@ -277,9 +277,11 @@ class FlowRNN(torch.nn.Module):
             weights = self.weights()
         return ExportedFlowRNN(program, weights, self.in_type.size, max_steps=limit).train(self.training)
 
-    def export_program(self, grid: Tuple[int, int], max_steps: Optional[int] = None) -> Tuple[Recurrence, Optional[int]]:
+    def export_program(self, grid: Tuple[int, int], max_steps: Optional[int] = None,
+                       view: Optional[Tuple[int, int, int, int]] = None) -> Tuple[Recurrence, Optional[int]]:
         """A private copy of the compiled program for exports, and the longest sequence it serves
-        (``None``: any length; hidden mode, or co-moving tables for one whole flow period)."""
+        (``None``: any length; hidden mode, or co-moving tables for one whole flow period);
+        ``view`` as in :meth:`recurrence`."""
         device = _device_of(self)
         limit: Optional[int] = None
         steps = 1
@@ -295,7 +297,7 @@ class FlowRNN(torch.nn.Module):
                 )
             else:
                 steps = limit = max_steps
-        return copy.deepcopy(self.recurrence(grid, device, steps)), limit
+        return copy.deepcopy(self.recurrence(grid, device, steps, view=view)), limit
 
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Union[torch.Tensor, LiftedTensor], h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
