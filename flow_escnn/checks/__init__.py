@@ -7,6 +7,8 @@ The checks only call the model: they work for any callable mapping a sequence
 * :func:`check_static_equivariance`: rotated/reflected inputs, :math:`f'_t = g f_t`.
 * :func:`check_combined_equivariance`: both, :math:`f'_t = g\\,\\psi_t(\\mu) f_t`.
 * :func:`check_equivariance`: all of the above in one report.
+* :func:`check_world_equivariance`: world models, episodes of views and actions (turned agents,
+  self-motion, world shifts, object flows).
 
 Each returns an :class:`EquivarianceReport`; ``report.raise_if_failed()`` raises
 :class:`EquivarianceError` with the table.
@@ -17,6 +19,7 @@ from flow_escnn.checks.diagrams import (
     check_flow_equivariance,
     check_static_equivariance,
 )
+from flow_escnn.checks.world import WORLD_CHECKS, check_world_equivariance
 from flow_escnn.checks.report import (
     DEFAULT_TOLERANCES,
     CheckRow,
@@ -30,6 +33,8 @@ __all__ = [
     "check_static_equivariance",
     "check_combined_equivariance",
     "check_equivariance",
+    "check_world_equivariance",
+    "WORLD_CHECKS",
     "CheckRow",
     "EquivarianceReport",
     "EquivarianceError",

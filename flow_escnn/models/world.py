@@ -109,12 +109,14 @@ class WorldProgram(torch.nn.Module):
     :class:`ExportedWorldModel` run.
     """
 
-    def __init__(self, recurrence: Recurrence, motion: Optional[torch.nn.Module], decoder_layers: int, pool: str,
-                 activation: str, action_input: bool, steps_per_turn: int, checkpoint: bool = False) -> None:
+    def __init__(self, recurrence: Recurrence, window: Tuple[int, int, int, int], motion: Optional[torch.nn.Module],
+                 decoder_layers: int, pool: str, activation: str, action_input: bool, steps_per_turn: int,
+                 checkpoint: bool = False) -> None:
         super().__init__()
-        if recurrence.view is None:
-            raise ValueError("a world program needs a recurrence with a view window")
         self.recurrence = recurrence
+        self.window = tuple(window)
+        #: the view is the whole world: it is periodic too, so its convolutions pad circularly
+        self.fully_observed = (self.window[2], self.window[3]) == tuple(recurrence.grid_shape)
         self.motion = motion
         self.decoder_layers = int(decoder_layers)
         self.pool = pool
@@ -125,13 +127,14 @@ class WorldProgram(torch.nn.Module):
 
     def read(self, z: torch.Tensor) -> torch.Tensor:
         """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]``."""
-        top, left, h, w = self.recurrence.view
+        top, left, h, w = self.window
         p = (z.shape[-1] - self.recurrence.grid_shape[1]) // 2
         return z[..., top + p : top + p + h, left + p : left + p + w]
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
-        """``Dec`` on pooled view windows ``[N, C, h, w]`` (zero padding)."""
-        return run_decoder(z, weights, self.decoder_layers, "zeros", self.activation)
+        """``Dec`` on pooled view windows ``[N, C, h, w]`` (zero padding; circular for a view that is the world)."""
+        return run_decoder(z, weights, self.decoder_layers, "circular" if self.fully_observed else "zeros",
+                           self.activation)
 
     def act(self, actions: torch.Tensor) -> Optional[Callable[[int, torch.Tensor], torch.Tensor]]:
         """The engine's self-motion ``act(t, s)`` for actions ``[B, T, 3]`` (None without self-motion)."""
@@ -256,6 +259,11 @@ class WorldModel(torch.nn.Module):
         self._programs = ProgramCache()
 
     @property
+    def _view(self) -> Optional[Tuple[int, int, int, int]]:
+        """The engine's view window (None for a view that is the whole world: frames are the map's grid)."""
+        return None if self.fully_observed else self.window
+
+    @property
     def fully_observed(self) -> bool:
         """Whether the view is the whole world (then shifts, object flows and self-motion are exact
         symmetries of the predictions, not only of the map)."""
@@ -274,7 +282,7 @@ class WorldModel(torch.nn.Module):
         return self
 
     def _new_program(self, recurrence: Recurrence, motion: Optional[torch.nn.Module]) -> WorldProgram:
-        return WorldProgram(recurrence, motion, len(self.decoder), self.pool, self.output_activation,
+        return WorldProgram(recurrence, self.window, motion, len(self.decoder), self.pool, self.output_activation,
                             self.action_input, steps_per_turn(self.in_type.gspace),
                             self.encoder.checkpoint).to(recurrence.device)
 
@@ -284,7 +292,7 @@ class WorldModel(torch.nn.Module):
     def maps(self, views: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The last layer's maps after every given view, ``[B, T_in, V, C, H, W]`` (for inspection and checks)."""
         a = _check_episode(views, actions, self.in_type.size, self.view_size, 1).to(views.device)
-        recurrence = self.encoder.recurrence(self.world_size, views.device, views.shape[1], view=self.window)
+        recurrence = self.encoder.recurrence(self.world_size, views.device, views.shape[1], view=self._view)
         program = self._new_program(recurrence, self.motion)
         res = recurrence.run(program.inputs(views, a), self.weights(), act=program.act(a))
         return torch.stack(res.outputs, dim=1)
@@ -302,12 +310,12 @@ class WorldModel(torch.nn.Module):
         """
         a = _check_episode(views, actions, self.in_type.size, self.view_size, num_predictions).to(views.device)
         recurrence = self.encoder.recurrence(self.world_size, views.device, views.shape[1] + num_predictions,
-                                             view=self.window)
+                                             view=self._view)
         return self.program(recurrence)(self.weights(), views, a, num_predictions)
 
     def export(self, max_steps: Optional[int] = None) -> "ExportedWorldModel":
         """A plain-PyTorch twin (the same program, frozen weights; quarter turns only)."""
-        recurrence, _ = self.encoder.export_program(self.world_size, max_steps, view=self.window)
+        recurrence, _ = self.encoder.export_program(self.world_size, max_steps, view=self._view)
         motion = self.motion.quarters if self.motion is not None else None
         with torch.no_grad():
             weights = self.weights()

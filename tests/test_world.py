@@ -1,0 +1,188 @@
+"""World models (issue 23): self-motion transports against torch.roll / torch.rot90 written here,
+the world model's commuting diagrams with their controls, export, save/load."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flow_escnn import FlowSet
+from flow_escnn._compat import enn, gspaces
+from flow_escnn.checks import check_world_equivariance
+from flow_escnn.flows.action import ActionTransport
+from flow_escnn.models.world import WorldModel, centred_window
+
+C4 = gspaces.rot2dOnR2(4)
+TRIV = enn.FieldType(C4, [C4.trivial_repr])
+REG = enn.FieldType(C4, [C4.regular_repr])
+IRR = enn.FieldType(C4, [C4.irrep(1), C4.trivial_repr])
+
+
+def roll(t, vx, vy):
+    """The translation by (vx, vy) (x right, y up) of [..., H, W], written here as the oracle."""
+    return torch.roll(t, shifts=(-vy, vx), dims=(-2, -1))
+
+
+def rot(t, q):
+    """The rotation by q quarter turns (counter-clockwise) of [..., H, W] about the centre."""
+    return torch.rot90(t, q, dims=(-2, -1))
+
+
+def channel_turn(x, q):
+    """rho(r^q) on C4 regular fields [..., 4, H, W]: a cyclic shift of the 4 channels."""
+    return torch.roll(x, shifts=q, dims=-3)
+
+
+def _actions(b, t, turns=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-2, 3, (b, t, 3), generator=g).double()
+    a[..., 2] = torch.randint(0, 4, (b, t), generator=g).double() if turns else 0
+    return a
+
+
+# -- the self-motion transport ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("field", [TRIV, REG, IRR], ids=["trivial", "regular", "irreps"])
+def test_moves_are_rolls_of_the_map(field):
+    """a = (u, e): a^{-1} h = h(x + u), a roll by -u; every V slice the same. Control: +u is flagged."""
+    flows = FlowSet.translations(C4, 1)
+    tr = ActionTransport(field, flows, (7, 7))
+    h = torch.randn(3, len(flows), field.size, 7, 7, dtype=torch.float64)
+    a = torch.tensor([[2.0, -1.0, 0.0], [0.0, 3.0, 0.0], [-4.0, 0.0, 0.0]], dtype=torch.float64)
+    out = tr(h, a)
+    for i in range(3):
+        ux, uy = int(a[i, 0]), int(a[i, 1])
+        assert torch.equal(out[i], roll(h[i], -ux, -uy))
+    assert not torch.equal(out[0], roll(h[0], 2, -1))  # control: the wrong direction
+
+
+def test_quarter_turns_rotate_space_fibers_and_velocities():
+    """a = (0, r^q): [a^{-1} h](nu') = rho(r)^{-q} h(r^q nu')(r^q x): rot90 by -q, channels shifted by -q,
+    V relabelled. Control: without the V relabel the oracle disagrees."""
+    flows = FlowSet.translations(C4, 1)
+    tr = ActionTransport(REG, flows, (6, 6))
+    h = torch.randn(4, len(flows), 4, 6, 6, dtype=torch.float64)
+    a = torch.tensor([[0.0, 0.0, q] for q in range(4)], dtype=torch.float64)
+    out = tr(h, a)
+    for q in range(4):
+        perm = [flows.index((vx * [1, 0, -1, 0][q] - vy * [0, 1, 0, -1][q], vx * [0, 1, 0, -1][q] + vy * [1, 0, -1, 0][q], 0))
+                for vx, vy, _ in flows.velocities]  # r^q . nu' for every nu'
+        expected = channel_turn(rot(h[q][perm], -q), -q)
+        assert torch.equal(out[q], expected)
+        if q:
+            assert not torch.equal(out[q], channel_turn(rot(h[q], -q), -q))  # control: V not relabelled
+
+
+def test_a_move_and_a_turn_compose_in_the_agents_frame():
+    """a = (u, r): a^{-1} = r^{-1} T_{-u}: first roll by -u, then turn back (a single gather here)."""
+    flows = FlowSet.identity(C4)
+    tr = ActionTransport(REG, flows, (8, 8))
+    h = torch.randn(1, 1, 4, 8, 8, dtype=torch.float64)
+    out = tr(h, torch.tensor([[1.0, 2.0, 1.0]], dtype=torch.float64))
+    assert torch.equal(out[0], channel_turn(rot(roll(h[0], -1, -2), -1), -1))
+    assert not torch.equal(out[0], channel_turn(roll(rot(h[0], -1), -1, -2), -1))  # control: the other order
+
+
+def test_transport_gradient_is_the_inverse_transport():
+    flows = FlowSet.translations(C4, 1)
+    tr = ActionTransport(REG, flows, (6, 6))
+    h = torch.randn(2, len(flows), 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    a = _actions(2, 1)[:, 0]
+    g = torch.randn(2, len(flows), 4, 6, 6, dtype=torch.float64)
+    (tr(h, a) * g).sum().backward()
+    # <A h, g> = <h, A^T g> and A is a permutation: A^T = A^{-1}
+    assert torch.allclose((tr(h.detach(), a) * g).sum(), (h.detach() * h.grad).sum(), atol=1e-10)
+
+
+def test_turns_that_do_not_close_v_are_refused():
+    c8 = gspaces.rot2dOnR2(8)
+    tr = ActionTransport(enn.FieldType(c8, [c8.regular_repr]), FlowSet.translations(c8, 1), (8, 8))
+    with pytest.raises(ValueError, match="relabels the velocities of V"):
+        tr(torch.zeros(1, 9, 8, 8, 8), torch.tensor([[0.0, 0.0, 1.0]]))  # 45 degrees
+    ok = ActionTransport(enn.FieldType(c8, [c8.regular_repr]), FlowSet.identity(c8), (8, 8))
+    y = ok(torch.rand(1, 1, 8, 8, 8), torch.tensor([[0.0, 0.0, 1.0]]))  # control: V = {0} turns by any angle
+    assert y.shape == (1, 1, 8, 8, 8)
+
+
+def test_bad_windows_and_actions_are_refused():
+    with pytest.raises(ValueError, match="cannot sit at the centre"):
+        centred_window((12, 12), (7, 7))
+    with pytest.raises(ValueError, match="larger than the world map"):
+        centred_window((8, 8), (10, 10))
+    m = WorldModel(TRIV, REG, FlowSet.translations(C4, 1), 12, 8)
+    with pytest.raises(ValueError, match=r"actions must be \[B=1, T>=5, 3\]"):
+        m(torch.rand(1, 4, 1, 8, 8), torch.zeros(1, 4, 3), 1)
+    with pytest.raises(ValueError, match="whole pixels"):
+        m(torch.rand(1, 4, 1, 8, 8), torch.full((1, 5, 3), 0.5), 1)
+    with pytest.raises(ValueError, match="views of 8x8 pixels"):
+        m(torch.rand(1, 4, 1, 9, 9), torch.zeros(1, 5, 3), 1)
+
+
+# -- the world model's diagrams ------------------------------------------------------------------------------------
+HID = enn.FieldType(C4, [C4.regular_repr] * 2)
+
+
+def _model(world, view, radius=1, **kw):
+    torch.manual_seed(0)
+    return WorldModel(TRIV, HID, FlowSet.translations(C4, radius), world, view, **kw).double().eval()
+
+
+@pytest.mark.parametrize("cell", ["fernn", "gru", "lstm"])
+def test_turning_the_episode_turns_the_predictions(cell):
+    """Views rotated about their centre and actions conjugated: predictions rotated (partial view)."""
+    m = _model(12, 8, cell=cell)
+    views = torch.rand(2, 4, 1, 8, 8, dtype=torch.float64)
+    report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["turn"])
+    assert report.passed and report.max_abs_error <= 1e-10, report.summary()
+
+
+def test_the_turn_check_flags_turns_about_the_wrong_point():
+    """Control: a self-motion that turns the map about a point off the view centre."""
+    m = _model(12, 8)
+    views = torch.rand(2, 4, 1, 8, 8, dtype=torch.float64)
+    m.motion.quarters.x.add_(1.0)  # coordinates measured from one pixel left of the centre
+    report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["turn"])
+    assert not report.passed and report.max_abs_error > 1e-3
+
+
+def test_fully_observed_self_motion_shift_and_flow_are_exact():
+    """View = world (5x5 torus, V = [-2, 2]^2 covers it): a moving agent sees its static twin's views
+    pulled back by its pose and predicts them pulled back; world shifts and object flows act as for a FERNN."""
+    m = _model(5, 5, radius=2)
+    views = torch.rand(2, 4, 1, 5, 5, dtype=torch.float64)
+    report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["turn", "self_motion"])
+    assert report.passed and report.max_abs_error <= 1e-10, report.summary()
+    moves = _actions(2, 7, turns=False)
+    report = check_world_equivariance(m, views, moves, TRIV, 3, checks=["shift", "flow"], flows=[(1, 0), (1, -2)])
+    assert report.passed and report.max_abs_error <= 1e-10, report.summary()
+
+
+def test_a_model_without_self_motion_fails_the_self_motion_diagram():
+    views = torch.rand(2, 4, 1, 5, 5, dtype=torch.float64)
+    m = _model(5, 5, radius=2, self_motion=False)
+    report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["self_motion"])
+    assert not report.passed and report.max_abs_error > 1e-3
+    # control 2: self-motion that turns the map but leaves the velocity labels as they were
+    m = _model(5, 5, radius=2)
+    m.motion.quarters.vperms.copy_(torch.arange(25).expand(4, 25))
+    report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["self_motion"])
+    assert not report.passed and report.max_abs_error > 1e-3
+
+
+def test_diagrams_that_need_a_whole_world_are_refused_on_a_window():
+    m = _model(12, 8)
+    with pytest.raises(ValueError, match="fully observed"):
+        check_world_equivariance(m, torch.rand(1, 3, 1, 8, 8, dtype=torch.float64), _actions(1, 4), TRIV, 1,
+                                 checks=["self_motion"])
+
+
+def test_action_input_baseline_and_export():
+    m = _model(12, 8, radius=0, self_motion=False, action_input=True)
+    views = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
+    a = _actions(2, 6)
+    y = m(views, a, 3)
+    assert y.shape == (2, 3, 1, 8, 8)
+    a2 = a.clone()
+    a2[:, 3:, 0] += 1  # the baseline reads the actions
+    assert (m(views, a2, 3) - y).abs().max() > 1e-6
+    flowm = _model(12, 8)
+    twin = flowm.export()
+    assert torch.equal(twin(views, a, 3), flowm(views, a, 3))
