@@ -63,8 +63,8 @@ def test_quarter_turns_rotate_space_fibers_and_velocities():
     a = torch.tensor([[0.0, 0.0, q] for q in range(4)], dtype=torch.float64)
     out = tr(h, a)
     for q in range(4):
-        perm = [flows.index((vx * [1, 0, -1, 0][q] - vy * [0, 1, 0, -1][q], vx * [0, 1, 0, -1][q] + vy * [1, 0, -1, 0][q], 0))
-                for vx, vy, _ in flows.velocities]  # r^q . nu' for every nu'
+        c, s = [1, 0, -1, 0][q], [0, 1, 0, -1][q]
+        perm = [flows.index((vx * c - vy * s, vx * s + vy * c, 0)) for vx, vy, _ in flows.velocities]  # r^q . nu'
         expected = channel_turn(rot(h[q][perm], -q), -q)
         assert torch.equal(out[q], expected)
         if q:
