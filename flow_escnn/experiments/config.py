@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, ClassVar, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -129,6 +129,13 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
     get their defaults in :meth:`resolve` (which every entry point calls), so a saved config is
     fully explicit. See the module docstring for the velocity syntax and V.
     """
+
+    #: Fields that may change when a run is resumed (the rest must match the checkpoint).
+    RESUMABLE: ClassVar[Tuple[str, ...]] = (
+        "steps", "epochs", "device", "eval_every", "checkpoint_every", "eval_batch_size", "num_test",
+        "num_per_velocity", "test_velocities", "horizon_factor", "amp", "gradient_checkpointing", "deterministic",
+        "compile",
+    )
 
     # data
     train_velocities: Optional[str] = None

@@ -34,7 +34,7 @@ from flow_escnn.experiments.distributed import World
 from flow_escnn.experiments.evaluation import mse_per_step
 from flow_escnn.experiments.loop import LoopState, optimise
 from flow_escnn.experiments.runtime import deterministic_mode, resolve_device, seed_everything
-from flow_escnn.experiments.training import batch_loss, build_training
+from flow_escnn.experiments.training import FlowingTask, batch_loss, build_training
 
 __all__ = ["estimate_training", "format_estimate"]
 
@@ -83,7 +83,7 @@ def estimate_training(config: ExperimentConfig, steps: int = 5) -> Dict[str, Any
         seed_everything(c.seed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        net, model, optimizer, scaler = build_training(c, device, World())
+        net, model, optimizer, scaler = build_training(FlowingTask(c, small), device, World())
         x = train[: c.batch_size].to(device)
 
         def after_step(s: LoopState) -> None:

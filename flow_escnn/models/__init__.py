@@ -1,10 +1,12 @@
-"""Task models built from the flow layers: next-frame prediction and sequence classification
-(and the 3D-CNN classification baseline), each a thin shell around the recurrence engine."""
+"""Task models built from the flow layers: next-frame prediction, world models (views and actions)
+and sequence classification (and the 3D-CNN classification baseline), each a thin shell around
+the recurrence engine."""
 from flow_escnn.models.classifier import READOUTS, ExportedSequenceClassifier, SequenceClassifier
 from flow_escnn.models.predictor import ExportedNextFramePredictor, NextFramePredictor
 from flow_escnn.models.program import OUTPUT_ACTIVATIONS
-from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig
-from flow_escnn.models.factory import build_classifier, build_predictor
+from flow_escnn.models.config import ClassifierConfig, ModelConfig, PredictorConfig, WorldModelConfig
+from flow_escnn.models.factory import build_classifier, build_predictor, build_world_model
+from flow_escnn.models.world import ExportedWorldModel, WorldModel
 from flow_escnn.models.reference import ReferencePredictor
 from flow_escnn.models.saving import load_model, save_model
 from flow_escnn.nn.baselines import Conv3DClassifier
@@ -21,6 +23,10 @@ __all__ = [
     "ModelConfig",
     "PredictorConfig",
     "ClassifierConfig",
+    "WorldModelConfig",
+    "WorldModel",
+    "ExportedWorldModel",
+    "build_world_model",
     "build_predictor",
     "build_classifier",
     "ReferencePredictor",

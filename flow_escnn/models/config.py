@@ -54,6 +54,8 @@ __all__ = [
     "ModelConfig",
     "PredictorConfig",
     "ClassifierConfig",
+    "WorldModelConfig",
+    "TURNS",
     "RECURRENT_MODELS",
     "FLOW_MODELS",
     "SO2_GROUP",
@@ -447,3 +449,66 @@ class ClassifierConfig(ModelConfig):
     def validate(self) -> None:
         super().validate()
         self.conv3d_channel_list()
+
+
+#: ``turns`` of a world model's data and actions: none, quarter turns (exact), 45-degree turns (interpolated).
+TURNS = ("none", "90", "45")
+
+
+@dataclasses.dataclass
+class WorldModelConfig(ModelConfig):
+    """:class:`ModelConfig` plus the world of a :class:`~flow_escnn.models.WorldModel`: its map, its view
+    window, its self-motion and its decoder.
+
+    ``model="fernn"`` is FloWM over the flow kind's :math:`V` (translations; ``flow_radius``),
+    ``model="grnn"`` the same with :math:`V = \\{0\\}`. ``self_motion=False`` ignores the actions in the
+    transport; ``action_input=True`` feeds them as input planes (the action-concat baseline). ``turns``
+    says which turns the actions hold, so that the group can carry them: quarter turns need a group
+    with a 90-degree rotation (``group`` a multiple of 4, or SO(2)); 45-degree turns need 8 (or SO(2))
+    and :math:`V = \\{0\\}` (a 45-degree turn does not map integer velocities to integer velocities).
+    """
+
+    MODELS: ClassVar[Tuple[str, ...]] = ("fernn", "grnn")
+
+    world_size: int = 32
+    view_size: int = 16
+    self_motion: bool = True
+    action_input: bool = False
+    turns: str = "none"
+    decoder_layers: int = 1
+    output_activation: str = "identity"
+    pool: str = "max"
+
+    @property
+    def turn_degrees(self) -> int:
+        """The turn of one action in degrees (0: no turns)."""
+        return 0 if self.turns == "none" else int(self.turns)
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("world_size", "view_size"):
+            positive_int(getattr(self, name), name)
+        if self.view_size > self.world_size or (self.world_size - self.view_size) % 2:
+            raise ValueError(f"view_size={self.view_size} must be at most world_size={self.world_size}, and the "
+                             "difference even (the view sits at the centre of the map)")
+        for name in ("self_motion", "action_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        one_of(self.turns, TURNS, "turns")
+        non_negative_int(self.decoder_layers, "decoder_layers")
+        one_of(self.output_activation, OUTPUT_ACTIVATIONS, "output_activation")
+        one_of(self.pool, VELOCITY_POOLS, "pool")
+        if self.kind.rotates:
+            raise ValueError(f"a world model's objects move by translations: flow must be a translating kind without "
+                             f"rotations, got {self.flow!r}")
+        if self.turn_degrees:
+            per = self.steps_per_turn * self.turn_degrees / 360
+            if per != int(per):
+                raise ValueError(f"turns of {self.turn_degrees} degrees need a group with that rotation: pass --group "
+                                 f"{360 // self.turn_degrees} (or a multiple of it), or -1 for SO(2); got group "
+                                 f"{self.group}")
+            if self.turn_degrees % 90 and self.model != "grnn" and self.flow_radius not in (None, 0):
+                raise ValueError(f"a {self.turn_degrees}-degree turn does not map integer velocities to integer "
+                                 "velocities: with --turns 45 use --model grnn (V = {0}), or quarter turns")
+        if self.group == SO2_GROUP and self.pool != "mean":
+            raise ValueError("group -1 (SO(2)): the max over V is not equivariant on irreps fields; pass --pool mean")

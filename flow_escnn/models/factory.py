@@ -14,12 +14,13 @@ import torch
 from flow_escnn._compat import enn
 from flow_escnn._validate import positive_int
 from flow_escnn.models.classifier import SequenceClassifier
-from flow_escnn.models.config import SO2_GROUP, ClassifierConfig, ModelConfig, PredictorConfig
+from flow_escnn.models.config import SO2_GROUP, ClassifierConfig, ModelConfig, PredictorConfig, WorldModelConfig
 from flow_escnn.models.predictor import NextFramePredictor
+from flow_escnn.models.world import WorldModel
 from flow_escnn.nn.baselines import Conv3DClassifier
 from flow_escnn.nn.cell_kinds import CELL_KINDS
 
-__all__ = ["build_predictor", "build_classifier", "count_parameters"]
+__all__ = ["build_predictor", "build_classifier", "build_world_model", "count_parameters"]
 
 
 def _require_resolved(config: ModelConfig, what: str) -> None:
@@ -83,6 +84,24 @@ def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: boo
     in_type, hidden_type = c.field_types()
     return SequenceClassifier(in_type, hidden_type, c.flows, num_classes,
                               kernel_size=c.kernel_size, checkpoint=checkpoint, **_encoder_kwargs(c))
+
+
+def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> WorldModel:
+    """The world model of a resolved config (:class:`~flow_escnn.models.WorldModel`): views ``[B, T, 1, v, v]``
+    and actions ``[B, T + P, 3]`` in, ``[B, P, 1, v, v]`` out.
+
+    Raises:
+        TypeError: for a config that is not resolved.
+    """
+    _require_resolved(config, "build_world_model")
+    c = config
+    in_type, hidden_type = c.field_types()
+    kwargs = _encoder_kwargs(c)
+    return WorldModel(
+        in_type, hidden_type, c.flows, c.world_size, c.view_size, self_motion=c.self_motion,
+        action_input=c.action_input, decoder_layers=c.decoder_layers, pool=c.pool, kernel_size=c.kernel_size,
+        output_activation=c.output_activation, checkpoint=checkpoint, **kwargs,
+    )
 
 
 def count_parameters(model: torch.nn.Module) -> int:

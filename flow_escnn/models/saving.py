@@ -17,6 +17,7 @@ import torch
 
 from flow_escnn.models.classifier import SequenceClassifier
 from flow_escnn.models.predictor import NextFramePredictor
+from flow_escnn.models.world import WorldModel
 from flow_escnn.nn.baselines import GRNN, Conv3DClassifier
 from flow_escnn.nn.cell_kinds import CELL_KINDS
 from flow_escnn.nn.spec import module_spec, rebuild_module
@@ -26,8 +27,8 @@ __all__ = ["save_model", "load_model", "SAVABLE"]
 #: The classes :func:`save_model` writes, by name.
 SAVABLE: Dict[str, Any] = {
     cls.__name__: cls
-    for cls in (*(kind.layer for kind in CELL_KINDS.values()), GRNN, NextFramePredictor, SequenceClassifier,
-                Conv3DClassifier)
+    for cls in (*(kind.layer for kind in CELL_KINDS.values()), GRNN, NextFramePredictor, WorldModel,
+                SequenceClassifier, Conv3DClassifier)
 }
 _FORMAT = "flow_escnn.model/1"
 
