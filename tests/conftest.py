@@ -1,8 +1,17 @@
 """Shared, generic pytest fixtures (keep this file minimal; topic-specific helpers live in the test modules)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# One intra-op thread for the tests run in this process (unless OMP_NUM_THREADS says otherwise; the
+# tests that start processes set it for theirs): their tensors are tiny, and on a shared 2-core
+# machine a second thread waiting for a busy core makes every small op slow (measured on 2 cores:
+# tests/test_engine.py + test_nn_sequence.py + test_checks.py 25-32 s with one thread, 33-96 s with two).
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

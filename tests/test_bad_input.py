@@ -13,17 +13,12 @@ from flow_escnn._compat import enn, gspaces
 from flow_escnn.experiments.cli import main
 from flow_escnn.models import NextFramePredictor, SequenceClassifier, load_model, save_model
 from flow_escnn.nn import FERNN, FERNNCell, FlowLSTM
+from tests.tiny import cli
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)
 IN = enn.FieldType(C4, [C4.trivial_repr])
 HID = enn.FieldType(C4, [C4.regular_repr])
-TINY = [
-    "--digits", "synthetic", "--grid-size", "10", "--num-train", "12", "--num-val", "4", "--num-test", "4",
-    "--num-per-velocity", "2", "--t-in", "3", "--t-out", "2", "--batch-size", "4", "--hidden-channels", "3",
-    "--decoder-layers", "1", "--eval-every", "1", "--checkpoint-every", "2", "--train-velocities", "1",
-    "--test-velocities", "2", "--no-progress", "--no-plots",
-]
 
 
 # -- the meaning of a state_dict travels with it ---------------------------------------------------------------
@@ -67,9 +62,8 @@ def test_velocity_sets_larger_than_the_torus_are_refused():
 
 
 def test_cli_refuses_training_velocities_that_alias_on_the_grid(tmp_path, capsys):
-    args = [a if a != "10" else "8" for a in TINY]  # grid 8
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--out", str(tmp_path / "r"), "--steps", "1", *args[:-2], "--train-velocities", "9"])
+        main(["train", "--out", str(tmp_path / "r"), "--steps", "1", *cli(grid_size=8, train_velocities=9)])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "only 64 distinct flows" in err
 
@@ -82,7 +76,8 @@ def test_cli_refuses_training_velocities_that_alias_on_the_grid(tmp_path, capsys
         (lambda: FlowSet.rotations(C4, 2), TypeError, r"steps must be a list of rotation steps .* got int 2"),
         (lambda: FlowSet(C4, [1]), TypeError, r"a velocity is a tuple \(vx, vy\)"),
         (lambda: FlowSet(C4, None), TypeError, "generators must be an iterable"),
-        (lambda: FERNNCell(IN, HID, FlowSet.identity(C4), interpolation="cubic"), ValueError, "interpolation must be one of"),
+        (lambda: FERNNCell(IN, HID, FlowSet.identity(C4), interpolation="cubic"), ValueError,
+         "interpolation must be one of"),
     ],
 )
 def test_wrong_types_get_messages_that_say_what_is_expected(call, exc, message):
@@ -104,7 +99,7 @@ def test_training_stops_on_a_non_finite_loss_and_keeps_the_last_checkpoint(tmp_p
 
     monkeypatch.setattr(training, "prediction_loss", poisoned)
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "5", *TINY]) == 2
+    assert main(["train", "--out", str(out), "--steps", "5", *cli()]) == 2
     err = capsys.readouterr().err
     assert "training stopped at step 3: the loss is nan" in err and "last good checkpoint (step 2)" in err
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2  # kept, not overwritten
@@ -164,11 +159,8 @@ def _one_line_error(capsys, code) -> str:
 
 
 def test_cli_refuses_empty_velocities_and_resume_with_overwrite(tmp_path, capsys):
-    args = [a for a in TINY]
-    i = args.index("--train-velocities")
-    args[i + 1] = ""
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--out", str(tmp_path / "a"), "--steps", "1", *args])
+        main(["train", "--out", str(tmp_path / "a"), "--steps", "1", *cli(train_velocities="")])
     assert "cannot read the velocity set ''" in _one_line_error(capsys, exc.value.code)
     with pytest.raises(SystemExit) as exc:
         main(["train", "--out", str(tmp_path / "a"), "--resume", "--overwrite"])
@@ -177,12 +169,12 @@ def test_cli_refuses_empty_velocities_and_resume_with_overwrite(tmp_path, capsys
 
 def test_cli_evaluate_keeps_the_runs_metrics_and_overwrite_moves_old_files_first(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "2", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--steps", "2", *cli()]) == 0
     original = (out / "metrics.json").read_text()
     assert main(["evaluate", str(out / "checkpoint.pt"), "--no-plots", "--test-velocities", "1"]) == 0
     assert (out / "metrics.json").read_text() == original  # the run's own metrics stay
     assert json.loads((out / "evaluation" / "metrics.json").read_text())["test_mse"] is not None
-    assert main(["train", "--out", str(out), "--steps", "1", "--overwrite", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--steps", "1", "--overwrite", *cli()]) == 0
     moved = [p for p in out.iterdir() if p.name.startswith("replaced-")]
     assert len(moved) == 1 and (moved[0] / "checkpoint.pt").exists() and (moved[0] / "evaluation").is_dir()
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
@@ -206,7 +198,7 @@ def test_cli_refuses_an_out_folder_that_is_a_file(tmp_path, capsys):
     afile.write_text("x")
     for out in (afile, afile / "below"):
         with pytest.raises(SystemExit) as exc:
-            main(["train", "--out", str(out), "--steps", "1", *TINY])
+            main(["train", "--out", str(out), "--steps", "1", *cli()])
         assert "is a file, not a folder" in _one_line_error(capsys, exc.value.code)
 
 

@@ -10,6 +10,7 @@ from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn import FERNN
 from flow_escnn.nn import GRNN, Conv3DClassifier, GRNNPlus
 from flow_escnn.nn.export import export, find_escnn_objects
+from tests.oracles import quarter_turns
 
 C4 = gspaces.rot2dOnR2(4)
 IN = enn.FieldType(C4, [C4.trivial_repr])
@@ -39,7 +40,7 @@ def test_grnn_is_rotation_equivariant_but_not_flow_equivariant():
     x = _x()
     with torch.no_grad():
         y = g(x).tensor[:, :, 0]
-        y_rot = g(torch.rot90(x, 1, (-2, -1))).tensor[:, :, 0]
+        y_rot = g(quarter_turns(x, 1)).tensor[:, :, 0]
         expected = enn.GeometricTensor(y.reshape(-1, HID.size, 6, 6), HID).transform(C4.fibergroup.element(1))
         assert (y_rot - expected.tensor.reshape(y.shape)).abs().max() <= 1e-5
         mu = FlowGenerator(C4, (1, 0))

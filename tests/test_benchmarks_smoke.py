@@ -21,10 +21,9 @@ import torch.nn.functional as F
 
 from benchmarks import bench_fernn
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter
-from benchmarks.straightforward import StraightforwardFERNN, StraightforwardPredictor
+from benchmarks.straightforward import StraightforwardFERNN
 from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
-from flow_escnn.models import NextFramePredictor
 from flow_escnn.nn import FERNN
 from flow_escnn.nn.kernels import conv2d as library_conv2d
 
@@ -142,6 +141,7 @@ def test_meters_count_what_they_should():
     assert live.peak == 8000 and live.current == 0
 
 
+@pytest.mark.subprocess
 def test_script_mode_help():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fernn.py"), "--help"],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=120)
@@ -205,4 +205,5 @@ def test_rotation_step_times_both_steps(capsys):
     assert res["vs_straightforward_min"] == pytest.approx(res["step_s_min"] / res["naive_s_min"])
     last = _last_line_of_main(rotation_step, ["--rounds", "1", "--batch", "1", "--hidden-channels", "8", "--threads", "1"],
                               capsys)
-    assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ vs_straightforward_median=\S+$", last)
+    assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ "
+                    r"vs_straightforward_median=\S+$", last)

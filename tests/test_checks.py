@@ -1,6 +1,6 @@
 """Tests of flow_escnn.checks with toy models written here in plain torch.
 
-The toy FERNN moves its hidden state with ``torch.roll`` / ``torch.rot90`` (not with
+The toy FERNN moves its hidden state with ``torch.roll`` / ``torch.rot90`` (``tests/oracles.py``; not with
 the library's transport), so a sign or axis convention mismatch between the toy and
 ``flow_escnn.flows`` shows up as a failing check.
 
@@ -31,6 +31,7 @@ from flow_escnn.checks import (
 )
 from flow_escnn.flows import FlowGenerator, FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
+from tests.oracles import quarter_turns, roll
 
 B, T, H, W = 2, 4, 8, 8
 GS = gspaces.rot2dOnR2(4)
@@ -88,11 +89,11 @@ def _step(x: torch.Tensor, velocity: Tuple[int, int, int], regular: bool, sign: 
     """
     vx, vy, k = (sign * v for v in velocity)
     if k:
-        x = torch.rot90(x, k, dims=(-2, -1))
+        x = quarter_turns(x, k)
         if regular:
             x = torch.roll(x, k, dims=-3)  # regular C4 field: rho(r^k) shifts channels by k
     if vx or vy:
-        x = torch.roll(x, shifts=(-vy, vx), dims=(-2, -1))
+        x = roll(x, vx, vy)
     return x
 
 

@@ -74,6 +74,7 @@ def _broken_lie_learn(tmp_path) -> str:
     return str(tmp_path)
 
 
+@pytest.mark.subprocess
 def test_broken_lie_learn_gets_a_stand_in_and_2d_escnn_works(tmp_path):
     proc = _run("""
         import logging
@@ -99,6 +100,7 @@ def test_broken_lie_learn_gets_a_stand_in_and_2d_escnn_works(tmp_path):
     assert proc.stderr.count("cannot be imported under numpy") == 1  # logged once, at INFO
 
 
+@pytest.mark.subprocess
 def test_escnn_imported_first_is_repaired(tmp_path):
     proc = _run("""
         import escnn
@@ -112,6 +114,7 @@ def test_escnn_imported_first_is_repaired(tmp_path):
     assert "broken before: True nn after: True" in proc.stdout  # control: escnn alone comes up without nn
 
 
+@pytest.mark.subprocess
 def test_a_working_lie_learn_is_left_alone():
     """With a lie_learn that imports (numpy 1.x), no stand-in; under numpy 2 the stand-in is used."""
     proc = _run("""

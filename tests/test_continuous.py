@@ -20,6 +20,7 @@ from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan
 from flow_escnn.flows.planar import rotation_order, steps_per_turn
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
 from flow_escnn.nn import FERNN, FlowGRU
+from tests.oracles import quarter_turns
 
 SO2 = gspaces.rot2dOnR2(-1, maximum_frequency=4)
 O2 = gspaces.flipRot2dOnR2(-1, maximum_frequency=4)
@@ -65,7 +66,7 @@ def test_transport_of_irreps_fields_acts_through_the_representation():
     element = FlowGenerator(SO2, rotation=90).element()
     x = torch.randn(2, 1, ft.size, 7, 7, dtype=torch.float64)
     rho = torch.as_tensor(ft.representation(element.g), dtype=torch.float64)
-    expected = torch.einsum("oc,bmchw->bmohw", rho, torch.rot90(x, 1, dims=(-2, -1)))
+    expected = torch.einsum("oc,bmchw->bmohw", rho, quarter_turns(x, 1))
     out = TransportPlan(ft, [element], (7, 7)).double()(x)
     assert (out - expected).abs().max() < 1e-12
 

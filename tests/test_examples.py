@@ -42,6 +42,7 @@ def assert_pngs(out: Path, names: List[str]) -> None:
         assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n", f"{n} is not a non-empty PNG"
 
 
+@pytest.mark.subprocess
 def test_add_flow_layer(tmp_path):
     stdout = run_example("add_flow_layer.py", tmp_path)
     assert_pngs(tmp_path, ["add_flow_layer.png"])
@@ -50,6 +51,7 @@ def test_add_flow_layer(tmp_path):
     assert "static C4 (rtol=1e-6): PASSED" in stdout
 
 
+@pytest.mark.subprocess
 def test_study_flows(tmp_path):
     stdout = run_example("study_flows.py", tmp_path)
     assert_pngs(tmp_path, ["flows.png", "v_shift.png", "rotation_error.png"])
@@ -57,6 +59,7 @@ def test_study_flows(tmp_path):
     assert "hidden, 45 deg/frame" in stdout and "comoving, 45 deg/frame" in stdout
 
 
+@pytest.mark.subprocess
 def test_check_your_model(tmp_path):
     stdout = run_example("check_your_model.py", tmp_path)
     assert_pngs(tmp_path, ["check_your_model.png"])

@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from flow_escnn import FlowSet
 from flow_escnn.data import KTH_ACTIONS
 from flow_escnn.experiments import ExperimentConfig, parse_flow_steps, parse_velocities, velocity_key
 from flow_escnn.experiments.cli import main
 from flow_escnn.experiments.plots import moving_frame_states
 from flow_escnn.experiments.training import load_model, merge_resume_config
 from flow_escnn.models import NextFramePredictor
-from tests.tiny import write_tiny_kth
+from flow_escnn.models.config import FLOW_MODELS, RECURRENT_MODELS, ClassifierConfig
+from tests.tiny import cli, write_tiny_kth
 
-TINY = [
-    "--digits", "synthetic", "--grid-size", "10", "--num-train", "12", "--num-val", "4", "--num-test", "4",
-    "--num-per-velocity", "2", "--t-in", "3", "--t-out", "2", "--batch-size", "4", "--hidden-channels", "3",
-    "--decoder-layers", "1", "--eval-every", "1", "--checkpoint-every", "2", "--train-velocities", "1",
-    "--test-velocities", "2", "--no-progress",
-]
 TIME_KEYS = {"train_time_s", "eval_time_s", "versions"}
 PLOTS = ["mse_per_step.png", "mse_vs_velocity.png", "val_curve.png", "predictions.png", "predictions_unseen.png",
          "hidden_moving_frame.png"]
@@ -45,7 +39,7 @@ def _weights(folder: Path) -> dict:
 # -- end to end -------------------------------------------------------------------------------------------------
 def test_train_and_evaluate_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "3", "--flow-radius", "2", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--steps", "3", "--flow-radius", "2", *cli(plots=True)]) == 0
     m = _metrics(out)
     for key in ("test_mse", "mse_per_step", "mse_per_velocity", "test_mse_unseen", "test_mse_seen", "val_curve",
                 "train_time_s", "config", "versions"):
@@ -73,8 +67,8 @@ def test_train_and_evaluate_cli_end_to_end(tmp_path, capsys):
 def test_resume_is_exact_and_runs_are_deterministic(tmp_path):
     full, again, split = tmp_path / "full", tmp_path / "again", tmp_path / "split"
     for folder in (full, again):
-        assert main(["train", "--out", str(folder), "--steps", "4", "--no-plots", *TINY]) == 0
-    assert main(["train", "--out", str(split), "--steps", "2", "--no-plots", *TINY]) == 0
+        assert main(["train", "--out", str(folder), "--steps", "4", *cli()]) == 0
+    assert main(["train", "--out", str(split), "--steps", "2", *cli()]) == 0
     assert main(["train", "--out", str(split), "--resume", "--steps", "4", "--no-plots", "--no-progress"]) == 0
 
     w_full, w_again, w_split = _weights(full), _weights(again), _weights(split)
@@ -93,13 +87,13 @@ def test_resume_is_exact_and_runs_are_deterministic(tmp_path):
 
 def test_resume_refuses_to_change_the_training_setup(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "1", "--no-plots", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--steps", "1", *cli()]) == 0
     with pytest.raises(SystemExit) as exc:
         main(["train", "--out", str(out), "--resume", "--steps", "2", "--lr", "0.1"])
     assert exc.value.code == 2
     assert "cannot change ['lr'] when resuming" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--out", str(out), "--steps", "1", *TINY])
+        main(["train", "--out", str(out), "--steps", "1", *cli(plots=True)])
     assert exc.value.code == 2 and "already holds a run" in capsys.readouterr().err
     saved = ExperimentConfig.from_dict(torch.load(out / "checkpoint.pt", weights_only=True)["config"])
     assert merge_resume_config(saved, {"epochs": 3}).steps == 3 * saved.steps_per_epoch
@@ -204,7 +198,7 @@ def test_moving_frame_view_of_a_fernn_is_the_static_state(tmp_path):
 
 def test_load_model_roundtrip(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "1", "--model", "grnn_plus", "--no-plots", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--steps", "1", "--model", "grnn_plus", *cli()]) == 0
     model, config, payload = load_model(out / "checkpoint.pt")
     assert config.model == "grnn_plus" and payload["step"] == 1 and not model.training
     assert _metrics(out)["num_flows"] == 9
@@ -216,15 +210,15 @@ def tiny_kth(tmp_path):
     return write_tiny_kth(tmp_path / "kth")
 
 
-@pytest.mark.parametrize("model", ["fernn", "grnn", "grnn_plus", "conv3d"])
+@pytest.mark.parametrize("model", ClassifierConfig.MODELS)
 def test_kth_cli_end_to_end(tiny_kth, tmp_path, model):
     out = tmp_path / model
     argv = ["kth", "--root", str(tiny_kth), "--out", str(out), "--model", model, "--num-frames", "4", "--stride", "2",
             "--size", "8", "--steps", "2", "--batch-size", "2", "--train-velocities", "1",
             "--eval-every", "1", "--no-progress"]
-    if model in ("fernn", "grnn_plus"):
+    if model in FLOW_MODELS:
         argv += ["--flow-radius", "1"]
-    argv += ["--conv3d-channels", "2,2"] if model == "conv3d" else ["--hidden-channels", "2"]
+    argv += ["--hidden-channels", "2"] if model in RECURRENT_MODELS else ["--conv3d-channels", "2,2"]
     assert main(argv) == 0
     m = _metrics(out)
     assert 0.0 <= m["test_accuracy"] <= 1.0 and 0.0 <= m["val_accuracy"] <= 1.0
@@ -299,9 +293,8 @@ def test_line_progress_reports_rate_loss_and_eta():
 
 def test_cli_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     out = tmp_path / "run"
-    loud = [a for a in TINY if a != "--no-progress"]
-    assert main(["train", "--out", str(out), "--steps", "2", "--no-plots", "--progress-every", "0", *loud]) == 0
+    assert main(["train", "--out", str(out), "--steps", "2", "--progress-every", "0", *cli(progress=True)]) == 0
     err = capsys.readouterr().err
     assert "train fernn: step 1/2 (50%)" in err and "train fernn: step 2/2 (100%)" in err and "done in" in err
-    assert main(["train", "--out", str(tmp_path / "quiet"), "--steps", "1", "--no-plots", "--no-progress", *TINY]) == 0
+    assert main(["train", "--out", str(tmp_path / "quiet"), "--steps", "1", *cli()]) == 0
     assert "train fernn: step" not in capsys.readouterr().err  # control

@@ -14,7 +14,7 @@ from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowSet, GridElement, TransportPlan
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
-from flow_escnn.nn import FERNN, FlowGRU, FlowLSTM, SteerableConv
+from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, FlowGRU, FlowLSTM, SteerableConv
 from flow_escnn.nn.baselines import GRNN
 from flow_escnn.nn.export import export, export_conv, export_flow_rnn, find_escnn_objects
 
@@ -43,7 +43,7 @@ def _max_diff(a, b) -> float:
 
 
 # -- sequence layers ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [FERNN, FlowGRU, FlowLSTM])
+@pytest.mark.parametrize("cls", [CELL_KINDS[name].layer for name in CELLS], ids=CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("mode", ["hidden", "comoving"])
 def test_flow_rnn_twin_matches(cls, num_layers, mode):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import List
 
-import numpy as np
 import pytest
 
 from flow_escnn._compat import gspaces
@@ -108,14 +108,23 @@ def test_degrees_and_steps_round_trip():
             parse_steps(bad)
 
 
-@pytest.mark.parametrize(
-    "kind, spec, group",
-    [(TRANSLATION, "1:0,0:-2", 1), (ROTATION, "-90,0,45", 8), (ROTO_TRANSLATION, "1@45/45", 8)],
-    ids=["translation", "rotation", "both"],
-)
-def test_default_model_flows_cover_the_training_velocities(kind, spec, group):
+#: per flow kind: a training velocity spec and the rotation group it needs (every kind of the registry has one)
+EXAMPLES = {"translation": ("1:0,0:-2", 1), "rotation": ("-90,0,45", 8), "both": ("1@45/45", 8)}
+#: per flow kind: the group and the training velocities of a small resolved config (16x16 grid)
+CONFIGS = {"translation": (1, None), "rotation": (4, "90/90"), "both": (4, "1@90/90")}
+
+
+def test_every_flow_kind_has_examples_here():
+    """The parametrised tests below run every kind of the registry: a new kind needs its examples."""
+    assert set(EXAMPLES) == set(FLOW_KINDS) and set(CONFIGS) == set(FLOW_KINDS)
+
+
+@pytest.mark.parametrize("name", [n for n in FLOW_KINDS if n in EXAMPLES])
+def test_default_model_flows_cover_the_training_velocities(name):
     """The commuting square of the config: data rows -> V (by the kind) -> rows again contains the
     data rows; the control (a smaller radius / fewer steps) must miss one of them."""
+    kind = FLOW_KINDS[name]
+    spec, group = EXAMPLES[name]
     gs = gspaces.trivialOnR2() if group == 1 else gspaces.rot2dOnR2(group)
     rows = kind.parse(spec)
     params, notes = kind.default_params(rows, group)
@@ -127,22 +136,41 @@ def test_default_model_flows_cover_the_training_velocities(kind, spec, group):
     assert not {(r[0], r[1], round(r[2], 9)) for r in rows} <= rows_of(smaller, kind)
 
 
-@pytest.mark.parametrize("flow, group, train", [("translation", 1, None), ("rotation", 4, "90/90"), ("both", 4, "1@90/90")])
-def test_config_model_flows_is_the_kinds(flow, group, train):
+@pytest.mark.parametrize("flow", [n for n in FLOW_KINDS if n in CONFIGS])
+def test_config_model_flows_is_the_kinds(flow):
+    group, train = CONFIGS[flow]
     c = ExperimentConfig(flow=flow, group=group, grid_size=16, train_velocities=train).resolve()
     ours = c.flows
     rows = c.train_velocity_array()
     assert {(int(r[0]), int(r[1]), round(float(r[2]), 9)) for r in rows} <= rows_of(ours, c.kind)
 
 
+_FLOW_NAME_COMPARISON = re.compile(r"""flow\s*(==|!=|in)\s*[\("']""")
+
+
+def flow_name_comparisons(source: str) -> List[str]:
+    """The code lines of ``source`` that compare a flow's *name* (``flow == "rotation"``,
+    ``c.flow in ("rotation", "both")``): what a kind's own attributes should answer."""
+    return [f"{i}: {line.strip()}" for i, line in enumerate(source.splitlines(), 1)
+            if _FLOW_NAME_COMPARISON.search(line) and not line.lstrip().startswith(("#", "*", ":"))]
+
+
+def test_the_flow_name_check_flags_name_comparisons_and_passes_kind_questions():
+    """Control of the check below: it flags each comparison of a flow name, and passes code that
+    asks the kind (and comments or docs that mention a comparison)."""
+    bad = ('if flow == "rotation":\n    pass\nrotating = c.flow in ("rotation", "both")\n'
+           "if config.flow != 'translation':\n    pass\n")
+    assert [line.split(":")[0] for line in flow_name_comparisons(bad)] == ["1", "3", "4"]
+    good = ('kind = flow_kind(config.flow)\nif kind.rotates and not kind.translates:\n    pass\n'
+            '# never: if flow == "rotation"\n    * ``flow == "both"`` in a docstring list\n')
+    assert flow_name_comparisons(good) == []
+
+
 def test_no_library_code_outside_the_kinds_compares_flow_names():
     """Adding a kind must not mean hunting ``flow == "rotation"`` branches across the package."""
-    pattern = re.compile(r"""flow\s*(==|!=|in)\s*[\("']""")
     offenders = []
     for path in sorted((ROOT / "flow_escnn").rglob("*.py")):
         if "kinds" in path.parts:
             continue
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if pattern.search(line) and not line.lstrip().startswith(("#", "*", ":")):
-                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+        offenders += [f"{path.relative_to(ROOT)}:{hit}" for hit in flow_name_comparisons(path.read_text())]
     assert not offenders, "\n".join(offenders)

@@ -15,6 +15,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
+from tests.oracles import quarter_turns, roll
 
 C4 = gspaces.rot2dOnR2(4)
 D4 = gspaces.flipRot2dOnR2(4)
@@ -39,10 +40,6 @@ def exact_oracle(x: torch.Tensor, ft, g) -> torch.Tensor:
     y = torch.einsum("oc,bchw->bohw", rho, x.reshape(-1, *x.shape[-3:]))
     z = torch.from_numpy(np.ascontiguousarray(ft.gspace._interpolate_transform_basespace(y.numpy(), g)))
     return z.reshape(*lead, *z.shape[-3:])
-
-
-def roll(x: torch.Tensor, vx: int, vy: int) -> torch.Tensor:
-    return torch.roll(x, shifts=(-vy, vx), dims=(-2, -1))
 
 
 def velocity_lookup(flows: FlowSet):
@@ -168,7 +165,7 @@ def test_static_transform_permutes_v_explicitly(rng):
     y = LiftedTensor(t, ltype).transform(C4.fibergroup.element(1)).tensor
     nonzero = [flows.velocities[i] for i in range(9) if y[0, i].abs().sum() > 0]
     assert nonzero == [(0, 1, 0)]
-    assert torch.equal(y[0, flows.index((0, 1)), 0], torch.rot90(t[0, flows.index((1, 0)), 0], 1, dims=(-2, -1)))
+    assert torch.equal(y[0, flows.index((0, 1)), 0], quarter_turns(t[0, flows.index((1, 0)), 0], 1))
 
 
 @pytest.mark.parametrize("gs", [C4, D4], ids=["C4", "D4"])
@@ -216,7 +213,7 @@ def manual_translation_flow(x6: torch.Tensor, flows: FlowSet, mu, start: int, pe
         valid.append(j is not None)
         if j is not None:
             for t in range(x6.shape[1]):
-                out[:, t, i] = roll(x6[:, t, j], (start + t) * mu[0], (start + t) * mu[1])
+                out[:, t, i] = roll(x6[:, t, j], *mu, start + t)
     return out, torch.tensor(valid)
 
 

@@ -1,6 +1,6 @@
 """Pooling over V, over the fiber group and over space: values, invariances, errors.
 
-Expected transforms are built independently with ``torch.roll`` / ``torch.rot90`` and
+Expected transforms are built independently with ``torch.roll`` / ``torch.rot90`` (``tests/oracles.py``) and
 escnn's own ``GeometricTensor.transform`` and pooling modules.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flow_escnn.nn.pooling import (
     pool_space,
     pool_velocities,
 )
+from tests.oracles import quarter_turns, translate_sequence
 
 C4 = gspaces.rot2dOnR2(4)
 REG = enn.FieldType(C4, [C4.regular_repr] * 2)
@@ -36,11 +37,6 @@ def _static(x: torch.Tensor, ft, g) -> torch.Tensor:
     lead = x.shape[:-3]
     y = enn.GeometricTensor(x.reshape(-1, *x.shape[-3:]), ft).transform(g).tensor
     return y.reshape(*lead, *y.shape[-3:])
-
-
-def _roll(x: torch.Tensor, vx: int, vy: int, t: int) -> torch.Tensor:
-    """psi_t of a translation flow (x right, y up): torch.roll by (-t vy, t vx)."""
-    return torch.roll(x, shifts=(-t * vy, t * vx), dims=(-2, -1))
 
 
 # -- velocity pooling ------------------------------------------------------------------------------
@@ -76,7 +72,7 @@ def test_velocity_pool_flow_invariance_when_v_covers_torus(mu):
     for mode in ("max", "mean"):
         lhs = pool_velocities(moved, mode)
         pooled = pool_velocities(h, mode)
-        rhs = torch.stack([_roll(pooled[:, t], mu[0], mu[1], t) for t in range(3)], 1)
+        rhs = translate_sequence(pooled, mu)
         assert (lhs - rhs).abs().max() <= 1e-12
 
 
@@ -88,7 +84,7 @@ def test_velocity_pool_flow_not_invariant_when_v_truncated():
     h = _lifted(flows, REG, (2, 3, 0, 5, 5))
     moved, _ = h.transform_flow(mu)
     pooled = pool_velocities(h, "max")
-    rhs = torch.stack([_roll(pooled[:, t], 1, 0, t) for t in range(3)], 1)
+    rhs = translate_sequence(pooled, (1, 0))
     assert (pool_velocities(moved, "max") - rhs).abs().max() > 1e-3
 
 
@@ -139,7 +135,7 @@ def test_spatial_pool_invariant_to_torus_translations_and_rot90(mode):
     y = SpatialPool(mode)(x)
     assert y.shape == (2, 4)
     assert torch.allclose(pool_space(torch.roll(x, (2, -3), (-2, -1)), mode), y, atol=1e-12)
-    assert torch.allclose(pool_space(torch.rot90(x, 1, (-2, -1)), mode), y, atol=1e-12)
+    assert torch.allclose(pool_space(quarter_turns(x, 1), mode), y, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")

@@ -26,7 +26,8 @@ from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import TransportPlan
 from flow_escnn.lifted import LiftedTensor
-from flow_escnn.nn import FERNN, FlowGRU, FlowLSTM, SteerableConv
+from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, FlowGRU, FlowLSTM, SteerableConv
+from tests.oracles import roll, translate_sequence
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)
@@ -34,6 +35,8 @@ D4 = gspaces.flipRot2dOnR2(4)
 TRIVIAL = gspaces.trivialOnR2()
 F64 = torch.float64
 EXACT = 1e-10
+#: the gated cell= choices of the registry (their own sigmoid / tanh gates)
+GATED = [name for name in CELLS if CELL_KINDS[name].gates > 1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -41,15 +44,6 @@ EXACT = 1e-10
 # ----------------------------------------------------------------------------------------------
 def ft(gs, *reprs):
     return enn.FieldType(gs, list(reprs))
-
-
-def roll_xy(x: torch.Tensor, vx: int, vy: int) -> torch.Tensor:
-    return torch.roll(x, shifts=(-vy, vx), dims=(-2, -1))
-
-
-def translate_sequence(x: torch.Tensor, mu: Tuple[int, int]) -> torch.Tensor:
-    """f'_t = roll(f_t, t * mu) for a sequence [B, T, ...]."""
-    return torch.stack([roll_xy(x[:, t], t * mu[0], t * mu[1]) for t in range(x.shape[1])], 1)
 
 
 def escnn_apply(x: torch.Tensor, field_type, g) -> torch.Tensor:
@@ -112,7 +106,7 @@ def translation_flow_error(y, yp, velocities, mu, shift_v=True) -> Tuple[float, 
         j = velocities.index(d)
         n += 1
         for t in range(y.shape[1]):
-            expected = roll_xy(y[:, t, j], t * mu[0], t * mu[1])
+            expected = roll(y[:, t, j], *mu, t)
             worst = max(worst, (yp[:, t, i] - expected).abs().max().item())
     return worst, n
 
@@ -233,17 +227,17 @@ def test_periodic_velocity_set_covers_the_torus_and_max_pool_is_exactly_invarian
         for i, (vx, vy, _) in enumerate(vel):  # manual: nu - mu reduced into [-2, 2]^2
             j = vel.index(((vx - mu[0] + 2) % 5 - 2, (vy - mu[1] + 2) % 5 - 2, 0))
             for t in range(x.shape[1]):
-                worst = max(worst, (yp[:, t, i] - roll_xy(y[:, t, j], t * mu[0], t * mu[1])).abs().max().item())
+                worst = max(worst, (yp[:, t, i] - roll(y[:, t, j], *mu, t)).abs().max().item())
         assert worst <= EXACT, (mu, worst)
         lifted, valid = LiftedTensor(y, model.out_type).transform_flow(mu, periodic_velocities=True)
         assert bool(valid.all())
         assert (lifted.tensor - yp).abs().max().item() <= EXACT
         pooled, pooled_p = y.amax(2), yp.amax(2)
-        err = max((pooled_p[:, t] - roll_xy(pooled[:, t], t * mu[0], t * mu[1])).abs().max().item() for t in range(6))
+        err = max((pooled_p[:, t] - roll(pooled[:, t], *mu, t)).abs().max().item() for t in range(6))
         assert err <= EXACT, (mu, err)
         # control: radius 1 does not cover Z_5^2, pooling over V is not invariant, slices lack predictions
         pooled_s, pooled_sp = ys.amax(2), run(small, xp).amax(2)
-        err = max((pooled_sp[:, t] - roll_xy(pooled_s[:, t], t * mu[0], t * mu[1])).abs().max().item() for t in range(6))
+        err = max((pooled_sp[:, t] - roll(pooled_s[:, t], *mu, t)).abs().max().item() for t in range(6))
         assert err > 1e-2 * scale(pooled_s), (mu, err)
         _, valid_small = LiftedTensor(ys, small.out_type).transform_flow(mu, periodic_velocities=True)
         assert not bool(valid_small.all())
@@ -408,7 +402,7 @@ def test_static_plus_translation_flow(gs, rng):
             j = vel.index((vx - mu[0], vy - mu[1], k))
             valid[i] = True
             for t in range(y.shape[1]):
-                shifted[:, t, i] = roll_xy(y[:, t, j], t * mu[0], t * mu[1])
+                shifted[:, t, i] = roll(y[:, t, j], *mu, t)
     worst = 0.0
     for g in list(gs.fibergroup.elements)[1:]:
         yp = run(model, escnn_apply(translate_sequence(x, mu), in_t, g))
@@ -427,7 +421,7 @@ def test_static_plus_translation_flow(gs, rng):
 # ----------------------------------------------------------------------------------------------
 # gated cells
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [FlowGRU, FlowLSTM], ids=["GRU", "LSTM"])
+@pytest.mark.parametrize("cls", [CELL_KINDS[n].layer for n in GATED], ids=GATED)
 def test_gated_translation_flow_and_static_equivariance(cls, rng):
     gs = C4
     in_t, hid_t = ft(gs, gs.trivial_repr, gs.regular_repr), ft(gs, gs.regular_repr)
@@ -443,7 +437,7 @@ def test_gated_translation_flow_and_static_equivariance(cls, rng):
     assert scale(y) > 0.05
     err, n = translation_flow_error(y, yp, flows.velocities, mu)
     assert n == 4 and err <= EXACT, err
-    if cls is FlowLSTM:  # the cell state c obeys the same law at the last frame
+    if cls.cell_class.state_size > 1:  # the LSTM cell state c obeys the same law at the last frame
         c, cp = finals[0][1].tensor.unsqueeze(1), finals_p[0][1].tensor.unsqueeze(1)
         t_last = x.shape[1] - 1
         c_seq = torch.cat([torch.zeros_like(c).expand(-1, t_last, -1, -1, -1, -1), c], 1)
@@ -473,8 +467,8 @@ def _h0(cls, model, b, grid, rng):
     v, c = len(model.flows), model.hidden_type.size
     states = []
     for _ in range(model.num_layers):
-        parts = [LiftedTensor(randn(rng, b, v, c, *grid), model.out_type) for _ in range(2 if cls is FlowLSTM else 1)]
-        states.append(tuple(parts) if cls is FlowLSTM else parts[0])
+        parts = [LiftedTensor(randn(rng, b, v, c, *grid), model.out_type) for _ in range(cls.cell_class.state_size)]
+        states.append(tuple(parts) if len(parts) > 1 else parts[0])
     return states
 
 
@@ -484,7 +478,7 @@ def _state_tensors(final) -> List[torch.Tensor]:
 
 @pytest.mark.parametrize("with_h0", [False, True], ids=["zero-h0", "h0"])
 @pytest.mark.parametrize("kind", ["translations", "rotations"])
-@pytest.mark.parametrize("cls", [FERNN, FlowGRU, FlowLSTM], ids=["FERNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("cls", [CELL_KINDS[n].layer for n in CELLS], ids=CELLS)
 def test_hidden_and_comoving_modes_agree(cls, kind, with_h0, rng):
     gs, flows = _flows(kind)
     in_t, hid_t = ft(gs, gs.trivial_repr), ft(gs, gs.regular_repr)

@@ -21,6 +21,7 @@ from flow_escnn.flows import GridElement, flow_sequence, transport
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn import FERNN, FlowSequential, PerFrame, VelocityPool, pool_velocities
 from flow_escnn.sequences import SequenceFieldType, SequenceTensor
+from tests.oracles import translate_sequence
 
 C4 = gspaces.rot2dOnR2(4)
 SO2 = gspaces.rot2dOnR2(-1)
@@ -144,7 +145,7 @@ def test_from_angle_controls():
 # -- 14. velocity tuples in flow_sequence -------------------------------------------------------------------------
 def test_flow_sequence_takes_velocity_tuples():
     x = torch.randn(2, 4, 1, 5, 6)
-    want = torch.stack([torch.roll(x[:, t], shifts=(-2 * t, t), dims=(-2, -1)) for t in range(4)], dim=1)
+    want = translate_sequence(x, (1, 2))
     assert torch.equal(flow_sequence(x, TRIV, (1, 2)), want)
     assert torch.equal(flow_sequence(x, TRIV, (1, 2, 0)), want)
     assert torch.equal(flow_sequence(x, TRIV, FlowGenerator(C4, (1, 2))), want)

@@ -76,6 +76,22 @@ def test_a_folder_in_use_is_refused_and_a_killed_owner_leaves_no_stale_lock(tmp_
     assert folder_owner(out) is None
 
 
+def test_the_owner_holds_a_lock_that_other_processes_see(tmp_path):
+    """A claim holds the OS lock that a second process meets (a probe without torch: it starts
+    fast); once the claim ends the probe takes it (control). The same with a second
+    ``claim_run_folder`` in a process of its own: the subprocess test below."""
+    out = tmp_path / "run"
+    code = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\ntry:\n"
+            "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    print('busy')\n"
+            "else:\n    print('taken')")
+    with claim_run_folder(out, "train"):
+        probe = subprocess.run([sys.executable, "-c", code, str(out / LOCK_NAME)], capture_output=True, text=True)
+    assert probe.stdout.strip() == "busy", probe.stderr
+    again = subprocess.run([sys.executable, "-c", code, str(out / LOCK_NAME)], capture_output=True, text=True)
+    assert again.stdout.strip() == "taken", again.stderr
+
+
+@pytest.mark.subprocess
 def test_a_second_process_is_refused_while_the_first_owns_the_folder(tmp_path):
     """The control of the ownership test: the same claim from a *second process* fails."""
     out = tmp_path / "run"

@@ -61,7 +61,8 @@ def test_sequence_tensor_type_fold_and_actions():
 
 def test_types_are_checked_at_construction_naming_both():
     flows = FlowSet.translations(C4, 1)
-    with pytest.raises(ValueError, match=r"module 1 \(FERNN\) expects SequenceFieldType\(C=1.* but module 0 \(PerFrame\) produces SequenceFieldType\(C=4"):
+    with pytest.raises(ValueError, match=r"module 1 \(FERNN\) expects SequenceFieldType\(C=1.* "
+                                         r"but module 0 \(PerFrame\) produces SequenceFieldType\(C=4"):
         FlowSequential(PerFrame(_conv(IN, REG)), FERNN(IN, REG, flows))
     with pytest.raises(ValueError, match="module 2 .*expects LiftedFieldType.*produces SequenceFieldType"):
         FlowSequential(FERNN(IN, REG, flows), VelocityPool(), PerFrame(_conv(REG, REG), flows=flows))

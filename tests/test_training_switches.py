@@ -1,29 +1,32 @@
 """Speed switches of ``train`` (autocast, gradient checkpointing, determinism) and clean stops on signals."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 
 from flow_escnn.experiments import ExperimentConfig
+from flow_escnn.experiments.run_folder import LOCK_NAME
 from flow_escnn.experiments.runtime import load_checkpoint
-from flow_escnn.experiments.training import train_flowing
+from flow_escnn.experiments.training import FlowingTask, train_flowing
+from tests.tiny import TINY, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(hidden_channels=4, grid_size=12, num_train=16, num_val=4, num_test=4, num_per_velocity=1, t_in=3, t_out=2,
-            steps=3, batch_size=4, digits="synthetic", eval_every=3, checkpoint_every=3)
-CLI_TINY = ["--hidden-channels", "4", "--grid-size", "12", "--num-train", "16", "--num-val", "4", "--num-test", "4",
-            "--num-per-velocity", "1", "--t-in", "3", "--t-out", "2", "--batch-size", "4", "--digits", "synthetic",
-            "--no-progress", "--no-plots"]
+SWITCHES = dict(TINY, steps=3, eval_every=3, checkpoint_every=3)  # the tiny run, 3 steps, one evaluation
+TRAIN = [sys.executable, "-m", "flow_escnn.experiments", "train"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # for the processes started here (tiny tensors)
 
 
 def trained_weights(tmp_path: Path, name: str, **changes) -> dict:
-    train_flowing(ExperimentConfig(**TINY, **changes), tmp_path / name)
+    train_flowing(ExperimentConfig(**{**SWITCHES, **changes}), tmp_path / name)
     return load_checkpoint(tmp_path / name / "checkpoint.pt")
 
 
@@ -48,25 +51,40 @@ def test_fp16_keeps_its_gradient_scaler_in_the_checkpoint(tmp_path):
 
 
 def test_determinism_defaults_by_device_and_bad_values_are_refused():
-    assert ExperimentConfig(**TINY).resolve().deterministic is True
-    assert ExperimentConfig(**TINY, device="cuda").resolve().deterministic is False
-    assert ExperimentConfig(**TINY, device="cuda", deterministic=True).resolve().deterministic is True
+    assert ExperimentConfig(**SWITCHES).resolve().deterministic is True
+    assert ExperimentConfig(**SWITCHES, device="cuda").resolve().deterministic is False
+    assert ExperimentConfig(**SWITCHES, device="cuda", deterministic=True).resolve().deterministic is True
     with pytest.raises(ValueError, match="amp must be one of"):
-        ExperimentConfig(**TINY, amp="fp8").resolve()
+        ExperimentConfig(**SWITCHES, amp="fp8").resolve()
     with pytest.raises(ValueError, match="gradient_checkpointing must be True or False"):
-        ExperimentConfig(**TINY, gradient_checkpointing="yes").resolve()
+        ExperimentConfig(**SWITCHES, gradient_checkpointing="yes").resolve()
 
 
+def _wait_for_first_checkpoint(out: Path, proc: subprocess.Popen, seconds: float = 120.0) -> None:
+    """Until ``proc`` owns ``out`` (its run lock names its pid) and has written a checkpoint (step >= 1):
+    training, its signal handlers and its checkpoint writes are running."""
+    deadline = time.monotonic() + seconds
+    while not ((out / "checkpoint.pt").is_file() and _lock_pid(out) == proc.pid):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+
+
+def _lock_pid(out: Path) -> Optional[int]:
+    """The pid the run lock of ``out`` names (None while there is none, or it is being written)."""
+    try:
+        return json.loads((out / LOCK_NAME).read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.subprocess
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *CLI_TINY,
-           "--steps", "100000", "--checkpoint-every", "1", "--eval-every", "100000"]
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [*TRAIN, "--out", str(out), *cli(steps=100000, checkpoint_every=1, eval_every=100000)]
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while not (out / "checkpoint.pt").exists():  # after step 1: training (and its handlers) runs
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "timeout"
-            time.sleep(0.1)
+        _wait_for_first_checkpoint(out, proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -77,48 +95,47 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert len(lines) == 1 and "stopped by SIGTERM after step" in lines[0] and "--resume" in lines[0], err
     step = int(load_checkpoint(out / "checkpoint.pt")["step"])
     assert 1 <= step < 100000
-    resumed = subprocess.run(
-        [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), "--resume", "--steps",
-         str(step + 1), "--no-progress", "--no-plots"],
-        cwd=str(ROOT), capture_output=True, text=True, timeout=300,
-    )
+    resumed = subprocess.run([*TRAIN, "--out", str(out), "--resume", "--steps", str(step + 1), "--no-progress",
+                              "--no-plots"], cwd=str(ROOT), env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert int(load_checkpoint(out / "checkpoint.pt")["step"]) == step + 1
 
 
+@pytest.mark.subprocess
 def test_kill_9_at_any_point_then_resume_continues_bit_identically(tmp_path):
     """SIGKILL leaves no chance to save: the run continues from its last (atomically written) checkpoint,
-    and the resumed run ends with exactly the weights of an uninterrupted one."""
-    args = [*CLI_TINY, "--steps", "6", "--checkpoint-every", "1", "--eval-every", "100000"]
+    and the resumed run ends with exactly the weights of an uninterrupted one.
+
+    The killed run is told to take 100000 steps, so it is always killed mid-run (inside a step or a
+    checkpoint write, wherever it is once its first checkpoint is seen); both runs then end 2 steps
+    after the step it was killed at (the number of steps changes nothing before the last one)."""
+    args = cli(checkpoint_every=1, eval_every=100000)
 
     def train(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *args, *extra],
-                              cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+        return subprocess.run([*TRAIN, "--out", str(out), *args, *extra], cwd=str(ROOT), env=ENV, capture_output=True,
+                              text=True, timeout=300)
 
-    reference = train(tmp_path / "reference")
-    assert reference.returncode == 0, reference.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *args],
-                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*TRAIN, "--out", str(out), *args, "--steps", "100000"], cwd=str(ROOT), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while not (out / "checkpoint.pt").exists():
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.02)
-        time.sleep(0.05)  # somewhere inside a later step (or a checkpoint write)
+        _wait_for_first_checkpoint(out, proc)
         proc.kill()
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "checkpoint.pt.tmp").exists() or load_checkpoint(out / "checkpoint.pt")["step"] >= 1
-    killed_at = int(load_checkpoint(out / "checkpoint.pt")["step"])
-    assert 1 <= killed_at < 6
-    resumed = train(out, "--resume")
+    killed_at = int(load_checkpoint(out / "checkpoint.pt")["step"])  # the last complete checkpoint
+    assert 1 <= killed_at < 100000
+    end = str(killed_at + 2)
+    resumed = train(out, "--resume", "--steps", end)  # also: the dead run's lock is no obstacle
     assert resumed.returncode == 0, resumed.stderr
+    assert not list(out.glob("*.tmp"))
+    reference = train(tmp_path / "reference", "--steps", end)
+    assert reference.returncode == 0, reference.stderr
     a, b = load_checkpoint(tmp_path / "reference" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
-    assert a["step"] == b["step"] == 6
+    assert a["step"] == b["step"] == killed_at + 2
     assert max_difference(a["model"], b["model"]) == 0.0
 
 
@@ -128,13 +145,13 @@ def test_compiled_engine_trains_the_same_model():
     from flow_escnn.experiments.config import build_model
     from flow_escnn.experiments.training import prediction_loss
 
-    config = ExperimentConfig(**TINY).resolve()
+    config = ExperimentConfig(**SWITCHES).resolve()
     torch.manual_seed(0)
     eager = build_model(config)
     compiled = build_model(config)
     compiled.load_state_dict(eager.state_dict())
     assert compiled.compile_engine(backend="aot_eager") is compiled
-    x = torch.rand(2, 5, 1, 12, 12)
+    x = torch.rand(2, config.t_in + config.t_out, 1, config.grid_size, config.grid_size)
     losses = [prediction_loss(m, x, config) for m in (eager, compiled)]
     for loss in losses:
         loss.backward()
@@ -142,7 +159,7 @@ def test_compiled_engine_trains_the_same_model():
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
     with pytest.raises(ValueError, match="compile must be one of"):
-        ExperimentConfig(**TINY, compile="fast").resolve()
+        ExperimentConfig(**SWITCHES, compile="fast").resolve()
 
 
 def test_compiled_engine_with_interpolated_transports():
@@ -177,27 +194,28 @@ def test_train_with_inductor_compile_matches_eager(tmp_path):
     assert compiled["config"]["compile"] == "default"
 
 
-def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch):
-    out = tmp_path / "never"
-    cmd = [sys.executable, "-m", "flow_escnn.experiments", "train", "--out", str(out), *CLI_TINY, "--steps", "50",
-           "--estimate", "2"]
-    done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 3 and "s/step" in lines[0] and "projected for 50 steps" in lines[1], done.stdout
-    assert "peak memory" in lines[2] and not out.exists()
-
+def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from flow_escnn.experiments.cli import main
     from flow_escnn.experiments.estimate import estimate_training
 
-    est = estimate_training(ExperimentConfig(**{**TINY, "steps": 40}), steps=2)
+    out = tmp_path / "never"
+    argv = ["train", "--out", str(out), *cli(steps=50), "--estimate", "2"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and "s/step" in lines[0] and "projected for 50 steps" in lines[1], lines
+    assert "peak memory" in lines[2] and not out.exists()
+
+    est = estimate_training(FlowingTask(ExperimentConfig(**{**SWITCHES, "steps": 40})), steps=2)
     assert est["steps"] == 40 and est["timed_steps"] == 2
     assert est["train_s"] == pytest.approx(40 * est["step_s"])
     assert all(est[k] > 0 for k in ("step_s", "eval_s", "data_s", "peak_memory_bytes"))
     assert est["total_s"] == pytest.approx(est["train_s"] + est["eval_s"] + est["data_s"])
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    refused = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--estimate measures one process" in refused.stderr
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "--estimate measures one process" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_compiled_classifier_engine_gives_the_same_logits_and_gradients():

@@ -17,6 +17,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, GridElement, TransportPlan, flow_sequence, transport
 from flow_escnn.flows.transport import GatherTransport
+from tests.oracles import quarter_turns, roll
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)
@@ -40,11 +41,6 @@ def exact_oracle(x: torch.Tensor, ft, g) -> torch.Tensor:
     y = torch.einsum("oc,bchw->bohw", torch.as_tensor(np.round(rho), dtype=x.dtype), x)
     z = ft.gspace._interpolate_transform_basespace(y.numpy(), g)
     return torch.from_numpy(np.ascontiguousarray(z))
-
-
-def roll(x: torch.Tensor, vx: int, vy: int) -> torch.Tensor:
-    """The documented translation convention: x along the last axis, y up."""
-    return torch.roll(x, shifts=(-vy, vx), dims=(-2, -1))
 
 
 def coords(n: int):
@@ -180,7 +176,7 @@ def test_translation_and_rotation_directions():
     assert moved[0, 0, 0, 4] == 1 and moved.sum() == 1
     turned = transport(x, ft, GridElement(C4, C4.fibergroup.element(1)))  # +90 deg -> (0, 1): row 1, column 2
     assert turned[0, 0, 1, 2] == 1 and turned.sum() == 1
-    assert torch.equal(turned, torch.rot90(x, 1, dims=(-2, -1)))
+    assert torch.equal(turned, quarter_turns(x, 1))
     # the D4 flip is x -> -x: a mirror along the last axis
     flipped = transport(x, enn.FieldType(D4, [D4.trivial_repr]), GridElement(D4, D4.fibergroup.element((1, 0))))
     assert torch.equal(flipped, torch.flip(x, dims=(-1,)))

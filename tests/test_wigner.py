@@ -256,6 +256,7 @@ def escnn_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("escnn_cache")
 
 
+@pytest.mark.subprocess
 def test_stand_in_builds_3d_gspaces_and_an_equivariant_r3conv(escnn_cache):
     proc = _run("""
         import flow_escnn
@@ -300,6 +301,7 @@ def test_stand_in_builds_3d_gspaces_and_an_equivariant_r3conv(escnn_cache):
     assert "rot3dOnR3 R3Conv" in proc.stdout and "octaOnR3 OK" in proc.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_stand_in_builds_ico(escnn_cache):
     """icoOnR3 too (slow: escnn computes the icosahedral irreps numerically, ~8 s on a cold cache)."""
@@ -314,6 +316,7 @@ def test_stand_in_builds_ico(escnn_cache):
     assert "icoOnR3 60 R3Conv" in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_escnn_imported_first_is_repaired_in_place(escnn_cache):
     """Without flow_escnn nothing can stand in for lie_learn: ``from escnn import gspaces`` fails.
     Importing flow_escnn afterwards repairs the module object that ``import escnn`` bound."""

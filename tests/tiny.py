@@ -1,7 +1,8 @@
 """The tiny experiment sizes the tests share (one place: a change of the CLI shows up once).
 
 ``TINY`` is an :class:`~flow_escnn.experiments.ExperimentConfig` keyword dictionary of a run
-that trains in well under a second; :func:`cli` spells a config dictionary as CLI options.
+that trains in well under a second; :func:`cli` spells a config dictionary as CLI options
+(a file that needs other sizes derives them: ``cli(grid_size=12)``, ``dict(TINY, steps=3)``).
 :func:`write_tiny_kth` writes a minimal KTH folder of ``.npy`` clips.
 """
 from __future__ import annotations
@@ -18,15 +19,16 @@ TINY: Dict[str, Any] = dict(
 )
 
 
-def cli(config: Dict[str, Any] = TINY, quiet: bool = True, **changes: Any) -> List[str]:
-    """``config`` (with ``changes``) as ``train`` options, plus ``--no-progress --no-plots`` when ``quiet``."""
+def cli(config: Dict[str, Any] = TINY, *, progress: bool = False, plots: bool = False, **changes: Any) -> List[str]:
+    """``config`` (with ``changes``) as ``train`` options, plus ``--no-progress`` unless ``progress``
+    and ``--no-plots`` unless ``plots`` (an option set to None or False is left out)."""
     args: List[str] = []
     for name, value in {**config, **changes}.items():
         if value is True:
             args.append("--" + name.replace("_", "-"))
         elif value is not None and value is not False:
             args += ["--" + name.replace("_", "-"), str(value)]
-    return args + (["--no-progress", "--no-plots"] if quiet else [])
+    return args + ([] if progress else ["--no-progress"]) + ([] if plots else ["--no-plots"])
 
 
 def write_tiny_kth(root: Path) -> Path:

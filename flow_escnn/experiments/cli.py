@@ -63,25 +63,61 @@ def _write_single_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) ->
     return write_plots(out, {metrics["model"]: (model, metrics)}, config, ExperimentData(config))
 
 
-def _estimate(config: ExperimentConfig, steps: int) -> int:
+def _estimate(task: Any, steps: int) -> int:
     from flow_escnn.experiments.estimate import estimate_training, format_estimate
 
-    print(format_estimate(estimate_training(config, steps)))
+    print(format_estimate(estimate_training(task, steps)))
     return 0
 
 
-# -- commands ---------------------------------------------------------------------------------------------------
-def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from flow_escnn.experiments.training import (
-        CHECKPOINT_NAME,
-        NonFiniteLossError,
-        TrainingInterrupted,
-        merge_resume_config,
-        train_flowing,
-    )
+def _world_summary(metrics: Dict[str, Any]) -> str:
+    h = metrics["horizon"]
+    on = {True: "on", False: "off"}
+    return "\n".join([
+        f"model             {metrics['model']}  ({metrics['num_parameters']} parameters, |V| = {metrics['num_flows']}, "
+        f"self-motion {on[metrics['self_motion']]}, action input {on[metrics['action_input']]})",
+        f"test MSE          {metrics['test_mse']:.4g}  (first {h['t_out']} predicted views)",
+        f"rollout MSE 20-100 {metrics['rollout_mse_20_100']:.4g}  (rollout of {h['rollout']} views)",
+        f"MSE last view     {metrics['rollout_mse_last']:.4g}",
+        f"train time        {metrics['train_time_s']:.1f} s ({metrics['steps']} steps)",
+    ])
 
+
+def _write_world_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) -> List[Path]:
+    from flow_escnn.experiments.plots import write_world_plots
+    from flow_escnn.experiments.world import WorldData, load_world_model
+
+    model, config, _ = load_world_model(checkpoint)
+    return write_world_plots(out, {metrics["model"]: (model, metrics)}, config, WorldData(config))
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+class _TaskCommand:
+    """What ``train`` and ``world`` differ in: the config class, the task and how results are shown."""
+
+    def __init__(self, name: str, config_cls: Any, task: Callable[[Any], Any], summary: Callable[[Dict[str, Any]], str],
+                 plots: Callable[[Path, Dict[str, Any], Path], Any]) -> None:
+        self.name, self.config_cls, self.task, self.summary, self.plots = name, config_cls, task, summary, plots
+
+
+def _task_commands() -> Dict[str, _TaskCommand]:
+    from flow_escnn.experiments.training import FlowingTask
+    from flow_escnn.experiments.world import WorldExperimentConfig, WorldTask
+
+    return {
+        "train": _TaskCommand("train", ExperimentConfig, FlowingTask, _summary, _write_single_plots),
+        "world": _TaskCommand("world", WorldExperimentConfig, WorldTask, _world_summary, _write_world_plots),
+    }
+
+
+def _run_task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from flow_escnn.experiments.task import CHECKPOINT_NAME, merge_resume_config, train_task
+    from flow_escnn.experiments.loop import NonFiniteLossError, TrainingInterrupted
+
+    command = _task_commands()[args.command]
     out = Path(args.out)
     overrides = _overrides(args)
+    again_cmd = f"python -m flow_escnn.experiments {command.name} --out {out}"
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out and --overwrite starts it again: give one of them")
     with contextlib.ExitStack() as stack:
@@ -89,45 +125,45 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             world = world_from_env()
             main_rank = world.is_main  # under torchrun only rank 0 touches the files
             if main_rank and not args.estimate:  # --estimate writes nothing
-                stack.enter_context(claim_run_folder(args.out, "train", fresh=not args.resume, replace=args.overwrite))
+                stack.enter_context(claim_run_folder(args.out, command.name, fresh=not args.resume,
+                                                     replace=args.overwrite))
             if args.resume:
                 ckpt = out / CHECKPOINT_NAME
                 if not ckpt.is_file():
                     parser.error(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
-                saved = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"])
+                saved = command.config_cls.from_dict(load_checkpoint(ckpt)["config"])
                 config = merge_resume_config(saved, overrides)
             else:
-                config = ExperimentConfig(**overrides).resolve()
-                config.check_given(overrides)
+                config = command.config_cls(**overrides).resolve()
+            config.check_given(overrides)
             resolve_device(config.device)
             if args.estimate and world.distributed:
                 raise ValueError("--estimate measures one process: run it without torchrun (the per-process batch is "
                                  "--batch-size divided by the number of processes)")
             world.check_batch(config.batch_size)
             if args.estimate:
-                return _estimate(config, args.estimate)
+                return _estimate(command.task(config), args.estimate)
+            task = command.task(config)
         except (ValueError, RuntimeError) as exc:
             parser.error(str(exc))
         try:
-            metrics = train_flowing(config, out, resume=args.resume, progress=_progress(args))
+            metrics = train_task(task, out, resume=args.resume, progress=_progress(args))
         except NonFiniteLossError as exc:
             if main_rank:
                 print(f"error: {exc}", file=sys.stderr)
             return 2
         except TrainingInterrupted as exc:
             if main_rank:
-                print(f"{exc}; continue with: python -m flow_escnn.experiments train --out {out} --resume",
-                      file=sys.stderr)
+                print(f"{exc}; continue with: {again_cmd} --resume", file=sys.stderr)
             return exc.exit_code
         except OutputWriteError as exc:
             again = "--resume" if (out / CHECKPOINT_NAME).is_file() else "--overwrite"
-            parser.error(f"{exc}; free space (or raise the limit), then continue with: "
-                         f"python -m flow_escnn.experiments train --out {out} {again}")
+            parser.error(f"{exc}; free space (or raise the limit), then continue with: {again_cmd} {again}")
         if not main_rank:
             return 0
         if not args.no_plots:
-            _write_single_plots(out, metrics, out / CHECKPOINT_NAME)
-    print(_summary(metrics))
+            command.plots(out, metrics, out / CHECKPOINT_NAME)
+    print(command.summary(metrics))
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
@@ -196,7 +232,7 @@ def _cmd_kth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "kth": _cmd_kth}
+_COMMANDS = {"train": _run_task, "world": _run_task, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "kth": _cmd_kth}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

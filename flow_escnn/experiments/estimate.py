@@ -1,4 +1,4 @@
-"""``train --estimate``: measure a few steps of a configured run and project its cost.
+"""``train --estimate`` / ``world --estimate``: measure a few steps of a configured run and project its cost.
 
 The projection is what a run of the config would take on this machine (device, threads,
 speed switches included), from measured pieces:
@@ -28,13 +28,10 @@ from typing import Any, Dict
 import torch
 
 from flow_escnn._validate import positive_int
-from flow_escnn.experiments.config import ExperimentConfig
-from flow_escnn.experiments.datasets import ExperimentData
 from flow_escnn.experiments.distributed import World
-from flow_escnn.experiments.evaluation import mse_per_step
 from flow_escnn.experiments.loop import LoopState, optimise
 from flow_escnn.experiments.runtime import deterministic_mode, resolve_device, seed_everything
-from flow_escnn.experiments.training import FlowingTask, batch_loss, build_training
+from flow_escnn.experiments.task import Task, build_training
 
 __all__ = ["estimate_training", "format_estimate"]
 
@@ -55,12 +52,12 @@ def _device_name(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def estimate_training(config: ExperimentConfig, steps: int = 5) -> Dict[str, Any]:
-    """Time ``steps`` training steps of ``config`` (plus one warm-up) and project the whole run.
+def estimate_training(task: Task, steps: int = 5) -> Dict[str, Any]:
+    """Time ``steps`` training steps of a task (plus one warm-up) and project the whole run.
 
     Args:
-        config: the run's config (resolved here); its device, ``amp``, ``compile``,
-            ``gradient_checkpointing`` and ``deterministic`` switches apply.
+        task: the run's task (:class:`~flow_escnn.experiments.task.Task`); its config's device, ``amp``,
+            ``compile``, ``gradient_checkpointing`` and ``deterministic`` switches apply.
         steps: timed steps (>= 1).
 
     Returns:
@@ -69,37 +66,39 @@ def estimate_training(config: ExperimentConfig, steps: int = 5) -> Dict[str, Any
         ``peak_memory_bytes`` and ``memory_kind``.
     """
     positive_int(steps, "estimate steps")
-    c = config.resolve()
+    c = task.config
     device = resolve_device(c.device)
-    val_size = min(c.num_val, c.eval_batch_size)
-    small = ExperimentData(c.replace(num_train=c.batch_size, num_val=val_size))
-    train, val = small.train(), small.val()  # loads the digits
+    small = task.sized(c.batch_size, min(c.num_val, c.eval_batch_size))
+    train, val = small.train_data(), small.val_data()  # loads the digits
     t0 = time.perf_counter()
-    ExperimentData(small.config, source=small.source).train()  # timed again, digits loaded
-    data_per_seq = (time.perf_counter() - t0) / c.batch_size
+    small.sized(c.batch_size, 1).train_data()  # timed again, digits loaded
+    data_per_sample = (time.perf_counter() - t0) / c.batch_size
 
     times = []
     with deterministic_mode(c.deterministic):
         seed_everything(c.seed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        net, model, optimizer, scaler = build_training(FlowingTask(c, small), device, World())
-        x = train[: c.batch_size].to(device)
+        net, model, optimizer, scaler = build_training(task, device, World())
+        batch = _first(train, c.batch_size, device)
 
         def after_step(s: LoopState) -> None:
             _sync(device)
             times.append(time.perf_counter())
 
+        def loss_at(step: int) -> torch.Tensor:
+            with c.autocast(device):
+                return task.loss(model, batch)
+
         model.train()
         start = time.perf_counter()
-        optimise(model, optimizer, LoopState(), steps + 1, lambda step: batch_loss(model, x, c, device),
-                 c.grad_clip, after_step, scaler=scaler)
-        mse_per_step(net, val, c.t_in, c.t_out, c.eval_batch_size, device)  # warm-up (compiles its graph)
+        optimise(model, optimizer, LoopState(), steps + 1, loss_at, c.grad_clip, after_step, scaler=scaler)
+        task.validate(net, val, device)  # warm-up (compiles its graph)
         _sync(device)
         t_eval = time.perf_counter()
-        mse_per_step(net, val, c.t_in, c.t_out, c.eval_batch_size, device)
+        task.validate(net, val, device)
         _sync(device)
-        eval_per_seq = (time.perf_counter() - t_eval) / val.shape[0]
+        eval_per_sample = (time.perf_counter() - t_eval) / _count(val)
     if device.type == "cuda":
         peak, kind = int(torch.cuda.max_memory_allocated(device)), "CUDA memory (torch max allocated)"
     else:
@@ -107,12 +106,10 @@ def estimate_training(config: ExperimentConfig, steps: int = 5) -> Dict[str, Any
 
     step_s = statistics.median(b - a for a, b in zip(times[:-1], times[1:]))
     num_evals = c.steps // c.eval_every + (1 if c.steps % c.eval_every else 0)
-    frames_ratio = (c.t_in + c.extended_horizon) / (c.t_in + c.t_out)  # the test set's longer horizon
-    num_velocities = len(c.test_velocity_array())
-    final_seqs = c.num_test * frames_ratio + c.num_per_velocity * num_velocities
+    work = task.workload()
     train_s = step_s * c.steps
-    eval_s = eval_per_seq * (num_evals * c.num_val + final_seqs)
-    data_s = data_per_seq * (c.num_train + c.num_val + final_seqs)
+    eval_s = eval_per_sample * (num_evals * c.num_val + work["final"])
+    data_s = data_per_sample * work["generated"]
     return {
         "device": _device_name(device),
         "timed_steps": int(steps),
@@ -126,6 +123,16 @@ def estimate_training(config: ExperimentConfig, steps: int = 5) -> Dict[str, Any
         "peak_memory_bytes": peak,
         "memory_kind": kind,
     }
+
+
+def _first(data: Any, n: int, device: torch.device) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data[:n].to(device)
+    return tuple(d[:n].to(device) for d in data)
+
+
+def _count(data: Any) -> int:
+    return (data if isinstance(data, torch.Tensor) else data[0]).shape[0]
 
 
 def _duration(seconds: float) -> str:

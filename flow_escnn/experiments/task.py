@@ -107,6 +107,17 @@ class Task:
         """``metrics.json`` of the trained model and its final checkpoint ``payload``."""
         raise NotImplementedError
 
+    # -- what ``--estimate`` needs ----------------------------------------------------------------------------
+    def sized(self, num_train: int, num_val: int) -> "Task":
+        """The same task with ``num_train`` training and ``num_val`` validation samples, sharing this task's
+        digit source (its data not generated yet)."""
+        raise NotImplementedError
+
+    def workload(self) -> Dict[str, float]:
+        """The run's evaluation and data-generation work in validation samples: ``{"final": samples of the
+        final evaluation, "generated": all samples the run generates}``."""
+        raise NotImplementedError
+
 
 def training_fields(config: Any) -> Dict[str, Any]:
     """The config's fields that a resumed run must keep (all but its class's ``RESUMABLE``)."""

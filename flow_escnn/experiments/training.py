@@ -103,6 +103,16 @@ class FlowingTask(Task):
     def metrics(self, model: torch.nn.Module, payload: Dict[str, Any]) -> Dict[str, Any]:
         return run_metrics(model, self.config, evaluate_model(model, self.config, self.data), payload)
 
+    def sized(self, num_train: int, num_val: int) -> "FlowingTask":
+        config = self.config.replace(num_train=num_train, num_val=num_val).resolve()
+        return FlowingTask(config, ExperimentData(config, source=self.data.source))
+
+    def workload(self) -> Dict[str, float]:
+        c = self.config
+        frames_ratio = (c.t_in + c.extended_horizon) / (c.t_in + c.t_out)  # the test set's longer horizon
+        final = c.num_test * frames_ratio + c.num_per_velocity * len(c.test_velocity_array())
+        return {"final": final, "generated": c.num_train + c.num_val + final}
+
 
 def train_flowing(
     config: ExperimentConfig,
