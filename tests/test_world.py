@@ -125,10 +125,11 @@ def _model(world, view, radius=1, **kw):
     return WorldModel(TRIV, HID, FlowSet.translations(C4, radius), world, view, **kw).double().eval()
 
 
-@pytest.mark.parametrize("cell", ["fernn", "gru", "lstm"])
-def test_turning_the_episode_turns_the_predictions(cell):
+@pytest.mark.parametrize("cell, imagine", [("fernn", "feedback"), ("gru", "feedback"), ("lstm", "feedback"),
+                                           ("fernn", "carry"), ("gru", "carry")])
+def test_turning_the_episode_turns_the_predictions(cell, imagine):
     """Views rotated about their centre and actions conjugated: predictions rotated (partial view)."""
-    m = _model(12, 8, cell=cell)
+    m = _model(12, 8, cell=cell, imagine=imagine)
     views = torch.rand(2, 4, 1, 8, 8, dtype=torch.float64)
     report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["turn"])
     assert report.passed and report.max_abs_error <= 1e-10, report.summary()
@@ -143,10 +144,11 @@ def test_the_turn_check_flags_turns_about_the_wrong_point():
     assert not report.passed and report.max_abs_error > 1e-3
 
 
-def test_fully_observed_self_motion_shift_and_flow_are_exact():
+@pytest.mark.parametrize("imagine", ["feedback", "carry"])
+def test_fully_observed_self_motion_shift_and_flow_are_exact(imagine):
     """View = world (5x5 torus, V = [-2, 2]^2 covers it): a moving agent sees its static twin's views
     pulled back by its pose and predicts them pulled back; world shifts and object flows act as for a FERNN."""
-    m = _model(5, 5, radius=2)
+    m = _model(5, 5, radius=2, imagine=imagine)
     views = torch.rand(2, 4, 1, 5, 5, dtype=torch.float64)
     report = check_world_equivariance(m, views, _actions(2, 7), TRIV, 3, checks=["turn", "self_motion"])
     assert report.passed and report.max_abs_error <= 1e-10, report.summary()
@@ -172,6 +174,24 @@ def test_diagrams_that_need_a_whole_world_are_refused_on_a_window():
     with pytest.raises(ValueError, match="fully observed"):
         check_world_equivariance(m, torch.rand(1, 3, 1, 8, 8, dtype=torch.float64), _actions(1, 4), TRIV, 1,
                                  checks=["self_motion"])
+
+
+def test_carry_only_transports_the_map_past_the_given_views():
+    """imagine='carry': past the given views the map is only carried, so with V = {0}, no self-motion and
+    no turns every prediction is the same view; with self-motion the predictions are that view moved by
+    the inverse actions (fully observed world: a roll). Control: 'feedback' changes the views."""
+    views = torch.rand(1, 3, 1, 6, 6, dtype=torch.float64)
+    a = torch.zeros(1, 7, 3, dtype=torch.float64)
+    still = _model(6, 6, radius=0, self_motion=False, imagine="carry")
+    y = still(views, a, 4)
+    assert all(torch.equal(y[:, 0], y[:, s]) for s in range(4))
+    assert not torch.allclose(_model(6, 6, radius=0, self_motion=False)(views, a, 4)[:, 0],
+                              _model(6, 6, radius=0, self_motion=False)(views, a, 4)[:, 3])
+    moving = _model(6, 6, radius=0, imagine="carry")
+    a[0, 3:, 0] = 1.0  # one pixel right per step while imagining
+    y = moving(views, a, 4)
+    for s in range(1, 4):
+        assert torch.allclose(y[:, s], roll(y[:, 0], -s, 0), atol=1e-12)
 
 
 def test_action_input_baseline_and_export():

@@ -26,7 +26,7 @@ from flow_escnn.experiments.runtime import OutputWriteError, load_checkpoint, re
 __all__ = ["main", "build_parser"]
 
 _NOT_CONFIG = {"command", "out", "resume", "overwrite", "no_progress", "progress_every", "no_plots", "verbose",
-               "checkpoint", "root", "estimate"}
+               "checkpoint", "root", "estimate", "which"}
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -191,16 +191,24 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from flow_escnn.experiments.demo import run_demo
-
     overrides = {k: v for k, v in _overrides(args).items() if k in ("steps", "seed")}
+    if args.which == "flowing" and args.turns != "none":
+        parser.error("--turns belongs to the world demo: python -m flow_escnn.experiments demo world --turns 90")
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(claim_run_folder(args.out, "demo", replace=args.overwrite))
         except ValueError as exc:
             parser.error(str(exc))
-        result = run_demo(args.out, digits=args.digits, progress=_progress(args), plots=not args.no_plots,
-                          **overrides)
+        if args.which == "world":
+            from flow_escnn.experiments.world_demo import run_world_demo
+
+            result = run_world_demo(args.out, digits=args.digits, turns=args.turns, plots=not args.no_plots,
+                                    **overrides)
+        else:
+            from flow_escnn.experiments.demo import run_demo
+
+            result = run_demo(args.out, digits=args.digits, progress=_progress(args), plots=not args.no_plots,
+                              **overrides)
     print(result["table"])
     print()
     print("\n".join(result["observations"]))

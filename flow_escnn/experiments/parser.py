@@ -18,6 +18,7 @@ from flow_escnn.flows.kinds import FLOW_KINDS
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models import CELL_KINDS, CELLS, OUTPUT_ACTIVATIONS, VELOCITY_POOLS
 from flow_escnn.models.config import TURNS
+from flow_escnn.models.world import IMAGINE
 
 WORLD_MODELS = WorldExperimentConfig.MODELS
 
@@ -252,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignore the actions in the transport (the ablation without self-motion equivariance)")
     g.add_argument("--action-concat", dest="action_input", action="store_true", default=_SUPPRESS,
                    help="feed the actions (ux, uy, k) as three constant input planes (the action-concat baseline)")
+    g.add_argument("--imagine", choices=IMAGINE, default=_SUPPRESS,
+                   help="past the given views: feedback (default, FloWM: predictions written back as views) or carry "
+                   "(nothing written, no cell update: the map is carried by self-motion and flows)")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="biases in U and the decoder (off, as FloWM)")
     g.add_argument("--decoder-layers", type=_non_negative_int, default=_SUPPRESS,
                    help="hidden conv+ReLU layers of the decoder (1)")
     g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
@@ -324,11 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- demo ------------------------------------------------------------------------------------------------
     d = sub.add_parser(
-        "demo", help="small FERNN vs G-RNN experiment (a few minutes on a CPU)",
-        description="Train a FERNN (V = [-2,2]^2) and a G-RNN of the same width on Flowing MNIST with "
-        "velocities in [-1,1]^2, evaluate on seen and unseen (|v| = 2) velocities and on a 3x longer horizon, "
-        "print the table and write results.md, results.json and PNGs to --out.",
+        "demo", help="small FERNN vs G-RNN experiment, or FloWM vs its ablations (minutes on a CPU)",
+        description="flowing (default): train a FERNN (V = [-2,2]^2) and a G-RNN of the same width on Flowing "
+        "MNIST with velocities in [-1,1]^2, evaluate on seen and unseen (|v| = 2) velocities and on a 3x longer "
+        "horizon. world: train FloWM, FloWM without self-motion and an action-concat G-RNN on one MNIST World "
+        "and roll them out for 100 views. Both print the table and write results.md, results.json and PNGs to "
+        "--out.",
     )
+    d.add_argument("which", nargs="?", choices=("flowing", "world"), default="flowing",
+                   help="which demo (flowing)")
+    d.add_argument("--turns", choices=("none", "90"), default="none",
+                   help="world demo: an agent that also turns by quarter turns (C4 models)")
     d.add_argument("--out", default="runs/demo", help="output folder (runs/demo)")
     d.add_argument("--overwrite", action="store_true",
                    help="run again into a folder that holds a demo (its files are first moved to --out/replaced-<time>)")

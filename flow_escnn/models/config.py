@@ -46,6 +46,7 @@ from flow_escnn.flows.flowset import FlowSet
 from flow_escnn.flows.kinds import FLOW_KINDS, MODEL_PARAMS, FlowKind, flow_kind, parse_steps
 from flow_escnn.flows.tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models.program import OUTPUT_ACTIVATIONS
+from flow_escnn.models.world import IMAGINE
 from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS, CellKind
 from flow_escnn.nn.nonlinearity import CELL_NONLINEARITIES, FIELD_NONLINEARITIES
 from flow_escnn.nn.pooling import VELOCITY_POOLS
@@ -462,7 +463,11 @@ class WorldModelConfig(ModelConfig):
 
     ``model="fernn"`` is FloWM over the flow kind's :math:`V` (translations; ``flow_radius``),
     ``model="grnn"`` the same with :math:`V = \\{0\\}`. ``self_motion=False`` ignores the actions in the
-    transport; ``action_input=True`` feeds them as input planes (the action-concat baseline). ``turns``
+    transport; ``action_input=True`` feeds them as input planes (the action-concat baseline).
+    ``imagine="carry"`` writes nothing past the given views and only carries the map by self-motion
+    and flows while it is read out, instead of feeding the predictions back as views (``"feedback"``,
+    FloWM). ``bias``: biases in :math:`U` and the
+    decoder (FloWM has none). ``turns``
     says which turns the actions hold, so that the group can carry them: quarter turns need a group
     with a 90-degree rotation (``group`` a multiple of 4, or SO(2)); 45-degree turns need 8 (or SO(2))
     and :math:`V = \\{0\\}` (a 45-degree turn does not map integer velocities to integer velocities).
@@ -475,6 +480,8 @@ class WorldModelConfig(ModelConfig):
     self_motion: bool = True
     action_input: bool = False
     turns: str = "none"
+    imagine: str = "feedback"
+    bias: bool = False
     decoder_layers: int = 1
     output_activation: str = "identity"
     pool: str = "max"
@@ -491,10 +498,11 @@ class WorldModelConfig(ModelConfig):
         if self.view_size > self.world_size or (self.world_size - self.view_size) % 2:
             raise ValueError(f"view_size={self.view_size} must be at most world_size={self.world_size}, and the "
                              "difference even (the view sits at the centre of the map)")
-        for name in ("self_motion", "action_input"):
+        for name in ("self_motion", "action_input", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         one_of(self.turns, TURNS, "turns")
+        one_of(self.imagine, IMAGINE, "imagine")
         non_negative_int(self.decoder_layers, "decoder_layers")
         one_of(self.output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         one_of(self.pool, VELOCITY_POOLS, "pool")

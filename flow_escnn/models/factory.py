@@ -99,8 +99,9 @@ def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> Wor
     kwargs = _encoder_kwargs(c)
     return WorldModel(
         in_type, hidden_type, c.flows, c.world_size, c.view_size, self_motion=c.self_motion,
-        action_input=c.action_input, decoder_layers=c.decoder_layers, pool=c.pool, kernel_size=c.kernel_size,
-        output_activation=c.output_activation, checkpoint=checkpoint, **kwargs,
+        action_input=c.action_input, imagine=c.imagine, decoder_layers=c.decoder_layers, pool=c.pool,
+        kernel_size=c.kernel_size,
+        output_activation=c.output_activation, checkpoint=checkpoint, bias=c.bias, **kwargs,
     )
 
 

@@ -21,9 +21,18 @@ transported state before its own view is written (as in
 
 ``read`` taking the window back out, :math:`P_V` the max (or mean) over :math:`V` and
 :math:`\\mathrm{Dec}` steerable convolutions on the view's own grid (zero padding: the view is not
-periodic). Past the given views the prediction is fed back as the input. The FloWM reference
-code instead wrote the previous frame again after the transport (one step late); this module
-does not, so no view is written twice and the predictions are equivariant as stated.
+periodic). Past the given views (``imagine=``):
+
+* ``"feedback"`` (FloWM): the prediction is fed back as the next view and the cell updates the map;
+* ``"carry"``: nothing is written and no cell runs: the map is only carried by the self-motion
+  and the flows, :math:`h_s(\\nu) = \\tilde h_s(\\nu)`, while it is read out. The model's own errors
+  are then never written back into its memory (with feedback they compound over hundreds of
+  steps), and the rollout is the map's transport, exactly.
+
+Beside every view the model gets an *observation plane* (1 where a view is written), so the cells
+can tell the window from the rest of the map. The FloWM reference code wrote the previous frame
+again after the transport (one step late); this module does not, so no view is written twice and
+the predictions are equivariant as stated.
 
 Options of the models compared in the FloWM paper:
 
@@ -64,10 +73,15 @@ from flow_escnn.nn.pooling import check_velocity_pool
 from flow_escnn.nn.sequence import FlowRNN
 from flow_escnn.nn.spec import records_init
 
-__all__ = ["WorldModel", "ExportedWorldModel", "WorldProgram", "centred_window"]
+__all__ = ["WorldModel", "ExportedWorldModel", "WorldProgram", "centred_window", "IMAGINE"]
 
 #: Input planes of ``action_input=True``: the action's ``(ux, uy, k)`` as constant planes.
 ACTION_PLANES = 3
+#: The observation plane beside every view: 1 where a view is written (given, or a prediction fed back), so
+#: the cells can tell the window from the rest of the map.
+OBSERVED_PLANES = 1
+#: ``imagine=``: what happens past the given views (module docstring).
+IMAGINE = ("feedback", "carry")
 
 
 def centred_window(world: Tuple[int, int], view: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -111,7 +125,7 @@ class WorldProgram(torch.nn.Module):
 
     def __init__(self, recurrence: Recurrence, window: Tuple[int, int, int, int], motion: Optional[torch.nn.Module],
                  decoder_layers: int, pool: str, activation: str, action_input: bool, steps_per_turn: int,
-                 checkpoint: bool = False) -> None:
+                 checkpoint: bool = False, imagine: str = "feedback") -> None:
         super().__init__()
         self.recurrence = recurrence
         self.window = tuple(window)
@@ -124,6 +138,7 @@ class WorldProgram(torch.nn.Module):
         self.action_input = bool(action_input)
         self.steps_per_turn = int(steps_per_turn)
         self.checkpoint = bool(checkpoint)
+        self.imagine = one_of(imagine, IMAGINE, "imagine")
 
     def read(self, z: torch.Tensor) -> torch.Tensor:
         """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]``."""
@@ -150,31 +165,28 @@ class WorldProgram(torch.nn.Module):
         return lambda t, s: motion(s, actions[:, t])
 
     def inputs(self, views: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The engine's input frames: the views, with their actions as planes under ``action_input``."""
-        return self._with_actions(views, actions) if self.action_input else views
-
-    def _with_actions(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, n, C, h, w]`` with the actions of their steps as constant planes (``action_input``)."""
-        b, n, _, h, w = frames.shape
-        planes = actions[:, :n, :, None, None].to(frames.dtype).expand(b, n, ACTION_PLANES, h, w)
-        return torch.cat([frames, planes], dim=2)
+        """The engine's input frames ``[B, n, C + 1 (+ 3), h, w]`` for views ``[B, n, C, h, w]``: the views, the
+        observation plane and, under ``action_input``, the actions of those steps as constant planes."""
+        b, n, _, h, w = views.shape
+        parts = [views, views.new_ones((b, n, OBSERVED_PLANES, h, w))]
+        if self.action_input:
+            parts.append(actions[:, :n, :, None, None].to(views.dtype).expand(b, n, ACTION_PLANES, h, w))
+        return torch.cat(parts, dim=2)
 
     def forward(self, weights: Weights, views: torch.Tensor, actions: torch.Tensor, num_predictions: int) -> torch.Tensor:
         t_in = views.shape[1]
-        channels = views.shape[2]
         x = self.inputs(views, actions)
 
-        def predict(s: int, pooled: torch.Tensor) -> torch.Tensor:
+        def predict(s: int, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             frame = self.decode(weights, self.read(pooled))
-            if self.action_input:  # the next step's input: the prediction beside the action that led to it
-                frame = self._with_actions(frame[:, None], actions[:, s : s + 1])[:, 0]
-            return frame
+            return frame, self.inputs(frame[:, None], actions[:, s : s + 1])[:, 0]  # fed back under "feedback"
 
         res = self.recurrence.run(
             x, weights, keep_outputs=False, predict=predict, predict_from=t_in, extra_steps=num_predictions - 1,
             checkpoint=self.checkpoint, readout_pool=self.pool, act=self.act(actions),
+            carry_past_inputs=self.imagine == "carry",
         )
-        return torch.stack(res.predictions, dim=1)[:, :, :channels]
+        return torch.stack(res.predictions, dim=1)
 
 
 @records_init
@@ -190,6 +202,8 @@ class WorldModel(torch.nn.Module):
             centre (``H - h``, ``W - w`` even).
         self_motion: transport the map by the inverse of each action (False: ignore the actions).
         action_input: also feed the actions as three constant input planes.
+        imagine: past the given views, ``"feedback"`` (FloWM: each prediction is written as the next view) or
+            ``"carry"`` (nothing is written, no cell runs: the map is carried by self-motion and flows).
         decoder_layers: hidden ``conv + ReLU`` layers of the decoder before its last conv.
         pool: ``"max"`` (FloWM) or ``"mean"`` over :math:`V`.
         cell: a cell kind of :data:`flow_escnn.nn.CELLS` (``"fernn"``, ``"gru"``, ``"lstm"``).
@@ -218,6 +232,7 @@ class WorldModel(torch.nn.Module):
         view_size: Any,
         self_motion: bool = True,
         action_input: bool = False,
+        imagine: str = "feedback",
         decoder_layers: int = 1,
         pool: str = "max",
         cell: str = "fernn",
@@ -241,7 +256,8 @@ class WorldModel(torch.nn.Module):
         check_velocity_pool(pool, hidden_type, "pool")
         non_negative_int(decoder_layers, "decoder_layers")
         gs = in_type.gspace
-        enc_type = in_type + enn.FieldType(gs, [gs.trivial_repr] * ACTION_PLANES) if action_input else in_type
+        planes = OBSERVED_PLANES + (ACTION_PLANES if action_input else 0)
+        enc_type = in_type + enn.FieldType(gs, [gs.trivial_repr] * planes)
         self.encoder: FlowRNN = sequence_layer(
             cell, enc_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode="hidden",
             checkpoint=checkpoint, padding_mode="circular", bias=bias, interpolation=interpolation, **cell_kwargs,
@@ -255,6 +271,7 @@ class WorldModel(torch.nn.Module):
         self.pool = pool
         self.self_motion = bool(self_motion)
         self.action_input = bool(action_input)
+        self.imagine = one_of(imagine, IMAGINE, "imagine")
         self.output_activation = output_activation
         self._programs = ProgramCache()
 
@@ -284,7 +301,7 @@ class WorldModel(torch.nn.Module):
     def _new_program(self, recurrence: Recurrence, motion: Optional[torch.nn.Module]) -> WorldProgram:
         return WorldProgram(recurrence, self.window, motion, len(self.decoder), self.pool, self.output_activation,
                             self.action_input, steps_per_turn(self.in_type.gspace),
-                            self.encoder.checkpoint).to(recurrence.device)
+                            self.encoder.checkpoint, self.imagine).to(recurrence.device)
 
     def program(self, recurrence: Recurrence) -> Callable[..., torch.Tensor]:
         return self._programs.get(recurrence, lambda: self._new_program(recurrence, self.motion))[1]

@@ -338,6 +338,7 @@ class Recurrence(torch.nn.Module):
         chunk: Optional[int] = None,
         readout_pool: Optional[str] = None,
         act: Optional[Act] = None,
+        carry_past_inputs: bool = False,
     ) -> RunResult:
         """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
 
@@ -352,7 +353,8 @@ class Recurrence(torch.nn.Module):
                 comes circularly padded, ``[B, V, C, H+2p, W+2p]``, as the step computed it) for
                 ``predict_from <= s <= T + extra_steps``;
                 its return values are collected, and for ``s >= T`` the returned frame
-                ``[B, C_in, H, W]`` is the input of step ``s``.
+                ``[B, C_in, H, W]`` is the input of step ``s`` (a pair ``(value, frame)``: ``value`` is
+                collected and ``frame`` is the input).
             predict_from: first frame to predict (``>= 1``).
             extra_steps: steps run past the given frames on predicted inputs.
             checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass.
@@ -363,14 +365,17 @@ class Recurrence(torch.nn.Module):
                 (``[B, C, H(+2p), W(+2p)]``; co-moving interpolated readouts pool inside their resampling).
             act: self-motion (:data:`Act`): ``act(t, s)`` carries every layer's state into frame ``t``
                 before the flow transport of step ``t`` (stationary frame only).
+            carry_past_inputs: past the given frames, only transport the states (self-motion and
+                :math:`\\psi_1(\\nu)`; no input, no cell update), so the state is carried, not rewritten,
+                while ``predict`` reads it (stationary frame only).
 
         Returns:
             :class:`RunResult`: outputs, predictions, final states (stationary frame; the
             states after the last update).
         """
         check_dtype(x, weights["l0_u_weight"])
-        if act is not None and self.comoving:
-            raise ValueError("self-motion (act) needs the stationary frame (mode 'hidden')")
+        if (act is not None or carry_past_inputs) and self.comoving:
+            raise ValueError("self-motion (act) and carrying states need the stationary frame (mode 'hidden')")
         b, t_in = x.shape[0], x.shape[1]
         n_updates = t_in + extra_steps
         last_predict = n_updates if predict is not None else -1
@@ -406,8 +411,15 @@ class Recurrence(torch.nn.Module):
                 guess = None
                 if want:
                     guess = predict(t, moved[last].readout)
-                    preds.append(guess)
+                    if isinstance(guess, tuple):  # (what is collected, the input of the step)
+                        preds.append(guess[0])
+                        guess = guess[1]
+                    else:
+                        preds.append(guess)
                 if t >= n_updates:
+                    continue
+                if carry_past_inputs and t >= t_in:  # the states are carried, not updated
+                    st = [moved[l].state for l in range(len(self.layers))]
                     continue
                 u = input_term(i) if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
                 new: List[State] = []
