@@ -18,7 +18,10 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
   ``rotation-unbatched`` is the same step with all input frames convolved at once (the engine
   batches them by :data:`flow_escnn.nn.kernels.INPUT_BATCH_BYTES`);
 * ``*-naive``: :class:`benchmarks.straightforward.StraightforwardPredictor` with the same weights
-  (Python loop over V, escnn convs re-expanded every step).
+  (Python loop over V, escnn convs re-expanded every step);
+* ``world``: a :class:`flow_escnn.models.WorldModel` (FloWM: the fernn row's fields and V on a
+  ``grid x grid`` map, a centred ``grid/2`` view, random moves of up to 2 pixels per sample and
+  step, predictions fed back), its ``world_vs_floor`` measured like the others.
 
 For each model the *conv floor* is the same ``conv2d`` calls (recorded during one step)
 timed alone, forward then backward (:class:`benchmarks.meters.ConvFloor`). Steps and
@@ -50,7 +53,7 @@ import flow_escnn  # noqa: E402
 from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows.flowset import FlowSet  # noqa: E402
 from flow_escnn.flows.transport import GatherTransport  # noqa: E402
-from flow_escnn.models import NextFramePredictor  # noqa: E402
+from flow_escnn.models import NextFramePredictor, WorldModel  # noqa: E402
 from flow_escnn.nn import kernels as nn_kernels  # noqa: E402
 
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter  # noqa: E402
@@ -74,6 +77,7 @@ RATIO_KEYS = (
     "bicubic_vs_bilinear_rotation",
     "cubic6_vs_bilinear_rotation",
     "unbatched_vs_batched_input_rotation",
+    "world_vs_floor",
 )
 #: (ratio, comparison, threshold, device) ; device None = any
 TARGETS = [
@@ -84,6 +88,7 @@ TARGETS = [
     ("deterministic_vs_default", "<=", 1.2, "cuda"),
     ("vs_straightforward_rotation", "<=", 0.7, None),
     ("rotation_transport_share", "<=", 0.2, None),
+    ("world_vs_floor", "<=", 1.3, "cpu"),
 ]
 
 
@@ -178,6 +183,33 @@ class Step:
             nn_kernels.INPUT_BATCH_BYTES = prev_bytes
 
 
+class WorldStep(Step):
+    """A world model's training step: the views are the centred half of the frames, and every sample
+    moves by its own random actions."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        v = model.view_size[0]
+        o = (x.shape[-1] - v) // 2
+        super().__init__(model, x[..., o : o + v, o : o + v].contiguous(), y[..., o : o + v, o : o + v].contiguous())
+        g = torch.Generator().manual_seed(1)
+        a = torch.randint(-2, 3, (x.shape[0], x.shape[1] + y.shape[1], 3), generator=g).double()
+        a[..., 2] = 0
+        self.actions = a.to(x.device)
+
+    def loss(self) -> torch.Tensor:
+        return F.mse_loss(self.model(self.x, self.actions, self.y.shape[1]), self.y)
+
+
+def build_world_model(cfg: BenchConfig) -> WorldModel:
+    """The ``world`` row's FloWM, seeded."""
+    gs = gspaces.trivialOnR2()
+    torch.manual_seed(cfg.seed)
+    view = cfg.grid // 2 + (cfg.grid - cfg.grid // 2) % 2  # grid - view even: the view sits at the centre
+    model = WorldModel(enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.trivial_repr] * cfg.hidden_channels),
+                       FlowSet.translations(gs, 2), cfg.grid, view, decoder_layers=cfg.decoder_layers)
+    return model.to(cfg.device)
+
+
 def record_floor(step: Step) -> ConvFloor:
     with ConvRecorder() as rec:
         step()
@@ -265,7 +297,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
     steps["rotation-bicubic"] = Step(build_model("rotation", cfg, interpolation="bicubic"), x, y)
     steps["rotation-cubic6"] = Step(build_model("rotation", cfg, interpolation="cubic6"), x, y)
     steps["rotation-unbatched"] = Step(build_model("rotation", cfg), x, y, input_batch_bytes=1 << 62)
-    floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation")}
+    steps["world"] = WorldStep(build_world_model(cfg), x, y)
+    floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation", "world")}
     fns: Dict[str, Callable[[], None]] = {**steps, **floors}
     log(f"# timing {len(fns)} functions x {cfg.repeats} repeats (+{cfg.warmup} warm-up) ...")
     times = time_round_robin(fns, cfg)
@@ -285,6 +318,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         "bicubic_vs_bilinear_rotation": med["rotation-bicubic"] / med["rotation"],
         "cubic6_vs_bilinear_rotation": med["rotation-cubic6"] / med["rotation"],
         "unbatched_vs_batched_input_rotation": med["rotation-unbatched"] / med["rotation"],
+        "world_vs_floor": med["world"] / med["world-floor"],
     }
     dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
     targets = []

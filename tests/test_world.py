@@ -206,3 +206,54 @@ def test_action_input_baseline_and_export():
     flowm = _model(12, 8)
     twin = flowm.export()
     assert torch.equal(twin(views, a, 3), flowm(views, a, 3))
+
+
+# -- the CLI and the demo ------------------------------------------------------------------------------------------
+WORLD_TINY = ["--digits", "synthetic", "--world-size", "12", "--window-size", "8", "--digit-size", "5",
+              "--num-digits", "2", "--num-train", "8", "--num-val", "4", "--num-test", "4", "--t-in", "3", "--t-out", "2",
+              "--rollout", "6", "--batch-size", "4", "--hidden-channels", "2", "--eval-every", "2",
+              "--checkpoint-every", "2", "--no-progress"]
+
+
+def test_world_cli_trains_resumes_and_writes_its_metrics(tmp_path, capsys):
+    import json
+
+    from flow_escnn.experiments.cli import main
+
+    out = tmp_path / "w"
+    assert main(["world", "--out", str(out), "--steps", "2", *WORLD_TINY]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["rollout_mse_per_step"]) == 6 and m["test_mse"] == pytest.approx(sum(m["rollout_mse_per_step"][:2]) / 2)
+    assert {p.name for p in out.glob("*.png")} == {"rollout.png", "rollout_mse.png", "val_curve.png"}
+    assert "rollout MSE" in capsys.readouterr().out
+    assert main(["world", "--out", str(out), "--steps", "4", "--resume", "--no-plots", *WORLD_TINY]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+    with pytest.raises(SystemExit):  # a fresh run refuses the folder of a run
+        main(["world", "--out", str(out), "--steps", "2", *WORLD_TINY])
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--turns", "90"], "need a group with that rotation"),
+    (["--turns", "45", "--group", "8", "--hidden-channels", "8"], "does not map integer velocities"),
+    (["--split", "fully_observed"], "shows the whole world"),
+    (["--model", "grnn", "--flow-radius", "1"], "the G-RNN has no flow set"),
+    (["--turn-probability", "0.5"], "does nothing"),
+])
+def test_world_cli_refuses_what_does_not_fit(tmp_path, capsys, extra, message):
+    from flow_escnn.experiments.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["world", "--out", str(tmp_path / "w"), "--steps", "1", *WORLD_TINY, *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_world_demo_compares_the_models(tmp_path):
+    from flow_escnn.experiments.world_demo import WORLD_DEMO_MODELS, run_world_demo
+
+    res = run_world_demo(tmp_path / "d", digits="synthetic", plots=False, workers=1, world_size=12, view_size=8,
+                         digit_size=5, num_digits=2, num_train=8, num_val=4, num_test=4, t_in=3, t_out=2, rollout=100,
+                         steps=2, batch_size=4, hidden_channels=2, eval_every=2, checkpoint_every=2)
+    assert set(res["metrics"]) == set(WORLD_DEMO_MODELS)
+    text = (tmp_path / "d" / "results.md").read_text()
+    assert "FloWM" in text and "predict black views" in text and "view 100 / view 20" in text
