@@ -1,8 +1,10 @@
 """The world-model demo: FloWM against its ablations on one MNIST World, small enough for a laptop CPU.
 
-Every model sees the same world (:func:`world_demo_config`: a 32x32 torus of 3 moving digits, a
-16x16 window, random-walk moves of up to 2 pixels) and trains the same number of steps on 10
-given and 10 predicted views; each is then rolled out for 100 views:
+Every model sees the same world (:func:`world_demo_config`: a 24x24 torus of 3 moving digits of 10
+pixels, a 16x16 window (the world-to-view ratio of the FloWM paper's 50 / 32), random-walk moves of
+up to 4 pixels, which let the 10 given views cover about 90% of the world) and trains the same
+number of steps on 10 given and 10 predicted views with GRU cells; each is then rolled out for 100
+views past the given ones, the map carried by self-motion and flows (``imagine="carry"``):
 
 * **FloWM**: velocity channels :math:`V = [-1, 1]^2` and self-motion;
 * **no self-motion**: the same model with the actions ignored by the transport;
@@ -48,10 +50,10 @@ WORLD_DEMO_MODELS: Dict[str, Dict[str, Any]] = {
 def world_demo_config(digits: str = "mnist", turns: str = "none", **overrides: Any) -> WorldExperimentConfig:
     """The demo's shared config (the model fields are set per run); ``overrides`` change any field."""
     base = WorldExperimentConfig(
-        digits=digits, world_size=32, view_size=16, num_digits=3, digit_size=12, velocities="1",
-        cell="gru", hidden_channels=8, group=4 if turns != "none" else 1, turns=turns, output_activation="clamp",
-        t_in=10, t_out=10, rollout=100, num_train=2000, num_val=32, num_test=32, steps=600, batch_size=8, lr=3e-3,
-        eval_every=100, checkpoint_every=300, eval_batch_size=32, seed=0,
+        digits=digits, world_size=24, view_size=16, num_digits=3, digit_size=10, velocities="1", max_step=4,
+        cell="gru", hidden_channels=8, group=4 if turns != "none" else 1, turns=turns, imagine="carry",
+        output_activation="clamp", t_in=10, t_out=10, rollout=100, num_train=2000, num_val=32, num_test=32,
+        steps=800, batch_size=8, lr=3e-3, eval_every=200, checkpoint_every=400, eval_batch_size=32, seed=0,
     )
     return base.replace(**overrides)
 

@@ -27,7 +27,9 @@ periodic). Past the given views (``imagine=``):
 * ``"carry"``: nothing is written and no cell runs: the map is only carried by the self-motion
   and the flows, :math:`h_s(\\nu) = \\tilde h_s(\\nu)`, while it is read out. The model's own errors
   are then never written back into its memory (with feedback they compound over hundreds of
-  steps), and the rollout is the map's transport, exactly.
+  steps), and the rollout is the map's transport, exactly. On the given views too, the cells
+  update the window only and the rest of the map is carried: the map changes where the agent
+  looks, and nowhere else.
 
 Beside every view the model gets an *observation plane* (1 where a view is written), so the cells
 can tell the window from the rest of the map. The FloWM reference code wrote the previous frame
@@ -203,7 +205,8 @@ class WorldModel(torch.nn.Module):
         self_motion: transport the map by the inverse of each action (False: ignore the actions).
         action_input: also feed the actions as three constant input planes.
         imagine: past the given views, ``"feedback"`` (FloWM: each prediction is written as the next view) or
-            ``"carry"`` (nothing is written, no cell runs: the map is carried by self-motion and flows).
+            ``"carry"`` (nothing is written, no cell runs: the map is carried by self-motion and flows; on
+            the given views the cells update the window only).
         decoder_layers: hidden ``conv + ReLU`` layers of the decoder before its last conv.
         pool: ``"max"`` (FloWM) or ``"mean"`` over :math:`V`.
         cell: a cell kind of :data:`flow_escnn.nn.CELLS` (``"fernn"``, ``"gru"``, ``"lstm"``).
@@ -311,7 +314,8 @@ class WorldModel(torch.nn.Module):
         a = _check_episode(views, actions, self.in_type.size, self.view_size, 1).to(views.device)
         recurrence = self.encoder.recurrence(self.world_size, views.device, views.shape[1], view=self._view)
         program = self._new_program(recurrence, self.motion)
-        res = recurrence.run(program.inputs(views, a), self.weights(), act=program.act(a))
+        res = recurrence.run(program.inputs(views, a), self.weights(), act=program.act(a),
+                             carry_past_inputs=self.imagine == "carry")
         return torch.stack(res.outputs, dim=1)
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor, num_predictions: int = 1) -> torch.Tensor:

@@ -189,6 +189,11 @@ class Recurrence(torch.nn.Module):
         self.from_comoving = from_comoving
         self.period = int(period)
         self.view = None if view is None else check_view(view, self.grid_shape)
+        if self.view is not None:
+            top, left, vh, vw = self.view
+            mask = torch.zeros(1, 1, 1, *self.grid_shape, dtype=torch.bool)
+            mask[..., top : top + vh, left : left + vw] = True
+            self.register_buffer("view_mask", mask, persistent=False)
         if self.view is not None and self.comoving:
             raise ValueError("a view window needs the stationary frame (mode 'hidden'): the map is transported, not the "
                              "views")
@@ -367,7 +372,9 @@ class Recurrence(torch.nn.Module):
                 before the flow transport of step ``t`` (stationary frame only).
             carry_past_inputs: past the given frames, only transport the states (self-motion and
                 :math:`\\psi_1(\\nu)`; no input, no cell update), so the state is carried, not rewritten,
-                while ``predict`` reads it (stationary frame only).
+                while ``predict`` reads it; with a view window, also outside the window on the given
+                frames (the cells update where a view is written, the rest of the map is carried).
+                Stationary frame only.
 
         Returns:
             :class:`RunResult`: outputs, predictions, final states (stationary frame; the
@@ -426,7 +433,10 @@ class Recurrence(torch.nn.Module):
                 for l in range(len(self.layers)):
                     if l > 0:
                         u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t)[:, 0]
-                    new.append(self.update(l, moved[l], u, weights))
+                    updated = self.update(l, moved[l], u, weights)
+                    if carry_past_inputs and self.view is not None:  # only the window is updated; the rest carried
+                        updated = tuple(torch.where(self.view_mask, s, m) for s, m in zip(updated, moved[l].state))
+                    new.append(updated)
                 st = new
                 if keep_outputs:
                     out = st[-1][0]
