@@ -16,7 +16,7 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
   degrees/frame in 45-degree steps, the configuration the rotation targets are set for;
   interpolated, co-moving mode);
   ``rotation-unbatched`` is the same step with all input frames convolved at once (the engine
-  batches them by :data:`flow_escnn.nn.kernels.INPUT_BATCH_BYTES`);
+  batches them by :data:`flow_escnn.nn._kernels.INPUT_BATCH_BYTES`);
 * ``*-naive``: :class:`benchmarks.straightforward.StraightforwardPredictor` with the same weights
   (Python loop over V, escnn convs re-expanded every step);
 * ``world``: a :class:`flow_escnn.models.WorldModel` (FloWM: the fernn row's fields and V on a
@@ -51,10 +51,10 @@ import torch.nn.functional as F  # noqa: E402
 
 import flow_escnn  # noqa: E402
 from flow_escnn._compat import import_escnn  # noqa: E402
-from flow_escnn.flows.flowset import FlowSet  # noqa: E402
-from flow_escnn.flows.transport import GatherTransport  # noqa: E402
+from flow_escnn.flows._flowset import FlowSet  # noqa: E402
+from flow_escnn.flows._transport import GatherTransport  # noqa: E402
 from flow_escnn.models import NextFramePredictor, WorldModel  # noqa: E402
-from flow_escnn.nn import kernels as nn_kernels  # noqa: E402
+from flow_escnn.nn import _kernels as nn_kernels  # noqa: E402
 
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter  # noqa: E402
 from benchmarks.straightforward import StraightforwardPredictor  # noqa: E402
@@ -150,7 +150,7 @@ def _sync(device: str) -> None:
 
 class Step:
     """One training step (zero_grad, forward, MSE, backward, Adam) of a model, with options
-    (``input_batch_bytes``: the engine's :data:`~flow_escnn.nn.kernels.INPUT_BATCH_BYTES` for this step)."""
+    (``input_batch_bytes``: the engine's :data:`~flow_escnn.nn._kernels.INPUT_BATCH_BYTES` for this step)."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
                  deterministic: bool = False, input_batch_bytes: Optional[int] = None) -> None:

@@ -1,7 +1,7 @@
 """Memory meters and the conv-only floor used by the benchmark.
 
 The floor replays the step's convolutions with the functions the step called: ``F.conv2d``, or
-:func:`flow_escnn.nn.kernels.conv2d` (the same convolution; an im2col GEMM for inputs with at
+:func:`flow_escnn.nn._kernels.conv2d` (the same convolution; an im2col GEMM for inputs with at
 most two channels on the CPU), so it neither misses nor slows down the layer-0 input convolutions.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from flow_escnn.nn.kernels import conv2d as library_conv2d
+from flow_escnn.nn._kernels import conv2d as library_conv2d
 
 __all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor", "time_ratio", "kernel_main"]
 

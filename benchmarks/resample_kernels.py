@@ -25,10 +25,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 
 from flow_escnn._compat import import_escnn  # noqa: E402
-from flow_escnn.flows.element import GridElement  # noqa: E402
-from flow_escnn.flows.resample import block_table, sparse_resample  # noqa: E402
-from flow_escnn.flows.tables import INTERPOLATIONS  # noqa: E402
-from flow_escnn.flows.transport import TransportPlan  # noqa: E402
+from flow_escnn.flows._element import GridElement  # noqa: E402
+from flow_escnn.flows._resample import block_table, sparse_resample  # noqa: E402
+from flow_escnn.flows._tables import INTERPOLATIONS  # noqa: E402
+from flow_escnn.flows._transport import TransportPlan  # noqa: E402
 
 from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
 

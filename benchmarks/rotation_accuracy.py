@@ -45,7 +45,7 @@ import torch
 
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowSet, TransportPlan
-from flow_escnn.flows.tables import INTERPOLATIONS
+from flow_escnn.flows._tables import INTERPOLATIONS
 from flow_escnn.nn import FERNN
 
 SIZE = 41

@@ -4,12 +4,12 @@ Run from the repository root::
 
     python -m benchmarks.step_kernels --threads 1
 
-* ``thin_conv``: :func:`flow_escnn.nn.kernels.conv2d` (im2col + batched GEMM for inputs with at
-  most :data:`~flow_escnn.nn.kernels.IM2COL_MAX_CHANNELS` channels on the CPU) against
+* ``thin_conv``: :func:`flow_escnn.nn._kernels.conv2d` (im2col + batched GEMM for inputs with at
+  most :data:`~flow_escnn.nn._kernels.IM2COL_MAX_CHANNELS` channels on the CPU) against
   ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input convolutions of
   ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]`` into 32
   channels, 3x3), and on 2 and 4 input channels (the crossover).
-* ``max_over_v``: :func:`flow_escnn.nn.pooling.reduce_velocities` (``"max"``) against
+* ``max_over_v``: :func:`flow_escnn.nn._pooling.reduce_velocities` (``"max"``) against
   ``x.max(dim=-4).values``, forward + backward, on one readout of that row (``[8, 5, 32, 28, 28]``).
 * ``pooled_readout``: that row's readout, a bilinear C8 transport of 5 slices followed by the max
   over them, as two calls (``reduce_velocities(plan(h, start=s), "max")``) against one
@@ -33,10 +33,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from flow_escnn._compat import import_escnn  # noqa: E402
-from flow_escnn.flows.element import GridElement  # noqa: E402
-from flow_escnn.flows.transport import TransportPlan  # noqa: E402
-from flow_escnn.nn.kernels import conv2d  # noqa: E402
-from flow_escnn.nn.pooling import reduce_velocities  # noqa: E402
+from flow_escnn.flows._element import GridElement  # noqa: E402
+from flow_escnn.flows._transport import TransportPlan  # noqa: E402
+from flow_escnn.nn._kernels import conv2d  # noqa: E402
+from flow_escnn.nn._pooling import reduce_velocities  # noqa: E402
 
 from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
 

@@ -67,7 +67,7 @@ html_theme_options = {
 
 # -- re-exported names -----------------------------------------------------------------------------
 def _resolve_reexport(app, env, node, contnode):  # type: ignore[no-untyped-def]
-    """Resolve ``flow_escnn.nn.FERNN`` to where it is documented (``flow_escnn.nn.sequence.FERNN``).
+    """Resolve ``flow_escnn.nn.FERNN`` to where it is documented (``flow_escnn.nn._sequence.FERNN``).
 
     The docstrings refer to public objects by their short, re-exported path; the API pages
     document each object once, in the module that defines it. Unresolvable names are left to

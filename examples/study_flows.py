@@ -37,7 +37,7 @@ from escnn import nn as enn
 from flow_escnn import FlowGenerator, FlowSet, LiftedTensor, flow_sequence
 from flow_escnn.checks import check_flow_equivariance
 from flow_escnn.data import SyntheticDigits
-from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
+from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.nn import FERNN
 
 

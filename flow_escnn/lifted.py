@@ -5,7 +5,7 @@ and a pixel :math:`x`, with fibers of an escnn ``FieldType``. It is stored as
 ``[B, V, C, H, W]`` (one frame) or ``[B, T, V, C, H, W]`` (a sequence), with the V axis
 ordered like ``flows.velocities``.
 
-Group actions on a lifted tensor (see :mod:`flow_escnn.flows.flowset`):
+Group actions on a lifted tensor (see :mod:`flow_escnn.flows._flowset`):
 
 .. math::
     (g\\cdot h)_t(\\nu) &= g\\cdot h_t(g^{-1}\\cdot\\nu)
@@ -21,10 +21,10 @@ from typing import Any, Sequence, Tuple
 import torch
 
 from flow_escnn._compat import enn
-from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.flowset import FlowSet, VelocityLike
-from flow_escnn.flows.transport import TransportPlan
-from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
+from flow_escnn.flows._element import GridElement
+from flow_escnn.flows._flowset import FlowSet, VelocityLike
+from flow_escnn.flows._transport import TransportPlan
+from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.sequences import FieldTypeOver
 
 __all__ = ["LiftedFieldType", "LiftedTensor"]

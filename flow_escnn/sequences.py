@@ -15,11 +15,11 @@ from typing import Any, Dict, Sequence, Tuple
 import torch
 
 from flow_escnn._compat import enn
-from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.flowset import FlowSet, VelocityLike
-from flow_escnn.flows.spec import decode, encode
-from flow_escnn.flows.transport import TransportPlan
-from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
+from flow_escnn.flows._element import GridElement
+from flow_escnn.flows._flowset import FlowSet, VelocityLike
+from flow_escnn.flows._spec import decode, encode
+from flow_escnn.flows._transport import TransportPlan
+from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 
 __all__ = ["FieldTypeOver", "SequenceFieldType", "SequenceTensor", "rebuild_type"]
 
@@ -63,7 +63,7 @@ class FieldTypeOver:
 
 
 def rebuild_type(cls: Any, field_type_spec: Any, *args: Any) -> FieldTypeOver:
-    """``cls(field_type, *args)`` from :func:`~flow_escnn.flows.spec.encode`'s spec of the field type (unpickling)."""
+    """``cls(field_type, *args)`` from :func:`~flow_escnn.flows._spec.encode`'s spec of the field type (unpickling)."""
     return cls(decode(field_type_spec), *args)
 
 

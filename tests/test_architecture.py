@@ -76,7 +76,7 @@ def test_no_floor_imports_upwards():
         offenders += [f"{path.relative_to(ROOT)} imports flow_escnn.{m}" for m in upward_imports(floor, path.read_text())]
     assert not offenders, "\n".join(offenders)
     # control: the check flags what the rules forbid
-    assert upward_imports("flows", "from flow_escnn.nn.engine import Recurrence\n") == ["nn"]
+    assert upward_imports("flows", "from flow_escnn.nn._engine import Recurrence\n") == ["nn"]
     assert upward_imports("experiments", "import flow_escnn.lifted\nfrom flow_escnn.models import x\n") == ["lifted"]
 
 
@@ -89,7 +89,7 @@ def test_no_private_names_across_modules():
             offenders.append(f"{path.relative_to(ROOT)} uses {name}")
     assert not offenders, "\n".join(offenders)
     # control: an import of a private helper and a call of another module's private method
-    assert private_uses("from flow_escnn.flows.flowset import _helper\n", set(), set()) == ["_helper"]
+    assert private_uses("from flow_escnn.flows._flowset import _helper\n", set(), set()) == ["_helper"]
     assert private_uses("y = cell._unpack(s)\n", set(), {"_unpack"}) == ["_unpack"]
     assert private_uses("y = self._unpack(s)\n", set(), {"_unpack"}) == []
     assert private_uses("from flow_escnn._compat import group as _group\n", set(), set()) == []

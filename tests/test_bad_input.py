@@ -10,7 +10,7 @@ import torch
 
 from flow_escnn import FlowGenerator, FlowSet, TransportPlan
 from flow_escnn._compat import enn, gspaces
-from flow_escnn.experiments.cli import main
+from flow_escnn.experiments._cli import main
 from flow_escnn.models import NextFramePredictor, SequenceClassifier, load_model, save_model
 from flow_escnn.nn import FERNN, FERNNCell, FlowLSTM
 from tests.tiny import cli
@@ -87,7 +87,7 @@ def test_wrong_types_get_messages_that_say_what_is_expected(call, exc, message):
 
 # -- non-finite values ------------------------------------------------------------------------------------------
 def test_training_stops_on_a_non_finite_loss_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    from flow_escnn.experiments import training
+    from flow_escnn.experiments import _training as training
 
     real = training.prediction_loss
     calls = {"n": 0}

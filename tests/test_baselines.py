@@ -9,7 +9,7 @@ from flow_escnn.flows import FlowGenerator, FlowSet, flow_sequence
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn import FERNN
 from flow_escnn.nn import GRNN, Conv3DClassifier, GRNNPlus
-from flow_escnn.nn.export import export, find_escnn_objects
+from flow_escnn.nn._export import export, find_escnn_objects
 from tests.oracles import quarter_turns
 
 C4 = gspaces.rot2dOnR2(4)

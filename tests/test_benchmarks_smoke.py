@@ -25,7 +25,7 @@ from benchmarks.straightforward import StraightforwardFERNN
 from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.nn import FERNN
-from flow_escnn.nn.kernels import conv2d as library_conv2d
+from flow_escnn.nn._kernels import conv2d as library_conv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -68,7 +68,7 @@ def test_every_row_floor_and_target_is_reported(tiny_run):
     assert all(res["losses_finite"].values())
     # T_in = 2, 2 predictions: U on 2 input frames + 1 fed back, W on 3 updates, 2 decoder convs per prediction
     assert res["floor_convs"]["fernn-floor"] == 1 + 1 + 3 + 2 * 2
-    assert len(res["targets"]) == 4 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
+    assert len(res["targets"]) == 5 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
                                             for t in res["targets"])
     assert res["memory"]["fernn-checkpoint"]["peak_bytes"] < res["memory"]["fernn"]["peak_bytes"]
 
@@ -176,7 +176,7 @@ def test_resample_kernels_compares_equal_products(capsys):
     """benchmarks/resample_kernels.py at tiny sizes: one finite ratio per interpolation (the script
     checks itself that both kernels compute the same products) and a well-formed RATIOS line."""
     from benchmarks import resample_kernels
-    from flow_escnn.flows.tables import INTERPOLATIONS
+    from flow_escnn.flows._tables import INTERPOLATIONS
 
     ratios = resample_kernels.run(slices=2, grid=8, columns=4, repeats=1)
     assert set(ratios) == set(INTERPOLATIONS) and all(math.isfinite(r) and r > 0 for r in ratios.values())

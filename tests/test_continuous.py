@@ -17,7 +17,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.checks import check_flow_equivariance
 from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan
-from flow_escnn.flows.planar import rotation_order, steps_per_turn
+from flow_escnn.flows._planar import rotation_order, steps_per_turn
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
 from flow_escnn.nn import FERNN, FlowGRU
 from tests.oracles import quarter_turns
@@ -76,7 +76,7 @@ def test_field_nonlinearities_commute_with_the_fiber_at_any_angle(name):
     """sigma(rho(g) x) = rho(g) sigma(x) for a generic angle (0.3 rad), exactly: a 90-degree check cannot
     tell a per-field norm from a per-channel one (signed permutations commute with any odd function), so
     this is where the field structure is tested; a per-channel squash is the control."""
-    from flow_escnn.nn.nonlinearity import field_nonlinearity
+    from flow_escnn.nn._nonlinearity import field_nonlinearity
 
     ft = irreps(SO2)
     fields = torch.tensor([f for f, r in enumerate(ft.representations) for _ in range(r.size)])
@@ -160,8 +160,8 @@ def test_so2_irreps_at_10_degrees_within_escnn_static_error_with_cubic6():
 
 def test_cli_trains_and_evaluates_an_so2_predictor(tmp_path, capsys):
     """``--group -1``: SO(2) with irreps hidden fields; rotation steps of V are degrees."""
-    from flow_escnn.experiments.cli import main
-    from flow_escnn.experiments.config import ExperimentConfig
+    from flow_escnn.experiments._cli import main
+    from flow_escnn.experiments._config import ExperimentConfig
 
     out = tmp_path / "so2"
     args = ["train", "--out", str(out), "--digits", "synthetic", "--flow", "rotation", "--group", "-1",

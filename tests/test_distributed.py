@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from flow_escnn.experiments import ExperimentConfig
-from flow_escnn.experiments.distributed import World, world_from_env
-from flow_escnn.experiments.runtime import load_checkpoint
-from flow_escnn.experiments.training import merge_resume_config, train_flowing
+from flow_escnn.experiments._distributed import World, world_from_env
+from flow_escnn.experiments._runtime import load_checkpoint
+from flow_escnn.experiments._training import merge_resume_config, train_flowing
 from tests.tiny import TINY, cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,15 +13,15 @@ import flow_escnn
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 #: public objects whose docstrings must carry a runnable example (the names a new user meets first)
 MUST_SHOW = [
-    "flow_escnn.flows.flowset.FlowSet",
-    "flow_escnn.flows.generator.FlowGenerator",
-    "flow_escnn.flows.element.GridElement",
-    "flow_escnn.flows.functional.transport",
+    "flow_escnn.flows._flowset.FlowSet",
+    "flow_escnn.flows._generator.FlowGenerator",
+    "flow_escnn.flows._element.GridElement",
+    "flow_escnn.flows._functional.transport",
     "flow_escnn.flows.kinds.flow_kind",
     "flow_escnn.nn.cell_kinds.cell_kind",
     "flow_escnn.nn.cell_kinds.fernn.FERNN",
-    "flow_escnn.checks.diagrams.check_flow_equivariance",
-    "flow_escnn.models.config.ModelConfig.resolve",
+    "flow_escnn.checks._diagrams.check_flow_equivariance",
+    "flow_escnn.models._config.ModelConfig.resolve",
 ]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, FlowSet, TransportPlan, flow_sequence
-from flow_escnn.flows.gather import circular_pad
+from flow_escnn.flows._gather import circular_pad
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
 from flow_escnn.nn import CELL_KINDS
 
@@ -180,7 +180,7 @@ def test_input_terms_in_batches_change_nothing(mode):
     """Convolving the input frames a batch at a time (``chunk``) gives the all-at-once outputs and
     gradients (float64, 1e-12), with autoregressive steps past the given frames and checkpointing;
     a bad ``chunk`` is refused. Control: a batch that skips a frame is seen."""
-    from flow_escnn.nn.kernels import INPUT_BATCH_BYTES, InputBatches, frames_per_batch
+    from flow_escnn.nn._kernels import INPUT_BATCH_BYTES, InputBatches, frames_per_batch
 
     torch.manual_seed(0)
     model = _randomize(NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), mode=mode, decoder_layers=1).to(F64))
@@ -228,7 +228,7 @@ def test_pooled_readouts_are_the_pooled_guesses(mode, pool):
     it hands over without it (max: bit for bit, gradients too; mean: 1e-12), for an interpolated C8
     rotation flow (co-moving: pooled inside the resampling's layout) and the hidden mode. Control: the
     same comparison flags a pooling that drops the last velocity."""
-    from flow_escnn.nn.pooling import reduce_velocities
+    from flow_escnn.nn._pooling import reduce_velocities
 
     c8 = gspaces.rot2dOnR2(8)
     torch.manual_seed(0)

@@ -10,11 +10,11 @@ import torch
 
 from flow_escnn.data import KTH_ACTIONS
 from flow_escnn.experiments import ExperimentConfig, parse_flow_steps, parse_velocities, velocity_key
-from flow_escnn.experiments.cli import main
-from flow_escnn.experiments.plots import moving_frame_states
-from flow_escnn.experiments.training import load_model, merge_resume_config
+from flow_escnn.experiments._cli import main
+from flow_escnn.experiments._plots import moving_frame_states
+from flow_escnn.experiments._training import load_model, merge_resume_config
 from flow_escnn.models import NextFramePredictor
-from flow_escnn.models.config import FLOW_MODELS, RECURRENT_MODELS, ClassifierConfig
+from flow_escnn.models._config import FLOW_MODELS, RECURRENT_MODELS, ClassifierConfig
 from tests.tiny import cli, write_tiny_kth
 
 TIME_KEYS = {"train_time_s", "eval_time_s", "versions"}
@@ -159,7 +159,7 @@ def test_velocity_syntax():
 # -- models and figures -----------------------------------------------------------------------------------------
 def test_grnn_plus_predictor_starts_as_the_fernn_predictor():
     """With init='shift' the learned kernels are the transports, so G-RNN+ == FERNN at initialisation."""
-    from flow_escnn.experiments.config import build_model
+    from flow_escnn.experiments._config import build_model
 
     torch.manual_seed(0)
     config = ExperimentConfig(model="grnn_plus", hidden_channels=3, decoder_layers=1, flow_radius=1,
@@ -183,7 +183,7 @@ def test_moving_frame_view_of_a_fernn_is_the_static_state(tmp_path):
     """psi_t(v)^-1 h_t(v) for an input moving with v equals h_t(0) of the unmoved input (FERNN theorem)."""
     torch.manual_seed(0)
     config = ExperimentConfig(hidden_channels=3, decoder_layers=1, flow_radius=1, digits="synthetic").resolve()
-    from flow_escnn.experiments.config import build_model
+    from flow_escnn.experiments._config import build_model
 
     model = build_model(config)
     v = model.flows[model.flows.index((1, -1, 0))]
@@ -250,7 +250,7 @@ def test_kth_speed_switches(tiny_kth, tmp_path, capsys):
 
 def test_demo_pipeline_tiny(tmp_path):
     """The demo's code path end to end at toy size (the real sizes are in demo_config)."""
-    from flow_escnn.experiments.demo import run_demo
+    from flow_escnn.experiments._demo import run_demo
 
     result = run_demo(tmp_path / "demo", digits="synthetic", grid_size=8, num_train=8, num_val=4, num_test=4,
                       num_per_velocity=1, t_in=3, t_out=2, steps=2, batch_size=4, hidden_channels=2,
@@ -269,7 +269,7 @@ def test_demo_pipeline_tiny(tmp_path):
 def test_line_progress_reports_rate_loss_and_eta():
     import io
 
-    from flow_escnn.experiments.progress import LineProgress, format_duration, progress_factory
+    from flow_escnn.experiments._progress import LineProgress, format_duration, progress_factory
 
     now = [0.0]
     out = io.StringIO()

@@ -15,8 +15,8 @@ from flow_escnn.flows import FlowSet, GridElement, TransportPlan
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.models import NextFramePredictor, SequenceClassifier
 from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, FlowGRU, FlowLSTM, SteerableConv
-from flow_escnn.nn.baselines import GRNN
-from flow_escnn.nn.export import export, export_conv, export_flow_rnn, find_escnn_objects
+from flow_escnn.nn._baselines import GRNN
+from flow_escnn.nn._export import export, export_conv, export_flow_rnn, find_escnn_objects
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)

@@ -14,7 +14,7 @@ import pytest
 
 from flow_escnn._compat import gspaces
 from flow_escnn.flows import FlowGenerator, FlowSet, GridElement
-from flow_escnn.flows.planar import rotation_element
+from flow_escnn.flows._planar import rotation_element
 
 C4 = gspaces.rot2dOnR2(4)
 C8 = gspaces.rot2dOnR2(8)

@@ -16,12 +16,12 @@ from flow_escnn import FlowGenerator
 from flow_escnn._compat import gspaces
 from flow_escnn._registry import discover
 from flow_escnn.experiments import ExperimentConfig
-from flow_escnn.flows.generator import flow_parts
+from flow_escnn.flows._generator import flow_parts
 from flow_escnn.flows.kinds import FLOW_KINDS, FlowKind
 from flow_escnn.models import PredictorConfig, build_predictor
-from flow_escnn.models.config import RECURRENT_MODELS
+from flow_escnn.models._config import RECURRENT_MODELS
 from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, CellKind
-from flow_escnn.experiments.parser import build_parser
+from flow_escnn.experiments._parser import build_parser
 from tests.tiny import TINY
 
 
@@ -95,7 +95,7 @@ def test_the_engine_reads_the_update_from_the_layer_spec():
         spec = cell.layer_spec()
         assert spec.kind == name and spec.update is kind.cell.update and spec.gates == kind.gates
         assert spec.learned_transport == kind.cell.learned_transport
-    engine = (flow_kinds_pkg.__file__.rsplit("/flows/", 1)[0]) + "/nn/engine.py"
+    engine = (flow_kinds_pkg.__file__.rsplit("/flows/", 1)[0]) + "/nn/_engine.py"
     text = open(engine).read()
     assert not any(f'"{name}"' in text for name in CELL_KINDS), "the engine compares a cell name"
 
@@ -119,7 +119,7 @@ def test_a_resolved_config_is_frozen_explicit_and_resolves_to_itself():
 
 
 def test_resolution_parses_and_builds_once(monkeypatch):
-    import flow_escnn.experiments.config as config_module
+    import flow_escnn.experiments._config as config_module
 
     calls = {"parse": 0}
     original = config_module.parse_velocities

@@ -1,4 +1,4 @@
-"""MNIST World data (flow_escnn.data.mnist_world): views, poses, digit motion, actions, determinism.
+"""MNIST World data (flow_escnn.data._mnist_world): views, poses, digit motion, actions, determinism.
 
 Every property is checked against an oracle written here with plain torch.roll / torch.rot90 /
 numpy (never the library's own helpers), and every check is shown to flag a wrong variant (the
@@ -112,8 +112,8 @@ def test_views_are_world_crops_at_the_poses(world_size, view_size):
 def test_views_match_the_world_models_transport():
     """Fully observed, static: view_t = a_t^{-1} . view_{t-1}, the model's ActionTransport (quarter turns)."""
     from flow_escnn._compat import enn, gspaces
-    from flow_escnn.flows.action import ActionTransport
-    from flow_escnn.flows.flowset import FlowSet
+    from flow_escnn.flows._action import ActionTransport
+    from flow_escnn.flows._flowset import FlowSet
 
     b = gen(num_episodes=4, num_frames=6, view_size=None, static=True, turns=90, turn_probability=0.5, seed=2)
     gs = gspaces.rot2dOnR2(4)

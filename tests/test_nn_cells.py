@@ -15,7 +15,7 @@ from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, NONLINEARITIES, FERNNCell, FlowGRUCell, FlowLSTM, FlowLSTMCell
-from flow_escnn.nn.nonlinearity import check_pointwise, get_nonlinearity
+from flow_escnn.nn._nonlinearity import check_pointwise, get_nonlinearity
 from tests.oracles import roll
 
 C4 = gspaces.rot2dOnR2(4)

@@ -11,7 +11,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
-from flow_escnn.nn.pooling import (
+from flow_escnn.nn._pooling import (
     GroupPool,
     SpatialPool,
     VelocityPool,

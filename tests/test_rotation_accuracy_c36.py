@@ -13,7 +13,7 @@ cubic6 0.0082 (1.01x escnn), bicubic (the control, the previous default) 0.028 (
 from __future__ import annotations
 
 from benchmarks.rotation_accuracy import escnn_static_error, flow_errors
-from flow_escnn.flows.tables import DEFAULT_INTERPOLATION
+from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 
 C36 = dict(n=36, fields=1, seed=0)
 BOUND = 1.5  # times escnn's static error at the same angle

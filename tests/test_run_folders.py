@@ -15,18 +15,18 @@ import pytest
 import torch
 
 from flow_escnn.experiments import ExperimentConfig
-from flow_escnn.experiments.cli import main
-from flow_escnn.experiments.evaluation import evaluate_checkpoint
-from flow_escnn.experiments.run_folder import (
+from flow_escnn.experiments._cli import main
+from flow_escnn.experiments._evaluation import evaluate_checkpoint
+from flow_escnn.experiments._run_folder import (
     LOCK_NAME,
     RunFolderBusy,
     RunFolderError,
     claim_run_folder,
     folder_owner,
 )
-from flow_escnn.experiments.runtime import OutputWriteError, save_checkpoint, write_json
-from flow_escnn.experiments.training import train_flowing
-from flow_escnn.models.config import ClassifierConfig
+from flow_escnn.experiments._runtime import OutputWriteError, save_checkpoint, write_json
+from flow_escnn.experiments._training import train_flowing
+from flow_escnn.models._config import ClassifierConfig
 from tests.tiny import TINY, cli, write_tiny_kth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_the_owner_holds_a_lock_that_other_processes_see(tmp_path):
 def test_a_second_process_is_refused_while_the_first_owns_the_folder(tmp_path):
     """The control of the ownership test: the same claim from a *second process* fails."""
     out = tmp_path / "run"
-    code = ("import sys; from flow_escnn.experiments.run_folder import claim_run_folder\n"
+    code = ("import sys; from flow_escnn.experiments._run_folder import claim_run_folder\n"
             "try:\n    claim_run_folder(sys.argv[1], 'probe').__enter__()\nexcept ValueError as e:\n    print(e)\n"
             "else:\n    print('claimed')")
     with claim_run_folder(out, "train"):

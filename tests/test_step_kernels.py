@@ -1,5 +1,5 @@
 """The step's replacement kernels against the torch calls they replace: the thin-input convolution
-(:func:`flow_escnn.nn.kernels.conv2d`) and the max over V (:func:`~flow_escnn.nn.pooling.reduce_velocities`).
+(:func:`flow_escnn.nn._kernels.conv2d`) and the max over V (:func:`~flow_escnn.nn._pooling.reduce_velocities`).
 
 Both must give the plain call's values and gradients: the convolution to float64 rounding, the max
 bit for bit (same values, gradient at the same first maximal slice). Each comparison is shown to
@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flow_escnn.nn import kernels as nnk
-from flow_escnn.nn.kernels import IM2COL_MAX_CHANNELS, conv2d
-from flow_escnn.nn.pooling import reduce_velocities
+from flow_escnn.nn import _kernels as nnk
+from flow_escnn.nn._kernels import IM2COL_MAX_CHANNELS, conv2d
+from flow_escnn.nn._pooling import reduce_velocities
 
 
 def _conv_grads(fn, x, w, b, gy):

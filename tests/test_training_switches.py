@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from flow_escnn.experiments import ExperimentConfig
-from flow_escnn.experiments.run_folder import LOCK_NAME
-from flow_escnn.experiments.runtime import load_checkpoint
-from flow_escnn.experiments.training import FlowingTask, train_flowing
+from flow_escnn.experiments._run_folder import LOCK_NAME
+from flow_escnn.experiments._runtime import load_checkpoint
+from flow_escnn.experiments._training import FlowingTask, train_flowing
 from tests.tiny import TINY, cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +142,8 @@ def test_kill_9_at_any_point_then_resume_continues_bit_identically(tmp_path):
 def test_compiled_engine_trains_the_same_model():
     """--compile runs the engine program through torch.compile: same loss and gradients as eager
     (the debug backend here; the CLI uses inductor, exercised in the slow test below)."""
-    from flow_escnn.experiments.config import build_model
-    from flow_escnn.experiments.training import prediction_loss
+    from flow_escnn.experiments._config import build_model
+    from flow_escnn.experiments._training import prediction_loss
 
     config = ExperimentConfig(**SWITCHES).resolve()
     torch.manual_seed(0)
@@ -195,8 +195,8 @@ def test_train_with_inductor_compile_matches_eager(tmp_path):
 
 
 def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    from flow_escnn.experiments.cli import main
-    from flow_escnn.experiments.estimate import estimate_training
+    from flow_escnn.experiments._cli import main
+    from flow_escnn.experiments._estimate import estimate_training
 
     out = tmp_path / "never"
     argv = ["train", "--out", str(out), *cli(steps=50), "--estimate", "2"]

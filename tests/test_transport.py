@@ -1,4 +1,4 @@
-"""Transport of escnn fields by grid elements (flow_escnn.flows.transport).
+"""Transport of escnn fields by grid elements (flow_escnn.flows._transport).
 
 The oracle is escnn itself: ``GeometricTensor(x, ft).transform(g).tensor``. escnn's fiber
 matrices carry ~1e-16 round-off (e.g. its regular representation is built through a change
@@ -16,7 +16,7 @@ import torch
 
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowGenerator, GridElement, TransportPlan, flow_sequence, transport
-from flow_escnn.flows.transport import GatherTransport
+from flow_escnn.flows._transport import GatherTransport
 from tests.oracles import quarter_turns, roll
 
 C4 = gspaces.rot2dOnR2(4)
@@ -462,7 +462,7 @@ def test_bad_input_messages(rng):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "cubic6"])
 def test_interpolation_weights_interpolate_and_sum_to_one(interpolation):
-    from flow_escnn.flows.tables import interpolation_kernel, spatial_table
+    from flow_escnn.flows._tables import interpolation_kernel, spatial_table
 
     radius, kernel = interpolation_kernel(interpolation)
     taps = np.arange(1 - radius, radius + 1)
@@ -545,7 +545,7 @@ def test_transport_with_reduce_is_the_reduced_transport(interpolation, reps, rng
     """``plan(x, reduce=...)`` equals pooling ``plan(x)`` over the slice axis (interpolated permutation
     fibers pool inside the resampling's layout; dense fibers and exact plans pool after): max bit for bit,
     gradients too; mean to 1e-12. Control: pooling over the wrong slices is flagged. Bad calls are refused."""
-    from flow_escnn.nn.pooling import reduce_velocities
+    from flow_escnn.nn._pooling import reduce_velocities
 
     ft = enn.FieldType(C8, [C8.regular_repr] * 2 if reps == "regular" else [C8.irrep(1)] * 2)
     ks = (1, 3, 0, 2, 5, 1) if interpolation else (0, 2, 4, 6, 2, 0)

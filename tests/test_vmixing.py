@@ -1,4 +1,4 @@
-"""V-mixing (flow_escnn.nn.vmixing): exact static G-equivariance, flow equivariance away
+"""V-mixing (flow_escnn.nn._vmixing): exact static G-equivariance, flow equivariance away
 from the border of V, identity at initialisation, export, and its mode restriction."""
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import torch
 from flow_escnn import FlowSet
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.checks import check_world_equivariance
-from flow_escnn.flows.action import ActionTransport
-from flow_escnn.models.world import WorldModel, centred_window
+from flow_escnn.flows._action import ActionTransport
+from flow_escnn.models._world import WorldModel, centred_window
 
 C4 = gspaces.rot2dOnR2(4)
 TRIV = enn.FieldType(C4, [C4.trivial_repr])
@@ -218,7 +218,7 @@ WORLD_TINY = ["--digits", "synthetic", "--world-size", "12", "--window-size", "8
 def test_world_cli_trains_resumes_and_writes_its_metrics(tmp_path, capsys):
     import json
 
-    from flow_escnn.experiments.cli import main
+    from flow_escnn.experiments._cli import main
 
     out = tmp_path / "w"
     assert main(["world", "--out", str(out), "--steps", "2", *WORLD_TINY]) == 0
@@ -241,7 +241,7 @@ def test_world_cli_trains_resumes_and_writes_its_metrics(tmp_path, capsys):
     (["--turn-probability", "0.5"], "does nothing"),
 ])
 def test_world_cli_refuses_what_does_not_fit(tmp_path, capsys, extra, message):
-    from flow_escnn.experiments.cli import main
+    from flow_escnn.experiments._cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["world", "--out", str(tmp_path / "w"), "--steps", "1", *WORLD_TINY, *extra])
@@ -249,7 +249,7 @@ def test_world_cli_refuses_what_does_not_fit(tmp_path, capsys, extra, message):
 
 
 def test_world_demo_compares_the_models(tmp_path):
-    from flow_escnn.experiments.world_demo import WORLD_DEMO_MODELS, run_world_demo
+    from flow_escnn.experiments._world_demo import WORLD_DEMO_MODELS, run_world_demo
 
     res = run_world_demo(tmp_path / "d", digits="synthetic", plots=False, workers=1, world_size=12, view_size=8,
                          digit_size=5, num_digits=2, num_train=8, num_val=4, num_test=4, t_in=3, t_out=2, rollout=100,

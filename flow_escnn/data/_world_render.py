@@ -1,6 +1,6 @@
-"""Rendering for :mod:`flow_escnn.data.mnist_world` (private): worlds, agent views, window drawings.
+"""Rendering for :mod:`flow_escnn.data._mnist_world` (private): worlds, agent views, window drawings.
 
-Coordinates are the package's (:mod:`flow_escnn.flows.planar`): pixel ``(i, j)`` of an ``N x N``
+Coordinates are the package's (:mod:`flow_escnn.flows._planar`): pixel ``(i, j)`` of an ``N x N``
 grid sits at the planar point :math:`x = j - c`, :math:`y = c - i`, :math:`c = (N - 1)/2` (x along
 the last axis, y up, origin at the grid centre), and the grid is a torus. An agent pose
 :math:`P = (p, R_\\theta)` maps a view point :math:`x` (about the view centre) to the world point

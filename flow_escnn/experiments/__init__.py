@@ -2,31 +2,31 @@
 
 Run them from the command line (``python -m flow_escnn.experiments --help``) or from Python:
 
-* :mod:`~flow_escnn.experiments.config` -- :class:`ExperimentConfig`, velocity-set syntax and
+* :mod:`~flow_escnn.experiments._config` -- :class:`ExperimentConfig`, velocity-set syntax and
   the model factory (FERNN, G-RNN, G-RNN+ next-frame predictors);
-* :mod:`~flow_escnn.experiments.datasets` -- the seeded Flowing-MNIST splits of a config;
-* :mod:`~flow_escnn.experiments.training` -- seeding, determinism, checkpoints, the training
+* :mod:`~flow_escnn.experiments._datasets` -- the seeded Flowing-MNIST splits of a config;
+* :mod:`~flow_escnn.experiments._training` -- seeding, determinism, checkpoints, the training
   loop and :func:`train_flowing`;
-* :mod:`~flow_escnn.experiments.evaluation` -- test / per-step / per-velocity MSE and
+* :mod:`~flow_escnn.experiments._evaluation` -- test / per-step / per-velocity MSE and
   :func:`evaluate_checkpoint`;
-* :mod:`~flow_escnn.experiments.plots` -- PNG figures (matplotlib, Agg);
-* :mod:`~flow_escnn.experiments.demo` -- the small FERNN vs G-RNN demo;
-* :mod:`~flow_escnn.experiments.kth` -- moving-KTH action classification;
-* :mod:`~flow_escnn.experiments.run_folder` -- one owner per run folder, nothing replaced.
+* :mod:`~flow_escnn.experiments._plots` -- PNG figures (matplotlib, Agg);
+* :mod:`~flow_escnn.experiments._demo` -- the small FERNN vs G-RNN demo;
+* :mod:`~flow_escnn.experiments._kth` -- moving-KTH action classification;
+* :mod:`~flow_escnn.experiments._run_folder` -- one owner per run folder, nothing replaced.
 
-Library modules log (``logging``) and never print; only :mod:`~flow_escnn.experiments.cli`
+Library modules log (``logging``) and never print; only :mod:`~flow_escnn.experiments._cli`
 prints tables and shows progress bars.
 """
-from flow_escnn.experiments.config import (
+from flow_escnn.experiments._config import (
     ExperimentConfig,
     build_model,
     parse_flow_steps,
     parse_velocities,
     velocity_key,
 )
-from flow_escnn.experiments.evaluation import evaluate_checkpoint, evaluate_model
-from flow_escnn.experiments.run_folder import RunFolderBusy, RunFolderError, claim_run_folder
-from flow_escnn.experiments.training import load_checkpoint, train_flowing
+from flow_escnn.experiments._evaluation import evaluate_checkpoint, evaluate_model
+from flow_escnn.experiments._run_folder import RunFolderBusy, RunFolderError, claim_run_folder
+from flow_escnn.experiments._training import load_checkpoint, train_flowing
 
 __all__ = [
     "ExperimentConfig",

@@ -1,7 +1,7 @@
-"""``python -m flow_escnn.experiments``: see :mod:`flow_escnn.experiments.cli`."""
+"""``python -m flow_escnn.experiments``: see :mod:`flow_escnn.experiments._cli`."""
 import sys
 
-from flow_escnn.experiments.cli import main
+from flow_escnn.experiments._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

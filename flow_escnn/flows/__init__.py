@@ -2,12 +2,12 @@
 
 Nothing in this subpackage builds a neural network layer.
 """
-from flow_escnn.flows.element import GridElement
-from flow_escnn.flows.flowset import FlowSet
-from flow_escnn.flows.generator import FlowGenerator
-from flow_escnn.flows.planar import rotation_element, rotation_order, spatial_matrix
-from flow_escnn.flows.functional import flow_sequence, transport
-from flow_escnn.flows.transport import TransportPlan
+from flow_escnn.flows._element import GridElement
+from flow_escnn.flows._flowset import FlowSet
+from flow_escnn.flows._generator import FlowGenerator
+from flow_escnn.flows._planar import rotation_element, rotation_order, spatial_matrix
+from flow_escnn.flows._functional import flow_sequence, transport
+from flow_escnn.flows._transport import TransportPlan
 
 __all__ = [
     "GridElement",

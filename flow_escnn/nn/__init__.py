@@ -1,19 +1,19 @@
 """Neural network layers: steerable convolutions, flow cells, sequence layers, pooling,
 baselines, the recurrence engine and plain-PyTorch export."""
-from flow_escnn.nn.baselines import GRNN, Conv3DClassifier
+from flow_escnn.nn._baselines import GRNN, Conv3DClassifier
 from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS, CellKind, cell_kind, sequence_layer
 from flow_escnn.nn.cell_kinds.fernn import FERNN, FERNNCell
 from flow_escnn.nn.cell_kinds.grnn_plus import GRNNPlus, GRNNPlusCell
 from flow_escnn.nn.cell_kinds.gru import FlowGRU, FlowGRUCell
 from flow_escnn.nn.cell_kinds.lstm import FlowLSTM, FlowLSTMCell
-from flow_escnn.nn.cells import FlowCellBase
-from flow_escnn.nn.conv import SteerableConv
-from flow_escnn.nn.engine import LayerSpec, Recurrence
-from flow_escnn.nn.export import export, export_flow_rnn, find_escnn_objects
-from flow_escnn.nn.frozen import ExportedFlowRNN, Frozen
-from flow_escnn.nn.nonlinearity import NONLINEARITIES
-from flow_escnn.nn.per_frame import ExportedPerFrame, PerFrame
-from flow_escnn.nn.pooling import (
+from flow_escnn.nn._cells import FlowCellBase
+from flow_escnn.nn._conv import SteerableConv
+from flow_escnn.nn._engine import LayerSpec, Recurrence
+from flow_escnn.nn._export import export, export_flow_rnn, find_escnn_objects
+from flow_escnn.nn._frozen import ExportedFlowRNN, Frozen
+from flow_escnn.nn._nonlinearity import NONLINEARITIES
+from flow_escnn.nn._per_frame import ExportedPerFrame, PerFrame
+from flow_escnn.nn._pooling import (
     GroupPool,
     SpatialPool,
     VelocityPool,
@@ -22,9 +22,9 @@ from flow_escnn.nn.pooling import (
     pool_space,
     pool_velocities,
 )
-from flow_escnn.nn.sequence import FlowRNN
-from flow_escnn.nn.sequential import FlowSequential
-from flow_escnn.nn.vmixing import VelocityMixing
+from flow_escnn.nn._sequence import FlowRNN
+from flow_escnn.nn._sequential import FlowSequential
+from flow_escnn.nn._vmixing import VelocityMixing
 
 __all__ = [
     # layers

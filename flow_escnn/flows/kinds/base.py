@@ -3,7 +3,7 @@
 A *data velocity* is a row ``(vx, vy, degrees_per_frame)``: integer pixels per frame (x along
 the last array axis, y up) and an angular velocity in degrees per frame (counter-clockwise
 about the grid centre), the units a user types and the data generators draw. A model's
-:class:`~flow_escnn.flows.flowset.FlowSet` counts rotations in steps of :math:`360/N` degrees of
+:class:`~flow_escnn.flows._flowset.FlowSet` counts rotations in steps of :math:`360/N` degrees of
 its gspace's :math:`C_N`; :func:`degrees_to_steps` / :func:`steps_to_degrees` convert, and a
 :class:`FlowKind` builds a model's V from data velocities (:meth:`FlowKind.model_flows`).
 
@@ -18,7 +18,7 @@ import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 from flow_escnn._validate import non_negative_int
-from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows._flowset import FlowSet
 
 __all__ = [
     "FlowKind",
@@ -56,7 +56,7 @@ def steps_to_degrees(k: int, n: int) -> float:
 
 def translation_velocities(radius: int) -> List[Tuple[int, int]]:
     """All integer velocities :math:`(v_x, v_y)` with :math:`\\max(|v_x|, |v_y|) \\le r`, ordered
-    lexicographically like :meth:`FlowSet.translations <flow_escnn.flows.flowset.FlowSet.translations>`."""
+    lexicographically like :meth:`FlowSet.translations <flow_escnn.flows._flowset.FlowSet.translations>`."""
     r = non_negative_int(radius, "radius")
     return [(vx, vy) for vx in range(-r, r + 1) for vy in range(-r, r + 1)]
 
@@ -136,7 +136,7 @@ class FlowKind:
     def check(self, velocity: Any) -> Row:
         """A data velocity of this kind as a row ``(vx, vy, degrees)``; ``ValueError`` otherwise.
 
-        Accepts a :class:`~flow_escnn.flows.generator.FlowGenerator`, a triple, and the kind's
+        Accepts a :class:`~flow_escnn.flows._generator.FlowGenerator`, a triple, and the kind's
         short forms (a pair for translations, a number for rotations).
         """
         vx, vy, w = self._row(velocity)

@@ -6,7 +6,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows.kinds.base import FlowKind, read_angles, read_float
 
 __all__ = ["KIND", "RotationKind", "ROTATION"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows.kinds.base import FlowKind, read_int, read_radius, translation_velocities
 
 __all__ = ["KIND", "TranslationKind", "TRANSLATION"]

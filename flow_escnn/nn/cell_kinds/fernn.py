@@ -1,6 +1,6 @@
 """The FERNN cell kind (Keller 2025): :math:`h_t(\\nu) = \\sigma\\big(W * \\psi_1(\\nu) h_{t-1}(\\nu) + U * f_t\\big)`.
 
-Its update (written once here, run by :mod:`flow_escnn.nn.engine`), its cell
+Its update (written once here, run by :mod:`flow_escnn.nn._engine`), its cell
 :class:`FERNNCell` and its sequence layer :class:`FERNN`. Since :math:`W` commutes with exact
 transport, transporting the state before :math:`W` equals the paper's
 :math:`\\sigma(\\psi_1(\\nu)\\cdot[W * h_{t-1}](\\nu) + U * f_t)`. The update computes the sum in
@@ -14,11 +14,11 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.nn.cell_kinds.registry import CellKind
-from flow_escnn.nn.cells import FlowCellBase, State
-from flow_escnn.nn.nonlinearity import apply_nonlinearity, nonlinearity_backward
-from flow_escnn.nn.sequence import FlowRNN
+from flow_escnn.nn._cells import FlowCellBase, State
+from flow_escnn.nn._nonlinearity import apply_nonlinearity, nonlinearity_backward
+from flow_escnn.nn._sequence import FlowRNN
 
 __all__ = ["fernn_update", "FERNNCell", "FERNN", "KIND"]
 
@@ -62,7 +62,7 @@ class FERNNCell(FlowCellBase):
         nonlinearity: a pointwise :math:`\\sigma`: ``"relu"`` (default, as in the paper),
             ``"tanh"``, ``"sigmoid"``, ``"elu"`` or ``"identity"`` (trivial, regular or quotient
             fields only), or a field nonlinearity for any fields: ``"norm_squash"`` or ``"gated"``
-            (:mod:`flow_escnn.nn.nonlinearity`; with ``"gated"`` :math:`U` and :math:`W` also
+            (:mod:`flow_escnn.nn._nonlinearity`; with ``"gated"`` :math:`U` and :math:`W` also
             compute one invariant gate per hidden field).
         **kwargs: see :class:`FlowCellBase`.
     """

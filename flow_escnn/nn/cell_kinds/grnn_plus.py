@@ -17,14 +17,14 @@ from typing import Any, Dict
 import torch
 
 from flow_escnn._validate import odd_positive_int, one_of
-from flow_escnn.flows.flowset import FlowSet
+from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.nn.cell_kinds.fernn import fernn_update
 from flow_escnn.nn.cell_kinds.registry import CellKind
-from flow_escnn.nn.cells import FlowCellBase
-from flow_escnn.nn.engine import LayerSpec, Weights
-from flow_escnn.nn.nonlinearity import get_nonlinearity
-from flow_escnn.nn.sequence import FlowRNN
-from flow_escnn.nn.spec import records_init
+from flow_escnn.nn._cells import FlowCellBase
+from flow_escnn.nn._engine import LayerSpec, Weights
+from flow_escnn.nn._nonlinearity import get_nonlinearity
+from flow_escnn.nn._sequence import FlowRNN
+from flow_escnn.nn._spec import records_init
 
 __all__ = ["GRNNPlus", "GRNNPlusCell", "KERNEL_SHARING", "KERNEL_INITS", "shift_fits", "KIND"]
 
@@ -68,7 +68,7 @@ class GRNNPlusCell(FlowCellBase):
         init: ``"shift"`` (:math:`K_\\nu` = the delta that *is* :math:`\\psi_1(\\nu)`), ``"identity"``, or
             ``"auto"`` (shift when every :math:`\\psi_1(\\nu)` fits the kernel, else identity).
         nonlinearity: pointwise :math:`\\sigma`.
-        **kwargs: see :class:`~flow_escnn.nn.cells.FlowCellBase` (no V-mixing).
+        **kwargs: see :class:`~flow_escnn.nn._cells.FlowCellBase` (no V-mixing).
     """
 
     kind = "grnn_plus"
@@ -182,7 +182,7 @@ class GRNNPlus(FlowRNN):
     Shapes:
         ``forward(x)``: ``[B, T, C_in, H, W]`` -> :class:`~flow_escnn.lifted.LiftedTensor`
         ``[B, T, |V|, C, H, W]``, the layout of :class:`~flow_escnn.nn.FERNN`, so the same
-        readouts (:mod:`flow_escnn.nn.pooling`) apply.
+        readouts (:mod:`flow_escnn.nn._pooling`) apply.
     """
 
     cell_class = GRNNPlusCell

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from flow_escnn.nn.cell_kinds.registry import CellKind
-from flow_escnn.nn.cells import FlowCellBase, State
-from flow_escnn.nn.sequence import FlowRNN
+from flow_escnn.nn._cells import FlowCellBase, State
+from flow_escnn.nn._sequence import FlowRNN
 
 __all__ = ["lstm_update", "FlowLSTMCell", "FlowLSTM", "KIND"]
 

@@ -1,11 +1,11 @@
 """The :class:`CellKind` record: one per recurrent cell kind, the source of every list of cells.
 
 A cell kind is one file in :mod:`flow_escnn.nn.cell_kinds` holding its update equation, its
-cell (a :class:`~flow_escnn.nn.cells.FlowCellBase` subclass that names the update, the gate
-count and the state size) and its sequence layer (a :class:`~flow_escnn.nn.sequence.FlowRNN`
+cell (a :class:`~flow_escnn.nn._cells.FlowCellBase` subclass that names the update, the gate
+count and the state size) and its sequence layer (a :class:`~flow_escnn.nn._sequence.FlowRNN`
 subclass), and a module-level ``KIND = CellKind(layer, summary, ...)``. Everything else is
 derived from the records: the engine reads the update from the layer's
-:class:`~flow_escnn.nn.engine.LayerSpec`, the models' ``cell=`` / ``model=`` choices, the
+:class:`~flow_escnn.nn._engine.LayerSpec`, the models' ``cell=`` / ``model=`` choices, the
 CLI's ``--cell`` / ``--model`` choices and the configs' validation from
 :data:`~flow_escnn.nn.cell_kinds.CELL_KINDS`.
 """
@@ -22,7 +22,7 @@ class CellKind:
     """What the package knows about one cell kind.
 
     Args:
-        layer: the sequence layer (a :class:`~flow_escnn.nn.sequence.FlowRNN` subclass); its
+        layer: the sequence layer (a :class:`~flow_escnn.nn._sequence.FlowRNN` subclass); its
             ``cell_class`` holds the update, the gate count and the state size.
         summary: one line for the docs and ``--help``.
         model: the name of the model this kind *is* (``"grnn_plus"``: a model of its own, over

@@ -1,0 +1,299 @@
+"""Self-motion: the lifted map of an agent transported by the inverse of each sample's own action.
+
+An agent keeps a map of the world in its own frame, lifted over a flow set :math:`V`:
+:math:`h(\\nu) : \\mathbb{Z}^2 \\to \\mathbb{R}^C` for each velocity :math:`\\nu`. When it acts by
+:math:`a = (u, r) \\in \\mathbb{Z}^2 \\rtimes G` (a move :math:`u` and a turn :math:`r`, both in its
+previous frame), the world moves by :math:`a^{-1}` relative to it, and an object that moved at
+:math:`\\nu` in the old frame moves at :math:`r^{-1}\\cdot\\nu` in the new one. So the map becomes
+
+.. math::
+    [a^{-1}\\cdot h](\\nu') \\;=\\; a^{-1}\\cdot h(r\\cdot\\nu'),\\qquad
+    (a^{-1}\\cdot f)(x) \\;=\\; \\rho(r)^{-1} f(r x + u),
+
+a transport of space (about the grid centre), of the fibers, and a permutation of :math:`V` (the
+same action of :math:`G` on :math:`V` as the static checks use,
+:meth:`~flow_escnn.flows._flowset.FlowSet.action_permutation`). :class:`ActionTransport` applies it
+to a batch in which every sample has its own action:
+
+* **exact** actions, integer moves and turns by multiples of 90 degrees on a square torus, are
+  one batched gather (no loop over samples): a per-sample pixel index from integer arithmetic,
+  the fiber and :math:`V` permutations folded into the same index where the fiber action permutes
+  channels, a per-sample fiber matrix otherwise; its backward is the gather by the inverse index;
+* other turns (e.g. 45 degrees on ``rot2dOnR2(8)``) go through the interpolated transports of
+  :class:`~flow_escnn.flows._transport.TransportPlan`, one table per distinct action (cached),
+  applied to the samples that share it. They need :math:`V` closed under the turn (a 45-degree
+  turn does not map the integer translations to integer translations; refused with the reason).
+
+Actions are rows ``(ux, uy, k)``: pixels per frame in the agent's frame (x right, y up, as
+everywhere in flow_escnn) and ``k`` rotation steps of the gspace (``360/N`` degrees; degrees on
+SO(2)). ``(0, 0, 0)`` is standing still.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from flow_escnn._validate import grid_shape as validate_grid_shape
+from flow_escnn._validate import one_of
+from flow_escnn.flows._element import GridElement
+from flow_escnn.flows._flowset import FlowSet
+from flow_escnn.flows._gather import inverse_permutation
+from flow_escnn.flows._planar import is_continuous, rotation_element, steps_per_turn
+from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation
+from flow_escnn.flows._transport import TransportPlan
+
+__all__ = ["ActionTransport", "QuarterTurns", "action_element", "check_actions"]
+
+
+def action_element(gspace: Any, action: Any) -> GridElement:
+    """The group element :math:`a = (u, r^k)` of an action row ``(ux, uy, k)``."""
+    ux, uy, k = (float(v) for v in action)
+    if is_continuous(gspace):
+        steps: Any = Fraction(k).limit_denominator(10**6)
+    else:
+        if k != int(k):
+            raise ValueError(f"an action turns by whole steps of 360/N degrees on {gspace}, got k={k!r}")
+        steps = int(k)
+    return GridElement(gspace, rotation_element(gspace, steps), (ux, uy))
+
+
+def check_actions(actions: Any, batch: int, steps: int) -> torch.Tensor:
+    """``actions`` as a float64 tensor ``[B, T, 3]`` of rows ``(ux, uy, k)`` with integer moves.
+
+    Raises:
+        TypeError, ValueError: naming what is wrong (shape, non-finite or fractional moves).
+    """
+    if not isinstance(actions, torch.Tensor):
+        raise TypeError(f"actions must be a tensor [B, T, 3] of (ux, uy, k) rows, got {type(actions).__name__}")
+    if actions.dim() != 3 or actions.shape[-1] != 3 or actions.shape[0] != batch or actions.shape[1] < steps:
+        raise ValueError(
+            f"actions must be [B={batch}, T>={steps}, 3] rows (ux, uy, k), one per frame, got {list(actions.shape)}"
+        )
+    a = actions.detach().to(torch.float64)
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError("actions hold NaN or infinite values")
+    moves = a[..., :2]
+    if not bool((moves == moves.round()).all()):
+        raise ValueError("actions move by whole pixels (ux, uy integers), so that self-motion is exact on the grid")
+    return a
+
+
+class _GatherWithInverse(torch.autograd.Function):
+    """``y = x.gather(-1, index)`` for per-row permutations ``index``; backward: the gather by ``inverse``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.gather(-1, index)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return gy.gather(-1, inverse), None, None
+
+
+class ActionTransport(torch.nn.Module):
+    """Transport lifted maps ``[B, V, C, H, W]`` by the inverse of each sample's action (module docstring).
+
+    Args:
+        field_type: escnn ``FieldType`` of each :math:`V` slice (its gspace is the actions' gspace).
+        flows: the flow set :math:`V` of the map.
+        grid_shape: ``(H, W)`` of the map (a torus; square for turns).
+        interpolation: resampling of the turns that are not multiples of 90 degrees.
+    """
+
+    def __init__(self, field_type: Any, flows: FlowSet, grid_shape: Tuple[int, int],
+                 interpolation: str = DEFAULT_INTERPOLATION) -> None:
+        super().__init__()
+        if not isinstance(flows, FlowSet):
+            raise TypeError(f"flows must be a FlowSet, got {type(flows).__name__}")
+        if field_type.gspace != flows.gspace:
+            raise ValueError(f"field_type ({field_type.gspace}) and flows ({flows.gspace}) must share one gspace")
+        self.field_type = field_type
+        self.flows = flows
+        self.grid_shape = validate_grid_shape(grid_shape)
+        self.interpolation = one_of(interpolation, INTERPOLATIONS, "interpolation")
+        h, w = self.grid_shape
+        self.channels = field_type.size
+        self.steps_per_turn = steps_per_turn(field_type.gspace)
+        # the quarter turns r^q (q = 0..3) as gspace elements, where the gspace has them
+        quarters: Dict[int, Any] = {}
+        for q in range(4):
+            k = Fraction(self.steps_per_turn * q, 4)
+            if k.denominator == 1 or is_continuous(field_type.gspace):
+                try:
+                    quarters[q] = rotation_element(field_type.gspace, int(k) if k.denominator == 1 else k)
+                except ValueError:
+                    continue
+        self._vperm: Dict[Any, Union[List[int], str]] = {}  # fiber element -> V permutation, or why there is none
+        fibers, vperms, vwhy = [], [], []
+        for q in range(4):
+            if q not in quarters:
+                fibers.append(np.full((self.channels, self.channels), np.nan))
+                vperms.append([-1] * len(flows))
+                vwhy.append(f"the gspace has no {90 * q}-degree turn")
+                continue
+            rho = np.asarray(field_type.representation(quarters[q]), dtype=np.float64).reshape(self.channels,
+                                                                                               self.channels)
+            fibers.append(np.linalg.inv(rho))
+            try:
+                vperms.append(flows.action_permutation(quarters[q]))
+                vwhy.append("")
+            except ValueError as exc:
+                vperms.append([-1] * len(flows))
+                vwhy.append(str(exc))
+        self.quarters = QuarterTurns(self.grid_shape, np.stack(fibers), np.asarray(vperms), vwhy)
+        self._plans: Dict[Tuple[float, float, float], TransportPlan] = {}
+
+    def extra_repr(self) -> str:
+        return f"|V|={len(self.flows)}, C={self.channels}, grid={self.grid_shape}, interpolation={self.interpolation!r}"
+
+    def _vperm_of(self, g: Any, what: str) -> List[int]:
+        """``perm[nu'] = index(r . nu')``: the slice of the old map that becomes slice ``nu'``."""
+        if g not in self._vperm:
+            try:
+                self._vperm[g] = self.flows.action_permutation(g)
+            except ValueError as exc:
+                self._vperm[g] = str(exc)
+        perm = self._vperm[g]
+        if isinstance(perm, str):
+            raise ValueError(f"a turn by {what} relabels the velocities of V, but {perm}. {_CLOSED_V}")
+        return perm
+
+    # -- the transport -------------------------------------------------------------------------------
+    def forward(self, h: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:math:`a_b^{-1}\\cdot h_b` for every sample ``b``.
+
+        Args:
+            h: lifted maps ``[B, V, C, H, W]``.
+            actions: ``[B, 3]`` rows ``(ux, uy, k)`` (see the module docstring).
+
+        Returns:
+            ``[B, V, C, H, W]``.
+        """
+        b, v, c, hh, ww = h.shape
+        if (v, c, hh, ww) != (len(self.flows), self.channels, *self.grid_shape):
+            raise ValueError(
+                f"expected maps [B, V={len(self.flows)}, C={self.channels}, H, W={self.grid_shape}], got {list(h.shape)}"
+            )
+        if tuple(actions.shape) != (b, 3):
+            raise ValueError(f"expected one action (ux, uy, k) per sample, [B={b}, 3], got {list(actions.shape)}")
+        quarters = self.quarters.of_steps(actions[:, 2], self.steps_per_turn)
+        if quarters is None:
+            return self._interpolated(h, actions.detach().to("cpu", torch.float64))
+        return self.quarters(h, actions, quarters)
+
+    def _interpolated(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Turns that are not quarter turns: one interpolated plan per distinct action."""
+        out = torch.empty_like(h)
+        rows = [tuple(r) for r in a.tolist()]
+        for key in dict.fromkeys(rows):
+            idx = torch.tensor([i for i, r in enumerate(rows) if r == key], dtype=torch.long, device=h.device)
+            element = action_element(self.field_type.gspace, key)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = TransportPlan(self.field_type, [element.inverse()], self.grid_shape, self.interpolation)
+                plan = self._plans[key] = plan.to(h.device)
+            perm = self._vperm_of(element.g, f"{key[2]} steps")
+            sub = h.index_select(0, idx)[:, perm]  # [n, V, C, H, W]: slice nu' reads r . nu'
+            moved = plan(sub.reshape(-1, 1, *sub.shape[-3:])).reshape(sub.shape)
+            out = out.index_copy(0, idx, moved)
+        return out
+
+    def exact_for(self, actions: torch.Tensor) -> bool:
+        """Whether every action in ``actions [..., 3]`` is transported exactly (integer moves, quarter turns)."""
+        a = actions.detach().to("cpu", torch.float64).reshape(-1, 3)
+        return self.quarters.of_steps(a[:, 2], self.steps_per_turn) is not None and bool(
+            (a[:, :2] == a[:, :2].round()).all())
+
+
+_CLOSED_V = ("Use a V that the turn maps to itself (translations are closed under quarter turns; only V = {0} under "
+             "other turns), or quarter turns")
+
+
+class QuarterTurns(torch.nn.Module):
+    """The exact part of :class:`ActionTransport` as plain torch (tensors only, so an exported model can
+    hold it): integer moves and quarter turns of lifted maps on a torus, one batched gather.
+
+    Args:
+        grid_shape: ``(H, W)``.
+        fibers: ``[4, C, C]``: :math:`\\rho(r^q)^{-1}` for ``q`` quarter turns (NaN where the gspace has none).
+        vperms: ``[4, V]``: the slice of the old map that becomes slice ``nu'`` (-1 where V is not closed).
+        why: per ``q``, why a turn is unavailable ("" where it is).
+    """
+
+    def __init__(self, grid_shape: Tuple[int, int], fibers: np.ndarray, vperms: np.ndarray, why: List[str]) -> None:
+        super().__init__()
+        h, w = grid_shape
+        self.grid_shape = (int(h), int(w))
+        self.why = list(why)
+        i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        self.register_buffer("x", torch.from_numpy(j - (w - 1) / 2.0).reshape(-1), persistent=False)
+        self.register_buffer("y", torch.from_numpy((h - 1) / 2.0 - i).reshape(-1), persistent=False)
+        self.register_buffer("fibers", torch.from_numpy(np.nan_to_num(fibers, nan=0.0)), persistent=False)
+        perms = [as_permutation(f) if not np.isnan(f).any() else None for f in fibers]
+        c = fibers.shape[-1]
+        self.permutation_fibers = all(p is not None for p, why_q in zip(perms, why) if not why_q)
+        self.register_buffer("cperms", torch.from_numpy(np.stack([p if p is not None else np.arange(c)
+                                                                  for p in perms])), persistent=False)
+        self.register_buffer("vperms", torch.from_numpy(np.asarray(vperms, dtype=np.int64)), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid_shape}, |V|={self.vperms.shape[1]}, C={self.fibers.shape[-1]}"
+
+    @staticmethod
+    def of_steps(steps: torch.Tensor, steps_per_turn: int) -> Optional[torch.Tensor]:
+        """The quarter turns ``q`` (long ``[B]``) of rotation ``steps``, or None if one is not a quarter turn."""
+        turns = steps.detach().to(torch.float64) * (4.0 / steps_per_turn)
+        q = torch.round(turns)
+        if not bool(((turns - q).abs() < 1e-9).all()):
+            return None
+        return q.long() % 4
+
+    def forward(self, h: torch.Tensor, actions: torch.Tensor, quarters: torch.Tensor) -> torch.Tensor:
+        """:math:`a_b^{-1}\\cdot h_b` for actions ``[B, 3]`` whose turns are ``quarters`` ``[B]``."""
+        b, v, c, hh, ww = h.shape
+        n = hh * ww
+        dev = h.device
+        q = quarters.to(dev)
+        a = actions.detach().to(device=dev, dtype=torch.float64)
+        if not bool((a[:, :2] == a[:, :2].round()).all()):
+            raise ValueError("actions move by whole pixels (ux, uy integers), so that self-motion is exact on the grid")
+        if not bool(a.abs().any()):
+            return h
+        odd = bool((q % 2 == 1).any())
+        if odd and hh != ww:
+            raise ValueError(f"quarter turns need a square map, got {hh}x{ww}")
+        for qq in torch.unique(q).tolist():
+            if self.why[qq]:
+                raise ValueError(f"a turn by {90 * qq} degrees relabels the velocities of V, but {self.why[qq]}. "
+                                 f"{_CLOSED_V}")
+        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=dev)[q][:, None]
+        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64, device=dev)[q][:, None]
+        # a^{-1} f (x) = rho(r)^-1 f(r x + u): the source of each output pixel
+        sx = cos * self.x - sin * self.y + a[:, 0:1]
+        sy = sin * self.x + cos * self.y + a[:, 1:2]
+        col = torch.round(sx + (ww - 1) / 2.0).long() % ww
+        row = torch.round((hh - 1) / 2.0 - sy).long() % hh
+        pix = row * ww + col  # [B, HW]
+        vperm = self.vperms[q]  # [B, V]
+        if self.permutation_fibers:  # one gather: V, channel and pixel permutations together
+            cperm = self.cperms[q]  # [B, C]
+            index = ((vperm[:, :, None] * c + cperm[:, None, :])[..., None] * n + pix[:, None, None, :]).reshape(b, -1)
+            return _gather(h.reshape(b, -1), index).view(b, v, c, hh, ww)
+        index = (vperm[:, :, None] * n + pix[:, None, :]).reshape(b, -1)  # V and pixels, then the fiber matrices
+        flat = h.reshape(b, v, c, n).transpose(1, 2).reshape(b, c, v * n)
+        moved = _gather(flat, index[:, None, :].expand(b, c, v * n))
+        out = torch.einsum("bij,bjn->bin", self.fibers[q].to(h.dtype), moved)
+        return out.reshape(b, c, v, n).transpose(1, 2).reshape(b, v, c, hh, ww)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.gather(-1, index)`` for per-row permutations, whose backward is the gather by the inverse."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GatherWithInverse.apply(x, index, inverse_permutation(index))
+    return x.gather(-1, index)
+

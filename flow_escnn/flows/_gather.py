@@ -1,0 +1,230 @@
+"""Plain-torch executors of transport tables, with gather-only (deterministic) backward passes.
+
+A transport of ``M`` field slices is a linear map on each slice,
+
+.. math::
+    y_m[c, q] = \\sum_{c'} \\rho_m[c, c'] \\sum_{k} w_m[q, k]\\, x_m[c', s_m(q, k)],
+
+with output pixels :math:`q` on the grid, optionally *circularly padded* by ``pad``
+pixels (so one gather writes exactly the tensor the next ``padding=0`` convolution reads),
+source pixels :math:`s_m(q, k)`, tap weights :math:`w_m` and a fiber map :math:`\\rho_m`.
+The exact executor here is a ``torch.autograd.Function`` whose backward is again a gather
+(never a ``scatter_add``, so it is deterministic on every device and as fast as the
+forward); interpolated transports are fixed-tap products (:mod:`flow_escnn.flows._resample`):
+
+* :func:`permute_pixels` (exact transports: integer translations, rotations by multiples
+  of 90 degrees, reflections, their fiber permutations, plus padding). Forward: one
+  ``gather`` over the flattened (channel, pixel) axis, the fiber permutation folded into the
+  index. Backward: one gather with the *inverse* permutation (reading each source's interior
+  copy), plus the border copies of the padding added layer by layer (:func:`ring_layers`;
+  within a layer no target repeats, so the indexed additions are deterministic).
+* :func:`~flow_escnn.flows._resample.sparse_resample` (interpolated transports, ``K`` taps):
+  one ``embedding_bag`` product for all slices; backward: the product with the transposed
+  tables. Their fiber permutations move whole channel rows (:func:`permute_rows`).
+
+Index tables are materialised over the channels (``[..., C*N_out]`` rather than a
+``[..., N_out]`` row broadcast over ``C``): on a CPU a gather whose index broadcasts over a
+middle axis runs about three times slower.
+
+Dense fiber matrices (irreps fields) are applied with ``einsum`` (autograd's own backward
+is a matrix product, deterministic).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    "pad_index",
+    "interior_index",
+    "ring_layers",
+    "circular_pad",
+    "CircularPad",
+    "permute_pixels",
+    "permute_rows",
+    "inverse_permutation",
+]
+
+
+def pad_index(h: int, w: int, pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[(H+2p)*(W+2p)]``: the unpadded pixel each pixel of the circularly padded grid shows."""
+    rows = torch.arange(-pad, h + pad, device=device) % h
+    cols = torch.arange(-pad, w + pad, device=device) % w
+    return (rows[:, None] * w + cols[None, :]).reshape(-1)
+
+
+def interior_index(h: int, w: int, pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[H*W]``: the position of every unpadded pixel in the padded grid (row-major)."""
+    wp = w + 2 * pad
+    rows = torch.arange(pad, h + pad, device=device)
+    cols = torch.arange(pad, w + pad, device=device)
+    return (rows[:, None] * wp + cols[None, :]).reshape(-1)
+
+
+def ring_layers(h: int, w: int, pad: int, channels: int = 1, device: Optional[torch.device] = None) -> List[torch.Tensor]:
+    """The border ("ring") of the circularly padded grid, split into layers of distinct pixels.
+
+    Every ring position shows an unpadded pixel a second, third or fourth time; layer ``l``
+    holds the ring positions that are the ``(l+1)``-th extra copy of their pixel, so within a
+    layer no pixel repeats (an indexed addition over one layer has no colliding targets,
+    which keeps it deterministic on every device). Positions are flat over ``channels``
+    copies of the padded grid: ``c*(H+2p)*(W+2p) + q``. Built from Python integers only.
+    """
+    hp, wp = h + 2 * pad, w + 2 * pad
+    seen: dict = {}
+    layers: List[List[int]] = []
+    for r in range(hp):
+        for c in range(wp):
+            if pad <= r < pad + h and pad <= c < pad + w:
+                continue
+            shown = ((r - pad) % h) * w + (c - pad) % w
+            rank = seen.get(shown, 0)
+            seen[shown] = rank + 1
+            while len(layers) <= rank:
+                layers.append([])
+            layers[rank].append(r * wp + c)
+    offsets = torch.arange(channels)[:, None] * (hp * wp)
+    return [(offsets + torch.tensor(layer, dtype=torch.long)[None, :]).reshape(-1).to(device) for layer in layers]
+
+
+class _PermutePixels(torch.autograd.Function):
+    """``y[..., q] = x[..., index[..., q]]``; backward: a gather with the inverse, then the ring.
+
+    ``x`` and the index are flattened over (channel, pixel). The adjoint of "permute, then pad
+    circularly" reads every source's *interior* copy with one gather (``inverse``, which points
+    into the padded output) and adds the ring copies layer by layer (:func:`ring_layers`):
+    ``ring`` holds the ring positions of all layers, concatenated, and ``targets`` per layer
+    the sources of its positions (``index`` there).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, ring: Optional[torch.Tensor],
+        *targets: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inverse, ring, *targets)
+        return _take(x, index)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        inverse, ring, *targets = ctx.saved_tensors
+        g = _take(gy, inverse)
+        if ring is not None:
+            values = _take(gy, ring)
+            start = 0
+            for t in targets:
+                n = t.shape[-1]
+                v = values[..., start : start + n]
+                start += n
+                if t.dim() == 1:
+                    g = g.view(-1, g.shape[-1]).index_add_(1, t, v.reshape(-1, n)).view(g.shape)
+                else:
+                    g = g.scatter_add_(-1, t.expand(*v.shape), v)
+        return (g, None, None, None) + (None,) * len(targets)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    if index.dim() == 1:  # one table for every slice; index_select is far faster on a 2-D view
+        return x.reshape(-1, x.shape[-1]).index_select(1, index).view(*x.shape[:-1], index.numel())
+    return torch.gather(x, -1, index.expand(*x.shape[:-1], index.shape[-1]))
+
+
+def permute_pixels(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    inverse: torch.Tensor,
+    ring: Optional[torch.Tensor] = None,
+    targets: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """An exact transport (a permutation of pixels and channels), optionally followed by circular padding.
+
+    Args:
+        x: ``[..., C*H*W]`` (flattened over channels and pixels), or ``[..., H*W]`` with 1-D tables.
+        index: ``[C*(H+2p)*(W+2p)]`` shared by all slices, or a tensor broadcastable to
+            ``[..., C*(H+2p)*(W+2p)]`` (one row per slice): the source of every output entry.
+        inverse: for every source entry, the flat position of its *interior* copy in the output
+            (same layout as ``index`` with ``C*H*W`` columns).
+        ring: the :func:`ring_layers` positions of all layers, concatenated (``None`` without padding).
+        targets: per layer, ``index`` at its ring positions.
+
+    Returns:
+        ``[..., C*(H+2p)*(W+2p)]``.
+    """
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return _take(x, index)
+    return _PermutePixels.apply(x, index, inverse, ring, *targets)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """``y[..., i, :] = x[..., index[i], :]`` for a permutation ``index``; backward: the same with its inverse."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.index_select(-2, index)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return gy.index_select(-2, inverse), None, None
+
+
+def permute_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x [..., R, L]`` in the order of the permutation ``index [R]`` (``inverse``: its inverse).
+
+    Copies whole rows (e.g. the channels of a field, each a contiguous run of pixels), so it
+    runs at memory speed; the backward is the inverse permutation, not an ``index_add``.
+    """
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return x.index_select(-2, index)
+    return _PermuteRows.apply(x, index, inverse)
+
+
+def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """Row-wise inverse of permutations ``perm [..., N]``."""
+    inv = torch.empty_like(perm)
+    inv.scatter_(-1, perm, torch.arange(perm.shape[-1], device=perm.device).expand_as(perm).contiguous())
+    return inv
+
+
+class CircularPad(torch.nn.Module):
+    """Circular padding of ``[..., H, W]`` by ``pad`` pixels as one ``index_select`` (backward: a gather
+    and the ring additions), with its tables held as buffers for one grid.
+
+    Same values as ``F.pad(x, (pad,) * 4, mode="circular")``, in one kernel forward and a few
+    small ones backward (``F.pad`` runs about fifteen small ops each way).
+    """
+
+    def __init__(self, h: int, w: int, pad: int) -> None:
+        super().__init__()
+        if pad > h or pad > w:
+            raise ValueError(f"circular padding by {pad} needs a grid of at least {pad}x{pad}, got {h}x{w}")
+        self.height, self.width, self.pad = int(h), int(w), int(pad)
+        self.register_buffer("index", pad_index(h, w, pad), persistent=False)
+        self.register_buffer("inverse", interior_index(h, w, pad), persistent=False)
+        rings = ring_layers(h, w, pad)
+        self.num_rings = len(rings)
+        self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)
+        for i, ring in enumerate(rings):
+            self.register_buffer(f"ring{i}_source", self.index[ring], persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"grid=({self.height}, {self.width}), pad={self.pad}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w, p = self.height, self.width, self.pad
+        if p == 0:
+            return x
+        if tuple(x.shape[-2:]) != (h, w):
+            raise ValueError(f"this padding is built for a {h}x{w} grid, got {tuple(x.shape[-2:])}")
+        targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
+        out = permute_pixels(x.reshape(*x.shape[:-2], h * w), self.index, self.inverse, self.ring, targets)
+        return out.view(*x.shape[:-2], h + 2 * p, w + 2 * p)
+
+
+def circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Functional :class:`CircularPad` (builds the tables on every call; layers hold a module)."""
+    if pad == 0:
+        return x
+    return CircularPad(x.shape[-2], x.shape[-1], pad).to(x.device)(x)

@@ -1,0 +1,124 @@
+"""Interpolated transports as one fixed-tap product per call, all slices at once.
+
+An interpolated transport of ``m`` slices is a block-diagonal linear map on the pixels,
+the same for every channel and batch element:
+
+.. math::
+    Y = S\\,X, \\qquad S = \\mathrm{diag}(S_1, \\dots, S_m), \\quad
+    (S_i)_{q, s} = \\sum_k w_i[q, k]\\,[\\,s_i(q, k) = s\\,],
+
+with ``X`` the input laid out as ``[m * N_in, L]`` (pixels as rows, batch and channels
+as columns). Every row of ``S`` has the same number ``K`` of taps (4 bilinear, 16 bicubic,
+36 cubic6), so the product is one ``torch.nn.functional.embedding_bag`` call (``mode="sum"``
+with per-sample weights): for every output row, the weighted sum of ``K`` input rows of
+``L`` contiguous values, in one kernel, without materialising ``K`` gathered copies. The
+backward pass is the same call with the transposed tables (``S^T``, padded to a fixed
+number of taps with zero weights): no ``scatter_add``, deterministic on every device.
+
+Why not a sparse CSR product (``torch.sparse_csr_tensor @ dense``, this module's previous
+kernel): torch's CPU path zero-fills and copies its output around the MKL kernel, and
+``python -m benchmarks.resample_kernels --threads 1`` measured it 3.4x (bilinear), 3.0-3.5x
+(bicubic) and 2.4-2.7x (cubic6) slower than ``embedding_bag`` for the same forward + backward
+products on our 2-core CPU, in two runs (``benchmarks/README.md``).
+
+In float16 / bfloat16 (and under ``torch.autocast``) the product runs in float32 and the
+result is cast back: the weights of a high-order kernel do not survive half precision.
+
+:func:`resample_fields` lays fields ``[batch, m, C, N]`` out as the product's ``[m * N, batch * C]``
+and back. With ``reduce`` it pools the ``m`` slices in that pixel-major layout (a reduction over
+its outermost axis) and transposes only the pooled ``[N_out, batch, C]`` back: for a readout
+followed by the max over :math:`V` (the predictor's), this saves the full-size transposition
+each way and the strided max.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from flow_escnn.flows._gather import permute_rows
+from flow_escnn.flows._reduce import reduce_over
+
+__all__ = ["block_table", "sparse_resample", "resample_fields"]
+
+#: ``(index [R, K], weights [R, K])``: row ``r`` of ``S`` has the entries ``weights[r, k]`` at the
+#: columns ``index[r, k]`` (duplicate columns add up; zero weights are padding).
+Table = Tuple[torch.Tensor, torch.Tensor]
+
+
+def block_table(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> Table:
+    """The block-diagonal matrix of ``m`` tables ``index, weights [m, R, K]`` over ``n_in`` source pixels each.
+
+    Returns:
+        ``(index, weights)`` of shape ``[m * R, K]``, the indices offset by ``i * n_in`` in block ``i``.
+    """
+    m, rows, k = index.shape
+    dtype = torch.int32 if m * n_in < 2**31 else torch.int64  # embedding_bag takes either
+    offset = torch.arange(m, device=index.device, dtype=dtype).view(m, 1, 1) * n_in
+    return (index.to(dtype) + offset).reshape(m * rows, k), weights.reshape(m * rows, k)
+
+
+def _product(table: Table, x: torch.Tensor) -> torch.Tensor:
+    index, weights = table
+    compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.embedding_bag(index, x.to(compute), per_sample_weights=weights.to(compute), mode="sum")
+    return y.to(x.dtype)
+
+
+class _SparseResample(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor,  # type: ignore[override]
+                t_index: torch.Tensor, t_weights: torch.Tensor) -> torch.Tensor:
+        ctx.transposed = (t_index, t_weights)
+        return _product((index, weights), x)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        return (_product(ctx.transposed, gy), None, None, None, None)
+
+
+def sparse_resample(x: torch.Tensor, table: Table, transposed: Table) -> torch.Tensor:
+    """``S @ x`` for ``x [m * N_in, L]``, with ``S^T @ g`` as its backward.
+
+    Args:
+        x: ``[m * N_in, L]`` (rows: slice-major pixels).
+        table: :func:`block_table` of the tables (``m * N_out`` rows).
+        transposed: :func:`block_table` of the transposed tables (``m * N_in`` rows).
+
+    Returns:
+        ``[m * N_out, L]``.
+    """
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return _product(table, x)
+    return _SparseResample.apply(x, *table, *transposed)
+
+
+def resample_fields(
+    x: torch.Tensor, tables: Tuple[torch.Tensor, ...], n_out: int,
+    perm: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, reduce: Optional[str] = None,
+) -> torch.Tensor:
+    """Transport fields ``x [batch, m, C, N]`` by ``m`` interpolation tables (the same for every channel).
+
+    Args:
+        x: ``[batch, m, C, N]``.
+        tables: ``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']``.
+        n_out: ``N_out``.
+        perm: ``(perm, inverse)``, each ``[m * C]``: the fiber permutations of all slices as rows of
+            ``x.view(batch, m * C, N)`` (applied first: they commute with the spatial resampling).
+        reduce: ``None``, or ``"max"`` / ``"mean"`` over the ``m`` slices (:func:`~flow_escnn.flows._reduce.reduce_over`).
+
+    Returns:
+        ``[batch, m, C, N_out]``, or ``[batch, C, N_out]`` with ``reduce``.
+    """
+    batch, m, c, n = x.shape
+    xs = x.reshape(batch, m * c, n)
+    if perm is not None:
+        xs = permute_rows(xs, *perm)
+    rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
+    index, weights, t_index, t_weights = tables
+    out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
+    if reduce is not None:
+        return reduce_over(out.view(m, n_out * batch * c), 0, reduce).view(n_out, batch, c).permute(1, 2, 0)
+    return out.view(m, n_out, batch, c).permute(2, 0, 3, 1)

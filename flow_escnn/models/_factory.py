@@ -1,0 +1,110 @@
+"""Models from configs: the one place a resolved config section becomes a model.
+
+Every task (``flow_escnn.experiments``) builds its model here, from a *resolved*
+:class:`~flow_escnn.models._config.ModelConfig` subclass (``config.resolve()``: validated, frozen,
+with its gspace, field types and V built once); nothing else constructs the task models from
+configs.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+from flow_escnn._compat import enn
+from flow_escnn._validate import positive_int
+from flow_escnn.models._classifier import SequenceClassifier
+from flow_escnn.models._config import SO2_GROUP, ClassifierConfig, ModelConfig, PredictorConfig, WorldModelConfig
+from flow_escnn.models._predictor import NextFramePredictor
+from flow_escnn.models._world import WorldModel
+from flow_escnn.nn._baselines import Conv3DClassifier
+from flow_escnn.nn.cell_kinds import CELL_KINDS
+
+__all__ = ["build_predictor", "build_classifier", "build_world_model", "count_parameters"]
+
+
+def _require_resolved(config: ModelConfig, what: str) -> None:
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"{what} takes a ModelConfig (e.g. PredictorConfig), got {type(config).__name__}")
+    if not config.resolved:
+        raise TypeError(f"{what} takes a resolved config (validated, every default filled): pass config.resolve()")
+
+
+def _encoder_kwargs(c: ModelConfig) -> Dict[str, Any]:
+    """The encoder arguments of a model section (``grnn`` is ``fernn`` over the identity V)."""
+    kind = CELL_KINDS[c.layer_kind]
+    kwargs: Dict[str, Any] = {"cell": kind.name, "num_layers": c.num_layers}
+    if kind.takes_nonlinearity:
+        kwargs["nonlinearity"] = c.nonlinearity
+    if kind.cell.learned_transport:  # learned per-velocity kernels, shifts where they fit
+        kwargs.update(velocity_kernel_size=c.velocity_kernel_size, init="auto")
+    else:
+        kwargs["interpolation"] = c.interpolation
+    return kwargs
+
+
+def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFramePredictor:
+    """The next-frame model of a resolved config: ``forward(x [B, T_in, C, H, W], P) -> [B, P, C, H, W]``.
+
+    The model has ``encoder`` (the lifted hidden sequence ``[B, T, |V|, C, H, W]``) and
+    ``flows`` (its V), which the plots use. ``checkpoint`` switches on gradient checkpointing
+    (same function, less memory, more compute).
+
+    Raises:
+        TypeError: for a config that is not resolved.
+    """
+    _require_resolved(config, "build_predictor")
+    c = config
+    in_type, hidden_type = c.field_types()
+    gs = c.gspace
+    # the decoder's ReLUs need permutation fields: on SO(2) as many trivial channels as the hidden type has
+    decoder_type = enn.FieldType(gs, [gs.trivial_repr] * hidden_type.size) if c.group == SO2_GROUP else None
+    return NextFramePredictor(
+        in_type, hidden_type, c.flows, decoder_layers=c.decoder_layers, pool=c.pool,
+        kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint,
+        decoder_type=decoder_type, **_encoder_kwargs(c),
+    )
+
+
+def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: bool = False) -> torch.nn.Module:
+    """The sequence classifier of a resolved config (one grayscale input field; circular padding, since
+    moved clips wrap around the torus): :class:`~flow_escnn.models.SequenceClassifier`
+    (``checkpoint``: gradient checkpointing of its recurrence) or, for ``conv3d``,
+    :class:`~flow_escnn.models.Conv3DClassifier`.
+
+    Raises:
+        TypeError: for a config that is not resolved.
+    """
+    _require_resolved(config, "build_classifier")
+    c = config
+    positive_int(num_classes, "num_classes")
+    if c.model == "conv3d":
+        return Conv3DClassifier(1, num_classes, channels=c.conv3d_channel_list(), kernel_size=c.kernel_size,
+                                padding_mode="circular")
+    in_type, hidden_type = c.field_types()
+    return SequenceClassifier(in_type, hidden_type, c.flows, num_classes,
+                              kernel_size=c.kernel_size, checkpoint=checkpoint, **_encoder_kwargs(c))
+
+
+def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> WorldModel:
+    """The world model of a resolved config (:class:`~flow_escnn.models.WorldModel`): views ``[B, T, 1, v, v]``
+    and actions ``[B, T + P, 3]`` in, ``[B, P, 1, v, v]`` out.
+
+    Raises:
+        TypeError: for a config that is not resolved.
+    """
+    _require_resolved(config, "build_world_model")
+    c = config
+    in_type, hidden_type = c.field_types()
+    kwargs = _encoder_kwargs(c)
+    return WorldModel(
+        in_type, hidden_type, c.flows, c.world_size, c.view_size, self_motion=c.self_motion,
+        action_input=c.action_input, imagine=c.imagine, decoder_layers=c.decoder_layers, pool=c.pool,
+        kernel_size=c.kernel_size,
+        output_activation=c.output_activation, checkpoint=checkpoint, bias=c.bias, **kwargs,
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """The number of trainable parameters."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -1,0 +1,379 @@
+"""Steerable convolution with periodic padding and an expand-once API.
+
+:class:`SteerableConv` *composes* escnn's ``R2Conv`` (it does not subclass it) and adds
+what a recurrent layer needs:
+
+* ``expand()`` returns the dense filter and bias once, and ``apply()`` convolves with
+  them, so a recurrence expands its steerable filter once per sequence, not once per
+  time step;
+* periodic (``"circular"``) padding by default, the setting under which translations
+  of the torus commute exactly with the convolution;
+* a ``state_dict`` that does not depend on train/eval mode (escnn's ``R2Conv`` adds
+  ``filter``/``expanded_bias`` buffers in eval mode; here the inner ``R2Conv`` is kept
+  in its training state and the filter is expanded explicitly instead);
+* ``export()`` to a plain ``torch.nn.Conv2d`` that keeps ``padding_mode`` (escnn's own
+  ``R2Conv.export()`` silently turns circular padding into zero padding);
+* an expanded filter that is *exactly* equivariant (to the dtype's rounding) under the
+  grid-preserving fiber elements, see below.
+
+Exact equivariance of the expanded filter
+-----------------------------------------
+escnn samples its steerable kernel basis at grid points given as ``float32``
+(``escnn/nn/modules/basismanager/basisexpansion_singleblock.py``), so the basis, and
+every filter expanded from it, carries float32 rounding even after ``.double()``: the
+constraint :math:`\\kappa(A(g) y) = \\rho_{\\text{out}}(g)\\kappa(y)\\rho_{\\text{in}}(g)^{-1}`
+holds only to about ``1e-7`` relative, which a float64 recurrence then carries into its
+outputs (about ``1e-6`` for static C4 checks). :meth:`SteerableConv.expand` therefore
+projects the expanded filter onto the equivariant subspace of the subgroup
+:math:`H \\subseteq G` of fiber elements whose :math:`A(h)` is a signed permutation
+(rotations by multiples of 90 degrees and the axis/diagonal reflections; all of C2, C4,
+D1, D2, D4; the C4 / D4 subgroup of C8 / D8):
+
+.. math::
+    \\kappa_{\\text{sym}}(y) = \\frac{1}{|H|}\\sum_{h\\in H}
+        \\rho_{\\text{out}}(h)\\,\\kappa\\big(A(h)^{-1} y\\big)\\,\\rho_{\\text{in}}(h)^{-1}.
+
+These :math:`A(h)` map the ``k x k`` kernel grid onto itself, so the sum only permutes
+taps, and :math:`\\kappa_{\\text{sym}}` satisfies the constraint for every :math:`h \\in H`
+up to the rounding of the working dtype (``1e-16`` in float64). Since every
+:math:`G`-equivariant filter is :math:`H`-invariant, the projection does not change the
+function space: on escnn's filters it moves entries by float32 rounding only. The bias
+(trivial fields only) is averaged the same way. The projection is linear, differentiable
+and applied once per :meth:`expand` call (once per sequence in the recurrent layers);
+signed-permutation representations (trivial, regular, quotient, the C4/D4 irreps) are
+applied as gathers, others as dense matrices. Pass ``symmetrize=False`` for escnn's raw
+filter.
+
+Private basis buffers
+---------------------
+escnn caches each sampled basis block module globally
+(``basisexpansion_singleblock._stored_filters``) and *shares the module* between every
+``R2Conv`` built with the same representation pair and kernel grid. ``.double()``,
+``.half()`` or ``.to(device)`` on one network therefore silently converts the basis of
+every other network too (a float32 model next to a float64 one then fails with
+``expected scalar type Double but found Float``; moving one model to CUDA moves the basis
+of an unrelated CPU model). :class:`SteerableConv` gives its inner ``R2Conv`` private
+shallow copies of those block modules (same tensors, own buffer dictionaries), so casts and
+moves stay local; no basis is recomputed and no memory is used until a cast happens.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flow_escnn._compat import enn
+from flow_escnn._validate import odd_positive_int, one_of
+from flow_escnn.flows._planar import lattice_candidates, spatial_matrix
+from flow_escnn.nn._spec import refuses_pickle
+
+__all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]
+
+PADDING_MODES = ("circular", "zeros")
+
+
+@refuses_pickle
+class SteerableConv(enn.EquivariantModule):
+    """A G-steerable 2D convolution ``in_type -> out_type`` (stride 1, 'same' output size).
+
+    .. math::
+        [\\kappa \\star f](x) = \\sum_{y} \\kappa(y)\\, f(x + y), \\qquad
+        \\kappa(g y) = \\rho_{\\text{out}}(g)\\,\\kappa(y)\\,\\rho_{\\text{in}}(g)^{-1},
+
+    so :math:`\\kappa \\star (g\\cdot f) = g\\cdot(\\kappa \\star f)` for rotations/reflections
+    that map the kernel grid onto itself, and for every translation of a periodic grid.
+
+    Args:
+        in_type: input ``FieldType``.
+        out_type: output ``FieldType`` (same gspace).
+        kernel_size: odd kernel size.
+        bias: whether to learn a bias (escnn puts it on trivial fields only).
+        padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"``.
+        symmetrize: project the expanded filter onto the exactly equivariant subspace of the
+            grid-preserving fiber elements (default True; see the module docstring).
+        **r2conv_kwargs: passed to ``escnn.nn.R2Conv`` (e.g. ``frequencies_cutoff``, ``initialize``).
+    """
+
+    def __init__(
+        self,
+        in_type: Any,
+        out_type: Any,
+        kernel_size: int = 3,
+        bias: bool = True,
+        padding_mode: str = "circular",
+        symmetrize: bool = True,
+        **r2conv_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        odd_positive_int(kernel_size, "kernel_size")
+        one_of(padding_mode, PADDING_MODES, "padding_mode")
+        for name, ft in (("in_type", in_type), ("out_type", out_type)):
+            if not isinstance(ft, enn.FieldType):
+                raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")
+        if in_type.gspace != out_type.gspace:
+            raise ValueError(f"in_type is on {in_type.gspace} but out_type on {out_type.gspace}")
+        for key in ("padding", "stride", "padding_mode", "dilation", "groups"):
+            if key in r2conv_kwargs:
+                raise ValueError(f"SteerableConv fixes {key!r} (stride 1, same size); do not pass it")
+        self.in_type = in_type
+        self.out_type = out_type
+        self.kernel_size = kernel_size
+        self.padding_mode = padding_mode
+        self.conv = enn.R2Conv(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
+        _unshare_basis_blocks(self.conv)
+        for module in self.conv.modules():  # escnn keeps some SO(2)/O(2) index buffers as expanded views,
+            for name, buf in module._buffers.items():  # which load_state_dict cannot copy into
+                if buf is not None and not buf.is_contiguous():
+                    module._buffers[name] = buf.contiguous()
+        # R2Conv registers placeholder 'filter' / 'expanded_bias' buffers at construction and deletes
+        # them in train mode: drop them now so the state_dict of a fresh module has the same keys as
+        # after .train() / .eval()
+        self.conv.train(True)
+        self.symmetrize = bool(symmetrize)
+        self._build_symmetrizer()
+
+    # -- train/eval: keep the inner R2Conv's state_dict mode-independent --------------------------
+    def train(self, mode: bool = True) -> "SteerableConv":
+        self.training = mode
+        self.conv.train(True)  # escnn would register 'filter' buffers in eval mode; we expand explicitly
+        return self
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the placeholder buffers were dropped (or by a bare R2Conv in eval
+        # mode) carry escnn's cached 'conv.filter' / 'conv.expanded_bias': they are derived data, ignore them
+        for key in ("conv.filter", "conv.expanded_bias"):
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- expand once, apply many times ---------------------------------------------------------------
+    def expand(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The dense filter ``[C_out, C_in, k, k]`` and bias ``[C_out]`` (or None), differentiable.
+
+        With ``symmetrize=True`` (default) the filter is projected onto the subspace that is
+        exactly equivariant under the grid-preserving fiber elements (module docstring).
+        """
+        filt, bias = self.conv.expand_parameters()
+        if self.symmetrize:
+            filt, bias = self.symmetrize_filter(filt, bias)
+        return filt, bias
+
+    # -- exact symmetrisation over the grid-preserving subgroup --------------------------------------
+    @property
+    def grid_group(self) -> List[Any]:
+        """The fiber elements :math:`h` whose :math:`A(h)` maps the kernel grid onto itself."""
+        return list(self._grid_group)
+
+    def _build_symmetrizer(self) -> None:
+        gs = self.in_type.gspace
+        k, c0 = self.kernel_size, self.kernel_size // 2
+        elems = []
+        for g in lattice_candidates(gs):
+            a = spatial_matrix(gs, g)
+            if np.all((a == 0) | (np.abs(a) == 1)) and np.all(np.abs(a).sum(0) == 1) and np.all(np.abs(a).sum(1) == 1):
+                elems.append(g)
+        self._grid_group = tuple(elems)
+        self._sym_active = len(elems) > 1
+        if not self._sym_active:
+            return
+        rows, cols = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        pts = np.stack([cols - c0, c0 - rows], -1).reshape(-1, 2)  # tap offsets y = (x right, y up)
+        spatial, outs, ins = [], [], []
+        for h in elems:
+            a = spatial_matrix(gs, h)
+            src = np.rint(np.linalg.solve(a, pts.T).T).astype(np.int64)  # A(h)^{-1} y
+            spatial.append((c0 - src[:, 1]) * k + (src[:, 0] + c0))
+            outs.append(np.asarray(self.out_type.representation(h), dtype=np.float64))
+            ins.append(np.asarray(self.in_type.representation(~h), dtype=np.float64))  # rho_in(h)^{-1}
+        self.register_buffer("_sym_spatial", torch.from_numpy(np.stack(spatial)), persistent=False)
+        out_sp = [_signed_permutation(r) for r in outs]
+        # right action X @ R on columns: column i of the result is sign * column q[i] of X
+        in_sp = [_signed_permutation(r.T) for r in ins]
+        self._sym_gather = all(p is not None for p in out_sp + in_sp)
+        if self._sym_gather:
+            self.register_buffer("_sym_out_idx", torch.from_numpy(np.stack([p[0] for p in out_sp])), persistent=False)
+            self.register_buffer("_sym_out_sign", torch.from_numpy(np.stack([p[1] for p in out_sp])), persistent=False)
+            self.register_buffer("_sym_in_idx", torch.from_numpy(np.stack([p[0] for p in in_sp])), persistent=False)
+            self.register_buffer("_sym_in_sign", torch.from_numpy(np.stack([p[1] for p in in_sp])), persistent=False)
+        else:
+            self.register_buffer("_sym_out_mat", torch.from_numpy(np.stack(outs)), persistent=False)
+            self.register_buffer("_sym_in_mat", torch.from_numpy(np.stack(ins)), persistent=False)
+
+    def symmetrize_filter(
+        self, filt: torch.Tensor, bias: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:math:`\\frac{1}{|H|}\\sum_h \\rho_{out}(h)\\,\\kappa(A(h)^{-1}y)\\,\\rho_{in}(h)^{-1}` (and
+        :math:`\\frac{1}{|H|}\\sum_h \\rho_{out}(h) b` for the bias) for any filter ``[C_out, C_in, k, k]``.
+
+        A linear projection (idempotent); a no-op when :math:`H` is trivial.
+        """
+        if not self._sym_active:
+            return filt, bias
+        co, ci, k, _ = filt.shape
+        if (co, ci, k) != (self.out_type.size, self.in_type.size, self.kernel_size):
+            raise ValueError(
+                f"expected a filter [{self.out_type.size}, {self.in_type.size}, {self.kernel_size}, "
+                f"{self.kernel_size}], got {tuple(filt.shape)}"
+            )
+        flat = filt.reshape(co, ci, k * k)
+        n = len(self._grid_group)
+        acc = None
+        bacc = None
+        for m in range(n):
+            sp = self._sym_spatial[m]
+            if self._sym_gather:
+                oi, os_ = self._sym_out_idx[m], self._sym_out_sign[m].to(flat.dtype)
+                ii, is_ = self._sym_in_idx[m], self._sym_in_sign[m].to(flat.dtype)
+                term = flat[oi[:, None, None], ii[None, :, None], sp[None, None, :]]
+                term = term * (os_[:, None, None] * is_[None, :, None])
+                if bias is not None:
+                    bterm = bias[oi] * os_
+            else:
+                ro = self._sym_out_mat[m].to(flat.dtype)
+                ri = self._sym_in_mat[m].to(flat.dtype)
+                term = torch.einsum("ab,bcp,cd->adp", ro, flat[:, :, sp], ri)
+                if bias is not None:
+                    bterm = ro @ bias
+            acc = term if acc is None else acc + term
+            if bias is not None:
+                bacc = bterm if bacc is None else bacc + bterm
+        out = (acc / n).reshape(co, ci, k, k)
+        return out, (None if bias is None else bacc / n)
+
+    def apply_expanded(self, x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """Convolve a plain tensor ``[N, C_in, H, W]`` with an already expanded filter."""
+        return periodic_conv2d(x, filt, bias, self.padding_mode)
+
+    def forward(self, input: Any) -> Any:  # noqa: A002 - escnn's signature
+        """Per-frame forward on a ``GeometricTensor [N, C_in, H, W]``."""
+        if not isinstance(input, enn.GeometricTensor) or input.type != self.in_type:
+            got = input.type if isinstance(input, enn.GeometricTensor) else type(input).__name__
+            raise ValueError(f"SteerableConv expects a GeometricTensor of type {self.in_type}, got {got}")
+        filt, bias = self.expand()
+        return enn.GeometricTensor(self.apply_expanded(input.tensor, filt, bias), self.out_type)
+
+    def evaluate_output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        if len(input_shape) != 4 or input_shape[1] != self.in_type.size:
+            raise ValueError(f"expected an input shape [N, {self.in_type.size}, H, W], got {input_shape}")
+        return (input_shape[0], self.out_type.size, input_shape[2], input_shape[3])
+
+    def export(self) -> torch.nn.Conv2d:
+        """A plain ``torch.nn.Conv2d`` with the expanded weights and the same padding mode."""
+        with torch.no_grad():
+            filt, bias = self.expand()
+        return dense_conv2d(filt, bias, self.kernel_size // 2, self.padding_mode)
+
+
+def dense_conv2d(
+    filt: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    padding: Any,
+    padding_mode: str,
+    stride: Any = 1,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> torch.nn.Conv2d:
+    """A ``torch.nn.Conv2d`` holding an expanded filter ``[C_out, C_in/groups, k, k]`` and bias."""
+    conv = torch.nn.Conv2d(
+        filt.shape[1] * groups,
+        filt.shape[0],
+        tuple(filt.shape[-2:]),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias is not None,
+        padding_mode=padding_mode,
+    ).to(device=filt.device, dtype=filt.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(filt)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
+
+
+def _signed_permutation(rho: np.ndarray, tol: float = 1e-9) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(idx, sign)`` with ``(rho @ X)[o] = sign[o] * X[idx[o]]`` if ``rho`` is a signed permutation, else None."""
+    r = np.rint(rho)
+    if np.max(np.abs(rho - r), initial=0.0) > tol or not np.all(np.abs(r) <= 1):
+        return None
+    nz = np.abs(r)
+    if not (np.all(nz.sum(0) == 1) and np.all(nz.sum(1) == 1)):
+        return None
+    idx = np.argmax(nz, axis=1)
+    return idx.astype(np.int64), r[np.arange(len(idx)), idx].astype(np.float64)
+
+
+def _fresh(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A shared basis tensor as escnn built it: on the CPU, floating ones in the default dtype (a plain
+    ``R2Conv`` elsewhere may have cast or moved the cached module in place)."""
+    if t is None:
+        return None
+    return t.to(device="cpu", dtype=torch.get_default_dtype()) if t.is_floating_point() else t.to("cpu")
+
+
+def _private_module_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of ``module`` with its own parameter / buffer / submodule dictionaries (buffers as
+    escnn built them, see :func:`_fresh`; no copy unless a cast or move happened)."""
+    new = copy.copy(module)
+    new.__dict__["_parameters"] = dict(module._parameters)
+    new.__dict__["_buffers"] = {name: _fresh(buf) for name, buf in module._buffers.items()}
+    new.__dict__["_non_persistent_buffers_set"] = set(module._non_persistent_buffers_set)
+    new.__dict__["_modules"] = {name: _private_module_copy(child) for name, child in module._modules.items()}
+    return new
+
+
+def _unshare_basis_blocks(conv: torch.nn.Module) -> None:
+    """Replace escnn's globally cached (shared) basis block modules in ``conv`` by private copies."""
+    try:
+        from escnn.nn.modules.basismanager.basisexpansion_singleblock import SingleBlockBasisExpansion
+    except ImportError:  # pragma: no cover - escnn layout changed
+        return
+    for parent in list(conv.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, SingleBlockBasisExpansion):
+                parent._modules[name] = _private_module_copy(child)
+
+
+def periodic_conv2d(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
+    """'Same'-size stride-1 convolution with circular or zero padding (plain torch)."""
+    p = filt.shape[-1] // 2
+    if padding_mode == "circular" and p > 0:
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), filt, bias)
+    return F.conv2d(x, filt, bias, padding=p)
+
+
+def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
+    """escnn ``R2Conv`` -> ``Conv2d`` keeping ``padding_mode`` (escnn's export drops it)."""
+    was_training = conv.training
+    conv.train(True)
+    try:
+        with torch.no_grad():
+            filt, bias = conv.expand_parameters()
+    finally:
+        conv.train(was_training)
+    return dense_conv2d(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
+
+
+def export_conv(conv: Any) -> torch.nn.Conv2d:
+    """A :class:`SteerableConv` or escnn ``R2Conv`` as a plain ``torch.nn.Conv2d`` (padding mode kept)."""
+    if isinstance(conv, SteerableConv):
+        out = conv.export()
+        if out.padding_mode != conv.padding_mode:  # guard against a regression in SteerableConv.export
+            raise RuntimeError(f"SteerableConv.export lost padding_mode {conv.padding_mode!r}")
+        return out
+    if isinstance(conv, enn.R2Conv):
+        return _export_r2conv(conv)
+    raise TypeError(f"export_conv expects a SteerableConv or an escnn R2Conv, got {type(conv).__name__}")
+
+
+def export_escnn(module: Any) -> torch.nn.Module:
+    """Any escnn ``EquivariantModule`` as plain PyTorch: convolutions by :func:`export_conv` (circular
+    padding kept), a ``SequentialModule`` child by child, anything else by its own ``export()``."""
+    if isinstance(module, (SteerableConv, enn.R2Conv)):
+        return export_conv(module)
+    if isinstance(module, enn.SequentialModule):
+        return torch.nn.Sequential(*[export_escnn(m) for m in module.children()])
+    return module.export()

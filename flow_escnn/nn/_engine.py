@@ -1,0 +1,476 @@
+"""The recurrence engine: one compiled program and one step loop for every flow recurrence.
+
+Every recurrent model of flow_escnn (the sequence layers :class:`~flow_escnn.nn.FERNN`,
+:class:`~flow_escnn.nn.FlowGRU`, :class:`~flow_escnn.nn.FlowLSTM`, the G-RNN and the G-RNN+,
+the predictor's encoder *and* its autoregressive continuation, the classifier's encoder,
+and every ``export()``) runs through :class:`Recurrence`, in two phases:
+
+1. **Compile** (once per grid, device and mode; cached by the layers): transport tables
+   for :math:`\\psi_1(\\nu)` with the circular padding of the recurrent convolution folded
+   into the same gather, or, in the co-moving frame, the tables of
+   :math:`\\psi_t(\\nu)^{-1}` / :math:`\\psi_t(\\nu)` over one flow period. The result is a
+   plain ``torch.nn.Module`` holding integer tables and a few ints: no escnn object.
+2. **Run**: :meth:`Recurrence.run` takes the input sequence and the *already expanded*
+   weights (a dict of tensors, see :class:`LayerSpec`) and loops over time. Everything in
+   the loop is plain torch: ``conv2d`` on dense filters, gathers whose backward passes are
+   gathers (:mod:`flow_escnn.flows._gather`), and the cell updates of
+   :mod:`flow_escnn.nn.cell_kinds`. It is what autocast, ``torch.compile`` and checkpointing see.
+
+``forward()`` of a layer = compile + expand the filters (differentiable) + run;
+``export()`` = compile + expand once with frozen weights (:mod:`flow_escnn.nn._export`) + the
+same run, so an export cannot drift from its model.
+
+One step, hidden (stationary-frame) mode, layer :math:`l`:
+
+.. math::
+    \\tilde s_{t-1}(\\nu) = M\\big(\\psi_1(\\nu)\\cdot s_{t-1}(\\nu)\\big),\\quad
+    s_t(\\nu) = \\mathrm{update}\\big(W * \\tilde h_{t-1}(\\nu),\\; U * x_t,\\; \\tilde s_{t-1}(\\nu)\\big),
+
+with :math:`M` the optional V-mixing and :math:`x_t` the frame (layer 0) or the layer below's
+:math:`h_t`. In the co-moving mode, :math:`k_t(\\nu) = \\psi_t(\\nu)^{-1} h_t(\\nu)` is updated
+with no state transport and the *input frame* is transported instead,
+:math:`U * (\\psi_t(\\nu)^{-1} f_t)`, which equals :math:`\\psi_t(\\nu)^{-1}(U * f_t)` for exact
+flows (so both modes compute the same function) and costs a transport of the few input
+channels rather than of all gate channels. A layer with a learned transport (the G-RNN+,
+``LayerSpec.learned_transport``) replaces the
+transport by a learned depthwise kernel per velocity applied after :math:`W`:
+:math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
+
+Readouts for next-frame prediction: the state's guess of frame :math:`s` is
+:math:`\\tilde h_s = \\psi_1(\\nu) h_{s-1}(\\nu)` (:math:`=\\psi_s(\\nu) k_{s-1}(\\nu)` co-moving),
+which the hidden mode computes anyway at step :math:`s`; :meth:`Recurrence.run` hands it
+to a ``predict`` callback and, past the given frames, feeds the callback's frame back as
+the input (the predictor's autoregressive continuation is the same step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from flow_escnn._validate import one_of
+from flow_escnn.flows._gather import CircularPad
+from flow_escnn.flows._reduce import reduce_over
+from flow_escnn.flows._transport import GatherTransport
+from flow_escnn.nn._kernels import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
+from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, field_nonlinearity
+
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view"]
+
+State = Tuple[torch.Tensor, ...]
+Weights = Dict[str, Optional[torch.Tensor]]
+#: The frames the engine runs a recurrence in: stationary (the state is transported, ``"hidden"``) or co-moving.
+FRAMES = ("hidden", "comoving")
+
+
+class RunResult(NamedTuple):
+    """What :meth:`Recurrence.run` returns: per-step outputs, predictions and the final states."""
+
+    outputs: List[torch.Tensor]
+    predictions: List[torch.Tensor]
+    states: List[State]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Static facts of one layer of a :class:`Recurrence` (plain data, built by the cell's ``spec()``).
+
+    ``update(b, a, moved, nonlinearity) -> new_state`` is the cell kind's equation (plain torch,
+    :mod:`flow_escnn.nn.cell_kinds`): it maps the recurrent term :math:`b = W * \\tilde h_{t-1}`
+    (``[B, V, gates*C, H, W]``, a view of a fresh convolution output), the input term
+    :math:`a = U * f_t` (``[B, 1 or V, gates*C, H, W]``, broadcast over :math:`V`) and the
+    transported state :math:`\\tilde s_{t-1}` to the new state. ``learned_transport``: the
+    layer's learned per-velocity kernel (``kernel`` below) takes the place of :math:`\\psi_1(\\nu)`.
+
+    The layer's weights live in the ``weights`` dict passed to :meth:`~flow_escnn.nn._engine.Recurrence.run` under
+    ``f"{prefix}u_weight"``, ``u_bias`` (optional), ``w_weight``, ``mixing`` (optional ``[V, V]``)
+    and ``kernel`` (``learned_transport`` only: ``[V*C, 1, k, k]``), with ``prefix = f"l{index}_"``.
+    """
+
+    kind: str
+    update: Callable[..., State]
+    gates: int
+    state_size: int
+    learned_transport: bool
+    in_channels: int
+    hidden_channels: int
+    kernel_size: int
+    padding_mode: str = "circular"
+    nonlinearity: str = "relu"
+    mixing: bool = False
+    velocity_kernel_size: int = 0  # learned_transport: size of the learned per-velocity kernel
+    fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
+
+    @property
+    def num_fields(self) -> int:
+        return max(self.fields) + 1 if self.fields else 0
+
+    @property
+    def gate_channels(self) -> int:
+        extra = self.num_fields if self.nonlinearity == "gated" else 0
+        return self.gates * self.hidden_channels + extra
+
+    @property
+    def pad(self) -> int:
+        """Padding that the transports write (circular mode) for the recurrent convolution."""
+        return self.kernel_size // 2 if self.padding_mode == "circular" else 0
+
+
+class _Moved(NamedTuple):
+    conv_input: torch.Tensor  # [B*V, C, H(+2p), W(+2p)]: what W convolves
+    state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
+    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu), stationary frame; circularly padded or not
+
+
+Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
+#: ``act(t, s)``: a state tensor ``[B, V, C, H, W]`` of time ``t - 1`` carried into frame ``t`` by the self-motion
+#: of step ``t`` (:class:`~flow_escnn.flows._action.ActionTransport`), before the flow transport.
+Act = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def check_view(view: Any, grid_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """``(top, left, h, w)`` as ints if the window lies inside the ``grid_shape`` grid."""
+    try:
+        top, left, h, w = (int(v) for v in view)
+    except (TypeError, ValueError):
+        raise ValueError(f"view must be (top, left, h, w), got {view!r}") from None
+    gh, gw = grid_shape
+    if h < 1 or w < 1 or top < 0 or left < 0 or top + h > gh or left + w > gw:
+        raise ValueError(f"the view window {view} does not fit in the {gh}x{gw} map")
+    return top, left, h, w
+
+
+class Recurrence(torch.nn.Module):
+    """A compiled flow recurrence on one grid (plain torch; see the module docstring).
+
+    Args:
+        layers: one :class:`LayerSpec` per stacked layer.
+        num_flows: :math:`|V|`.
+        grid_shape: ``(H, W)``.
+        mode: ``"hidden"`` or ``"comoving"``.
+        step: per layer, the transport by :math:`\\psi_1(\\nu)` of the hidden fields (padded by
+            the layer's :attr:`LayerSpec.pad`), ``None`` for layers with a learned transport.
+        to_comoving: co-moving mode: :math:`\\psi_t(\\nu)^{-1}` of the input frames for
+            ``t = 0..P-1`` (row ``t*V + nu``), padded by layer 0's pad.
+        from_comoving: co-moving mode: :math:`\\psi_t(\\nu)` of the last layer's hidden fields.
+        period: ``P``, the number of time steps the co-moving tables hold (indexed by ``t mod P``).
+        view: ``(top, left, h, w)``: the input frames are views of this window of the grid (a world
+            map larger than the view, :mod:`flow_escnn.models._world`): layer 0 convolves them on the
+            view's own grid (zero padding) and writes :math:`U * f_t` into the window, zeros elsewhere.
+            Stationary frame only.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec],
+        num_flows: int,
+        grid_shape: Tuple[int, int],
+        mode: str,
+        step: Sequence[Optional[GatherTransport]],
+        to_comoving: Optional[GatherTransport] = None,
+        from_comoving: Optional[GatherTransport] = None,
+        period: int = 1,
+        view: Optional[Tuple[int, int, int, int]] = None,
+    ) -> None:
+        super().__init__()
+        one_of(mode, FRAMES, "mode")
+        if mode == "comoving" and (to_comoving is None or from_comoving is None):
+            raise ValueError("the co-moving mode needs the to_comoving and from_comoving tables")
+        self.layers = list(layers)
+        self.num_flows = int(num_flows)
+        self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
+        self.mode = mode
+        self.comoving = mode == "comoving"
+        self.step_transports = torch.nn.ModuleList([t if t is not None else torch.nn.Identity() for t in step])
+        self.to_comoving = to_comoving
+        self.from_comoving = from_comoving
+        self.period = int(period)
+        self.view = None if view is None else check_view(view, self.grid_shape)
+        if self.view is not None:
+            top, left, vh, vw = self.view
+            mask = torch.zeros(1, 1, 1, *self.grid_shape, dtype=torch.bool)
+            mask[..., top : top + vh, left : left + vw] = True
+            self.register_buffer("view_mask", mask, persistent=False)
+        if self.view is not None and self.comoving:
+            raise ValueError("a view window needs the stationary frame (mode 'hidden'): the map is transported, not the "
+                             "views")
+        for l, s in enumerate(self.layers):
+            if s.nonlinearity in FIELD_NONLINEARITIES:
+                self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
+        pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
+        self.pads = torch.nn.ModuleDict({str(p): CircularPad(*self.grid_shape, p) for p in sorted(pads) if p})
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the tables."""
+        return next((b.device for b in self.buffers()), torch.device("cpu"))
+
+    def pad(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        """Circular padding by ``p`` with this grid's tables."""
+        return self.pads[str(p)](x) if p else x
+
+    def extra_repr(self) -> str:
+        kinds = ",".join(s.kind for s in self.layers)
+        per = f", period={self.period}" if self.comoving else ""
+        view = f", view={self.view}" if self.view is not None else ""
+        return f"layers=[{kinds}], |V|={self.num_flows}, grid={self.grid_shape}, mode={self.mode!r}{per}{view}"
+
+    # -- pieces of one step ---------------------------------------------------------------------------
+    def _rows(self, t0: int, n: int, device: torch.device) -> torch.Tensor:
+        """Table rows ``[n, V]`` of times ``t0 .. t0+n-1`` (modulo the period)."""
+        times = torch.arange(t0, t0 + n, device=device) % self.period
+        return times[:, None] * self.num_flows + torch.arange(self.num_flows, device=device)
+
+    def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int) -> torch.Tensor:
+        """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, H, W]`` (frames ``t0 ..``); ``[B, n, 1|V, G, H, W]``.
+
+        Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`.
+        """
+        spec = self.layers[l]
+        uw, ub = weights[f"l{l}_u_weight"], weights.get(f"l{l}_u_bias")
+        if x.dim() == 5:
+            x = x.unsqueeze(2)
+        b, n, v = x.shape[0], x.shape[1], x.shape[2]
+        h, w = x.shape[-2], x.shape[-1]
+        if l == 0 and self.comoving:
+            xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, H+2p, W+2p]
+            v = self.num_flows
+            flat = xp.reshape(b * n * v, *xp.shape[-3:])
+            out = conv2d(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
+        elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
+            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
+            top, left, vh, vw = self.view
+            gh, gw = self.grid_shape
+            out = F.pad(out, (left, gw - vw - left, top, gh - vh - top))
+            h, w = gh, gw
+        else:
+            pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
+            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
+        return out.view(b, n, v, out.shape[1], h, w)
+
+    def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
+                  pool: Optional[str] = None, act: Optional[Act] = None) -> _Moved:
+        """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu)\\, a_t^{-1} s_{t-1})` (hidden; :math:`a_t^{-1}` the self-motion
+        ``act`` of step ``t``, when given) or :math:`k_{t-1}` padded (co-moving); the readout pooled over
+        :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
+        spec = self.layers[l]
+        if act is not None:
+            state = tuple(act(t, s) for s in state)
+        h = state[0]
+        b, v, c, hh, ww = h.shape
+        p = spec.pad
+        readout = None
+        if spec.learned_transport or self.comoving:
+            moved = [self.pad(s, p) if i == 0 else s for i, s in enumerate(state)]
+            if need_readout:
+                if self.comoving:
+                    readout = self.from_comoving(h, rows=self._rows(t, 1, h.device)[0], reduce=pool)
+                else:
+                    readout = self._velocity_kernel(l, h, weights)
+        else:
+            tr = self.step_transports[l]
+            moved = [tr(h)] + [tr(s) for s in state[1:]]
+            mix = weights.get(f"l{l}_mixing")
+            if mix is not None:
+                moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
+        conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
+        views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
+        if readout is None and not self.comoving and not spec.learned_transport:
+            readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
+        if readout is not None and pool is not None and not self.comoving:  # co-moving: pooled by the transport
+            readout = reduce_over(readout, 1, pool)
+        return _Moved(conv_input, views, readout)
+
+    def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        """G-RNN+: :math:`K_\\nu \\circledast x(\\nu)` (depthwise, circular) for ``x [B, V, C, H, W]``."""
+        b, v, c, h, w = x.shape
+        k = weights[f"l{l}_kernel"]
+        y = F.conv2d(self.pad(x.reshape(b, v * c, h, w), k.shape[-1] // 2), k.to(x.dtype), groups=v * c)
+        return y.view(b, v, c, h, w)
+
+    def update(self, l: int, moved: _Moved, u: torch.Tensor, weights: Weights) -> State:
+        """The cell update of layer ``l`` from the transported state and the input term ``u``."""
+        spec = self.layers[l]
+        ww = weights[f"l{l}_w_weight"]
+        b, v, c, h, w = moved.state[0].shape
+        bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
+        bt = bt.view(b, v, bt.shape[1], h, w)
+        if spec.learned_transport:
+            bt = self._velocity_kernel(l, bt, weights)
+        if spec.nonlinearity in FIELD_NONLINEARITIES:
+            return (field_nonlinearity(bt + u.to(bt.dtype), getattr(self, f"fields{l}"), spec.num_fields,
+                                       spec.nonlinearity),)
+        return spec.update(bt, u, moved.state, spec.nonlinearity)
+
+    def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
+        h, w = self.grid_shape
+        return [
+            tuple(torch.zeros(batch, self.num_flows, s.hidden_channels, h, w, dtype=dtype, device=device)
+                  for _ in range(s.state_size))
+            for s in self.layers
+        ]
+
+    def to_frame(self, states: List[State], t: int, stationary: bool) -> List[State]:
+        """Co-moving states of time ``t`` to the stationary frame (``stationary=True``: :math:`\\psi_t k`)
+        or stationary initial states into the co-moving frame (:math:`k_{-1} = \\psi_1 h_{-1}`)."""
+        if not self.comoving:
+            return states
+        if stationary:
+            rows = self._rows(t, 1, states[0][0].device)[0]
+            return [tuple(self.from_comoving(s, rows=rows) for s in st) for st in states]
+        return [tuple(self._step_unpadded(l, s) for s in st) for l, st in enumerate(states)]
+
+    def _step_unpadded(self, l: int, s: torch.Tensor) -> torch.Tensor:
+        y, p = self.step_transports[l](s), self.layers[l].pad
+        return y[..., p : p + s.shape[-2], p : p + s.shape[-1]] if p else y
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def run(
+        self,
+        x: torch.Tensor,
+        weights: Weights,
+        h0: Optional[List[State]] = None,
+        *,
+        keep_outputs: bool = True,
+        output_map: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        predict: Optional[Predict] = None,
+        predict_from: int = 0,
+        extra_steps: int = 0,
+        checkpoint: bool = False,
+        chunk: Optional[int] = None,
+        readout_pool: Optional[str] = None,
+        act: Optional[Act] = None,
+        carry_past_inputs: bool = False,
+    ) -> RunResult:
+        """Run the recurrence over ``x [B, T, (V,) C_in, H, W]``.
+
+        Args:
+            x: the input frames (a lifted input carries its own V axis).
+            weights: expanded weights (see :class:`LayerSpec`).
+            h0: initial states per layer in the stationary frame (``None``: zeros).
+            keep_outputs: collect the last layer's :math:`h_t` (stationary frame) of every step.
+            output_map: applied to each kept output (e.g. a per-step readout), when given.
+            predict: ``predict(s, guess)`` is called with the guess :math:`\\tilde h_s` of frame ``s``
+                (``[B, V, C, H, W]``, stationary frame; in the hidden mode with circular padding it
+                comes circularly padded, ``[B, V, C, H+2p, W+2p]``, as the step computed it) for
+                ``predict_from <= s <= T + extra_steps``;
+                its return values are collected, and for ``s >= T`` the returned frame
+                ``[B, C_in, H, W]`` is the input of step ``s`` (a pair ``(value, frame)``: ``value`` is
+                collected and ``frame`` is the input).
+            predict_from: first frame to predict (``>= 1``).
+            extra_steps: steps run past the given frames on predicted inputs.
+            checkpoint: recompute segments of about :math:`\\sqrt{T}` steps in the backward pass.
+            chunk: given frames per batch of layer-0 input terms (:meth:`input_terms`), convolved
+                just before the steps that use them; ``None``: as many as keep the batch's output
+                under :data:`~flow_escnn.nn._kernels.INPUT_BATCH_BYTES` (:class:`~flow_escnn.nn._kernels.InputBatches`).
+            readout_pool: ``"max"`` / ``"mean"``: the guesses handed to ``predict`` come pooled over :math:`V`
+                (``[B, C, H(+2p), W(+2p)]``; co-moving interpolated readouts pool inside their resampling).
+            act: self-motion (:data:`Act`): ``act(t, s)`` carries every layer's state into frame ``t``
+                before the flow transport of step ``t`` (stationary frame only).
+            carry_past_inputs: past the given frames, only transport the states (self-motion and
+                :math:`\\psi_1(\\nu)`; no input, no cell update), so the state is carried, not rewritten,
+                while ``predict`` reads it; with a view window, also outside the window on the given
+                frames (the cells update where a view is written, the rest of the map is carried).
+                Stationary frame only.
+
+        Returns:
+            :class:`RunResult`: outputs, predictions, final states (stationary frame; the
+            states after the last update).
+        """
+        check_dtype(x, weights["l0_u_weight"])
+        if (act is not None or carry_past_inputs) and self.comoving:
+            raise ValueError("self-motion (act) and carrying states need the stationary frame (mode 'hidden')")
+        b, t_in = x.shape[0], x.shape[1]
+        n_updates = t_in + extra_steps
+        last_predict = n_updates if predict is not None else -1
+        if predict is not None and predict_from < 1:
+            raise ValueError("predict_from must be >= 1 (frame 0 has no earlier state to predict it from)")
+        states: Optional[List[State]] = None if h0 is None else self.to_frame(h0, -1, stationary=False)
+        total = max(n_updates, last_predict + 1)
+        grad = torch.is_grad_enabled()
+        seg = segment_length(total) if (checkpoint and grad) else total
+        v = x.shape[2] if x.dim() == 6 else (self.num_flows if self.comoving else 1)
+        hw = self.grid_shape[0] * self.grid_shape[1] if self.view is not None else x.shape[-2] * x.shape[-1]
+        per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
+        outputs: List[torch.Tensor] = []
+        predictions: List[torch.Tensor] = []
+
+        def segment(
+            t0: int, n: int, flat: Sequence[torch.Tensor]
+        ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+            given = min(n, max(0, t_in - t0))
+            input_term = InputBatches(lambda i, k: self.input_terms(0, x[:, t0 + i : t0 + i + k], weights, t0 + i),
+                                      given, per_batch)
+            if flat:
+                st = self._unflatten(flat)
+            else:  # zero initial state, in the dtype the convolutions produce (autocast)
+                st = self.zero_state(b, input_term(0).dtype if given else x.dtype, x.device)
+            outs, preds = [], []
+            last = len(self.layers) - 1
+            for i in range(n):
+                t = t0 + i
+                want = predict is not None and predict_from <= t <= last_predict
+                layers = range(len(self.layers)) if t < n_updates else [last]
+                moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool, act) for l in layers}
+                guess = None
+                if want:
+                    guess = predict(t, moved[last].readout)
+                    if isinstance(guess, tuple):  # (what is collected, the input of the step)
+                        preds.append(guess[0])
+                        guess = guess[1]
+                    else:
+                        preds.append(guess)
+                if t >= n_updates:
+                    continue
+                if carry_past_inputs and t >= t_in:  # the states are carried, not updated
+                    st = [moved[l].state for l in range(len(self.layers))]
+                    continue
+                u = input_term(i) if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t)[:, 0]
+                new: List[State] = []
+                for l in range(len(self.layers)):
+                    if l > 0:
+                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t)[:, 0]
+                    updated = self.update(l, moved[l], u, weights)
+                    if carry_past_inputs and self.view is not None:  # only the window is updated; the rest carried
+                        updated = tuple(torch.where(self.view_mask, s, m) for s, m in zip(updated, moved[l].state))
+                    new.append(updated)
+                st = new
+                if keep_outputs:
+                    out = st[-1][0]
+                    if self.comoving:
+                        out = self.from_comoving(out, rows=self._rows(t, 1, out.device)[0])
+                    outs.append(output_map(out) if output_map is not None else out)
+            return [s for layer in st for s in layer], outs, preds
+
+        flat: List[torch.Tensor] = [] if states is None else [s for layer in states for s in layer]
+        for t0 in range(0, total, seg):
+            n = min(seg, total - t0)
+            if checkpoint and grad and seg < total:
+                flat, outs, preds = _checkpoint(segment, t0, n, flat, use_reentrant=False)
+            else:
+                flat, outs, preds = segment(t0, n, flat)
+            outputs.extend(outs)
+            predictions.extend(preds)
+        return RunResult(outputs, predictions, self.to_frame(self._unflatten(flat), n_updates - 1, stationary=True))
+
+    def run_sequence(
+        self,
+        x: torch.Tensor,
+        weights: Weights,
+        h0: Optional[List[State]] = None,
+        return_sequence: bool = True,
+        checkpoint: bool = False,
+    ) -> Tuple[Optional[torch.Tensor], List[State]]:
+        """:meth:`run` for a sequence layer: ``(last layer's [B, T, V, C, H, W] or None, final states)``."""
+        res = self.run(x, weights, h0, keep_outputs=return_sequence, checkpoint=checkpoint)
+        return (torch.stack(res.outputs, dim=1) if return_sequence else None), res.states
+
+    def _unflatten(self, flat: Sequence[torch.Tensor]) -> List[State]:
+        out, i = [], 0
+        for spec in self.layers:
+            out.append(tuple(flat[i : i + spec.state_size]))
+            i += spec.state_size
+        return out

@@ -1,0 +1,120 @@
+"""The recurrence engine's tensor kernels (plain torch): convolution (im2col for thin inputs, circular
+"same" padding), the dtype check, checkpoint segments and the batched input terms."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function
+
+from flow_escnn._validate import positive_int
+from flow_escnn.flows._gather import CircularPad, circular_pad
+
+__all__ = [
+    "conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch",
+    "InputBatches",
+]
+
+#: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
+INPUT_BATCH_BYTES = 16 * 2**20
+#: CPU convolutions with at most this many input channels run as im2col + batched GEMM (:func:`conv2d`).
+IM2COL_MAX_CHANNELS = 2
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
+    """Stride-1, ungrouped ``torch.nn.functional.conv2d`` of ``x [N, C, H, W]`` (zero ``padding``).
+
+    On the CPU, an input with at most :data:`IM2COL_MAX_CHANNELS` channels (the frames entering
+    layer 0) is convolved as one batched GEMM on its ``C k^2`` shifted views,
+
+    .. math::
+        y_n = b + W_{[C_{out},\\, C k^2]}\\, \\mathrm{cols}(x_n)_{[C k^2,\\, H' W']},
+
+    the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``). Why:
+    oneDNN handles such thin inputs badly, above all their weight gradient.
+    ``python -m benchmarks.step_kernels --threads 1`` on our 2-core CPU, forward + weight gradient,
+    3x3 into 32 channels, four runs: ``conv2d`` took 2.3-3.7x this path's time for ``[40, 1, 30, 30]``
+    (the rotation row's layer-0 inputs), 2.4-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
+    channels and 1.00-1.05x for four (the crossover, so the threshold stays at two). Other devices
+    always use ``conv2d`` (cuDNN was not measured against this path).
+    """
+    if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
+        return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding)
+    if x.dim() != 4 or x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS:
+        return F.conv2d(x, weight, bias, padding=padding)
+    if padding:
+        x = F.pad(x, (padding,) * 4)
+    n, c, h, w = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    if c_in != c:
+        raise ValueError(f"conv2d: the input has {c} channels but the filter expects {c_in} (weight {list(weight.shape)})")
+    ho, wo = h - kh + 1, w - kw + 1
+    cols = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
+    filt = weight.reshape(1, c_out, c * kh * kw).expand(n, -1, -1)
+    if bias is None:
+        y = torch.bmm(filt, cols)
+    else:
+        y = torch.baddbmm(bias.reshape(1, c_out, 1).expand(n, -1, 1), filt, cols)
+    return y.view(n, c_out, ho, wo)
+
+
+def conv_same(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str,
+    pad: Optional[CircularPad] = None,
+) -> torch.Tensor:
+    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular (``pad``, a
+    :class:`~flow_escnn.flows._gather.CircularPad` for the grid, or built here) or zero padding."""
+    p = weight.shape[-1] // 2
+    if padding_mode == "circular":
+        return conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
+    return conv2d(x, weight, bias, padding=p)
+
+
+def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """Refuse an input whose dtype differs from the weights' outside ``torch.autocast`` (with the fix)."""
+    if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    raise TypeError(
+        f"the input has dtype {x.dtype} but the model's weights are {weight.dtype}: cast the input "
+        f"(x.to({weight.dtype})), convert the model (model.to({x.dtype})), or run under "
+        f"torch.autocast('{x.device.type}', dtype={x.dtype}) for mixed precision"
+    )
+
+
+def segment_length(t_len: int) -> int:
+    """Checkpoint segment length: about :math:`\\sqrt{T}` steps, so stored states and recomputation balance."""
+    return max(1, math.ceil(math.sqrt(t_len)))
+
+
+def frames_per_batch(chunk: Optional[int], frame_bytes: int) -> int:
+    """``chunk`` checked, or (``None``) the most frames whose input terms fit in :data:`INPUT_BATCH_BYTES` (>= 1)."""
+    if chunk is None:
+        return max(1, INPUT_BATCH_BYTES // max(1, int(frame_bytes)))
+    return positive_int(chunk, "chunk (frames per input batch)")
+
+
+class InputBatches:
+    """The input terms of ``given`` frames, computed ``chunk`` frames at a time when first asked for.
+
+    ``compute(i, k)`` returns the terms of frames ``i .. i+k-1`` stacked on axis 1. Only the
+    batch of the frame asked for last is kept, so ask in increasing order (asking again for a
+    frame of that batch returns the same tensor; an earlier frame recomputes its batch). Why
+    batches rather than all frames at once: in the co-moving mode the input terms of all frames
+    are a ``[B, T, V, G, H, W]`` tensor (and so is its gradient), which grows with the sequence;
+    batched, a step holds at most
+    :data:`INPUT_BATCH_BYTES` of them (the C8 rotation step of ``benchmarks/bench_fernn.py``:
+    peak 305 instead of 328 MiB). Its speed did not change measurably on our CPU
+    (``benchmarks/README.md``, "Input batches").
+    """
+
+    def __init__(self, compute: Callable[[int, int], torch.Tensor], given: int, chunk: int) -> None:
+        self.compute, self.given, self.chunk = compute, int(given), int(chunk)
+        self.start: int = 0
+        self.batch: Tuple[torch.Tensor, ...] = ()
+
+    def __call__(self, i: int) -> torch.Tensor:
+        if not self.start <= i < self.start + len(self.batch):
+            self.start, self.batch = i, self.compute(i, min(self.chunk, self.given - i)).unbind(1)
+        return self.batch[i - self.start]
