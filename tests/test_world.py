@@ -81,15 +81,20 @@ def test_a_move_and_a_turn_compose_in_the_agents_frame():
     assert not torch.equal(out[0], channel_turn(roll(rot(h[0], -1), -1, -2), -1))  # control: the other order
 
 
-def test_transport_gradient_is_the_inverse_transport():
+@pytest.mark.parametrize("field", [TRIV, REG, IRR], ids=["trivial", "regular", "irreps"])
+@pytest.mark.parametrize("turns", [False, True], ids=["moves", "turns"])
+def test_transport_gradient_is_the_adjoint(field, turns):
+    """The backward (gathers by the inverse permutations) is A^T: <A h, g> = <h, A^T g> for every h, g.
+    Control: the forward transport applied to g (A instead of A^T) is flagged."""
     flows = FlowSet.translations(C4, 1)
-    tr = ActionTransport(REG, flows, (6, 6))
-    h = torch.randn(2, len(flows), 4, 6, 6, dtype=torch.float64, requires_grad=True)
-    a = _actions(2, 1)[:, 0]
-    g = torch.randn(2, len(flows), 4, 6, 6, dtype=torch.float64)
+    tr = ActionTransport(field, flows, (6, 6))
+    h = torch.randn(3, len(flows), field.size, 6, 6, dtype=torch.float64, requires_grad=True)
+    a = _actions(3, 1, turns=turns)[:, 0]
+    g = torch.randn(3, len(flows), field.size, 6, 6, dtype=torch.float64)
     (tr(h, a) * g).sum().backward()
-    # <A h, g> = <h, A^T g> and A is a permutation: A^T = A^{-1}
-    assert torch.allclose((tr(h.detach(), a) * g).sum(), (h.detach() * h.grad).sum(), atol=1e-10)
+    a_h = tr(h.detach(), a)
+    assert torch.allclose((a_h * g).sum(), (h.detach() * h.grad).sum(), atol=1e-10)
+    assert not torch.allclose(h.grad, tr(g, a), atol=1e-6)  # control: A g is not A^T g
 
 
 def test_turns_that_do_not_close_v_are_refused():

@@ -81,18 +81,35 @@ def check_actions(actions: Any, batch: int, steps: int) -> torch.Tensor:
     return a
 
 
-class _GatherWithInverse(torch.autograd.Function):
-    """``y = x.gather(-1, index)`` for per-row permutations ``index``; backward: the gather by ``inverse``."""
+class _PermuteAlong(torch.autograd.Function):
+    """``y = x.gather(dim, index)`` where ``index`` is a per-sample permutation ``[B, N]`` of axis ``dim``
+    broadcast over the other axes (an expanded view: no full-size index is built); backward: the gather
+    by the inverse permutation (no scatter)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, dim: int, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.dim = dim
         ctx.save_for_backward(inverse)
-        return x.gather(-1, index)
+        return x.gather(dim, _along(index, x, dim))
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         (inverse,) = ctx.saved_tensors
-        return gy.gather(-1, inverse), None, None
+        return gy.gather(ctx.dim, _along(inverse, gy, ctx.dim)), None, None, None
+
+
+def _along(index: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``index [B, N]`` as a view broadcast to ``x``'s shape, ``N`` on axis ``dim`` (``x``: ``[B, ...]``)."""
+    shape = [index.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = index.shape[1]
+    return index.reshape(shape).expand(x.shape)
+
+
+def _permute_along(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """Per-sample permutation ``index [B, N]`` of axis ``dim`` of ``x [B, ...]``."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _PermuteAlong.apply(x, dim, index, inverse_permutation(index))
+    return x.gather(dim, _along(index, x, dim))
 
 
 class ActionTransport(torch.nn.Module):
@@ -240,6 +257,9 @@ class QuarterTurns(torch.nn.Module):
         self.register_buffer("cperms", torch.from_numpy(np.stack([p if p is not None else np.arange(c)
                                                                   for p in perms])), persistent=False)
         self.register_buffer("vperms", torch.from_numpy(np.asarray(vperms, dtype=np.int64)), persistent=False)
+        # no turn relabels nothing: then only the pixels move
+        self.still_identity = bool((self.vperms[0] == torch.arange(self.vperms.shape[1])).all()
+                                   and (self.cperms[0] == torch.arange(c)).all())
 
     def extra_repr(self) -> str:
         return f"grid={self.grid_shape}, |V|={self.vperms.shape[1]}, C={self.fibers.shape[-1]}"
@@ -279,21 +299,17 @@ class QuarterTurns(torch.nn.Module):
         col = torch.round(sx + (ww - 1) / 2.0).long() % ww
         row = torch.round((hh - 1) / 2.0 - sy).long() % hh
         pix = row * ww + col  # [B, HW]
-        vperm = self.vperms[q]  # [B, V]
-        if self.permutation_fibers:  # one gather: V, channel and pixel permutations together
-            cperm = self.cperms[q]  # [B, C]
-            index = ((vperm[:, :, None] * c + cperm[:, None, :])[..., None] * n + pix[:, None, None, :]).reshape(b, -1)
-            return _gather(h.reshape(b, -1), index).view(b, v, c, hh, ww)
-        index = (vperm[:, :, None] * n + pix[:, None, :]).reshape(b, -1)  # V and pixels, then the fiber matrices
-        flat = h.reshape(b, v, c, n).transpose(1, 2).reshape(b, c, v * n)
-        moved = _gather(flat, index[:, None, :].expand(b, c, v * n))
-        out = torch.einsum("bij,bjn->bin", self.fibers[q].to(h.dtype), moved)
-        return out.reshape(b, c, v, n).transpose(1, 2).reshape(b, v, c, hh, ww)
-
-
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x.gather(-1, index)`` for per-row permutations, whose backward is the gather by the inverse."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _GatherWithInverse.apply(x, index, inverse_permutation(index))
-    return x.gather(-1, index)
-
+        # three per-sample permutations, each along its own axis with a small index: pixels, then
+        # (V, channel) rows, then (where fibers are not permutations) the fiber matrices
+        moved = _permute_along(h.reshape(b, v * c, n), 2, pix)
+        turned = bool((q != 0).any()) or not self.still_identity
+        if self.permutation_fibers:
+            if turned:  # V and channel relabelling together ([B, V*C]); q = 0 is the identity
+                rows = (self.vperms[q][:, :, None] * c + self.cperms[q][:, None, :]).reshape(b, v * c)
+                moved = _permute_along(moved, 1, rows)
+            return moved.view(b, v, c, hh, ww)
+        moved = moved.view(b, v, c * n)
+        if turned:
+            moved = _permute_along(moved, 1, self.vperms[q])
+        out = torch.einsum("bij,bvjn->bvin", self.fibers[q].to(h.dtype), moved.view(b, v, c, n))
+        return out.reshape(b, v, c, hh, ww)
