@@ -17,7 +17,7 @@ from flow_escnn._compat import gspaces
 from flow_escnn._registry import discover
 from flow_escnn.experiments import ExperimentConfig
 from flow_escnn.flows._generator import flow_parts
-from flow_escnn.flows.kinds import FLOW_KINDS, FlowKind
+from flow_escnn.flows.kinds import ALL_FLOW_KINDS, FLOW_KINDS, FlowKind
 from flow_escnn.models import PredictorConfig, build_predictor
 from flow_escnn.models._config import RECURRENT_MODELS
 from flow_escnn.nn import CELL_KINDS, CELLS, FERNN, CellKind
@@ -68,8 +68,8 @@ def test_every_module_of_the_kind_packages_is_a_registered_kind():
 
     flow_modules = {m.name for m in pkgutil.iter_modules(flow_kinds_pkg.__path__)} - {"base"}
     cell_modules = {m.name for m in pkgutil.iter_modules(cell_kinds_pkg.__path__)} - {"registry"}
-    assert len(flow_modules) == len(FLOW_KINDS) and len(cell_modules) == len(CELL_KINDS)
-    assert all(isinstance(k, FlowKind) for k in FLOW_KINDS.values())
+    assert len(flow_modules) == len(ALL_FLOW_KINDS) and len(cell_modules) == len(CELL_KINDS)
+    assert all(isinstance(k, FlowKind) for k in ALL_FLOW_KINDS.values())
     assert all(isinstance(k, CellKind) for k in CELL_KINDS.values())
 
 

@@ -34,6 +34,8 @@ __all__ = ["FlowSet", "VelocityLike", "MAX_FLOWS"]
 MAX_FLOWS = 1 << 16
 
 VelocityLike = Union[FlowGenerator, Tuple[int, int], Tuple[int, int, int]]
+#: Rotation steps: a list of steps per frame, or an integer ``K`` for ``-K..K``.
+StepsLike = Union[int, Iterable[Any]]
 
 
 class FlowSet:
@@ -58,6 +60,11 @@ class FlowSet:
     """
 
     __slots__ = ("_gspace", "_gens", "_index")
+
+    def __new__(cls, gspace: Any = None, generators: Any = None) -> "FlowSet":
+        if cls is FlowSet and _is_volume(gspace):  # a 3D gspace: its flows are volume flows
+            return super().__new__(_volume_flowset())
+        return super().__new__(cls)
 
     def __init__(self, gspace: Any, generators: Iterable[VelocityLike]) -> None:
         check_planar_gspace(gspace)
@@ -89,7 +96,10 @@ class FlowSet:
     @staticmethod
     def as_generator(gspace: Any, v: VelocityLike) -> FlowGenerator:
         """``v`` as a :class:`FlowGenerator` on ``gspace``: a generator (of that gspace) as is, a tuple
-        ``(vx, vy)`` or ``(vx, vy, k)`` (integer pixels and rotation steps) as the generator it names."""
+        ``(vx, vy)`` or ``(vx, vy, k)`` (integer pixels and rotation steps) as the generator it names (on a 3D
+        gspace: :meth:`VolumeFlowSet.as_generator <flow_escnn.flows._volume_flowset.VolumeFlowSet.as_generator>`)."""
+        if _is_volume(gspace):
+            return _volume_flowset().as_generator(gspace, v)
         if isinstance(v, FlowGenerator):
             if v.gspace != gspace:
                 raise ValueError(f"generator {v} belongs to gspace {v.gspace}, not {gspace}")
@@ -117,9 +127,20 @@ class FlowSet:
         """All integer velocities with :math:`\\max(|v_x|, |v_y|) \\le` ``radius``.
 
         Ordered lexicographically by ``(vx, vy)``; ``radius=0`` is the identity flow alone,
-        ``radius=1`` the paper's :math:`V_1^T` (9 flows), ``radius=2`` :math:`V_2^T` (25).
+        ``radius=1`` the paper's :math:`V_1^T` (9 flows), ``radius=2`` :math:`V_2^T` (25). The
+        constructors share their call shapes: ``translations(gs, R)``, ``rotations(gs, K)`` (or a list
+        of steps) and ``roto_translations(gs, R, K)``, positionally or by keyword.
+
+        Raises:
+            TypeError: for a ``radius`` that is not a number (a string, a list).
+            ValueError: for a negative or fractional ``radius``, or one with too many velocities.
+
+        On a 3D gspace this is :meth:`VolumeFlowSet.translations
+        <flow_escnn.flows._volume_flowset.VolumeFlowSet.translations>`: the :math:`(2r+1)^3` velocities.
         """
-        r = _non_negative_int(radius, "radius")
+        if _is_volume(gspace):
+            return _volume_flowset().translations(gspace, radius)
+        r = non_negative_int(radius, "radius")
         if (2 * r + 1) ** 2 > MAX_FLOWS:
             raise ValueError(
                 f"radius {r} gives {(2 * r + 1) ** 2} velocities, more than a FlowSet holds ({MAX_FLOWS}); on an "
@@ -128,27 +149,60 @@ class FlowSet:
         return cls(gspace, [(vx, vy, 0) for vx in range(-r, r + 1) for vy in range(-r, r + 1)])
 
     @classmethod
-    def rotations(cls, gspace: Any, steps: Iterable[Any]) -> "FlowSet":
+    def rotations(cls, gspace: Any, steps: StepsLike) -> "FlowSet":
         """Rotation flows about the grid centre by ``k * 2*pi/N`` per frame, ``k`` in ``steps``.
 
-        On SO(2) / O(2) (``rot2dOnR2(-1)``, ``flipRot2dOnR2(-1)``) ``steps`` are angles in degrees
-        per frame, e.g. ``[-10, 0, 10]`` or ``[-22.5, 0, 22.5]``.
+        ``steps`` is a list of steps, or an integer ``K`` for ``-K..K`` (like the ``radius`` of
+        :meth:`translations` and the CLI's ``--flow-steps K``): ``rotations(gs, 1)`` is
+        ``rotations(gs, [-1, 0, 1])``. On SO(2) / O(2) (``rot2dOnR2(-1)``, ``flipRot2dOnR2(-1)``)
+        a step is one degree per frame: pass the angles, e.g. ``[-10, 0, 10]`` or ``[-22.5, 0, 22.5]``.
+
+        Raises:
+            TypeError: for ``steps`` that are neither a list nor an integer (a string, a float).
+            ValueError: for a negative ``K``, one whose steps ``-K..K`` wrap around (``2K + 1 > N``), or a gspace
+                without rotations.
+
+        Example:
+            >>> from escnn import gspaces
+            >>> FlowSet.rotations(gspaces.rot2dOnR2(8), 1) == FlowSet.rotations(gspaces.rot2dOnR2(8), [-1, 0, 1])
+            True
         """
+        if _is_volume(gspace):  # quarter turns about the coordinate axes
+            return _volume_flowset().rotations(gspace, steps)
         if steps_per_turn(gspace) == 1:
             raise ValueError(f"gspace {gspace} has no rotations; use rot2dOnR2(N) or flipRot2dOnR2(N)")
-        return cls(gspace, [(0, 0, k) for k in _steps(steps)])
+        return cls(gspace, [(0, 0, k) for k in _steps(steps, gspace)])
 
     @classmethod
-    def roto_translations(cls, gspace: Any, radius: int, steps: Iterable[int]) -> "FlowSet":
+    def roto_translations(cls, gspace: Any, radius: int, steps: Optional[StepsLike] = None) -> "FlowSet":
         """Product set: every translation of :meth:`translations` with every rotation step.
+
+        ``radius`` as in :meth:`translations`, ``steps`` as in :meth:`rotations` (a list, or ``K`` for
+        ``-K..K``): ``roto_translations(gs, 1, 1)`` is ``roto_translations(gs, 1, [-1, 0, 1])``.
 
         Note: a mixed generator :math:`(u, r^k)` with :math:`u \\ne 0, k \\ne 0` does not
         commute with pure flows, so a FERNN over this set is exactly equivariant only to
         the input flows that commute with all of V (see :meth:`exact_for`); the checks
         measure the rest.
+
+        Raises:
+            TypeError: when ``steps`` is missing or neither a list nor an integer.
+            ValueError: for a negative ``radius`` or ``K``, or a ``K`` whose steps wrap around (``2K + 1 > N``).
+
+        Example:
+            >>> from escnn import gspaces
+            >>> len(FlowSet.roto_translations(gspaces.rot2dOnR2(4), 1, 1))  # 9 translations x 3 rotation steps
+            27
         """
-        r = _non_negative_int(radius, "radius")
-        ks = _steps(steps)
+        if _is_volume(gspace):  # refused, naming the commuting alternatives
+            return _volume_flowset().roto_translations(gspace, radius, steps)
+        r = non_negative_int(radius, "radius")
+        if steps is None:
+            raise TypeError(
+                "roto_translations needs the rotation steps too: roto_translations(gspace, radius, steps) with "
+                "steps a list like [-1, 0, 1] or an integer K for -K..K (translations(gspace, radius) has no rotations)"
+            )
+        ks = _steps(steps, gspace)
         return cls(
             gspace,
             [(vx, vy, k) for k in ks for vx in range(-r, r + 1) for vy in range(-r, r + 1)],
@@ -369,6 +423,17 @@ class FlowSet:
         return all(gm.commutes_with(nu.element()) for nu in self._gens)
 
 
+def _is_volume(gspace: Any) -> bool:
+    """Whether ``gspace`` is on R^3 (its flow sets are :class:`~flow_escnn.flows._volume_flowset.VolumeFlowSet`)."""
+    return getattr(gspace, "dimensionality", None) == 3
+
+
+def _volume_flowset() -> Any:
+    from flow_escnn.flows._volume_flowset import VolumeFlowSet  # imports this module
+
+    return VolumeFlowSet
+
+
 def _fiber_elements(gspace: Any) -> List[Any]:
     """Every fiber element of a finite group; for SO(2) / O(2) escnn's finite test sample of it (a V closed
     under those rotations by irrational-looking angles is closed under all: only rotation flows are)."""
@@ -376,7 +441,7 @@ def _fiber_elements(gspace: Any) -> List[Any]:
     return list(G.testing_elements()) if G.continuous else list(G.elements)
 
 
-def _non_negative_int(value: Any, what: str) -> int:
+def non_negative_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
         raise TypeError(f"{what} must be a non-negative integer, got {type(value).__name__} {value!r}")
     if not float(value).is_integer() or value < 0:
@@ -384,12 +449,20 @@ def _non_negative_int(value: Any, what: str) -> int:
     return int(value)
 
 
-def _steps(steps: Any) -> List[Any]:
+def _steps(steps: Any, gspace: Any) -> List[Any]:
+    """The rotation steps of ``steps``: a list as given, an integer ``K`` as ``-K..K``."""
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        k = non_negative_int(steps, "the number of rotation steps K (for the steps -K..K)")
+        n = steps_per_turn(gspace)
+        if 2 * k + 1 > n:
+            raise ValueError(
+                f"K={k} gives the steps -{k}..{k}, but {gspace} has {n} rotation steps in a turn, so some of them are "
+                f"the same rotation: use K <= {(n - 1) // 2}, or pass the list of steps"
+            )
+        return list(range(-k, k + 1))
     if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
         raise TypeError(
-            f"steps must be a list of rotation steps per frame, e.g. [-1, 0, 1] (range(-K, K + 1) for -K..K), "
+            f"steps must be a list of rotation steps per frame, e.g. [-1, 0, 1], or an integer K for the steps -K..K, "
             f"got {type(steps).__name__} {steps!r}"
         )
     return list(steps)
-
-

@@ -45,6 +45,9 @@ def encode(value: Any) -> Any:
             "translation": list(u) if u is not None else [float(v) for v in value.translation],
         }}
     if hasattr(value, "_sg_id") and hasattr(value, "fibergroup"):
+        if getattr(value, "dimensionality", 2) != 2:  # the recipe below rebuilds planar gspaces only
+            raise TypeError(f"cannot write the 3D gspace {value} into a construction spec: saving models over "
+                            "volumes is not supported yet; pickle the object, or save its state_dict")
         sg = value._sg_id
         return {"__gspace__": [sg[0], sg[1], int(getattr(value, "_maximum_frequency", 6) or 6)]}
     if isinstance(value, _group.GroupElement):  # the fiber part of a GridElement

@@ -108,6 +108,9 @@ class FlowKind:
             :meth:`default_params` covers a set of data velocities with them and
             :meth:`model_flows` builds V from them.
         order: where the kind stands in :data:`~flow_escnn.flows.kinds.FLOW_KINDS` (choices, docs).
+        dimension: the base space the kind serves: 2 (planar gspaces; the kinds of
+            :data:`~flow_escnn.flows.kinds.FLOW_KINDS`, which the data, the configs and the CLI take) or
+            3 (volumes; :data:`~flow_escnn.flows.kinds.VOLUME_FLOW_KINDS`).
     """
 
     name: str = ""
@@ -119,6 +122,7 @@ class FlowKind:
     heatmap: bool = False
     params: Tuple[str, ...] = ()
     order: int = 100
+    dimension: int = 2
 
     # -- velocity sets -----------------------------------------------------------------------------
     def parse(self, text: str) -> List[Row]:
@@ -140,7 +144,7 @@ class FlowKind:
         short forms (a pair for translations, a number for rotations).
         """
         vx, vy, w = self._row(velocity)
-        vx, vy = _whole_pixels(vx, "vx"), _whole_pixels(vy, "vy")
+        vx, vy = whole_pixels(vx, "vx"), whole_pixels(vy, "vy")
         try:
             w = float(w)
         except (TypeError, ValueError):
@@ -223,7 +227,7 @@ class FlowKind:
         return f"FlowKind({self.name!r})"
 
 
-def _whole_pixels(value: Any, what: str) -> int:
+def whole_pixels(value: Any, what: str) -> int:
     try:
         v = float(value)
     except (TypeError, ValueError):
