@@ -19,6 +19,12 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
   batches them by :data:`flow_escnn.nn._kernels.INPUT_BATCH_BYTES`);
 * ``*-naive``: :class:`benchmarks.straightforward.StraightforwardPredictor` with the same weights
   (Python loop over V, escnn convs re-expanded every step);
+* ``fernn-d1``, ``grnn-d1``, ``grnn-c8-d1``, ``rotation-d1``: the library configured as the paper's
+  code for issue 26 (one decoder layer, no bias; ``grnn-c8``: C8-regular fields over
+  ``FlowSet.identity``), each timed against its ``anchor-*`` row, a step of
+  :mod:`benchmarks.paper_anchor` (the paper's own training step, re-implemented):
+  ``vs_reference_translation``, ``vs_reference_rotation``, ``vs_reference_grnn``,
+  ``vs_reference_grnn_c8``;
 * ``world``: a :class:`flow_escnn.models.WorldModel` (FloWM: the fernn row's fields and V on a
   ``grid x grid`` map, a centred ``grid/2`` view, random moves of up to 2 pixels per sample and
   step, predictions fed back), its ``world_vs_floor`` measured like the others.
@@ -29,6 +35,7 @@ floors are timed round-robin (median of ``--repeats``), so load changes hit all 
 The last line printed is machine readable::
 
     RATIOS fernn_vs_floor=<x> grnn_vs_floor=<x> rotation_vs_floor=<x> vs_straightforward_translation=<x> ...
+        ... vs_reference_translation=<x> vs_reference_rotation=<x> vs_reference_grnn=<x> vs_reference_grnn_c8=<x>
 """
 from __future__ import annotations
 
@@ -57,6 +64,7 @@ from flow_escnn.models import NextFramePredictor, WorldModel  # noqa: E402
 from flow_escnn.nn import _kernels as nn_kernels  # noqa: E402
 
 from benchmarks.meters import ConvFloor, ConvRecorder, LiveTensorMeter, SavedTensorMeter  # noqa: E402
+from benchmarks.paper_anchor import AnchorStep, build_anchor  # noqa: E402
 from benchmarks.straightforward import StraightforwardPredictor  # noqa: E402
 
 escnn, _group, gspaces, enn = import_escnn()
@@ -78,6 +86,10 @@ RATIO_KEYS = (
     "cubic6_vs_bilinear_rotation",
     "unbatched_vs_batched_input_rotation",
     "world_vs_floor",
+    "vs_reference_translation",
+    "vs_reference_rotation",
+    "vs_reference_grnn",
+    "vs_reference_grnn_c8",
 )
 #: (ratio, comparison, threshold, device) ; device None = any
 TARGETS = [
@@ -89,7 +101,28 @@ TARGETS = [
     ("vs_straightforward_rotation", "<=", 0.7, None),
     ("rotation_transport_share", "<=", 0.2, None),
     ("world_vs_floor", "<=", 1.3, "cpu"),
+    # issue 26: this library's step / the paper's (benchmarks.paper_anchor), CPU
+    ("vs_reference_translation", "<=", 0.45, "cpu"),
+    ("vs_reference_rotation", "<=", 0.7, "cpu"),
+    ("vs_reference_grnn", "<=", 0.95, "cpu"),
+    ("vs_reference_grnn_c8", "<=", 0.95, "cpu"),
 ]
+#: each ``vs_reference_*`` ratio: (its library row, its anchor row), and the model kinds they build
+#: (:func:`build_model`'s kind, :func:`benchmarks.paper_anchor.build_anchor`'s row)
+REFERENCE_ROWS = {
+    "vs_reference_translation": ("fernn-d1", "anchor-translation"),
+    "vs_reference_rotation": ("rotation-d1", "anchor-rotation"),
+    "vs_reference_grnn": ("grnn-d1", "anchor-grnn"),
+    "vs_reference_grnn_c8": ("grnn-c8-d1", "anchor-grnn-c8"),
+}
+_REFERENCE_KINDS = {
+    "vs_reference_translation": ("fernn", "translation"),
+    "vs_reference_rotation": ("rotation", "rotation"),
+    "vs_reference_grnn": ("grnn", "grnn"),
+    "vs_reference_grnn_c8": ("grnn-c8", "grnn_c8"),
+}
+#: the paper's configuration of issue 26: one decoder layer, no bias
+REFERENCE_DECODER_LAYERS = 1
 
 
 @dataclass
@@ -110,20 +143,50 @@ class BenchConfig:
 
 
 def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredictor:
-    """The predictor of a row (``"fernn"``, ``"grnn"`` or ``"rotation"``), seeded."""
-    if kind == "rotation":
+    """The predictor of a row, seeded.
+
+    Args:
+        kind: ``"fernn"`` (translations), ``"grnn"`` (trivial fields, ``FlowSet.identity``),
+            ``"rotation"`` (C8-regular fields, rotations) or ``"grnn-c8"`` (C8-regular fields,
+            ``FlowSet.identity``).
+        cfg: the sizes (``decoder_layers`` unless given in ``kwargs``).
+        **kwargs: passed to :class:`~flow_escnn.models.NextFramePredictor`.
+
+    Returns:
+        The model on ``cfg.device``.
+    """
+    kwargs.setdefault("decoder_layers", cfg.decoder_layers)
+    if kind in ("rotation", "grnn-c8"):
         gs = gspaces.rot2dOnR2(8)
         hidden = enn.FieldType(gs, [gs.regular_repr] * max(1, cfg.hidden_channels // 8))
-        flows = FlowSet.rotations(gs, [-2, -1, 0, 1, 2])
-        kwargs.setdefault("interpolation", "bilinear")  # the straightforward twin's (grid_sample) resampling
-    else:
+        if kind == "rotation":
+            flows = FlowSet.rotations(gs, [-2, -1, 0, 1, 2])
+            kwargs.setdefault("interpolation", "bilinear")  # the straightforward twin's and the paper's (grid_sample)
+        else:
+            flows = FlowSet.identity(gs)
+    elif kind in ("fernn", "grnn"):
         gs = gspaces.trivialOnR2()
         hidden = enn.FieldType(gs, [gs.trivial_repr] * cfg.hidden_channels)
         flows = FlowSet.translations(gs, 2) if kind == "fernn" else FlowSet.identity(gs)
+    else:
+        raise ValueError(f"unknown row kind {kind!r}")
     torch.manual_seed(cfg.seed)
-    model = NextFramePredictor(enn.FieldType(gs, [gs.trivial_repr]), hidden, flows, decoder_layers=cfg.decoder_layers,
-                               **kwargs)
+    model = NextFramePredictor(enn.FieldType(gs, [gs.trivial_repr]), hidden, flows, **kwargs)
     return model.to(cfg.device)
+
+
+def reference_steps(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
+    """The rows of the ``vs_reference_*`` ratios: the library configured as the paper's code (one
+    decoder layer, no bias) and the anchor (:mod:`benchmarks.paper_anchor`), per :data:`REFERENCE_ROWS`."""
+    steps: Dict[str, Any] = {}
+    for key, (lib, anchor) in REFERENCE_ROWS.items():
+        kind, row = _REFERENCE_KINDS[key]
+        steps[lib] = Step(build_model(kind, cfg, decoder_layers=REFERENCE_DECODER_LAYERS, bias=False), x, y)
+        torch.manual_seed(cfg.seed)
+        model = build_anchor(row, channels=cfg.hidden_channels, in_channels=x.shape[2],
+                             decoder_layers=REFERENCE_DECODER_LAYERS).to(cfg.device)
+        steps[anchor] = AnchorStep(model, x, y)
+    return steps
 
 
 def naive_twin(model: NextFramePredictor, cfg: BenchConfig) -> StraightforwardPredictor:
@@ -285,7 +348,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
     x, y = make_data(cfg)
-    steps: Dict[str, Step] = {}
+    steps: Dict[str, Any] = {}  # Step, WorldStep, AnchorStep: callables with ``losses``
     for kind in ("fernn", "grnn", "rotation"):
         model = build_model(kind, cfg)
         steps[kind] = Step(model, x, y)
@@ -298,6 +361,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
     steps["rotation-cubic6"] = Step(build_model("rotation", cfg, interpolation="cubic6"), x, y)
     steps["rotation-unbatched"] = Step(build_model("rotation", cfg), x, y, input_batch_bytes=1 << 62)
     steps["world"] = WorldStep(build_world_model(cfg), x, y)
+    steps.update(reference_steps(cfg, x, y))
     floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation", "world")}
     fns: Dict[str, Callable[[], None]] = {**steps, **floors}
     log(f"# timing {len(fns)} functions x {cfg.repeats} repeats (+{cfg.warmup} warm-up) ...")
@@ -319,6 +383,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         "cubic6_vs_bilinear_rotation": med["rotation-cubic6"] / med["rotation"],
         "unbatched_vs_batched_input_rotation": med["rotation-unbatched"] / med["rotation"],
         "world_vs_floor": med["world"] / med["world-floor"],
+        **{key: med[lib] / med[anchor] for key, (lib, anchor) in REFERENCE_ROWS.items()},
     }
     dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
     targets = []

@@ -3,7 +3,7 @@
 The configuration of ``train --model fernn --flow translation --flow-radius 2 --hidden-channels
 128 --grid-size 28 --t-in 10 --t-out 10 --decoder-layers 4`` (|V| = 25) runs one training step
 (forward, MSE, backward) at a small batch on the CPU, three ways: fp32, gradient checkpointing
-(``--checkpoint``), and checkpointing under bf16 autocast (``--checkpoint --amp bf16``). The peak
+(``--grad-checkpoint``), and checkpointing under bf16 autocast (``--grad-checkpoint --amp bf16``). The peak
 of live tensor bytes (parameters and inputs excluded; :class:`benchmarks.meters.LiveTensorMeter`)
 is measured at two batch sizes; activations grow linearly in the batch, so the line through the
 two points projects the peak at batch 128 (and 32). Tensor sizes do not depend on the device, so

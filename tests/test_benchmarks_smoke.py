@@ -63,14 +63,34 @@ def test_ratios_line_is_last_and_well_formed(tiny_run):
 def test_every_row_floor_and_target_is_reported(tiny_run):
     out, res, _ = tiny_run
     for key in ("fernn", "fernn-naive", "grnn", "rotation", "rotation-naive", "fernn-deterministic", "fernn-amp",
-                "fernn-checkpoint", "fernn-floor", "grnn-floor", "rotation-floor"):
+                "fernn-checkpoint", "fernn-floor", "grnn-floor", "rotation-floor",
+                *(row for rows in bench_fernn.REFERENCE_ROWS.values() for row in rows)):
         assert key in res["median_s"] and res["median_s"][key] > 0 and key in out
+    for key, (lib, anchor) in bench_fernn.REFERENCE_ROWS.items():  # this library's step / the paper's (the anchor)
+        assert res["ratios"][key] == pytest.approx(res["median_s"][lib] / res["median_s"][anchor])
     assert all(res["losses_finite"].values())
     # T_in = 2, 2 predictions: U on 2 input frames + 1 fed back, W on 3 updates, 2 decoder convs per prediction
     assert res["floor_convs"]["fernn-floor"] == 1 + 1 + 3 + 2 * 2
-    assert len(res["targets"]) == 5 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
+    assert len(res["targets"]) == 9 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
                                             for t in res["targets"])
     assert res["memory"]["fernn-checkpoint"]["peak_bytes"] < res["memory"]["fernn"]["peak_bytes"]
+
+
+def test_reference_rows_are_configured_like_the_paper():
+    """The vs_reference_* rows: library and anchor with one decoder layer and no bias (whatever
+    --decoder-layers says), same fields and V; the rotation row bilinear, as the paper's grid_sample."""
+    cfg = bench_fernn.BenchConfig(batch=1, hidden_channels=8, grid=8, t_in=2, t_out=1, decoder_layers=3)
+    x, y = bench_fernn.make_data(cfg)
+    steps = bench_fernn.reference_steps(cfg, x, y)
+    assert set(steps) == {row for rows in bench_fernn.REFERENCE_ROWS.values() for row in rows}
+    for key, (lib, anchor) in bench_fernn.REFERENCE_ROWS.items():
+        mine, paper = steps[lib].model, steps[anchor].model
+        assert len(mine.decoder) == 2 and sum(isinstance(m, torch.nn.Conv2d) for m in paper.decoder) == 2, key
+        for m in (mine, paper):
+            assert not any("bias" in n and p is not None for n, p in m.named_parameters()), key
+        assert len(mine.flows.velocities) == paper.cell.num_v, key
+        assert mine.hidden_type.size == paper.cell.hidden_channels == 8, key
+    assert steps["rotation-d1"].model.encoder.cells[0].interpolation == "bilinear"
 
 
 def test_conv_floor_replays_the_recorded_convolutions():
