@@ -26,7 +26,11 @@ stand in for ``lie_learn``, so under numpy 2 (or without lie_learn) escnn alone 
 afterwards repairs it: :func:`import_escnn` drops every ``escnn.*`` submodule and re-executes
 escnn's ``__init__`` in the same module object (:func:`importlib.reload`), so a name bound
 by an earlier ``import escnn`` then has a working ``escnn.nn`` and 3D gspaces. Only objects
-taken from the broken import stay broken, hence the warning in the log.
+taken from the broken import stay broken, hence the warning in the log. Lifting the order rule
+would take code that runs before any import (a ``.pth`` start-up hook in site-packages) or a
+``lie_learn`` package owned by flow_escnn (clashing with the real one's files); flow_escnn
+installs neither (docs/install.rst, "Why the import order still matters"), and
+``tests/test_docs.py`` runs every documented snippet in a fresh process.
 
 **py3nj.** escnn warns at import time that ``py3nj`` is missing. py3nj would give escnn
 the SO(3) Clebsch-Gordan coefficients in closed form; without it escnn computes them

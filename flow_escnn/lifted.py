@@ -25,7 +25,7 @@ from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet, VelocityLike
 from flow_escnn.flows._transport import TransportPlan
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
-from flow_escnn.sequences import FieldTypeOver
+from flow_escnn.sequences import FieldTypeOver, TypedTensor
 
 __all__ = ["LiftedFieldType", "LiftedTensor"]
 
@@ -87,8 +87,14 @@ class LiftedFieldType(FieldTypeOver):
         return plan, torch.as_tensor(src, dtype=torch.long)
 
 
-class LiftedTensor:
+class LiftedTensor(TypedTensor):
     """A tensor ``[B, V, C, H, W]`` or ``[B, T, V, C, H, W]`` with a :class:`LiftedFieldType`.
+
+    What the flow layers return (a FERNN's hidden sequence and states). Arithmetic, ``.to``
+    and ``.detach`` as escnn's ``GeometricTensor`` (:class:`~flow_escnn.sequences.TypedTensor`):
+    tensors of one lifted type add, others are refused; pooling over V
+    (:class:`~flow_escnn.nn.VelocityPool`) gives a :class:`~flow_escnn.sequences.SequenceTensor`
+    (an escnn ``GeometricTensor`` for a single frame).
 
     Args:
         tensor: the data.
@@ -96,9 +102,21 @@ class LiftedTensor:
 
     Raises:
         ValueError: on a rank other than 5 or 6, or V / C sizes that do not match ``type``.
+
+    Example:
+        >>> import torch
+        >>> from flow_escnn import FlowSet, LiftedFieldType, LiftedTensor
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> lt = LiftedFieldType(enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 1))
+        >>> h = LiftedTensor(torch.ones(2, 3, 9, 4, 6, 6), lt)  # [B, T, V, C, H, W]
+        >>> (h + h).type == lt, (h - 0.5 * h).tensor.mean().item()
+        (True, 0.5)
+        >>> h.frame(-1).shape
+        torch.Size([2, 9, 4, 6, 6])
     """
 
-    __slots__ = ("tensor", "type")
+    __slots__ = ()
 
     def __init__(self, tensor: torch.Tensor, type: LiftedFieldType) -> None:  # noqa: A002 - escnn's name
         if not isinstance(tensor, torch.Tensor):
@@ -121,20 +139,12 @@ class LiftedTensor:
 
     # -- shape helpers --------------------------------------------------------------------------
     @property
-    def shape(self) -> torch.Size:
-        return self.tensor.shape
-
-    @property
     def is_sequence(self) -> bool:
         return self.tensor.dim() == 6
 
     @property
     def flows(self) -> FlowSet:
         return self.type.flows
-
-    @property
-    def grid_shape(self) -> Tuple[int, int]:
-        return (int(self.tensor.shape[-2]), int(self.tensor.shape[-1]))
 
     def __repr__(self) -> str:
         layout = "[B, T, V, C, H, W]" if self.is_sequence else "[B, V, C, H, W]"
@@ -239,11 +249,3 @@ class LiftedTensor:
     def _require_sequence(self, what: str) -> None:
         if not self.is_sequence:
             raise ValueError(f"{what} needs a sequence [B, T, V, C, H, W], got shape {tuple(self.tensor.shape)}")
-
-    # -- torch conveniences ------------------------------------------------------------------------
-    def to(self, *args: Any, **kwargs: Any) -> "LiftedTensor":
-        return LiftedTensor(self.tensor.to(*args, **kwargs), self.type)
-
-    def detach(self) -> "LiftedTensor":
-        return LiftedTensor(self.tensor.detach(), self.type)
-

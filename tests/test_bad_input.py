@@ -73,7 +73,7 @@ def test_cli_refuses_training_velocities_that_alias_on_the_grid(tmp_path, capsys
     [
         (lambda: FlowSet(C4, ["10"]), TypeError, "got str '10'"),
         (lambda: FlowSet.translations(C4, "1"), TypeError, "radius must be a non-negative integer, got str"),
-        (lambda: FlowSet.rotations(C4, 2), TypeError, r"steps must be a list of rotation steps .* got int 2"),
+        (lambda: FlowSet.rotations(C4, "2"), TypeError, r"steps must be a list of rotation steps .* got str '2'"),
         (lambda: FlowSet(C4, [1]), TypeError, r"a velocity is a tuple \(vx, vy\)"),
         (lambda: FlowSet(C4, None), TypeError, "generators must be an iterable"),
         (lambda: FERNNCell(IN, HID, FlowSet.identity(C4), interpolation="cubic"), ValueError,

@@ -9,6 +9,7 @@ from typing import List
 import pytest
 
 import flow_escnn
+import torch
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 #: public objects whose docstrings must carry a runnable example (the names a new user meets first)
@@ -37,6 +38,7 @@ def _modules() -> List[str]:
 def _run(tests) -> doctest.TestResults:
     runner = doctest.DocTestRunner(optionflags=FLAGS, verbose=False)
     for test in tests:
+        torch.manual_seed(0)  # each docstring from the same state, whatever ran before it
         runner.run(test)
     return runner.summarize(verbose=False)
 

@@ -11,6 +11,7 @@ import torch
 from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
+from flow_escnn.sequences import SequenceFieldType, SequenceTensor
 from flow_escnn.nn._pooling import (
     GroupPool,
     SpatialPool,
@@ -46,9 +47,13 @@ def test_velocity_pool_values_and_shapes(mode):
     h = _lifted(flows, REG, (2, 3, 0, 5, 5))
     ref = h.tensor.amax(2) if mode == "max" else h.tensor.mean(2)
     out = VelocityPool(mode)(h)
+    assert isinstance(out, SequenceTensor) and out.type == SequenceFieldType(REG)  # typed in, typed out
     assert out.shape == (2, 3, REG.size, 5, 5)
-    assert torch.equal(out, ref)
-    assert torch.equal(pool_velocities(h.tensor[:, 0], mode), ref[:, 0])  # single frame [B, V, C, H, W]
+    assert torch.equal(out.tensor, ref)
+    frame = VelocityPool(mode)(h.frame(0))  # a lifted frame pools to escnn's GeometricTensor
+    assert isinstance(frame, enn.GeometricTensor) and frame.type == REG and torch.equal(frame.tensor, ref[:, 0])
+    plain = pool_velocities(h.tensor[:, 0], mode)  # a plain tensor carries no type: plain out
+    assert type(plain) is torch.Tensor and torch.equal(plain, ref[:, 0])
 
 
 @pytest.mark.parametrize("mode", ["max", "mean"])
@@ -57,8 +62,8 @@ def test_velocity_pool_static_equivariance_when_v_closed(mode):
     assert flows.is_closed_under()
     h = _lifted(flows, REG, (2, 0, 6, 6))
     for g in C4.fibergroup.elements:
-        lhs = pool_velocities(h.transform(g), mode)
-        rhs = _static(pool_velocities(h, mode), REG, g)
+        lhs = pool_velocities(h.transform(g), mode).tensor
+        rhs = _static(pool_velocities(h, mode).tensor, REG, g)
         assert (lhs - rhs).abs().max() <= 1e-12
 
 
@@ -70,8 +75,8 @@ def test_velocity_pool_flow_invariance_when_v_covers_torus(mu):
     moved, valid = h.transform_flow(mu, periodic_velocities=True)
     assert bool(valid.all())
     for mode in ("max", "mean"):
-        lhs = pool_velocities(moved, mode)
-        pooled = pool_velocities(h, mode)
+        lhs = pool_velocities(moved, mode).tensor
+        pooled = pool_velocities(h, mode).tensor
         rhs = translate_sequence(pooled, mu)
         assert (lhs - rhs).abs().max() <= 1e-12
 
@@ -83,9 +88,9 @@ def test_velocity_pool_flow_not_invariant_when_v_truncated():
     assert (flows.shift_indices(mu, (5, 5)) < 0).any()
     h = _lifted(flows, REG, (2, 3, 0, 5, 5))
     moved, _ = h.transform_flow(mu)
-    pooled = pool_velocities(h, "max")
+    pooled = pool_velocities(h, "max").tensor
     rhs = translate_sequence(pooled, (1, 0))
-    assert (pool_velocities(moved, "max") - rhs).abs().max() > 1e-3
+    assert (pool_velocities(moved, "max").tensor - rhs).abs().max() > 1e-3
 
 
 # -- group pooling ---------------------------------------------------------------------------------
@@ -152,6 +157,9 @@ def test_pooling_modules_script():
         (lambda: pool_velocities(torch.zeros(2, 3, 4, 5)), ValueError, r"\[B, V, C, H, W\]"),
         (lambda: pool_velocities(torch.zeros(2, 3, 4, 5, 5), "median"), ValueError, "max"),
         (lambda: pool_velocities([1, 2]), TypeError, "LiftedTensor"),
+        (lambda: VelocityPool()(SequenceTensor(torch.zeros(1, 2, 8, 5, 5), REG)), TypeError, "no V axis"),
+        (lambda: VelocityPool()(enn.GeometricTensor(torch.zeros(1, 8, 5, 5), REG)), TypeError, "no V axis"),
+        (lambda: VelocityPool().evaluate_output_shape((2, 8, 5, 5)), ValueError, r"\[B, T, V, C, H, W\]"),
         (lambda: VelocityPool("sum"), ValueError, "mean"),
         (lambda: GroupPool(REG, "median"), ValueError, "norm"),
         (lambda: GroupPool("regular", "max"), TypeError, "FieldType"),

@@ -57,9 +57,9 @@ def test_standalone_velocity_pool_refuses_max_on_a_typed_irreps_input():
     with pytest.raises(ValueError, match="mode='mean'"):
         pool_velocities(lifted, "max")
     # controls: the mean on the same input, the max on a regular one, and a plain tensor (no type to check)
-    assert torch.equal(VelocityPool("mean")(lifted), lifted.tensor.mean(dim=2))
+    assert torch.equal(VelocityPool("mean")(lifted).tensor, lifted.tensor.mean(dim=2))
     regular = LiftedTensor(torch.randn(1, 2, len(TRANSLATIONS), 4, 5, 5), LiftedFieldType(REG, TRANSLATIONS))
-    assert torch.equal(VelocityPool("max")(regular), regular.tensor.amax(dim=2))
+    assert torch.equal(VelocityPool("max")(regular).tensor, regular.tensor.amax(dim=2))
     assert VelocityPool("max")(lifted.tensor).shape == (1, 2, 2, 5, 5)
 
 

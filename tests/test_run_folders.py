@@ -127,7 +127,7 @@ def test_a_fresh_run_refuses_a_folder_whose_checkpoint_is_gone(tmp_path, capsys)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_NAME}
     with pytest.raises(SystemExit) as exc:
         _train(out, "--seed", "9")
-    assert exc.value.code == 2 and "already holds a run (config.json, metrics.json)" in _error(capsys)
+    assert exc.value.code == 2 and "already holds a run (config.json, metrics.csv, metrics.json)" in _error(capsys)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_NAME} == before
     # the Python function refuses too; --overwrite (overwrite=True) moves the old files aside first
     with pytest.raises(RunFolderError, match="already holds a run"):

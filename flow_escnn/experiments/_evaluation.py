@@ -12,19 +12,28 @@ after them).
   that velocity, ``t_out`` predictions (velocity generalisation); ``test_mse_seen`` /
   ``test_mse_unseen`` average it over the velocities in / not in the training set
   (``test_mse_unseen`` is ``null`` when there are none).
+
+Speed: every set is generated once (:class:`~flow_escnn.experiments._datasets.ExperimentData`
+caches it) and predicted under ``torch.no_grad`` in batches of ``eval_batch_size`` sequences
+(by default the training batch size or 64, whichever is larger); the per-velocity sets are
+evaluated as one stream of sequences, so every batch but the last is full. With a progress
+factory the evaluation reports lines as training does (``evaluate fernn: sequence 1280/3500 ...``);
+:func:`evaluate_checkpoint` without one logs them (shown with ``-v``).
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from flow_escnn.experiments._config import ExperimentConfig, build_model, count_parameters
 from flow_escnn.experiments._datasets import ExperimentData
+from flow_escnn.experiments._loop import no_progress
+from flow_escnn.experiments._progress import logged_progress
 from flow_escnn.experiments._run_folder import RunFolderError, claim_run_folder
 from flow_escnn.experiments._runtime import PathLike, load_checkpoint, resolve_device, versions, write_json
 from flow_escnn.models._reference import ReferencePredictor
@@ -32,6 +41,7 @@ from flow_escnn.models._reference import ReferencePredictor
 __all__ = [
     "predict",
     "mse_per_step",
+    "mse_per_set",
     "ReferencePredictor",
     "evaluate_model",
     "run_metrics",
@@ -65,36 +75,68 @@ def predict(model: torch.nn.Module, frames: torch.Tensor, t_in: int, num_predict
 
 
 @torch.no_grad()
-def mse_per_step(model: torch.nn.Module, frames: torch.Tensor, t_in: int, horizon: int, batch_size: int,
-                 device: Any = "cpu") -> np.ndarray:
-    """Per-predicted-frame MSE ``[horizon]`` against ``frames[:, t_in : t_in + horizon]`` (float64)."""
-    if frames.shape[1] < t_in + horizon:
-        raise ValueError(f"sequences have {frames.shape[1]} frames, need t_in + horizon = {t_in + horizon}")
+def mse_per_set(model: torch.nn.Module, sets: Sequence[torch.Tensor], t_in: int, horizon: int, batch_size: int,
+                device: Any = "cpu", bar: Any = None) -> List[np.ndarray]:
+    """Per-predicted-frame MSE ``[horizon]`` (float64) of each set of sequences ``[N_i, T_i, C, H, W]`` against
+    its ``frames[:, t_in : t_in + horizon]``, the sets predicted as one stream in batches of ``batch_size``
+    (a batch may span sets: every batch but the last is full). ``bar``: a progress bar, updated by the
+    sequences of each batch."""
+    for frames in sets:
+        if frames.shape[1] < t_in + horizon:
+            raise ValueError(f"sequences have {frames.shape[1]} frames, need t_in + horizon = {t_in + horizon}")
+    sizes = [int(f.shape[0]) for f in sets]
+    bounds = [0, *np.cumsum(sizes).tolist()]  # set i holds stream positions bounds[i] .. bounds[i + 1] - 1
+    totals = [torch.zeros(horizon, dtype=torch.float64) for _ in sets]
     was_training = model.training
     model.eval()
-    total = torch.zeros(horizon, dtype=torch.float64)
     try:
-        for a in range(0, frames.shape[0], batch_size):
-            x = frames[a : a + batch_size].to(device)
-            with torch.no_grad():  # no graph: evaluation memory is the forward's alone
-                pred = model(x[:, :t_in], horizon)
-            err = (pred - x[:, t_in : t_in + horizon]).double().pow(2)
-            total += err.sum(dim=(0, 2, 3, 4)).cpu()
+        for a in range(0, bounds[-1], batch_size):
+            b = min(a + batch_size, bounds[-1])
+            pieces, owners = [], []
+            for i, frames in enumerate(sets):
+                lo, hi = max(a, bounds[i]), min(b, bounds[i + 1])
+                if lo < hi:
+                    pieces.append(frames[lo - bounds[i] : hi - bounds[i], : t_in + horizon])
+                    owners.append((i, hi - lo))
+            x = (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).to(device)
+            pred = model(x[:, :t_in], horizon)
+            err = (pred - x[:, t_in : t_in + horizon]).double().pow(2).sum(dim=(2, 3, 4))  # [B, horizon]
+            for (i, _), part in zip(owners, err.split([n for _, n in owners])):
+                totals[i] += part.sum(0).cpu()
+            if bar is not None:
+                bar.update(b - a)
     finally:
         model.train(was_training)
-    per_frame = frames.shape[0] * int(np.prod(frames.shape[2:]))
-    return (total / per_frame).numpy()
+    return [(t / (n * int(np.prod(f.shape[2:])))).numpy() for t, n, f in zip(totals, sizes, sets)]
 
 
-def evaluate_model(model: torch.nn.Module, config: ExperimentConfig, data: ExperimentData) -> Dict[str, Any]:
-    """Test, per-step and per-velocity MSE of a trained model (see the module docstring)."""
+def mse_per_step(model: torch.nn.Module, frames: torch.Tensor, t_in: int, horizon: int, batch_size: int,
+                 device: Any = "cpu", bar: Any = None) -> np.ndarray:
+    """Per-predicted-frame MSE ``[horizon]`` against ``frames[:, t_in : t_in + horizon]`` (float64; no autograd)."""
+    return mse_per_set(model, [frames], t_in, horizon, batch_size, device, bar)[0]
+
+
+def evaluate_model(model: torch.nn.Module, config: ExperimentConfig, data: ExperimentData,
+                   progress: Optional[Any] = None) -> Dict[str, Any]:
+    """Test, per-step and per-velocity MSE of a trained model (see the module docstring).
+
+    ``progress``: a progress-bar factory (:data:`~flow_escnn.experiments._task.ProgressFactory`) that
+    counts the evaluated sequences, or None."""
     c = config
     device = next(model.parameters(), torch.empty(0)).device
     start = time.perf_counter()
-    steps = mse_per_step(model, data.test(), c.t_in, c.extended_horizon, c.eval_batch_size, device)
-    per_velocity: Dict[str, float] = {}
-    for key, frames in data.per_velocity().items():
-        per_velocity[key] = float(mse_per_step(model, frames, c.t_in, c.t_out, c.eval_batch_size, device).mean())
+    test, velocity_sets = data.test(), data.per_velocity()  # generated once (cached in data)
+    num = test.shape[0] + sum(int(f.shape[0]) for f in velocity_sets.values())
+    logger.info("evaluating %s: %d test sequences (%d predicted frames) and %d velocities x %d sequences (%d frames), "
+                "batches of %d", c.model, test.shape[0], c.extended_horizon, len(velocity_sets), c.num_per_velocity,
+                c.t_out, c.eval_batch_size)
+    bar = (progress or no_progress)(total=num, initial=0, desc=f"evaluate {c.model}", unit="sequence")
+    try:
+        steps = mse_per_step(model, test, c.t_in, c.extended_horizon, c.eval_batch_size, device, bar)
+        curves = mse_per_set(model, list(velocity_sets.values()), c.t_in, c.t_out, c.eval_batch_size, device, bar)
+    finally:
+        bar.close()
+    per_velocity = {key: float(curve.mean()) for key, curve in zip(velocity_sets, curves)}
     seen_keys = data.seen_keys()
     seen = [k for k in per_velocity if k in seen_keys]
     unseen = [k for k in per_velocity if k not in seen_keys]
@@ -150,7 +192,8 @@ def evaluation_folder(checkpoint: PathLike, out: Optional[PathLike] = None) -> P
 
 
 def evaluate_checkpoint(checkpoint: PathLike, out: Optional[PathLike] = None,
-                        overrides: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> Dict[str, Any]:
+                        overrides: Optional[Dict[str, Any]] = None, overwrite: bool = False,
+                        progress: Optional[Any] = None, data: Optional[ExperimentData] = None) -> Dict[str, Any]:
     """Rebuild the model of a checkpoint, evaluate it and write ``metrics.json``.
 
     Args:
@@ -161,6 +204,10 @@ def evaluate_checkpoint(checkpoint: PathLike, out: Optional[PathLike] = None,
         overrides: evaluation-only config changes (keys in :data:`EVAL_OVERRIDES`).
         overwrite: move an earlier evaluation in ``out`` to ``out/replaced-<time>/`` (without it,
             a folder holding one is refused).
+        progress: a progress-bar factory for the evaluation (default: lines every 30 s to this
+            module's logger, shown by the CLI's ``-v``).
+        data: the :class:`~flow_escnn.experiments._datasets.ExperimentData` to use when it matches the
+            evaluated config (so the caller's plots reuse the generated sets); default: generated here.
 
     Returns:
         The metrics dictionary.
@@ -174,18 +221,20 @@ def evaluate_checkpoint(checkpoint: PathLike, out: Optional[PathLike] = None,
         raise ValueError(f"cannot change {bad} when evaluating a checkpoint; only {list(EVAL_OVERRIDES)}")
     folder = evaluation_folder(checkpoint, out)
     with claim_run_folder(folder, "evaluate", replace=overwrite):
-        return _evaluate_into(checkpoint, folder, overrides)
+        return _evaluate_into(checkpoint, folder, overrides, progress or logged_progress(logger), data)
 
 
-def _evaluate_into(checkpoint: PathLike, folder: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
+def _evaluate_into(checkpoint: PathLike, folder: Path, overrides: Dict[str, Any], progress: Any,
+                   data: Optional[ExperimentData]) -> Dict[str, Any]:
     payload = load_checkpoint(checkpoint)
     config = ExperimentConfig.from_dict(payload["config"]).replace(**overrides).resolve()
     device = resolve_device(config.device)
     model = build_model(config)
     model.load_state_dict(payload["model"])
     model.to(device)
-    data = ExperimentData(config)
-    metrics = run_metrics(model, config, evaluate_model(model, config, data), payload)
+    if data is None or not data.matches(config):
+        data = ExperimentData(config)
+    metrics = run_metrics(model, config, evaluate_model(model, config, data, progress), payload)
     write_json(folder / "metrics.json", metrics)
     logger.info("metrics written to %s", folder / "metrics.json")
     return metrics

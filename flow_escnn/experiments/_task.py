@@ -14,19 +14,36 @@ resolved config, RNG states, validation curve, training time) is written every
 ``checkpoint_every`` steps and at the end. Resuming restores all of it and the batch order is a
 pure function of ``(seed, step)``, so training 2 steps, resuming and training 2 more gives
 bit-identical weights to training 4 steps at once.
+
+Live metrics
+------------
+Every evaluation appends a row to ``metrics.csv`` in the run folder at once (step, wall time,
+training time, train loss, validation metric, learning rate, evaluation time;
+:class:`~flow_escnn.experiments._progress.MetricsLog`), and with ``tensorboard`` in the config
+(``--tensorboard``) writes the same scalars to ``<run>/tensorboard``. A resumed run continues the
+file, dropping rows past the checkpoint's step. Under ``torchrun`` rank 0 writes them.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from flow_escnn.experiments._distributed import World, distributed_world
-from flow_escnn.experiments._loop import LoopState, TrainingInterrupted, no_progress, optimise, stop_on_signals
+from flow_escnn.experiments._loop import (
+    SWITCH_FIELDS,
+    LoopState,
+    TrainingInterrupted,
+    no_progress,
+    optimise,
+    stop_on_signals,
+)
+from flow_escnn.experiments._progress import MetricsLog, check_tensorboard
 from flow_escnn.experiments._run_folder import claim_run_folder
 from flow_escnn.experiments._runtime import (
     PathLike,
@@ -41,6 +58,7 @@ from flow_escnn.experiments._runtime import (
     versions,
     write_json,
 )
+from flow_escnn.models import model_record
 
 __all__ = ["Task", "Batch", "CHECKPOINT_NAME", "ProgressFactory", "train_task", "build_training",
            "merge_resume_config", "training_fields"]
@@ -49,7 +67,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
-#: ``factory(total=..., initial=..., desc=...)`` -> an object with ``update(n)``, ``set_postfix(**kw)``, ``close()``.
+#: ``factory(total=..., initial=..., desc=...)`` -> an object with ``update(n)``, ``set_postfix(**kw)``, ``close()``;
+#: evaluations also pass ``unit="sequence"`` (what they count).
 ProgressFactory = Callable[..., Any]
 
 #: A task's data: one tensor, or a tuple of tensors with the same first (sample) axis.
@@ -75,13 +94,21 @@ class Task:
         config: the resolved config: a model section, the speed switches, and the optimisation
             fields ``seed``, ``device``, ``steps``, ``batch_size``, ``lr``, ``grad_clip``,
             ``eval_every``, ``checkpoint_every``, ``eval_batch_size``; its class lists the fields
-            that may change on resume in ``RESUMABLE``.
+            that may change on resume in ``RESUMABLE`` (the speed switches may always change).
+        val_metric: the name of :meth:`validate`'s figure (a column of ``metrics.csv``).
+
+    Raises:
+        TensorBoardMissingError: the config asks for ``tensorboard`` and it is not installed
+            (a ``ValueError``: the CLI's one-line error).
     """
 
     command: str = ""
+    val_metric: str = "val_mse"
 
     def __init__(self, config: Any) -> None:
         self.config = config.resolve()
+        if getattr(self.config, "tensorboard", False):
+            check_tensorboard()  # before any work
 
     def build_model(self, checkpoint: bool = False) -> torch.nn.Module:
         """A fresh model of the config (``checkpoint``: gradient checkpointing)."""
@@ -103,8 +130,10 @@ class Task:
         """The validation MSE (no autograd)."""
         raise NotImplementedError
 
-    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any]) -> Dict[str, Any]:
-        """``metrics.json`` of the trained model and its final checkpoint ``payload``."""
+    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any],
+                progress: Optional["ProgressFactory"] = None) -> Dict[str, Any]:
+        """``metrics.json`` of the trained model and its final checkpoint ``payload`` (``progress``: a
+        progress-bar factory for the final evaluation, or None)."""
         raise NotImplementedError
 
     # -- what ``--estimate`` needs ----------------------------------------------------------------------------
@@ -119,10 +148,16 @@ class Task:
         raise NotImplementedError
 
 
+def _resumable(config: Any) -> tuple:
+    """The fields of ``config`` that a resumed run may change: its class's ``RESUMABLE`` and the switches."""
+    return tuple(dict.fromkeys((*type(config).RESUMABLE, *SWITCH_FIELDS)))
+
+
 def training_fields(config: Any) -> Dict[str, Any]:
-    """The config's fields that a resumed run must keep (all but its class's ``RESUMABLE``)."""
+    """The config's fields that a resumed run must keep (all but its class's ``RESUMABLE`` and the
+    :data:`~flow_escnn.experiments._loop.SWITCH_FIELDS`)."""
     d = config.to_dict()
-    for k in type(config).RESUMABLE:
+    for k in _resumable(config):
         d.pop(k, None)
     return d
 
@@ -137,7 +172,7 @@ def merge_resume_config(saved: Any, overrides: Dict[str, Any]) -> Any:
     Raises:
         ValueError: naming the fields that differ from the checkpoint and cannot change.
     """
-    resumable = type(saved).RESUMABLE
+    resumable = _resumable(saved)
     base = saved.resolve()
     fixed = {k: v for k, v in overrides.items() if k not in resumable}
     if fixed.get("hidden_channels") is not None:  # resolved configs hold hidden_fields; compare what they resolve to
@@ -161,14 +196,17 @@ def merge_resume_config(saved: Any, overrides: Dict[str, Any]) -> Any:
 
 def build_training(
     task: Task, device: torch.device, world: World, payload: Optional[Dict[str, Any]] = None,
+    compile: Optional[str] = None,
 ) -> Tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Optional[Any]]:
-    """``(net, model, optimizer, scaler)`` of a run: the task's model (``--checkpoint``, ``--compile``) on
+    """``(net, model, optimizer, scaler)`` of a run: the task's model (``--grad-checkpoint``, ``--compile``) on
     ``device`` with the checkpoint ``payload``'s weights and optimizer state if given, ``model`` =
-    ``net`` or its ``DistributedDataParallel`` wrapper, and the fp16 gradient scaler (or None)."""
+    ``net`` or its ``DistributedDataParallel`` wrapper, and the fp16 gradient scaler (or None).
+    ``compile``: a compile mode in place of the config's (``"off"``: eager; ``--estimate`` times both)."""
     c = task.config
+    mode = c.compile if compile is None else compile
     net = task.build_model(checkpoint=c.gradient_checkpointing).to(device)
-    if c.compile != "off":
-        net.compile_engine(mode=c.compile)
+    if mode != "off":
+        net.compile_engine(mode=mode)
     optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
     if payload is not None:
         net.load_state_dict(payload["model"])
@@ -261,6 +299,7 @@ def _train(task: Task, out: Path, resume: bool, progress: Optional[ProgressFacto
         def snapshot() -> Dict[str, Any]:
             return {
                 "model": net.state_dict(),
+                "model_record": model_record(net, weights=False),  # what flow_escnn.models.load_model rebuilds
                 "optimizer": optimizer.state_dict(),
                 "step": state.step,
                 "config": c.to_dict(),
@@ -279,9 +318,13 @@ def _train(task: Task, out: Path, resume: bool, progress: Optional[ProgressFacto
 
         def after_step(s: LoopState) -> None:
             if world.is_main and (s.step % c.eval_every == 0 or s.step == c.steps):
+                start = time.perf_counter()
                 val_mse = float(task.validate(net, val, device))
                 val_curve.append({"step": s.step, "val_mse": val_mse, "train_loss": s.last_loss,
                                   "train_time_s": s.train_time})
+                if live is not None:
+                    live.write(s.step, s.last_loss, val_mse, optimizer.param_groups[0]["lr"], s.train_time,
+                               time.perf_counter() - start)
                 bar.set_postfix(loss=f"{s.last_loss:.4g}", val=f"{val_mse:.4g}")
                 logger.info("step %d: train loss %.5g, val MSE %.5g", s.step, s.last_loss, val_mse)
             stopping = world.any(stop.signum is not None, device)
@@ -296,6 +339,10 @@ def _train(task: Task, out: Path, resume: bool, progress: Optional[ProgressFacto
                 return f"The last good checkpoint (step {_saved_step(ckpt_path)}) is kept at {ckpt_path}. "
             return "No checkpoint was written yet. "
 
+        live: Optional[MetricsLog] = None
+        if world.is_main:  # metrics.csv (and TensorBoard): continued on resume, rows past the checkpoint dropped
+            live = MetricsLog(out, task.val_metric, resume_step=state.step if resume else None, history=val_curve,
+                              tensorboard=bool(getattr(c, "tensorboard", False)))
         factory = (progress or no_progress) if world.is_main else no_progress
         bar = factory(total=c.steps, initial=min(state.step, c.steps), desc=f"{task.command} {c.model}")
         model.train()
@@ -304,10 +351,12 @@ def _train(task: Task, out: Path, resume: bool, progress: Optional[ProgressFacto
                      sync=world.mean)
         finally:
             bar.close()
+            if live is not None:
+                live.close()
         if not world.is_main:
             world.barrier()
             return {}
-        metrics = task.metrics(net, snapshot())
+        metrics = task.metrics(net, snapshot(), progress=progress)
     write_json(out / "metrics.json", metrics)
     logger.info("%s: test MSE %.5g", c.model, metrics.get("test_mse", float("nan")))
     world.barrier()

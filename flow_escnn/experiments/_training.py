@@ -100,8 +100,9 @@ class FlowingTask(Task):
         c = self.config
         return float(mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
 
-    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any]) -> Dict[str, Any]:
-        return run_metrics(model, self.config, evaluate_model(model, self.config, self.data), payload)
+    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any],
+                progress: Optional[ProgressFactory] = None) -> Dict[str, Any]:
+        return run_metrics(model, self.config, evaluate_model(model, self.config, self.data, progress), payload)
 
     def sized(self, num_train: int, num_val: int) -> "FlowingTask":
         config = self.config.replace(num_train=num_train, num_val=num_val).resolve()

@@ -30,7 +30,7 @@ from flow_escnn._validate import bounded_float, non_negative_int, one_of, option
 from flow_escnn.data._mnist_world import ACTION_MODES, WORLD_SPLITS, actions_to_steps, generate_world_episodes
 from flow_escnn.experiments._config import parse_velocities
 from flow_escnn.experiments._datasets import digit_source
-from flow_escnn.experiments._loop import SpeedSwitches, check_training
+from flow_escnn.experiments._loop import SpeedSwitches, check_training, no_progress
 from flow_escnn.experiments._runtime import PathLike, load_checkpoint, versions
 from flow_escnn.experiments._task import ProgressFactory, Task, train_task
 from flow_escnn.flows.kinds import TRANSLATION
@@ -55,14 +55,19 @@ class WorldExperimentConfig(WorldModelConfig, SpeedSwitches):
         "amp", "gradient_checkpointing", "deterministic", "compile",
     )
 
+    # the map and past the given views: the sizes the world demo measured (docs/world.rst); on a
+    # 32x32 world with moves of up to 2 px the 10 given views cover ~40% of it and FloWM plateaued,
+    # and "feedback" (FloWM's choice) drifted within 100 views where "carry" stays flat
+    world_size: int = 24
+    imagine: str = "carry"
     # the world and the agent
     split: str = "dynamic"
     digits: str = "mnist"
     num_digits: int = 3
-    digit_size: Optional[int] = 12
+    digit_size: Optional[int] = 10
     velocities: str = "1"
     actions: str = "random_walk"
-    max_step: int = 2
+    max_step: int = 4
     turn_probability: float = 0.25
     num_train: int = 2000
     num_val: int = 64
@@ -183,8 +188,9 @@ class WorldData:
 
 @torch.no_grad()
 def rollout_mse(model: torch.nn.Module, views: torch.Tensor, actions: torch.Tensor, t_in: int, horizon: int,
-                batch_size: int, device: Any = "cpu") -> np.ndarray:
-    """Per-step MSE ``[horizon]`` of the model's rollout from ``views[:, :t_in]`` and all actions (float64)."""
+                batch_size: int, device: Any = "cpu", bar: Any = None) -> np.ndarray:
+    """Per-step MSE ``[horizon]`` of the model's rollout from ``views[:, :t_in]`` and all actions (float64;
+    ``bar``: a progress bar, updated by the episodes of each batch)."""
     was = model.training
     model.eval()
     total = torch.zeros(horizon, dtype=torch.float64)
@@ -194,6 +200,8 @@ def rollout_mse(model: torch.nn.Module, views: torch.Tensor, actions: torch.Tens
             act = actions[a : a + batch_size, : t_in + horizon].to(device)
             pred = model(v[:, :t_in], act, horizon)
             total += (pred - v[:, t_in : t_in + horizon]).double().pow(2).sum(dim=(0, 2, 3, 4)).cpu()
+            if bar is not None:
+                bar.update(v.shape[0])
     finally:
         model.train(was)
     return (total / (views.shape[0] * int(np.prod(views.shape[2:])))).numpy()
@@ -227,12 +235,17 @@ class WorldTask(Task):
         c = self.config
         return float(rollout_mse(model, val[0], val[1], c.t_in, c.t_out, c.eval_batch_size, device).mean())
 
-    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any]) -> Dict[str, Any]:
+    def metrics(self, model: torch.nn.Module, payload: Dict[str, Any],
+                progress: Optional[ProgressFactory] = None) -> Dict[str, Any]:
         c = self.config
         device = next(model.parameters()).device
         start = time.perf_counter()
         views, actions = self.data.test()
-        steps = rollout_mse(model, views, actions, c.t_in, c.rollout, c.eval_batch_size, device)
+        bar = (progress or no_progress)(total=views.shape[0], initial=0, desc=f"evaluate {c.model}", unit="episode")
+        try:
+            steps = rollout_mse(model, views, actions, c.t_in, c.rollout, c.eval_batch_size, device, bar)
+        finally:
+            bar.close()
         curve = list(payload.get("val_curve", []))
         late = steps[19:100] if c.rollout >= 20 else steps
         return {

@@ -8,7 +8,7 @@ from flow_escnn.models._config import ClassifierConfig, ModelConfig, PredictorCo
 from flow_escnn.models._factory import build_classifier, build_predictor, build_world_model
 from flow_escnn.models._world import ExportedWorldModel, WorldModel
 from flow_escnn.models._reference import ReferencePredictor
-from flow_escnn.models._saving import load_model, save_model
+from flow_escnn.models._saving import load_model, model_record, save_model, transfer_weights, with_flows
 from flow_escnn.nn._baselines import Conv3DClassifier
 from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS
 from flow_escnn.nn._nonlinearity import CELL_NONLINEARITIES, NONLINEARITIES
@@ -32,6 +32,9 @@ __all__ = [
     "ReferencePredictor",
     "save_model",
     "load_model",
+    "model_record",
+    "transfer_weights",
+    "with_flows",
     "CELLS",
     "CELL_KINDS",
     "OUTPUT_ACTIVATIONS",

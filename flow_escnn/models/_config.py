@@ -426,11 +426,13 @@ class PredictorConfig(ModelConfig):
 
 @dataclasses.dataclass
 class ClassifierConfig(ModelConfig):
-    """:class:`ModelConfig` plus the 3D-CNN baseline of the classification tasks."""
+    """:class:`ModelConfig` plus the pooling over V of the recurrent classifiers and the 3D-CNN baseline
+    of the classification tasks. On SO(2) (``group=-1``) the pooling over each field is the norm."""
 
     MODELS: ClassVar[Tuple[str, ...]] = (*RECURRENT_MODELS, "conv3d")
 
     conv3d_channels: str = "16,32"
+    pool: str = "max"
 
     def conv3d_channel_list(self) -> List[int]:
         """``conv3d_channels`` as integers (``ValueError`` unless a list of positive integers)."""
@@ -445,11 +447,15 @@ class ClassifierConfig(ModelConfig):
         return chans
 
     def option_uses(self) -> Dict[str, Tuple[bool, str]]:
-        return {**super().option_uses(), "conv3d_channels": (self.model == "conv3d", "model conv3d")}
+        return {**super().option_uses(), "conv3d_channels": (self.model == "conv3d", "model conv3d"),
+                "pool": (self.model in RECURRENT_MODELS, "the recurrent models (not conv3d)")}
 
     def validate(self) -> None:
         super().validate()
         self.conv3d_channel_list()
+        one_of(self.pool, VELOCITY_POOLS, "pool")
+        if self.group == SO2_GROUP and self.pool != "mean" and self.model in RECURRENT_MODELS:
+            raise ValueError("group -1 (SO(2)): the max over V is not equivariant on irreps fields; pass --pool mean")
 
 
 #: ``turns`` of a world model's data and actions: none, quarter turns (exact), 45-degree turns (interpolated).

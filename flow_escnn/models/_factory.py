@@ -68,7 +68,8 @@ def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFr
 
 def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: bool = False) -> torch.nn.Module:
     """The sequence classifier of a resolved config (one grayscale input field; circular padding, since
-    moved clips wrap around the torus): :class:`~flow_escnn.models.SequenceClassifier`
+    moved clips wrap around the torus; ``pool`` over V, then the max over each field's fiber, or its norm
+    on SO(2)): :class:`~flow_escnn.models.SequenceClassifier`
     (``checkpoint``: gradient checkpointing of its recurrence) or, for ``conv3d``,
     :class:`~flow_escnn.models.Conv3DClassifier`.
 
@@ -82,7 +83,9 @@ def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: boo
         return Conv3DClassifier(1, num_classes, channels=c.conv3d_channel_list(), kernel_size=c.kernel_size,
                                 padding_mode="circular")
     in_type, hidden_type = c.field_types()
-    return SequenceClassifier(in_type, hidden_type, c.flows, num_classes,
+    # on SO(2) (irreps fields) only the norm of each field is invariant; elsewhere the max over the fiber
+    group_pool = "norm" if c.group == SO2_GROUP else "max"
+    return SequenceClassifier(in_type, hidden_type, c.flows, num_classes, velocity_pool=c.pool, group_pool=group_pool,
                               kernel_size=c.kernel_size, checkpoint=checkpoint, **_encoder_kwargs(c))
 
 

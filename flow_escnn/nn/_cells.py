@@ -105,6 +105,10 @@ class FlowCellBase(torch.nn.Module):
     state_size: int = 1  # tensors in the state
     learned_transport: bool = False  # a learned per-velocity kernel takes the place of psi_1(nu)
     takes_nonlinearity: bool = False  # whether ``nonlinearity=`` is this cell's own sigma
+    #: the submodules whose parameters do not depend on V (shared over every velocity): what
+    #: :func:`flow_escnn.models.transfer_weights` may copy to a cell over another V. Every other
+    #: parameter of a cell (V-mixing weights, G-RNN+ per-velocity kernels) is indexed by or built from V.
+    flow_free: Tuple[str, ...] = ("U", "W")
 
     def __init__(
         self,

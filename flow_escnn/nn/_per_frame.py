@@ -23,7 +23,7 @@ from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn._conv import export_escnn
 from flow_escnn.nn._spec import refuses_pickle
-from flow_escnn.sequences import SequenceFieldType, SequenceTensor
+from flow_escnn.sequences import SequenceFieldType, SequenceTensor, geometric_tensor_refusal
 
 __all__ = ["PerFrame", "ExportedPerFrame"]
 
@@ -42,12 +42,35 @@ class PerFrame(torch.nn.Module):
     Attributes:
         in_type, out_type: :class:`~flow_escnn.sequences.SequenceFieldType` or
             :class:`~flow_escnn.lifted.LiftedFieldType` of the input and output.
+
+    Shapes:
+        ``forward(x)``: ``x`` is a :class:`~flow_escnn.sequences.SequenceTensor` of ``in_type`` or a plain
+        tensor ``[B, T, C, H, W]`` (``flows=None``), a :class:`~flow_escnn.lifted.LiftedTensor` or a plain
+        tensor ``[B, T, V, C, H, W]`` (``flows`` given); the output is always typed (``out_type``). An escnn
+        ``GeometricTensor`` (frames, no time axis) is refused with how to wrap it.
+
+    Raises:
+        TypeError: when ``module`` is not an escnn ``EquivariantModule`` or ``flows`` not a FlowSet.
+
+    Example:
+        >>> import torch
+        >>> from flow_escnn.nn import PerFrame
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> t_in, t_out = enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr])
+        >>> conv = PerFrame(enn.R2Conv(t_in, t_out, 3, padding=1))
+        >>> y = conv(torch.rand(2, 5, 1, 8, 8))  # [B, T, C, H, W]
+        >>> y.type == conv.out_type, tuple(y.shape), conv.evaluate_output_shape((2, 5, 1, 8, 8))
+        (True, (2, 5, 4, 8, 8), (2, 5, 4, 8, 8))
     """
 
     def __init__(self, module: Any, flows: Optional[FlowSet] = None) -> None:
         super().__init__()
         if not isinstance(module, enn.EquivariantModule):
-            raise TypeError(f"PerFrame wraps an escnn EquivariantModule, got {type(module).__name__}")
+            raise TypeError(
+                f"PerFrame wraps an escnn EquivariantModule (a frame-level module), got {type(module).__name__}; "
+                "flow layers, VelocityPool and PerFrame already run over sequences: chain them in FlowSequential"
+            )
         if flows is not None and not isinstance(flows, FlowSet):
             raise TypeError(f"flows must be a FlowSet or None, got {type(flows).__name__}")
         self.module = module
@@ -70,7 +93,15 @@ class PerFrame(torch.nn.Module):
         return SequenceTensor(y, self.out_type) if self.flows is None else LiftedTensor(y, self.out_type)
 
     def evaluate_output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
-        lead, frame = tuple(input_shape[:-3]), tuple(input_shape[-3:])
+        """The output shape for an input of ``input_shape`` (``[B, T, C, H, W]``, or ``[B, T, V, C, H, W]``
+        with ``flows``): the wrapped module's frame shape, leading axes kept.
+
+        Raises:
+            ValueError: when the rank, channels or V do not match ``in_type``.
+        """
+        shape = tuple(int(n) for n in input_shape)
+        _check_shape(shape, self.in_type)
+        lead, frame = shape[:-3], shape[-3:]
         out = self.module.evaluate_output_shape((1, *frame))
         return (*lead, *out[1:])
 
@@ -93,16 +124,30 @@ class ExportedPerFrame(torch.nn.Module):
         return y.reshape(*lead, *y.shape[-3:])
 
 
+def _check_shape(shape: Tuple[int, ...], expected: Any) -> None:
+    """Raise ``ValueError`` unless ``shape`` is a sequence (lifted sequence) of ``expected``'s channels (and V)."""
+    rank = 5 if isinstance(expected, SequenceFieldType) else 6
+    if len(shape) != rank or shape[-3] != expected.size or (rank == 6 and shape[2] != len(expected)):
+        layout = "[B, T, C, H, W]" if rank == 5 else f"[B, T, V={len(expected)}, C, H, W]"
+        hint = " (a single frame? add the time axis)" if len(shape) == rank - 1 else ""
+        raise ValueError(f"expected {layout} with C={expected.size} for {expected}, got shape {shape}{hint}")
+
+
 def _raw(x: SequenceLike, expected: Any) -> torch.Tensor:
     """The tensor of ``x`` after checking its type (typed inputs) or its shape (plain tensors)."""
     if isinstance(x, (SequenceTensor, LiftedTensor)):
         if x.type != expected:
             raise ValueError(f"input of type {x.type} does not match the expected {expected}")
         return x.tensor
+    if isinstance(x, enn.GeometricTensor):
+        if isinstance(expected, LiftedFieldType):
+            raise TypeError(
+                f"PerFrame(flows=...) runs over lifted sequences [B, T, V={len(expected)}, C, H, W] of {expected!r} "
+                f"but got an escnn GeometricTensor of shape {tuple(x.shape)} (frames, no time or V axis): give it the "
+                "output of a flow layer (a LiftedTensor), or use PerFrame(module) without flows on a sequence"
+            )
+        raise geometric_tensor_refusal("PerFrame", x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a tensor, a SequenceTensor or a LiftedTensor, got {type(x).__name__}")
-    rank = 5 if isinstance(expected, SequenceFieldType) else 6
-    if x.dim() != rank or x.shape[-3] != expected.size or (rank == 6 and x.shape[2] != len(expected)):
-        layout = "[B, T, C, H, W]" if rank == 5 else f"[B, T, V={len(expected)}, C, H, W]"
-        raise ValueError(f"expected {layout} with C={expected.size} for {expected}, got shape {tuple(x.shape)}")
+    _check_shape(tuple(x.shape), expected)
     return x

@@ -5,7 +5,10 @@ A FERNN hidden state :math:`h(\\nu, x)` is lifted over a flow set :math:`V`
 Readouts remove the axes a task should not depend on, in this order:
 
 1. **Velocity pooling** :math:`P_V h(x) = \\max_{\\nu\\in V} h(\\nu, x)` (or the mean)
-   gives a plain field of ``hidden_type`` (``[B, C, H, W]`` / ``[B, T, C, H, W]``).
+   gives a field of ``hidden_type`` without V: a lifted sequence ``[B, T, V, C, H, W]`` becomes a
+   :class:`~flow_escnn.sequences.SequenceTensor` ``[B, T, C, H, W]``, a lifted frame
+   ``[B, V, C, H, W]`` an escnn ``GeometricTensor`` ``[B, C, H, W]``; typed in, typed out (a plain
+   tensor, which carries no type, gives a plain tensor).
 2. **Group pooling** reduces every field to one invariant channel: the max (or mean) over
    the channels of a permutation field (trivial, regular, quotient), or the norm of any
    orthogonal field.
@@ -43,11 +46,13 @@ fiber maps for ``"norm"``), and under pixel permutations (torus translations, ro
 by multiples of 90 degrees on a square grid) respectively.
 
 All modules here hold only ``torch`` buffers and Python numbers, so they are already
-plain PyTorch (and :func:`torch.jit.script`-able where they take plain tensors).
+plain PyTorch (and :func:`torch.jit.script`-able where they take plain tensors). Group and
+spatial pooling are readout heads on plain tensors (``x.tensor``): for typed group pooling inside a
+model use escnn's ``GroupPooling`` / ``NormPool`` in :class:`~flow_escnn.nn.PerFrame`.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -56,6 +61,7 @@ from flow_escnn._validate import one_of
 from flow_escnn.flows._reduce import REDUCTIONS, reduce_over
 from flow_escnn.lifted import LiftedTensor
 from flow_escnn.nn._nonlinearity import non_pointwise
+from flow_escnn.sequences import SequenceTensor, TypedTensor
 
 __all__ = [
     "VELOCITY_POOLS",
@@ -121,7 +127,9 @@ def check_velocity_pool(mode: str, field_type: Any, what: str = "pool", instead:
         )
 
 
-def pool_velocities(x: Union[LiftedTensor, torch.Tensor], mode: str = "max") -> torch.Tensor:
+def pool_velocities(
+    x: Union[LiftedTensor, torch.Tensor], mode: str = "max"
+) -> Union[SequenceTensor, Any, torch.Tensor]:
     """Pool a lifted tensor over its flow axis :math:`V`.
 
     .. math::
@@ -134,29 +142,59 @@ def pool_velocities(x: Union[LiftedTensor, torch.Tensor], mode: str = "max") -> 
         mode: ``"max"`` (as in the paper) or ``"mean"``.
 
     Returns:
-        A plain tensor ``[B, C, H, W]`` / ``[B, T, C, H, W]`` of ``hidden_type`` fields.
+        Typed in, typed out: for a :class:`~flow_escnn.lifted.LiftedTensor` sequence a
+        :class:`~flow_escnn.sequences.SequenceTensor` ``[B, T, C, H, W]``, for a lifted frame an escnn
+        ``GeometricTensor`` ``[B, C, H, W]``, both of the slices' field type; for a plain tensor
+        (which carries no type) a plain tensor ``[B, (T,) C, H, W]``.
 
     Raises:
         ValueError: on an unknown mode, a tensor of rank other than 5 or 6, or ``"max"`` on a
             :class:`~flow_escnn.lifted.LiftedTensor` of fields that do not permute channels
             (:func:`check_velocity_pool`).
+        TypeError: for an input without a V axis (a ``SequenceTensor``, a ``GeometricTensor``) or not a tensor.
+
+    Example:
+        >>> import torch
+        >>> from flow_escnn import FlowSet, LiftedFieldType, LiftedTensor
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> lt = LiftedFieldType(enn.FieldType(gs, [gs.regular_repr]), FlowSet.translations(gs, 1))
+        >>> h = LiftedTensor(torch.rand(2, 3, 9, 4, 6, 6), lt)
+        >>> pooled = pool_velocities(h)
+        >>> type(pooled).__name__, tuple(pooled.shape), pooled.type.field_type == lt.field_type
+        ('SequenceTensor', (2, 3, 4, 6, 6), True)
+        >>> type(pool_velocities(h.frame(0))).__name__  # a lifted frame pools to escnn's type
+        'GeometricTensor'
     """
     _check_mode(mode, VELOCITY_POOLS, "velocity pooling mode")
     if isinstance(x, LiftedTensor):
         check_velocity_pool(mode, x.type.field_type, "mode", "mode='mean' (VelocityPool('mean'))")
-    t = x.tensor if isinstance(x, LiftedTensor) else x
-    if not isinstance(t, torch.Tensor):
+        pooled = reduce_velocities(x.tensor, mode)
+        if x.is_sequence:
+            return SequenceTensor(pooled, x.type.field_type)
+        return enn.GeometricTensor(pooled, x.type.field_type)
+    if isinstance(x, (enn.GeometricTensor, TypedTensor)):
+        raise TypeError(
+            f"velocity pooling takes a LiftedTensor [B, (T,) V, C, H, W] (or its raw tensor), got a "
+            f"{type(x).__name__} of shape {tuple(x.shape)}, which has no V axis: it is already pooled"
+        )
+    if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a LiftedTensor or a torch.Tensor, got {type(x).__name__}")
-    if t.dim() not in (5, 6):
+    if x.dim() not in (5, 6):
         raise ValueError(
             "velocity pooling expects a lifted tensor [B, V, C, H, W] or [B, T, V, C, H, W], "
-            f"got shape {tuple(t.shape)}"
+            f"got shape {tuple(x.shape)}"
         )
-    return reduce_velocities(t, mode)
+    return reduce_velocities(x, mode)
 
 
 class VelocityPool(torch.nn.Module):
     """Module form of :func:`pool_velocities` (see the module docstring for its invariance).
+
+    Typed in, typed out: a :class:`~flow_escnn.lifted.LiftedTensor` sequence pools to a
+    :class:`~flow_escnn.sequences.SequenceTensor` of the slices' field type (a lifted frame to an escnn
+    ``GeometricTensor``); a plain tensor, which carries no type, pools to a plain tensor (what the
+    plain-PyTorch exports run).
 
     ``"max"`` is equivariant only on fields whose representations permute channels (trivial,
     regular, quotient); it is refused on others (e.g. SO(2) irreps) as soon as the field type is
@@ -169,7 +207,21 @@ class VelocityPool(torch.nn.Module):
 
     Shapes:
         ``[B, (T,) V, C, H, W]`` (tensor or :class:`~flow_escnn.lifted.LiftedTensor`) ->
-        ``[B, (T,) C, H, W]``.
+        ``[B, (T,) C, H, W]`` (see :meth:`evaluate_output_shape`).
+
+    Example:
+        >>> import torch
+        >>> from flow_escnn import FlowSet
+        >>> from flow_escnn.nn import FERNN, VelocityPool
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> fernn = FERNN(enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr]),
+        ...               FlowSet.translations(gs, 1))
+        >>> y = VelocityPool("max")(fernn(torch.rand(2, 3, 1, 6, 6)))
+        >>> y
+        SequenceTensor(shape=(2, 3, 4, 6, 6) [B, T, C, H, W], SequenceFieldType(C=4, ...))
+        >>> VelocityPool().evaluate_output_shape((2, 3, 9, 4, 6, 6))
+        (2, 3, 4, 6, 6)
     """
 
     def __init__(self, mode: str = "max") -> None:
@@ -180,8 +232,21 @@ class VelocityPool(torch.nn.Module):
         """Raise ``ValueError`` when this pooling is not equivariant on slices of ``field_type``."""
         check_velocity_pool(self.mode, field_type, "VelocityPool mode", "VelocityPool('mean')")
 
-    def forward(self, x: Union[LiftedTensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: Union[LiftedTensor, torch.Tensor]) -> Union[SequenceTensor, Any, torch.Tensor]:
         return pool_velocities(x, self.mode)
+
+    def evaluate_output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        """The output shape for a lifted input of ``input_shape`` (``[B, (T,) V, C, H, W]``): V removed.
+
+        Raises:
+            ValueError: for a shape of rank other than 5 or 6.
+        """
+        shape = tuple(int(n) for n in input_shape)
+        if len(shape) not in (5, 6):
+            raise ValueError(
+                f"VelocityPool pools a lifted [B, V, C, H, W] or [B, T, V, C, H, W]; got input shape {shape}"
+            )
+        return shape[:-4] + shape[-3:]
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

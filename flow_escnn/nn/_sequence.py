@@ -47,6 +47,7 @@ from flow_escnn.nn._cells import FlowCellBase, State
 from flow_escnn.nn._engine import FRAMES, Recurrence, Weights
 from flow_escnn.nn._frozen import ExportedFlowRNN, check_grid
 from flow_escnn.nn._spec import records_init
+from flow_escnn.sequences import SequenceFieldType, SequenceTensor, geometric_tensor_refusal
 
 __all__ = ["FlowRNN", "MODES"]
 
@@ -54,6 +55,8 @@ __all__ = ["FlowRNN", "MODES"]
 MODES = ("auto", *FRAMES)
 
 StateLike = Union[LiftedTensor, Tuple[LiftedTensor, ...], torch.Tensor]
+#: what the sequence layers take: a plain ``[B, T, C, H, W]``, a SequenceTensor, or a lifted sequence.
+InputLike = Union[torch.Tensor, SequenceTensor, LiftedTensor]
 
 
 @records_init
@@ -72,11 +75,30 @@ class FlowRNN(torch.nn.Module):
         **cell_kwargs: passed to every cell (``bias``, ``padding_mode``, ``interpolation``,
             and ``nonlinearity`` for FERNN).
 
+    Attributes:
+        in_type: the escnn ``FieldType`` of an input frame (the constructor argument, as for escnn's
+            ``R2Conv``); the layer takes sequences of it (:attr:`input_types`). Its output has the
+            lifted type :attr:`out_type`.
+
     Shapes:
-        ``forward(x)``: ``x`` is ``[B, T, C_in, H, W]`` (a ``torch.Tensor`` whose channels follow
-        ``in_type``) or a :class:`LiftedTensor` ``[B, T, V, C_in, H, W]`` over the same flows;
-        returns the last layer's hidden sequence as a :class:`LiftedTensor`
-        ``[B, T, |V|, C_hidden, H, W]`` with V ordered like ``flows.velocities``.
+        ``forward(x)``: ``x`` is a :class:`~flow_escnn.sequences.SequenceTensor` of ``in_type``, a plain
+        ``torch.Tensor`` ``[B, T, C_in, H, W]`` whose channels follow ``in_type``, or a
+        :class:`LiftedTensor` ``[B, T, V, C_in, H, W]`` over the same flows; returns the last layer's
+        hidden sequence as a :class:`LiftedTensor` ``[B, T, |V|, C_hidden, H, W]`` with V ordered like
+        ``flows.velocities`` (:meth:`evaluate_output_shape`). An escnn ``GeometricTensor`` (frames, no
+        time axis) is refused with how to wrap it.
+
+    Example:
+        >>> import torch
+        >>> from flow_escnn import FlowSet, SequenceTensor
+        >>> from flow_escnn.nn import FERNN
+        >>> from escnn import gspaces, nn as enn
+        >>> gs = gspaces.rot2dOnR2(4)
+        >>> t_in, t_h = enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr])
+        >>> layer = FERNN(t_in, t_h, FlowSet.translations(gs, 1))
+        >>> h = layer(SequenceTensor(torch.rand(2, 3, 1, 6, 6), t_in))
+        >>> h.type == layer.out_type, tuple(h.shape) == layer.evaluate_output_shape((2, 3, 1, 6, 6))
+        (True, True)
     """
 
     #: the cell of one layer (set by each cell kind's layer, :mod:`flow_escnn.nn.cell_kinds`)
@@ -146,6 +168,8 @@ class FlowRNN(torch.nn.Module):
             raise ValueError(
                 f"this state_dict was saved from a {type(self).__name__} that differs from this one ({detail}); "
                 "build the layer with the saved settings before loading"
+                + ("; to run these weights over another V use flow_escnn.models.with_flows(model, flows) or "
+                   "transfer_weights(src, dst)" if "flows" in differ else "")
             )
 
     def init_input_from(self, conv: Any, layer: int = 0) -> "FlowRNN":
@@ -193,6 +217,29 @@ class FlowRNN(torch.nn.Module):
     def out_type(self) -> LiftedFieldType:
         """The lifted type of the output sequence."""
         return self.cells[-1].lifted_type
+
+    @property
+    def input_types(self) -> Tuple[SequenceFieldType, LiftedFieldType]:
+        """The types of the sequences this layer takes: ``in_type`` over time, or lifted over its V."""
+        return SequenceFieldType(self.in_type), LiftedFieldType(self.in_type, self.flows)
+
+    def evaluate_output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        """The output shape ``[B, T, |V|, C_hidden, H, W]`` for an input of ``input_shape``
+        (``[B, T, C_in, H, W]`` or lifted ``[B, T, V, C_in, H, W]``).
+
+        Raises:
+            ValueError: when the rank, the channels or V do not match this layer.
+        """
+        shape = tuple(int(n) for n in input_shape)
+        v = len(self.flows)
+        c = self.in_type.size
+        if not ((len(shape) == 5 and shape[2] == c) or (len(shape) == 6 and shape[2:4] == (v, c))):
+            hint = " (a single frame? add the time axis)" if len(shape) == 4 else ""
+            raise ValueError(
+                f"{type(self).__name__} takes [B, T, C={c}, H, W] or lifted [B, T, V={v}, C={c}, H, W], "
+                f"got input shape {shape}{hint}"
+            )
+        return (shape[0], shape[1], v, self.hidden_type.size, shape[-2], shape[-1])
 
     def resolve_mode(self, grid: Tuple[int, int], device: Union[str, torch.device] = "cpu") -> str:
         """The mode actually used on a ``grid`` (``"auto"`` resolved)."""
@@ -300,14 +347,14 @@ class FlowRNN(torch.nn.Module):
         return copy.deepcopy(self.recurrence(grid, device, steps, view=view)), limit
 
     # -- forward ----------------------------------------------------------------------------------------
-    def forward(self, x: Union[torch.Tensor, LiftedTensor], h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
+    def forward(self, x: InputLike, h0: Optional[Sequence[StateLike]] = None) -> LiftedTensor:
         """Run the stack over the sequence; returns the last layer's hidden sequence (see class doc)."""
         seq, _ = self.forward_with_state(x, h0)
         return seq
 
     def forward_with_state(
         self,
-        x: Union[torch.Tensor, LiftedTensor],
+        x: InputLike,
         h0: Optional[Sequence[StateLike]] = None,
         return_sequence: bool = True,
         weights: Optional[Weights] = None,
@@ -342,9 +389,25 @@ class FlowRNN(torch.nn.Module):
         return out, packed
 
     # -- validation ---------------------------------------------------------------------------------------------
-    def check_input(self, x: Union[torch.Tensor, LiftedTensor]) -> torch.Tensor:
-        """The raw tensor of an input ``[B, T, C_in, H, W]`` (or lifted), checked against ``in_type`` / V."""
-        if isinstance(x, LiftedTensor):
+    def check_input(self, x: InputLike) -> torch.Tensor:
+        """The raw tensor of an input ``[B, T, C_in, H, W]`` (plain, a SequenceTensor, or lifted), checked
+        against ``in_type`` / V.
+
+        Raises:
+            TypeError: for a ``GeometricTensor`` (frames: the message says how to wrap them), a non-tensor or
+                a non-floating dtype.
+            ValueError: for a type, shape, channel count or V that does not match, or T=0.
+        """
+        if isinstance(x, SequenceTensor):
+            if x.type.field_type != self.in_type:
+                raise ValueError(
+                    f"input of type {x.type!r} does not match this layer's in_type {self.in_type} "
+                    f"(expected {SequenceFieldType(self.in_type)!r})"
+                )
+            raw = x.tensor
+        elif isinstance(x, enn.GeometricTensor):
+            raise geometric_tensor_refusal(type(self).__name__, x)
+        elif isinstance(x, LiftedTensor):
             if x.type.flows != self.flows or x.type.field_type != self.in_type:
                 raise ValueError(
                     f"lifted input of type {x.type} does not match this layer (in_type {self.in_type}, {self.flows})"
@@ -360,7 +423,9 @@ class FlowRNN(torch.nn.Module):
                 )
             raw = x
         else:
-            raise TypeError(f"expected a torch.Tensor [B, T, C, H, W] or a LiftedTensor, got {type(x).__name__}")
+            raise TypeError(
+                f"expected a torch.Tensor [B, T, C, H, W], a SequenceTensor or a LiftedTensor, got {type(x).__name__}"
+            )
         if raw.shape[1] == 0:
             raise ValueError("the input sequence has T=0 frames; give at least one frame")
         if not raw.is_floating_point():
