@@ -162,6 +162,7 @@ def test_flow_steps_resolve_to_integers_and_old_strings_still_load():
 
 
 # -- names ------------------------------------------------------------------------------------------------------
+@pytest.mark.compile
 def test_module_compile_is_torchs():
     """``FlowRNN.compile`` no longer shadows ``torch.nn.Module.compile``."""
     gs = gspaces.trivialOnR2()

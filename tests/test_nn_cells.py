@@ -219,6 +219,7 @@ def test_cell_bad_input(rng):
         FlowGRUCell(in_t, hid_t, flows, nonlinearity="relu")
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("seq_cls", [layer for layer, _ in PAIRS], ids=IDS)
 def test_engine_step_compiles_as_one_graph(seq_cls):
     """The engine's loop body (transport + update of every layer) is a pure tensor function:

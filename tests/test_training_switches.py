@@ -139,6 +139,7 @@ def test_kill_9_at_any_point_then_resume_continues_bit_identically(tmp_path):
     assert max_difference(a["model"], b["model"]) == 0.0
 
 
+@pytest.mark.compile
 def test_compiled_engine_trains_the_same_model():
     """--compile runs the engine program through torch.compile: same loss and gradients as eager
     (the debug backend here; the CLI uses inductor, exercised in the slow test below)."""
@@ -162,6 +163,7 @@ def test_compiled_engine_trains_the_same_model():
         ExperimentConfig(**SWITCHES, compile="fast").resolve()
 
 
+@pytest.mark.compile
 def test_compiled_engine_with_interpolated_transports():
     """A C8 predictor at 45 degrees per frame (the interpolated embedding_bag transport and its
     custom backward inside the compiled program, one graph): same predictions and gradients as eager."""
@@ -218,6 +220,7 @@ def test_estimate_projects_the_run_and_writes_nothing(tmp_path, monkeypatch, cap
     assert not out.exists()
 
 
+@pytest.mark.compile
 def test_compiled_classifier_engine_gives_the_same_logits_and_gradients():
     from flow_escnn import FlowSet
     from flow_escnn._compat import enn, gspaces
