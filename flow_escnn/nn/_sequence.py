@@ -88,6 +88,11 @@ class FlowRNN(torch.nn.Module):
         ``flows.velocities`` (:meth:`evaluate_output_shape`). An escnn ``GeometricTensor`` (frames, no
         time axis) is refused with how to wrap it.
 
+    A sequence module, not an escnn ``EquivariantModule`` (whose ``in_type`` would have to be the
+    input's type, and whose contract is frames): chain it with escnn modules in
+    :class:`~flow_escnn.nn.FlowSequential`, not in escnn's ``SequentialModule`` (which refuses it with
+    escnn's bare assertion; docs/architecture.rst, "Tensor types").
+
     Example:
         >>> import torch
         >>> from flow_escnn import FlowSet, SequenceTensor

@@ -16,10 +16,13 @@ naming both when not. It knows its types, so ``export()``, ``evaluate_output_sha
 :meth:`FlowSequential.check_equivariance` need no extra arguments.
 
 escnn's own ``SequentialModule`` holds frame-level ``EquivariantModule`` objects only (a
-``GeometricTensor [B, C, H, W]`` in and out); the sequence modules are not ``EquivariantModule``
+``GeometricTensor [B, C, H, W]`` in and out). The sequence modules are not ``EquivariantModule``
 objects, so it refuses them with escnn's bare ``assert isinstance(module, EquivariantModule)``,
-which flow_escnn cannot reword. Replace ``enn.SequentialModule`` by ``FlowSequential``: it takes the
-same escnn modules.
+which flow_escnn cannot reword without patching escnn. Subclassing would not help: escnn compares
+``FieldType`` objects with ``==`` (False for sequence and lifted types), reads the channels at index 1
+of a shape (T for a sequence) and exports without a grid (docs/architecture.rst, "Tensor types", gives
+the details; tests/test_escnn_sequential.py pins them). Replace ``enn.SequentialModule`` by
+``FlowSequential``: it takes the same modules, escnn's included.
 """
 from __future__ import annotations
 
