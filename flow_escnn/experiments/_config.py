@@ -46,7 +46,7 @@ import numpy as np
 from flow_escnn._validate import bounded_float, optional_positive_int, positive_int
 from flow_escnn.data._velocities import velocity_array
 from flow_escnn.flows.kinds import FlowKind, flow_kind, parse_steps
-from flow_escnn.experiments._loop import SpeedSwitches, check_training
+from flow_escnn.experiments._loop import Optimisation, SpeedSwitches, check_training
 from flow_escnn.models._config import PredictorConfig
 from flow_escnn.models._factory import build_predictor, count_parameters
 from flow_escnn.models import CELL_NONLINEARITIES, CELLS
@@ -122,7 +122,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 # -- the config ------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class ExperimentConfig(PredictorConfig, SpeedSwitches):
+class ExperimentConfig(PredictorConfig, Optimisation, SpeedSwitches):
     """Everything that defines a Flowing-MNIST next-frame experiment (saved in checkpoints).
 
     The model section is :class:`~flow_escnn.models._config.PredictorConfig`'s. ``None`` fields
@@ -151,16 +151,9 @@ class ExperimentConfig(PredictorConfig, SpeedSwitches):
     t_in: int = 10
     t_out: int = 10
     horizon_factor: int = 3
-    # optimisation
-    steps: Optional[int] = None
-    epochs: Optional[int] = None
+    # optimisation (steps, epochs, lr, grad_clip, seed, device, eval_every come from Optimisation)
     batch_size: int = 32
-    lr: float = 1e-3
-    grad_clip: float = 1.0
     one_step_weight: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 100
     checkpoint_every: int = 500
     eval_batch_size: Optional[int] = None
     # the speed switches (amp, gradient_checkpointing, deterministic, compile) come from SpeedSwitches

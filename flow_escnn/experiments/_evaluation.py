@@ -155,10 +155,21 @@ def evaluate_model(model: torch.nn.Module, config: ExperimentConfig, data: Exper
 def run_metrics(model: torch.nn.Module, config: ExperimentConfig, evaluation: Dict[str, Any],
                 payload: Dict[str, Any]) -> Dict[str, Any]:
     """The content of ``metrics.json``: evaluation + training record (from a checkpoint payload)."""
-    curve = list(payload.get("val_curve", []))
     return {
         "model": config.model,
         **evaluation,
+        **training_record(model, payload),
+        "horizon": {"t_in": config.t_in, "t_out": config.t_out, "extended": config.extended_horizon},
+        "config": config.to_dict(),
+        "versions": versions(),
+    }
+
+
+def training_record(model: torch.nn.Module, payload: Dict[str, Any]) -> Dict[str, Any]:
+    """The training half of a ``metrics.json`` (every task's): the validation curve, the final
+    validation MSE and training loss, steps, training seconds, parameters and flows of ``model``."""
+    curve = list(payload.get("val_curve", []))
+    return {
         "val_curve": curve,
         "final_val_mse": curve[-1]["val_mse"] if curve else None,
         "final_train_loss": payload.get("last_loss"),
@@ -166,9 +177,6 @@ def run_metrics(model: torch.nn.Module, config: ExperimentConfig, evaluation: Di
         "train_time_s": float(payload.get("train_time_s", 0.0)),
         "num_parameters": count_parameters(model),
         "num_flows": len(model.flows),
-        "horizon": {"t_in": config.t_in, "t_out": config.t_out, "extended": config.extended_horizon},
-        "config": config.to_dict(),
-        "versions": versions(),
     }
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from flow_escnn._validate import optional_positive_int, positive_int
 from flow_escnn.data._kth import KTH_ACTIONS, MovingKTH, check_kth_decoder
 from flow_escnn.experiments._config import parse_velocities
-from flow_escnn.experiments._loop import LoopState, SpeedSwitches, check_training, no_progress, optimise
+from flow_escnn.experiments._loop import LoopState, Optimisation, SpeedSwitches, check_training, no_progress, optimise
 from flow_escnn.experiments._progress import MetricsLog, check_tensorboard
 from flow_escnn.experiments._run_folder import claim_run_folder
 from flow_escnn.experiments._runtime import (
@@ -75,7 +75,7 @@ KTH_SELECTIONS = ("best_val", "last")
 
 
 @dataclasses.dataclass
-class KTHConfig(ClassifierConfig, SpeedSwitches):
+class KTHConfig(ClassifierConfig, Optimisation, SpeedSwitches):
     """A moving-KTH classification run (see the module docstring): the model section of
     :class:`~flow_escnn.models._config.ClassifierConfig` (translation flows only) plus data and
     optimisation fields. V covers the training velocities unless ``flow_radius`` is given.
@@ -92,14 +92,7 @@ class KTHConfig(ClassifierConfig, SpeedSwitches):
     stride: int = 2
     size: int = 32
     hop: Optional[int] = None
-    steps: Optional[int] = None
-    epochs: Optional[int] = None
     batch_size: int = 16
-    lr: float = 1e-3
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 100
     eval_batch_size: int = 64
 
     def flow_rows(self) -> List[Tuple[int, int, float]]:

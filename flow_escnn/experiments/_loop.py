@@ -20,6 +20,7 @@ import torch
 from flow_escnn._validate import bounded_float, non_negative_int, one_of, optional_positive_int, positive_int
 
 __all__ = [
+    "Optimisation",
     "LoopState",
     "NonFiniteLossError",
     "TrainingInterrupted",
@@ -40,6 +41,20 @@ AMP_MODES = ("off", "bf16", "fp16")
 
 #: ``--compile`` choices: eager, or ``torch.compile`` of the engine program with this mode.
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclasses.dataclass
+class Optimisation:
+    """The optimisation fields that every task config shares (mixed in as :class:`SpeedSwitches` is;
+    the batch size, checkpoint interval and evaluation batch stay with each task, whose defaults differ)."""
+
+    steps: Optional[int] = None  # optimisation steps (or epochs; not both)
+    epochs: Optional[int] = None
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 100
 
 
 @dataclasses.dataclass

@@ -30,12 +30,13 @@ from flow_escnn._validate import bounded_float, non_negative_int, one_of, option
 from flow_escnn.data._mnist_world import ACTION_MODES, WORLD_SPLITS, actions_to_steps, generate_world_episodes
 from flow_escnn.experiments._config import parse_velocities
 from flow_escnn.experiments._datasets import digit_source
-from flow_escnn.experiments._loop import SpeedSwitches, check_training, no_progress
+from flow_escnn.experiments._evaluation import training_record
+from flow_escnn.experiments._loop import Optimisation, SpeedSwitches, check_training, no_progress
 from flow_escnn.experiments._runtime import PathLike, load_checkpoint, versions
 from flow_escnn.experiments._task import ProgressFactory, Task, train_task
 from flow_escnn.flows.kinds import TRANSLATION
 from flow_escnn.models._config import WorldModelConfig
-from flow_escnn.models._factory import build_world_model, count_parameters
+from flow_escnn.models._factory import build_world_model
 
 __all__ = ["WorldExperimentConfig", "WorldData", "WorldTask", "train_world", "load_world_model", "rollout_mse",
            "ACTION_MODES"]
@@ -45,7 +46,7 @@ _STREAMS = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclasses.dataclass
-class WorldExperimentConfig(WorldModelConfig, SpeedSwitches):
+class WorldExperimentConfig(WorldModelConfig, Optimisation, SpeedSwitches):
     """A world-model run on MNIST World: the model section of
     :class:`~flow_escnn.models._config.WorldModelConfig` plus the world, the agent and the optimisation."""
 
@@ -75,15 +76,8 @@ class WorldExperimentConfig(WorldModelConfig, SpeedSwitches):
     t_in: int = 10
     t_out: int = 10
     rollout: int = 100
-    # optimisation
-    steps: Optional[int] = None
-    epochs: Optional[int] = None
+    # optimisation (steps, epochs, lr, grad_clip, seed, device, eval_every come from Optimisation)
     batch_size: int = 16
-    lr: float = 1e-3
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 100
     checkpoint_every: int = 500
     eval_batch_size: Optional[int] = None
 
@@ -246,7 +240,6 @@ class WorldTask(Task):
             steps = rollout_mse(model, views, actions, c.t_in, c.rollout, c.eval_batch_size, device, bar)
         finally:
             bar.close()
-        curve = list(payload.get("val_curve", []))
         late = steps[19:100] if c.rollout >= 20 else steps
         return {
             "model": c.model,
@@ -257,13 +250,7 @@ class WorldTask(Task):
             "rollout_mse_20_100": float(late.mean()),
             "rollout_mse_last": float(steps[-1]),
             "eval_time_s": time.perf_counter() - start,
-            "val_curve": curve,
-            "final_val_mse": curve[-1]["val_mse"] if curve else None,
-            "final_train_loss": payload.get("last_loss"),
-            "steps": int(payload.get("step", 0)),
-            "train_time_s": float(payload.get("train_time_s", 0.0)),
-            "num_parameters": count_parameters(model),
-            "num_flows": len(model.flows),
+            **training_record(model, payload),
             "horizon": {"t_in": c.t_in, "t_out": c.t_out, "rollout": c.rollout},
             "config": c.to_dict(),
             "versions": versions(),

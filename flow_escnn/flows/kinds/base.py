@@ -248,6 +248,18 @@ def read_int(item: str, kind: FlowKind, text: str) -> int:
     return int(value)
 
 
+def read_int_lists(s: str, kind: FlowKind, text: str, names: Sequence[str]) -> List[Tuple[int, ...]]:
+    """The list ``'a:b,c:d,...'`` of the velocity-set string ``text`` as integer tuples of
+    ``len(names)`` entries (``names``, e.g. ``("vx", "vy")``, spell the expected item)."""
+    rows = []
+    for item in (p for p in s.split(",") if p):
+        parts = item.split(":")
+        if len(parts) != len(names):
+            raise kind.bad(text, f"{item!r} is not {':'.join(names)!r}")
+        rows.append(tuple(read_int(p, kind, text) for p in parts))
+    return rows
+
+
 def read_float(item: str, kind: FlowKind, text: str) -> float:
     """A finite number ``item`` of the velocity-set string ``text``."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from flow_escnn.flows._flowset import FlowSet
-from flow_escnn.flows.kinds.base import FlowKind, read_int, read_radius, translation_velocities
+from flow_escnn.flows.kinds.base import FlowKind, read_int_lists, read_radius, translation_velocities
 
 __all__ = ["KIND", "TranslationKind", "TRANSLATION"]
 
@@ -24,13 +24,7 @@ class TranslationKind(FlowKind):
 
     def _parse(self, s: str, text: str) -> List[Any]:
         if "," in s or ":" in s:
-            rows = []
-            for item in (p for p in s.split(",") if p):
-                parts = item.split(":")
-                if len(parts) != 2:
-                    raise self.bad(text, f"{item!r} is not 'vx:vy'")
-                rows.append((read_int(parts[0], self, text), read_int(parts[1], self, text), 0.0))
-            return rows
+            return [(vx, vy, 0.0) for vx, vy in read_int_lists(s, self, text, ("vx", "vy"))]
         return [(vx, vy, 0.0) for vx, vy in translation_velocities(read_radius(s, self, text))]
 
     def _row(self, v: Any) -> Tuple[Any, Any, Any]:

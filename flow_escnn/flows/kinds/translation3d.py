@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._volume import is_volume_gspace
-from flow_escnn.flows.kinds.base import FlowKind, whole_pixels, read_int, read_radius
+from flow_escnn.flows.kinds.base import FlowKind, read_int_lists, read_radius, whole_pixels
 
 __all__ = ["KIND", "VolumeTranslationKind", "TRANSLATION3D"]
 
@@ -47,13 +47,7 @@ class VolumeTranslationKind(FlowKind):
 
     def _parse(self, s: str, text: str) -> List[Any]:
         if "," in s or ":" in s:
-            rows = []
-            for item in (p for p in s.split(",") if p):
-                parts = item.split(":")
-                if len(parts) != 3:
-                    raise self.bad(text, f"{item!r} is not 'vx:vy:vz'")
-                rows.append(tuple(read_int(p, self, text) for p in parts))
-            return rows
+            return read_int_lists(s, self, text, ("vx", "vy", "vz"))
         r = read_radius(s, self, text)
         span = range(-r, r + 1)
         return [(vx, vy, vz) for vx in span for vy in span for vz in span]
