@@ -15,7 +15,6 @@ Group actions on a lifted tensor (see :mod:`flow_escnn.flows._flowset`):
 """
 from __future__ import annotations
 
-import operator
 from typing import Any, Sequence, Tuple
 
 import torch
@@ -182,17 +181,7 @@ class LiftedTensor(TypedTensor):
             IndexError: when ``t`` is outside ``-T .. T-1`` (the message gives the range).
         """
         self._require_sequence("frame")
-        if isinstance(t, bool):
-            raise TypeError(f"frame index must be an integer, got bool {t!r}")
-        try:
-            i = operator.index(t)
-        except TypeError:
-            raise TypeError(f"frame index must be an integer, got {type(t).__name__} {t!r}") from None
-        n = int(self.tensor.shape[1])
-        if not -n <= i < n:
-            valid = f"valid are 0 .. {n - 1}, or -{n} .. -1 from the end" if n else "it has no frames"
-            raise IndexError(f"frame index {i} is out of range for a sequence of T={n} frames: {valid}")
-        return LiftedTensor(self.tensor[:, i], self.type)
+        return LiftedTensor(self._frame_tensor(t), self.type)
 
     def velocity_slice(self, velocity: VelocityLike) -> torch.Tensor:
         """The slice :math:`h(\\nu)`: ``[B, C, H, W]`` or ``[B, T, C, H, W]``."""

@@ -163,6 +163,20 @@ class TypedTensor:
     tensor: torch.Tensor
     type: Any
 
+    def _frame_tensor(self, t: int) -> torch.Tensor:
+        """``self.tensor[:, t]`` of a sequence tensor, ``t`` checked (TypeError, IndexError naming T)."""
+        if isinstance(t, bool):
+            raise TypeError(f"frame index must be an integer, got bool {t!r}")
+        try:
+            i = operator.index(t)
+        except TypeError:
+            raise TypeError(f"frame index must be an integer, got {type(t).__name__} {t!r}") from None
+        n = int(self.tensor.shape[1])
+        if not -n <= i < n:
+            valid = f"valid are 0 .. {n - 1}, or -{n} .. -1 from the end" if n else "it has no frames"
+            raise IndexError(f"frame index {i} is out of range for a sequence of T={n} frames: {valid}")
+        return self.tensor[:, i]
+
     @property
     def shape(self) -> torch.Size:
         """Alias of ``self.tensor.shape``."""
@@ -295,17 +309,7 @@ class SequenceTensor(TypedTensor):
             TypeError: when ``t`` is not an integer.
             IndexError: when ``t`` is outside ``-T .. T-1``.
         """
-        if isinstance(t, bool):
-            raise TypeError(f"frame index must be an integer, got bool {t!r}")
-        try:
-            i = operator.index(t)
-        except TypeError:
-            raise TypeError(f"frame index must be an integer, got {type(t).__name__} {t!r}") from None
-        n = int(self.tensor.shape[1])
-        if not -n <= i < n:
-            valid = f"valid are 0 .. {n - 1}, or -{n} .. -1 from the end" if n else "it has no frames"
-            raise IndexError(f"frame index {i} is out of range for a sequence of T={n} frames: {valid}")
-        return enn.GeometricTensor(self.tensor[:, i], self.type.field_type)
+        return enn.GeometricTensor(self._frame_tensor(t), self.type.field_type)
 
     def fold(self) -> Any:
         """Batch and time folded into escnn's batch: a ``GeometricTensor [B*T, C, H, W]``."""
