@@ -150,12 +150,15 @@ def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredicto
             ``"rotation"`` (C8-regular fields, rotations) or ``"grnn-c8"`` (C8-regular fields,
             ``FlowSet.identity``).
         cfg: the sizes (``decoder_layers`` unless given in ``kwargs``).
-        **kwargs: passed to :class:`~flow_escnn.models.NextFramePredictor`.
+        **kwargs: passed to :class:`~flow_escnn.models.NextFramePredictor`; ``padding_mode`` is
+            ``"circular"`` unless given, as the straightforward twins (:mod:`benchmarks.straightforward`)
+            that these rows are compared with (the ``vs_reference_*`` rows pass the paper's padding).
 
     Returns:
         The model on ``cfg.device``.
     """
     kwargs.setdefault("decoder_layers", cfg.decoder_layers)
+    kwargs.setdefault("padding_mode", "circular")
     if kind in ("rotation", "grnn-c8"):
         gs = gspaces.rot2dOnR2(8)
         hidden = enn.FieldType(gs, [gs.regular_repr] * max(1, cfg.hidden_channels // 8))
@@ -177,11 +180,16 @@ def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredicto
 
 def reference_steps(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
     """The rows of the ``vs_reference_*`` ratios: the library configured as the paper's code (one
-    decoder layer, no bias) and the anchor (:mod:`benchmarks.paper_anchor`), per :data:`REFERENCE_ROWS`."""
+    decoder layer, no bias, the paper's padding: zeros in ``conv2d`` for the rotation and C8 G-RNN rows, as
+    the library's default ``padding_mode="auto"`` for rotation flows and its experiment configs for a
+    rotating task's G-RNN; circular for the translation rows) and the anchor (:mod:`benchmarks.paper_anchor`),
+    per :data:`REFERENCE_ROWS`."""
     steps: Dict[str, Any] = {}
     for key, (lib, anchor) in REFERENCE_ROWS.items():
         kind, row = _REFERENCE_KINDS[key]
-        steps[lib] = Step(build_model(kind, cfg, decoder_layers=REFERENCE_DECODER_LAYERS, bias=False), x, y)
+        padding = "zeros" if kind in ("rotation", "grnn-c8") else "circular"
+        model = build_model(kind, cfg, decoder_layers=REFERENCE_DECODER_LAYERS, bias=False, padding_mode=padding)
+        steps[lib] = Step(model, x, y)
         torch.manual_seed(cfg.seed)
         model = build_anchor(row, channels=cfg.hidden_channels, in_channels=x.shape[2],
                              decoder_layers=REFERENCE_DECODER_LAYERS).to(cfg.device)

@@ -91,6 +91,11 @@ def test_reference_rows_are_configured_like_the_paper():
         assert len(mine.flows.velocities) == paper.cell.num_v, key
         assert mine.hidden_type.size == paper.cell.hidden_channels == 8, key
     assert steps["rotation-d1"].model.encoder.cells[0].interpolation == "bilinear"
+    # the paper's padding: conv2d's zeros for the rotation models, circular for the translation ones
+    pads = {lib: (steps[lib].model.padding_mode, steps[anchor].model.decoder[-1].padding_mode)
+            for lib, anchor in bench_fernn.REFERENCE_ROWS.values()}
+    assert pads["rotation-d1"] == pads["grnn-c8-d1"] == ("zeros", "zeros"), pads
+    assert pads["fernn-d1"] == pads["grnn-d1"] == ("circular", "circular"), pads
 
 
 def test_conv_floor_replays_the_recorded_convolutions():
@@ -134,7 +139,8 @@ def test_straightforward_layer_matches_fernn(gspace, field, flows, tol):
     reps = [gspace.regular_repr] * 2 if field == "regular" else [gspace.trivial_repr] * 8
     hidden_type = enn.FieldType(gspace, reps)
     fs = flows(gspace)
-    fernn = FERNN(in_type, hidden_type, fs, mode="hidden", interpolation="bilinear")  # the straightforward layer's
+    fernn = FERNN(in_type, hidden_type, fs, mode="hidden", interpolation="bilinear",
+                  padding_mode="circular")  # the straightforward layer's
     naive = StraightforwardFERNN(in_type, hidden_type, fs.velocities, (12, 12)).load_from_fernn(fernn)
     x = torch.rand(2, 5, 1, 12, 12)
     with torch.no_grad():

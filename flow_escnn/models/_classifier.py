@@ -11,7 +11,9 @@ are averaged over time instead of taking the last frame.
 
 What is exactly invariant
 -------------------------
-Exactly (to float rounding), with circular padding on an ``H x W`` torus:
+Exactly (to float rounding), with circular padding on an ``H x W`` torus (for the rotations and
+reflections below also with zero padding on a square grid: the ``padding_mode="auto"`` default pads
+with zeros for a :math:`V` of rotation flows):
 
 * **static** :math:`g \\in G` that maps the grid onto itself (rotations by multiples of
   90 degrees on a square grid, reflections), when :math:`V` is closed under :math:`G`
@@ -25,8 +27,8 @@ Exactly (to float rounding), with circular padding on an ``H x W`` torus:
   rotation flows when :math:`V` holds all :math:`N` rotation steps.
 
 Approximately: translation flows with a :math:`V` that does not cover the torus (slices near
-the border of :math:`V` lose their partner; the error shrinks as :math:`V` grows), zero
-padding, and interpolated rotations.
+the border of :math:`V` lose their partner; the error shrinks as :math:`V` grows), translations
+with zero padding, and interpolated rotations.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from flow_escnn._compat import enn
 from flow_escnn._validate import one_of, positive_int
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.models._program import ProgramCache
+from flow_escnn.nn._conv import AUTO_PADDING
 from flow_escnn.nn._engine import Recurrence, Weights
 from flow_escnn.nn._frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.cell_kinds import sequence_layer
@@ -113,7 +116,9 @@ class SequenceClassifier(torch.nn.Module):
         readout: ``"last"`` (features of the final state) or ``"mean"`` (time-averaged features).
         mode: encoder execution mode.
         checkpoint: gradient checkpointing in the encoder.
-        padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"``.
+        padding_mode: ``"auto"`` (default: ``"zeros"`` for a :math:`V` of rotation flows, else
+            ``"circular"``; :func:`~flow_escnn.nn._conv.resolve_padding`), ``"circular"`` (exact on the
+            torus) or ``"zeros"``.
         **cell_kwargs: passed to the cells (``bias``, ``nonlinearity``, ``interpolation``,
             ``velocity_kernel_size`` for G-RNN+).
 
@@ -137,7 +142,7 @@ class SequenceClassifier(torch.nn.Module):
         readout: str = "last",
         mode: str = "auto",
         checkpoint: bool = False,
-        padding_mode: str = "circular",
+        padding_mode: str = AUTO_PADDING,
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ from flow_escnn.models._program import OUTPUT_ACTIVATIONS
 from flow_escnn.models._world import IMAGINE
 from flow_escnn.nn.cell_kinds import CELL_KINDS, CELLS, CellKind
 from flow_escnn.nn._nonlinearity import CELL_NONLINEARITIES, FIELD_NONLINEARITIES
+from flow_escnn.nn._conv import AUTO_PADDING, PADDING_MODES
 from flow_escnn.nn._pooling import VELOCITY_POOLS
 
 __all__ = [
@@ -151,6 +152,8 @@ class ModelConfig:
             raise ValueError(f"unknown {cls.__name__} keys {unknown}")
         if "model" in data and "interpolation" not in data:
             data = {**data, "interpolation": "bilinear"}  # saved before the field existed: trained bilinear
+        if "model" in data and "padding_mode" in names and "padding_mode" not in data:
+            data = {**data, "padding_mode": "circular"}  # saved before the field existed: circular was the default
         return cls(**data)
 
     def replace(self: C, **changes: Any) -> C:
@@ -162,6 +165,18 @@ class ModelConfig:
     def kind(self) -> FlowKind:
         """The :class:`~flow_escnn.flows.kinds.FlowKind` of ``flow``."""
         return flow_kind(self.flow)
+
+    @property
+    def model_padding(self) -> str:
+        """The ``padding_mode`` the factory builds the recurrent models with: ``padding_mode`` as given;
+        ``"auto"`` (the default) is ``"circular"`` when the flow kind translates (the data wrap around the
+        torus) and ``"zeros"`` for a purely rotating kind (centred digits; the paper's rotation models pad
+        with zeros), the same for the G-RNN baseline (whose :math:`V = \\{0\\}` alone would keep it circular,
+        :func:`~flow_escnn.nn._conv.resolve_padding`) as for the FERNN of that task."""
+        given = getattr(self, "padding_mode", AUTO_PADDING)
+        if given != AUTO_PADDING:
+            return given
+        return "circular" if self.kind.translates else "zeros"
 
     @property
     def own_model(self) -> Optional[CellKind]:
@@ -414,9 +429,11 @@ class PredictorConfig(ModelConfig):
     decoder_layers: int = 2
     output_activation: str = "sigmoid"  # frames are in [0, 1]; bounds what is fed back
     pool: str = "max"
+    padding_mode: str = AUTO_PADDING  # auto: circular for a translating flow kind, zeros for a rotating one
 
     def validate(self) -> None:
         super().validate()
+        one_of(self.padding_mode, (AUTO_PADDING, *PADDING_MODES), "padding_mode")
         non_negative_int(self.decoder_layers, "decoder_layers")
         one_of(self.output_activation, OUTPUT_ACTIVATIONS, "output_activation")
         one_of(self.pool, VELOCITY_POOLS, "pool")
@@ -433,6 +450,7 @@ class ClassifierConfig(ModelConfig):
 
     conv3d_channels: str = "16,32"
     pool: str = "max"
+    padding_mode: str = AUTO_PADDING  # of the recurrent models (conv3d pads circularly)
 
     def conv3d_channel_list(self) -> List[int]:
         """``conv3d_channels`` as integers (``ValueError`` unless a list of positive integers)."""
@@ -448,11 +466,13 @@ class ClassifierConfig(ModelConfig):
 
     def option_uses(self) -> Dict[str, Tuple[bool, str]]:
         return {**super().option_uses(), "conv3d_channels": (self.model == "conv3d", "model conv3d"),
-                "pool": (self.model in RECURRENT_MODELS, "the recurrent models (not conv3d)")}
+                "pool": (self.model in RECURRENT_MODELS, "the recurrent models (not conv3d)"),
+                "padding_mode": (self.model in RECURRENT_MODELS, "the recurrent models (not conv3d)")}
 
     def validate(self) -> None:
         super().validate()
         self.conv3d_channel_list()
+        one_of(self.padding_mode, (AUTO_PADDING, *PADDING_MODES), "padding_mode")
         one_of(self.pool, VELOCITY_POOLS, "pool")
         if self.group == SO2_GROUP and self.pool != "mean" and self.model in RECURRENT_MODELS:
             raise ValueError("group -1 (SO(2)): the max over V is not equivariant on irreps fields; pass --pool mean")

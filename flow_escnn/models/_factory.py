@@ -62,14 +62,15 @@ def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFr
     return NextFramePredictor(
         in_type, hidden_type, c.flows, decoder_layers=c.decoder_layers, pool=c.pool,
         kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint,
-        decoder_type=decoder_type, **_encoder_kwargs(c),
+        decoder_type=decoder_type, padding_mode=c.model_padding, **_encoder_kwargs(c),
     )
 
 
 def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: bool = False) -> torch.nn.Module:
-    """The sequence classifier of a resolved config (one grayscale input field; circular padding, since
-    moved clips wrap around the torus; ``pool`` over V, then the max over each field's fiber, or its norm
-    on SO(2)): :class:`~flow_escnn.models.SequenceClassifier`
+    """The sequence classifier of a resolved config (one grayscale input field; padding by
+    :attr:`~flow_escnn.models.ModelConfig.model_padding`, circular for a translating flow kind, since moved
+    clips wrap around the torus; ``pool`` over V, then the max over
+    each field's fiber, or its norm on SO(2)): :class:`~flow_escnn.models.SequenceClassifier`
     (``checkpoint``: gradient checkpointing of its recurrence) or, for ``conv3d``,
     :class:`~flow_escnn.models.Conv3DClassifier`.
 
@@ -86,7 +87,8 @@ def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: boo
     # on SO(2) (irreps fields) only the norm of each field is invariant; elsewhere the max over the fiber
     group_pool = "norm" if c.group == SO2_GROUP else "max"
     return SequenceClassifier(in_type, hidden_type, c.flows, num_classes, velocity_pool=c.pool, group_pool=group_pool,
-                              kernel_size=c.kernel_size, checkpoint=checkpoint, **_encoder_kwargs(c))
+                              kernel_size=c.kernel_size, checkpoint=checkpoint, padding_mode=c.model_padding,
+                              **_encoder_kwargs(c))
 
 
 def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> WorldModel:

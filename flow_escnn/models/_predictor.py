@@ -11,7 +11,8 @@ The encoder reads :math:`f_0, \\dots, f_{T_{in}-1}` and ends in the state
     \\hat f_s = \\mathrm{Dec}\\Big(P_V\\, \\tilde h_s\\Big),
 
 with :math:`P_V` the max (or mean) over :math:`V` and :math:`\\mathrm{Dec}` a stack of
-G-steerable convolutions with pointwise ReLU (circular padding) ending in ``in_type``.
+G-steerable convolutions with pointwise ReLU (the encoder's padding: circular, or zeros for a
+:math:`V` of rotation flows, see ``padding_mode``) ending in ``in_type``.
 The recurrence then continues *autoregressively* with the prediction as the input,
 :math:`h_s(\\nu) = \\mathrm{update}(\\tilde h_s(\\nu),\\, U * \\hat f_s)` (the cell step whose
 transport has already been applied), so no true frame :math:`f_s` is ever fed while it is
@@ -77,6 +78,7 @@ from flow_escnn.models._program import (
     decoder_weights,
     run_decoder,
 )
+from flow_escnn.nn._conv import AUTO_PADDING, resolve_padding
 from flow_escnn.nn._engine import Recurrence, Weights
 from flow_escnn.nn._frozen import Frozen, check_exported_input, check_grid
 from flow_escnn.nn.cell_kinds import sequence_layer
@@ -125,7 +127,10 @@ class NextFramePredictor(torch.nn.Module):
         decoder_type: field type of the decoder's hidden layers (default ``hidden_type``).
         mode: encoder execution mode (``"auto"``, ``"hidden"``, ``"comoving"``).
         checkpoint: gradient checkpointing (segments of the encoder and continuation steps).
-        padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"`` (encoder and decoder).
+        padding_mode: of the encoder and the decoder: ``"auto"`` (default: ``"zeros"`` for a :math:`V` of
+            rotation flows, as the paper's rotation models, else ``"circular"``;
+            :func:`~flow_escnn.nn._conv.resolve_padding`), ``"circular"`` (exact on the torus) or
+            ``"zeros"``. The resolved mode is ``self.padding_mode``.
         bias: biases in :math:`U` and the decoder (escnn biases trivial fields only).
         output_activation: pointwise map on each prediction (:func:`output_activation`):
             ``"identity"`` (default), ``"clamp"`` to [0, 1] (bounds what is fed back; for frames in
@@ -154,7 +159,7 @@ class NextFramePredictor(torch.nn.Module):
         decoder_type: Optional[Any] = None,
         mode: str = "auto",
         checkpoint: bool = False,
-        padding_mode: str = "circular",
+        padding_mode: str = AUTO_PADDING,
         bias: bool = True,
         output_activation: str = "identity",
         **cell_kwargs: Any,
@@ -165,6 +170,8 @@ class NextFramePredictor(torch.nn.Module):
             check_pointwise(in_type, "in_type (the predictions, for output_activation)")
         check_velocity_pool(pool, hidden_type, "pool")
         non_negative_int(decoder_layers, "decoder_layers")
+        if isinstance(flows, FlowSet):  # (anything else is refused by the encoder)
+            padding_mode = resolve_padding(padding_mode, flows)
         self.encoder: FlowRNN = sequence_layer(
             cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
             padding_mode=padding_mode, bias=bias, **cell_kwargs,

@@ -42,6 +42,7 @@ from flow_escnn.models._factory import build_classifier, build_predictor, build_
 from flow_escnn.models._predictor import NextFramePredictor
 from flow_escnn.models._world import WorldModel
 from flow_escnn.nn._baselines import GRNN, Conv3DClassifier
+from flow_escnn.nn._conv import AUTO_PADDING
 from flow_escnn.nn._sequence import FlowRNN
 from flow_escnn.nn.cell_kinds import CELL_KINDS
 from flow_escnn.nn._spec import init_args, module_spec, rebuild_module
@@ -68,6 +69,9 @@ RUN_CHECKPOINT = "checkpoint.pt"
 #: ``flow_dependent=`` of :func:`transfer_weights`: refuse parameters that depend on V, or keep the target's.
 FLOW_DEPENDENT = ("refuse", "keep")
 _FORMAT = "flow_escnn.model/1"
+#: The classes whose ``padding_mode`` default did not change to ``"auto"`` (records marked ``"padding_default"``
+#: were written since; one without the mark and without an explicit ``padding_mode`` was built circular).
+_FIXED_PADDING = ("WorldModel", "Conv3DClassifier")
 
 PathLike = Union[str, Path]
 
@@ -96,7 +100,7 @@ def model_record(model: torch.nn.Module, weights: bool = True) -> Dict[str, Any]
     spec = module_spec(model)
     if not weights:
         spec.pop("state_dict")
-    return {"format": _FORMAT, "class": name, **spec}
+    return {"format": _FORMAT, "class": name, **spec, "padding_default": AUTO_PADDING}
 
 
 def save_model(model: torch.nn.Module, path: PathLike) -> None:
@@ -183,6 +187,9 @@ def _rebuild(record: Dict[str, Any]) -> torch.nn.Module:
                     if k.rsplit(".", 1)[-1] == "_extra_state" and isinstance(v, dict) and "interpolation" in v}
         if len(recorded) == 1:
             args["interpolation"] = recorded.pop()
+    if ("padding_mode" not in args and record.get("padding_default") != AUTO_PADDING
+            and record["class"] not in _FIXED_PADDING):  # saved while circular was the default: keep it
+        args["padding_mode"] = "circular"
     return rebuild_module(SAVABLE[record["class"]], {**record, "args": args})
 
 

@@ -38,9 +38,9 @@ class GRNN(FERNN):
     .. math::
         h_t = \\sigma\\big(W * h_{t-1} + U * f_t\\big), \\qquad h_{-1} = 0,
 
-    with :math:`U, W` G-steerable convolutions (circular padding by default). Equivariant to
-    static :math:`G` and to static translations of the torus; *not* to flows: a moving input
-    leaves its memory behind (paper, Fig. 2).
+    with :math:`U, W` G-steerable convolutions (circular padding by default: ``padding_mode="auto"``
+    keeps the torus for :math:`V = \\{0\\}`). Equivariant to static :math:`G` and to static translations
+    of the torus; *not* to flows: a moving input leaves its memory behind (paper, Fig. 2).
 
     Args:
         in_type: escnn ``FieldType`` of the input frames.

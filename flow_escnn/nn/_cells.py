@@ -58,7 +58,7 @@ from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._transport import INTERPOLATIONS, TransportPlan
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
-from flow_escnn.nn._conv import SteerableConv
+from flow_escnn.nn._conv import AUTO_PADDING, SteerableConv, resolve_padding
 from flow_escnn.nn._engine import LayerSpec, Recurrence, Weights
 from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, check_cell_nonlinearity, non_pointwise
 from flow_escnn.nn._spec import refuses_pickle
@@ -89,7 +89,9 @@ class FlowCellBase(torch.nn.Module):
         flows: the flow set :math:`V`.
         kernel_size: odd kernel size of :math:`U` and :math:`W`.
         bias: learn a bias in :math:`U` (escnn biases only trivial fields); :math:`W` has none.
-        padding_mode: ``"circular"`` (default; exact on the torus) or ``"zeros"``.
+        padding_mode: ``"auto"`` (default: ``"zeros"`` for a :math:`V` of rotation flows, else
+            ``"circular"``; :func:`~flow_escnn.nn._conv.resolve_padding`), ``"circular"`` (exact on the
+            torus) or ``"zeros"``. The resolved mode is ``self.padding_mode``.
         interpolation: resampling used by non-grid flows (approximate, see
             :mod:`flow_escnn.flows._transport`).
         velocity_mixing: radius of an optional learned mixing of neighbouring velocity slices
@@ -117,7 +119,7 @@ class FlowCellBase(torch.nn.Module):
         flows: FlowSet,
         kernel_size: int = 3,
         bias: bool = True,
-        padding_mode: str = "circular",
+        padding_mode: str = AUTO_PADDING,
         interpolation: str = DEFAULT_INTERPOLATION,
         *,
         nonlinearity: Optional[str] = None,
@@ -158,6 +160,7 @@ class FlowCellBase(torch.nn.Module):
             reps += [hidden_type.gspace.trivial_repr] * len(hidden_type)
         gate_type = enn.FieldType(hidden_type.gspace, reps)
         self.gate_type = gate_type
+        self.padding_mode = padding_mode = resolve_padding(padding_mode, flows)
         self.U = SteerableConv(in_type, gate_type, kernel_size, bias=bias, padding_mode=padding_mode)
         self.W = SteerableConv(hidden_type, gate_type, kernel_size, bias=False, padding_mode=padding_mode)
         self._plans: Dict[Tuple[Any, ...], TransportPlan] = {}

@@ -70,9 +70,41 @@ from flow_escnn._validate import odd_positive_int, one_of
 from flow_escnn.flows._planar import lattice_candidates, spatial_matrix
 from flow_escnn.nn._spec import refuses_pickle
 
-__all__ = ["SteerableConv", "PADDING_MODES", "dense_conv2d", "periodic_conv2d", "export_conv", "export_escnn"]
+__all__ = ["SteerableConv", "PADDING_MODES", "AUTO_PADDING", "resolve_padding", "needs_torus", "dense_conv2d",
+           "periodic_conv2d", "export_conv", "export_escnn"]
 
 PADDING_MODES = ("circular", "zeros")
+#: The default ``padding_mode`` of the flow layers and models: chosen from :math:`V` by :func:`resolve_padding`.
+AUTO_PADDING = "auto"
+
+
+def resolve_padding(padding_mode: str, flows: Any) -> str:
+    """``padding_mode`` of a flow layer over ``flows`` (a FlowSet): ``"circular"`` / ``"zeros"`` as given;
+    ``"auto"`` is ``"zeros"`` for a :math:`V` of rotation flows (some generator rotates, none translates,
+    e.g. ``FlowSet.rotations``), else ``"circular"``.
+
+    A rotation flow turns the frame about its centre, and on a square grid zero padding commutes with
+    the grid's rotations and reflections exactly, as circular padding does; it lets ``conv2d`` pad
+    (cheaper than pre-padding by gathers), as the paper's rotation code does. Every other :math:`V`
+    keeps the torus: a translation flow wraps around it, and ``FlowSet.identity`` (the G-RNN) says
+    nothing of the data's motion, so it stays equivariant to static translations of the torus (the
+    experiment configs pick zeros for the G-RNN of a rotating task,
+    :attr:`~flow_escnn.models.ModelConfig.model_padding`).
+
+    Raises:
+        ValueError: for another ``padding_mode``.
+    """
+    one_of(padding_mode, PADDING_MODES + (AUTO_PADDING,), "padding_mode")
+    if padding_mode != AUTO_PADDING:
+        return padding_mode
+    return "circular" if needs_torus(flows) else "zeros"
+
+
+def needs_torus(flows: Any) -> bool:
+    """Whether an exact symmetry of a layer over ``flows`` needs circular padding (:func:`resolve_padding`)."""
+    if any(any(t != 0 for t in g.translation) for g in flows):
+        return True
+    return all(g.is_identity for g in flows)  # V = {0}: the G-RNN; no rotation flow chose the centre
 
 
 @refuses_pickle

@@ -86,7 +86,9 @@ class FERNN(FlowRNN):
 
     ``FERNN(in_type, hidden_type, flows, kernel_size=3, ...)`` called on ``[B, T, C_in, H, W]``
     returns a :class:`~flow_escnn.lifted.LiftedTensor` ``[B, T, |V|, C_hidden, H, W]``.
-    Circular padding by default, so translation flows are exact on the torus. With
+    Padding by the flow kind by default (``padding_mode="auto"``): circular, so translation flows are
+    exact on the torus; zeros for a :math:`V` of rotation flows, whose 90-degree flows stay exact on a
+    square grid. With
     ``FlowSet.identity(gspace)`` it is exactly a G-RNN.
 
     Example:
