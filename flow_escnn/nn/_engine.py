@@ -122,7 +122,7 @@ class LayerSpec:
 class _Moved(NamedTuple):
     conv_input: torch.Tensor  # [B*V, C, H(+2p), W(+2p)]: what W convolves
     state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
-    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu), stationary frame; circularly padded or not
+    readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu), stationary frame; circularly padded or not; None unless asked
 
 
 Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
@@ -254,8 +254,8 @@ class Recurrence(torch.nn.Module):
     def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
                   pool: Optional[str] = None, act: Optional[Act] = None) -> _Moved:
         """:math:`\\tilde s_{t-1} = M(\\psi_1(\\nu)\\, a_t^{-1} s_{t-1})` (hidden; :math:`a_t^{-1}` the self-motion
-        ``act`` of step ``t``, when given) or :math:`k_{t-1}` padded (co-moving); the readout pooled over
-        :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
+        ``act`` of step ``t``, when given) or :math:`k_{t-1}` padded (co-moving); the readout (``None`` unless
+        ``need_readout``) pooled over :math:`V` by ``pool`` (``"max"`` / ``"mean"``) when given."""
         spec = self.layers[l]
         if act is not None:
             state = tuple(act(t, s) for s in state)
@@ -278,10 +278,10 @@ class Recurrence(torch.nn.Module):
                 moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
         conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
         views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
-        if readout is None and not self.comoving and not spec.learned_transport:
+        if need_readout and readout is None and not self.comoving and not spec.learned_transport:
             readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
         if readout is not None and pool is not None and not self.comoving:  # co-moving: pooled by the transport
-            readout = reduce_over(readout, 1, pool)
+            readout = reduce_over(readout, 1, pool)  # only when read: a pooling nobody reads is a full pass over V
         return _Moved(conv_input, views, readout)
 
     def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
