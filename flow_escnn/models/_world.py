@@ -65,6 +65,7 @@ from flow_escnn._validate import non_negative_int, one_of, positive_int
 from flow_escnn.flows._action import ActionTransport, QuarterTurns, check_actions
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._planar import steps_per_turn
+from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.models._program import OUTPUT_ACTIVATIONS, ProgramCache, build_decoder, decoder_weights, run_decoder
 from flow_escnn.nn.cell_kinds import sequence_layer
@@ -116,6 +117,22 @@ def _check_episode(views: Any, actions: Any, channels: int, view: Tuple[int, int
     return check_actions(actions, views.shape[0], views.shape[1] + num_predictions)
 
 
+class _Window(torch.autograd.Function):
+    """``z[..., rows, cols]`` as a contiguous copy; backward: one zero map with the window's gradient in it
+    (autograd's two slice backwards would fill two zero tensors, and a strided window slows the pool over V)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:  # type: ignore[override]
+        ctx.shape, ctx.rows, ctx.cols = z.shape, rows, cols
+        return z[..., rows, cols].contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
+        out = g.new_zeros(ctx.shape)
+        out[..., ctx.rows, ctx.cols] = g
+        return out, None, None
+
+
 class WorldProgram(torch.nn.Module):
     """The world model as plain torch: the encoder's engine program (map grid, view window), the
     self-motion (:class:`~flow_escnn.flows._action.QuarterTurns` or
@@ -143,10 +160,15 @@ class WorldProgram(torch.nn.Module):
         self.imagine = one_of(imagine, IMAGINE, "imagine")
 
     def read(self, z: torch.Tensor) -> torch.Tensor:
-        """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]``."""
+        """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]`` (contiguous)."""
         top, left, h, w = self.window
         p = (z.shape[-1] - self.recurrence.grid_shape[1]) // 2
-        return z[..., top + p : top + p + h, left + p : left + p + w]
+        if (h, w) == tuple(z.shape[-2:]):
+            return z
+        rows, cols = slice(top + p, top + p + h), slice(left + p, left + p + w)
+        if torch.is_grad_enabled() and z.requires_grad:
+            return _Window.apply(z, rows, cols)
+        return z[..., rows, cols].contiguous()
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
         """``Dec`` on pooled view windows ``[N, C, h, w]`` (zero padding; circular for a view that is the world)."""
@@ -179,13 +201,15 @@ class WorldProgram(torch.nn.Module):
         t_in = views.shape[1]
         x = self.inputs(views, actions)
 
-        def predict(s: int, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-            frame = self.decode(weights, self.read(pooled))
+        def predict(s: int, guess: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            # the window first, then the pool over V: the same values and gradient as pooling the whole map
+            # (the engine's readout_pool) and reading its window, at the window's cost
+            frame = self.decode(weights, reduce_over(self.read(guess), 1, self.pool))
             return frame, self.inputs(frame[:, None], actions[:, s : s + 1])[:, 0]  # fed back under "feedback"
 
         res = self.recurrence.run(
             x, weights, keep_outputs=False, predict=predict, predict_from=t_in, extra_steps=num_predictions - 1,
-            checkpoint=self.checkpoint, readout_pool=self.pool, act=self.act(actions),
+            checkpoint=self.checkpoint, act=self.act(actions),
             carry_past_inputs=self.imagine == "carry",
         )
         return torch.stack(res.predictions, dim=1)
