@@ -259,3 +259,55 @@ def test_pooled_readouts_are_the_pooled_guesses(mode, pool):
         assert _rel(pooled, ref) <= 1e-12 and max(_rel(a, b) for a, b in zip(grads, ref_grads)) <= 1e-12
     dropped, _ = run(None, lambda g: reduce_velocities(g[:, :-1], pool))
     assert _rel(pooled, dropped) > 1e-3
+
+
+# -- the zero initial state ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell,mode,mixing", list(_cases()))
+def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixing):
+    """With no initial state the first step neither transports nor convolves the zero state (``W * 0 = 0``):
+    predictions, final states and gradients equal those of a run handed explicit zero states (which takes
+    the full step), bit for bit, for every cell kind, frame and V-mixing, with and without checkpointing.
+    Control: the shortcut is taken (one recurrent convolution fewer) and an explicit non-zero state is seen."""
+    from flow_escnn.nn import _engine
+
+    torch.manual_seed(0)
+    model = _randomize(NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), cell=cell, mode=mode, decoder_layers=1,
+                                          **_kwargs(cell, mixing)).to(F64))
+    x = _x(t=4)
+    program = model.encoder.recurrence((6, 6), "cpu", 6)
+
+    def run(h0, checkpoint=False):
+        weights = model.encoder.weights()
+        res = program.run(x, weights, h0, predict=lambda s, g: g[..., :1, :, :].amax(1)[:, :1] if g.shape[-1] == 6
+                          else g[..., 1:7, 1:7].amax(1)[:, :1], predict_from=2, extra_steps=2, checkpoint=checkpoint)
+        out = torch.stack(res.predictions, 1)
+        finals = torch.cat([s.reshape(-1) for layer in res.states for s in layer])
+        grads = torch.autograd.grad(out.square().sum() + finals.sum(), list(model.encoder.parameters()))
+        return out.detach(), finals.detach(), grads
+
+    zeros = program.zero_state(2, F64, torch.device("cpu"))
+    calls = []
+    real = _engine.conv2d
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    _engine.conv2d = counting
+    try:
+        out, finals, grads = run(None)
+        skipped = len(calls)
+        calls.clear()
+        ref, ref_finals, ref_grads = run(zeros)
+        assert len(calls) == skipped + 1  # the full first step convolves the zero state once more
+    finally:
+        _engine.conv2d = real
+    assert torch.equal(out, ref) and torch.equal(finals, ref_finals)
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    ck_out, ck_finals, ck_grads = run(None, checkpoint=True)  # checkpointed: against the checkpointed full step
+    ck_ref, ck_ref_finals, ck_ref_grads = run(zeros, checkpoint=True)
+    assert torch.equal(ck_out, ck_ref) and torch.equal(ck_finals, ck_ref_finals)
+    assert all(torch.equal(a, b) for a, b in zip(ck_grads, ck_ref_grads))
+    # control: a non-zero initial state changes the predictions
+    other, _, _ = run([tuple(s + 0.1 for s in layer) for layer in zeros])
+    assert not torch.equal(other, ref)

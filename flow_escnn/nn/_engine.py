@@ -120,7 +120,7 @@ class LayerSpec:
 
 
 class _Moved(NamedTuple):
-    conv_input: torch.Tensor  # [B*V, C, H(+2p), W(+2p)]: what W convolves
+    conv_input: Optional[torch.Tensor]  # [B*V, C, H(+2p), W(+2p)]: what W convolves; None: the zero initial state
     state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
     readout: Optional[torch.Tensor]  # psi_1(nu) h_{t-1}(nu), stationary frame; circularly padded or not; None unless asked
 
@@ -296,10 +296,14 @@ class Recurrence(torch.nn.Module):
         spec = self.layers[l]
         ww = weights[f"l{l}_w_weight"]
         b, v, c, h, w = moved.state[0].shape
-        bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
-        bt = bt.view(b, v, bt.shape[1], h, w)
-        if spec.learned_transport:
-            bt = self._velocity_kernel(l, bt, weights)
+        if moved.conv_input is None:  # the zero initial state: W * 0 = 0, written fresh (the updates write into it)
+            s0 = moved.state[0]
+            bt = torch.zeros(b, v, ww.shape[0], h, w, dtype=s0.dtype, device=s0.device)
+        else:
+            bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
+            bt = bt.view(b, v, bt.shape[1], h, w)
+            if spec.learned_transport:
+                bt = self._velocity_kernel(l, bt, weights)
         if spec.nonlinearity in FIELD_NONLINEARITIES:
             return (field_nonlinearity(bt + u.to(bt.dtype), getattr(self, f"fields{l}"), spec.num_fields,
                                        spec.nonlinearity),)
@@ -414,7 +418,13 @@ class Recurrence(torch.nn.Module):
                 t = t0 + i
                 want = predict is not None and predict_from <= t <= last_predict
                 layers = range(len(self.layers)) if t < n_updates else [last]
-                moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool, act) for l in layers}
+                if i == 0 and not flat and act is None and not want:
+                    # the zero initial state: its transport is zero and W * 0 = 0 (update() writes zeros for it),
+                    # so neither the transports nor the recurrent convolutions of step 0 run
+                    moved = {l: _Moved(None, st[l], None) for l in layers}
+                else:
+                    moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool, act)
+                             for l in layers}
                 guess = None
                 if want:
                     guess = predict(t, moved[last].readout)
