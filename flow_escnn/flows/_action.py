@@ -31,7 +31,7 @@ SO(2)). ``(0, 0, 0)`` is standing still.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -105,10 +105,10 @@ def _along(index: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
     return index.reshape(shape).expand(x.shape)
 
 
-def _permute_along(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
-    """Per-sample permutation ``index [B, N]`` of axis ``dim`` of ``x [B, ...]``."""
+def _permute_along(x: torch.Tensor, dim: int, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Per-sample permutation ``index [B, N]`` of axis ``dim`` of ``x [B, ...]`` (``inverse``: its inverse)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return _PermuteAlong.apply(x, dim, index, inverse_permutation(index))
+        return _PermuteAlong.apply(x, dim, index, inverse)
     return x.gather(dim, _along(index, x, dim))
 
 
@@ -275,41 +275,59 @@ class QuarterTurns(torch.nn.Module):
 
     def forward(self, h: torch.Tensor, actions: torch.Tensor, quarters: torch.Tensor) -> torch.Tensor:
         """:math:`a_b^{-1}\\cdot h_b` for actions ``[B, 3]`` whose turns are ``quarters`` ``[B]``."""
-        b, v, c, hh, ww = h.shape
-        n = hh * ww
-        dev = h.device
-        q = quarters.to(dev)
-        a = actions.detach().to(device=dev, dtype=torch.float64)
-        if not bool((a[:, :2] == a[:, :2].round()).all()):
+        return self.episode(actions[:, None], quarters[:, None], h.shape, h.device)(0, h)
+
+    def episode(self, actions: torch.Tensor, quarters: torch.Tensor, shape: Tuple[int, ...],
+                device: torch.device) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """``move(t, h)``: :math:`a_{b,t}^{-1}\\cdot h_b` for maps ``h`` of ``shape`` ``[B, V, C, H, W]``, with the
+        tables of all the steps of actions ``[B, T, 3]`` (turns ``quarters [B, T]``) checked and built at once."""
+        b, v, c, hh, ww = shape
+        t_steps = actions.shape[1]
+        q = quarters.to(device)
+        a = actions.detach().to(device=device, dtype=torch.float64)
+        if not bool((a[..., :2] == a[..., :2].round()).all()):
             raise ValueError("actions move by whole pixels (ux, uy integers), so that self-motion is exact on the grid")
-        if not bool(a.abs().any()):
-            return h
-        odd = bool((q % 2 == 1).any())
-        if odd and hh != ww:
+        moving = a.abs().reshape(b, t_steps, 3).any(-1).any(0).tolist()  # per step: does some sample act
+        if bool((q % 2 == 1).any()) and hh != ww:
             raise ValueError(f"quarter turns need a square map, got {hh}x{ww}")
         for qq in torch.unique(q).tolist():
             if self.why[qq]:
                 raise ValueError(f"a turn by {90 * qq} degrees relabels the velocities of V, but {self.why[qq]}. "
                                  f"{_CLOSED_V}")
-        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=dev)[q][:, None]
-        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64, device=dev)[q][:, None]
+        qt = q.t()  # [T, B]: one contiguous table per step
+        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=device)[qt][..., None]
+        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64, device=device)[qt][..., None]
         # a^{-1} f (x) = rho(r)^-1 f(r x + u): the source of each output pixel
-        sx = cos * self.x - sin * self.y + a[:, 0:1]
-        sy = sin * self.x + cos * self.y + a[:, 1:2]
+        at = a.transpose(0, 1)
+        sx = cos * self.x - sin * self.y + at[..., 0:1]
+        sy = sin * self.x + cos * self.y + at[..., 1:2]
         col = torch.round(sx + (ww - 1) / 2.0).long() % ww
         row = torch.round((hh - 1) / 2.0 - sy).long() % hh
-        pix = row * ww + col  # [B, HW]
-        # three per-sample permutations, each along its own axis with a small index: pixels, then
-        # (V, channel) rows, then (where fibers are not permutations) the fiber matrices
-        moved = _permute_along(h.reshape(b, v * c, n), 2, pix)
-        turned = bool((q != 0).any()) or not self.still_identity
-        if self.permutation_fibers:
-            if turned:  # V and channel relabelling together ([B, V*C]); q = 0 is the identity
-                rows = (self.vperms[q][:, :, None] * c + self.cperms[q][:, None, :]).reshape(b, v * c)
-                moved = _permute_along(moved, 1, rows)
-            return moved.view(b, v, c, hh, ww)
-        moved = moved.view(b, v, c * n)
-        if turned:
-            moved = _permute_along(moved, 1, self.vperms[q])
-        out = torch.einsum("bij,bvjn->bvin", self.fibers[q].to(h.dtype), moved.view(b, v, c, n))
-        return out.reshape(b, v, c, hh, ww)
+        pix = (row * ww + col).contiguous()  # [T, B, HW]
+        pix_inv = inverse_permutation(pix)
+        turned = ((qt != 0).any(-1) | (not self.still_identity)).tolist()  # per step
+        if self.permutation_fibers:  # V and channel relabelling together ([B, V*C]); q = 0 is the identity
+            rows = (self.vperms[qt][..., :, None] * c + self.cperms[qt][..., None, :]).reshape(t_steps, b, v * c)
+        else:
+            rows = self.vperms[qt]  # [T, B, V]
+            fibers = self.fibers[qt]  # [T, B, C, C]
+        rows_inv = inverse_permutation(rows)
+        n = hh * ww
+
+        def move(t: int, h: torch.Tensor) -> torch.Tensor:
+            if not moving[t]:
+                return h
+            # three per-sample permutations, each along its own axis with a small index: pixels, then
+            # (V, channel) rows, then (where fibers are not permutations) the fiber matrices
+            moved = _permute_along(h.reshape(b, v * c, n), 2, pix[t], pix_inv[t])
+            if self.permutation_fibers:
+                if turned[t]:
+                    moved = _permute_along(moved, 1, rows[t], rows_inv[t])
+                return moved.view(b, v, c, hh, ww)
+            moved = moved.view(b, v, c * n)
+            if turned[t]:
+                moved = _permute_along(moved, 1, rows[t], rows_inv[t])
+            out = torch.einsum("bij,bvjn->bvin", fibers[t].to(h.dtype), moved.view(b, v, c, n))
+            return out.reshape(b, v, c, hh, ww)
+
+        return move

@@ -55,7 +55,7 @@ for integer moves and quarter turns on a torus.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -175,18 +175,30 @@ class WorldProgram(torch.nn.Module):
         return run_decoder(z, weights, self.decoder_layers, "circular" if self.fully_observed else "zeros",
                            self.activation)
 
-    def act(self, actions: torch.Tensor) -> Optional[Callable[[int, torch.Tensor], torch.Tensor]]:
-        """The engine's self-motion ``act(t, s)`` for actions ``[B, T, 3]`` (None without self-motion)."""
+    def act(self, actions: torch.Tensor, steps: int) -> Optional[Callable[[int, torch.Tensor], torch.Tensor]]:
+        """The engine's self-motion ``act(t, s)`` for the first ``steps`` actions of ``[B, T, 3]`` (None without
+        self-motion). Exact moves (integer moves, quarter turns) are checked and their tables built once for
+        all the steps (:meth:`~flow_escnn.flows._action.QuarterTurns.episode`); other turns go step by step."""
         if self.motion is None:
             return None
         motion = self.motion
-        if isinstance(motion, QuarterTurns):
-            quarters = QuarterTurns.of_steps(actions[..., 2], self.steps_per_turn)
-            if quarters is None:
+        actions = actions[:, :steps]
+        quarters = QuarterTurns.of_steps(actions[..., 2], self.steps_per_turn)
+        if quarters is None:
+            if isinstance(motion, QuarterTurns):
                 raise ValueError("this model transports quarter turns only (an exported world model has no "
                                  "interpolation tables): turn by multiples of 90 degrees")
-            return lambda t, s: motion(s, actions[:, t], quarters[:, t])
-        return lambda t, s: motion(s, actions[:, t])
+            return lambda t, s: motion(s, actions[:, t])
+        exact = motion if isinstance(motion, QuarterTurns) else motion.quarters
+        episodes: Dict[Tuple[Any, ...], Callable[[int, torch.Tensor], torch.Tensor]] = {}  # per state shape
+
+        def act(t: int, s: torch.Tensor) -> torch.Tensor:
+            key = (tuple(s.shape), s.device)
+            if key not in episodes:
+                episodes[key] = exact.episode(actions, quarters, s.shape, s.device)
+            return episodes[key](t, s)
+
+        return act
 
     def inputs(self, views: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The engine's input frames ``[B, n, C + 1 (+ 3), h, w]`` for views ``[B, n, C, h, w]``: the views, the
@@ -209,7 +221,7 @@ class WorldProgram(torch.nn.Module):
 
         res = self.recurrence.run(
             x, weights, keep_outputs=False, predict=predict, predict_from=t_in, extra_steps=num_predictions - 1,
-            checkpoint=self.checkpoint, act=self.act(actions),
+            checkpoint=self.checkpoint, act=self.act(actions, t_in + num_predictions),
             carry_past_inputs=self.imagine == "carry",
         )
         return torch.stack(res.predictions, dim=1)
@@ -338,7 +350,7 @@ class WorldModel(torch.nn.Module):
         a = _check_episode(views, actions, self.in_type.size, self.view_size, 1).to(views.device)
         recurrence = self.encoder.recurrence(self.world_size, views.device, views.shape[1], view=self._view)
         program = self._new_program(recurrence, self.motion)
-        res = recurrence.run(program.inputs(views, a), self.weights(), act=program.act(a),
+        res = recurrence.run(program.inputs(views, a), self.weights(), act=program.act(a, views.shape[1]),
                              carry_past_inputs=self.imagine == "carry")
         return torch.stack(res.outputs, dim=1)
 
