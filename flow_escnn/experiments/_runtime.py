@@ -32,6 +32,7 @@ __all__ = [
     "set_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "load_run_model",
     "CheckpointError",
     "OutputWriteError",
     "versions",
@@ -192,6 +193,17 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path} is a torch file but not a flow_escnn checkpoint (no model/config inside)")
     return payload
+
+
+def load_run_model(checkpoint: PathLike, config_class: Any, build: Callable[[Any], torch.nn.Module],
+                   device: Any = "cpu") -> Any:
+    """``(model, config, payload)`` of a run checkpoint: its config read as ``config_class`` and resolved,
+    the model built by ``build(config)`` with the checkpoint's weights, in eval mode on ``device``."""
+    payload = load_checkpoint(checkpoint)
+    config = config_class.from_dict(payload["config"]).resolve()
+    model = build(config)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), config, payload
 
 
 class CheckpointError(ValueError):

@@ -22,7 +22,7 @@ from flow_escnn.experiments._config import ExperimentConfig, build_model
 from flow_escnn.experiments._datasets import ExperimentData
 from flow_escnn.experiments._evaluation import evaluate_model, mse_per_step, run_metrics
 from flow_escnn.experiments._loop import NonFiniteLossError, TrainingInterrupted
-from flow_escnn.experiments._runtime import PathLike, load_checkpoint
+from flow_escnn.experiments._runtime import PathLike, load_checkpoint, load_run_model
 from flow_escnn.experiments._task import (
     CHECKPOINT_NAME,
     ProgressFactory,
@@ -151,8 +151,4 @@ def train_flowing(
 
 def load_model(checkpoint: PathLike, device: Any = "cpu") -> Any:
     """``(model, config, payload)`` of a checkpoint, the model in eval mode on ``device``."""
-    payload = load_checkpoint(checkpoint)
-    config = ExperimentConfig.from_dict(payload["config"]).resolve()
-    model = build_model(config)
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval(), config, payload
+    return load_run_model(checkpoint, ExperimentConfig, build_model, device)

@@ -32,7 +32,7 @@ from flow_escnn.experiments._config import parse_velocities
 from flow_escnn.experiments._datasets import digit_source
 from flow_escnn.experiments._evaluation import training_record
 from flow_escnn.experiments._loop import Optimisation, SpeedSwitches, check_training, no_progress
-from flow_escnn.experiments._runtime import PathLike, load_checkpoint, versions
+from flow_escnn.experiments._runtime import PathLike, load_run_model, versions
 from flow_escnn.experiments._task import ProgressFactory, Task, train_task
 from flow_escnn.flows.kinds import TRANSLATION
 from flow_escnn.models._config import WorldModelConfig
@@ -281,8 +281,4 @@ def train_world(config: WorldExperimentConfig, out_dir: PathLike, resume: bool =
 
 def load_world_model(checkpoint: PathLike, device: Any = "cpu") -> Any:
     """``(model, config, payload)`` of a ``world`` checkpoint, the model in eval mode on ``device``."""
-    payload = load_checkpoint(checkpoint)
-    config = WorldExperimentConfig.from_dict(payload["config"]).resolve()
-    model = build_world_model(config)
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval(), config, payload
+    return load_run_model(checkpoint, WorldExperimentConfig, build_world_model, device)
