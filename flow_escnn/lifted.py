@@ -3,7 +3,7 @@
 A FERNN hidden state is a function :math:`h(\\nu, x)` of a velocity :math:`\\nu \\in V`
 and a pixel :math:`x`, with fibers of an escnn ``FieldType``. It is stored as
 ``[B, V, C, H, W]`` (one frame) or ``[B, T, V, C, H, W]`` (a sequence), with the V axis
-ordered like ``flows.velocities``.
+ordered like ``flows.velocities``; on a 3D gspace every ``H, W`` reads ``D, H, W``.
 
 Group actions on a lifted tensor (see :mod:`flow_escnn.flows._flowset`):
 
@@ -20,9 +20,9 @@ from typing import Any, Sequence, Tuple
 import torch
 
 from flow_escnn._compat import enn
-from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet, VelocityLike
-from flow_escnn.flows._transport import TransportPlan
+from flow_escnn.flows._plans import fiber_element, transport_plan
+from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.sequences import FieldTypeOver, TypedTensor
 
@@ -69,8 +69,8 @@ class LiftedFieldType(FieldTypeOver):
         return f"LiftedFieldType(C={self.size}, {self._field_type!r}, {self._flows!r})"
 
     def static_plan(
-        self, g: Any, grid_shape: Tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION
-    ) -> Tuple[TransportPlan, torch.Tensor]:
+        self, g: Any, grid_shape: Tuple[int, ...], interpolation: str = DEFAULT_INTERPOLATION
+    ) -> Tuple[GatherTransport, torch.Tensor]:
         """Plan and V-source indices for the static action of fiber element ``g``.
 
         Returns:
@@ -80,8 +80,8 @@ class LiftedFieldType(FieldTypeOver):
             ValueError: when V is not closed under ``g``.
         """
         src = self._flows.action_permutation(~g)
-        plan = TransportPlan(
-            self._field_type, [GridElement(self.gspace, g)] * len(self._flows), grid_shape, interpolation
+        plan = transport_plan(
+            self._field_type, [fiber_element(self.gspace, g)] * len(self._flows), grid_shape, interpolation
         )
         return plan, torch.as_tensor(src, dtype=torch.long)
 
@@ -122,16 +122,18 @@ class LiftedTensor(TypedTensor):
             raise TypeError(f"tensor must be a torch.Tensor, got {tensor.__class__.__name__}")
         if not isinstance(type, LiftedFieldType):
             raise TypeError(f"type must be a LiftedFieldType, got {type.__class__.__name__}")
-        if tensor.dim() not in (5, 6):
+        nd = type.spatial_dims
+        axes = "D, H, W" if nd == 3 else "H, W"
+        if tensor.dim() not in (3 + nd, 4 + nd):
             raise ValueError(
-                f"a LiftedTensor is [B, V, C, H, W] or [B, T, V, C, H, W]; got rank {tensor.dim()} "
+                f"a LiftedTensor is [B, V, C, {axes}] or [B, T, V, C, {axes}]; got rank {tensor.dim()} "
                 f"shape {tuple(tensor.shape)}"
             )
-        v, c = tensor.shape[-4], tensor.shape[-3]
+        v, c = tensor.shape[-nd - 2], tensor.shape[-nd - 1]
         if (v, c) != (len(type), type.size):
             raise ValueError(
-                f"tensor has V={v}, C={c} at dims -4, -3 but its type expects V={len(type)}, C={type.size} "
-                f"(shape {tuple(tensor.shape)})"
+                f"tensor has V={v}, C={c} at dims {-nd - 2}, {-nd - 1} but its type expects V={len(type)}, "
+                f"C={type.size} (shape {tuple(tensor.shape)})"
             )
         self.tensor = tensor
         self.type = type
@@ -139,21 +141,22 @@ class LiftedTensor(TypedTensor):
     # -- shape helpers --------------------------------------------------------------------------
     @property
     def is_sequence(self) -> bool:
-        return self.tensor.dim() == 6
+        return self.tensor.dim() == 4 + self.type.spatial_dims
 
     @property
     def flows(self) -> FlowSet:
         return self.type.flows
 
     def __repr__(self) -> str:
-        layout = "[B, T, V, C, H, W]" if self.is_sequence else "[B, V, C, H, W]"
+        axes = "D, H, W" if self.type.spatial_dims == 3 else "H, W"
+        layout = f"[B, T, V, C, {axes}]" if self.is_sequence else f"[B, V, C, {axes}]"
         return f"LiftedTensor(shape={tuple(self.tensor.shape)} {layout}, {self.type!r})"
 
     # -- folding to escnn ------------------------------------------------------------------------
     def fold(self) -> Any:
         """All leading axes (B, T, V) folded into escnn's batch: a ``GeometricTensor [N, C, H, W]``."""
-        c, h, w = self.tensor.shape[-3:]
-        return enn.GeometricTensor(self.tensor.reshape(-1, c, h, w), self.type.field_type)
+        nd = self.type.spatial_dims
+        return enn.GeometricTensor(self.tensor.reshape(-1, *self.tensor.shape[-nd - 1:]), self.type.field_type)
 
     @classmethod
     def unfold(cls, x: Any, type: LiftedFieldType, leading: Sequence[int]) -> "LiftedTensor":  # noqa: A002
@@ -168,8 +171,7 @@ class LiftedTensor(TypedTensor):
             if x.type != type.field_type:
                 raise ValueError(f"GeometricTensor of type {x.type} cannot unfold into {type}")
             x = x.tensor
-        c, h, w = x.shape[-3:]
-        return cls(x.reshape(*leading, len(type), c, h, w), type)
+        return cls(x.reshape(*leading, len(type), *x.shape[1:]), type)
 
     def frame(self, t: int) -> "LiftedTensor":
         """Frame ``t`` of a sequence, as a ``[B, V, C, H, W]`` lifted tensor.
@@ -185,7 +187,7 @@ class LiftedTensor(TypedTensor):
 
     def velocity_slice(self, velocity: VelocityLike) -> torch.Tensor:
         """The slice :math:`h(\\nu)`: ``[B, C, H, W]`` or ``[B, T, C, H, W]``."""
-        return self.tensor.select(-4, self.flows.index(velocity))
+        return self.tensor.select(-self.type.spatial_dims - 2, self.flows.index(velocity))
 
     # -- group actions ---------------------------------------------------------------------------
     def transform(self, g: Any, interpolation: str = DEFAULT_INTERPOLATION) -> "LiftedTensor":
@@ -198,7 +200,7 @@ class LiftedTensor(TypedTensor):
         """
         plan, src = self.type.static_plan(g, self.grid_shape, interpolation)
         plan = plan.to(self.tensor.device)
-        permuted = self.tensor.index_select(-4, src.to(self.tensor.device))
+        permuted = self.tensor.index_select(-self.type.spatial_dims - 2, src.to(self.tensor.device))
         return LiftedTensor(plan(permuted), self.type)
 
     def transform_flow(
@@ -227,10 +229,12 @@ class LiftedTensor(TypedTensor):
             raise ValueError("cannot transform a lifted sequence with T=0 frames")
         shifted = x.index_select(2, src.clamp(min=0))
         elements = [mu_gen.psi(start + t) for t in range(t_len) for _ in range(len(flows))]
-        plan = TransportPlan(self.type.field_type, elements, self.grid_shape, interpolation).to(x.device)
-        b, _, v, c, h, w = x.shape
-        out = plan(shifted.reshape(b, t_len * v, c, h, w)).reshape(b, t_len, v, c, h, w)
-        out = torch.where(valid.view(1, 1, v, 1, 1, 1), out, torch.zeros((), dtype=out.dtype, device=out.device))
+        plan = transport_plan(self.type.field_type, elements, self.grid_shape, interpolation).to(x.device)
+        b, _, v, c = x.shape[:4]
+        fibre = tuple(x.shape[3:])
+        out = plan(shifted.reshape(b, t_len * v, *fibre)).reshape(b, t_len, v, *fibre)
+        mask = valid.view(1, 1, v, *(1,) * len(fibre))
+        out = torch.where(mask, out, torch.zeros((), dtype=out.dtype, device=out.device))
         if not self.is_sequence:
             out = out.squeeze(1)
         return LiftedTensor(out, self.type), valid

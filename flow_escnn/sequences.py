@@ -21,10 +21,9 @@ from typing import Any, Dict, Sequence, Tuple, Union
 import torch
 
 from flow_escnn._compat import enn
-from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet, VelocityLike
+from flow_escnn.flows._plans import fiber_element, spatial_dims, transport_plan
 from flow_escnn.flows._spec import decode, encode
-from flow_escnn.flows._transport import TransportPlan
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 
 __all__ = [
@@ -54,6 +53,11 @@ class FieldTypeOver:
     @property
     def gspace(self) -> Any:
         return self._field_type.gspace
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for fields on a plane (``[..., H, W]``), 3 on a volume (``[..., D, H, W]``; a 3D gspace)."""
+        return spatial_dims(self._field_type.gspace)
 
     @property
     def size(self) -> int:
@@ -187,9 +191,9 @@ class TypedTensor:
         return self.tensor.size()
 
     @property
-    def grid_shape(self) -> Tuple[int, int]:
-        """``(H, W)``."""
-        return (int(self.tensor.shape[-2]), int(self.tensor.shape[-1]))
+    def grid_shape(self) -> Tuple[int, ...]:
+        """``(H, W)``, or ``(D, H, W)`` on a 3D gspace."""
+        return tuple(int(n) for n in self.tensor.shape[-self.type.spatial_dims:])
 
     def to(self, *args: Any, **kwargs: Any) -> Any:
         """``self.tensor.to(*args, **kwargs)`` with the same type (as ``GeometricTensor.to``)."""
@@ -291,15 +295,15 @@ class SequenceTensor(TypedTensor):
             raise TypeError(
                 f"type must be a SequenceFieldType or an escnn FieldType, got {type.__class__.__name__}"
             )
-        if tensor.dim() != 5 or tensor.shape[2] != type.size:
+        if tensor.dim() != 3 + type.spatial_dims or tensor.shape[2] != type.size:
             raise ValueError(
-                f"a SequenceTensor is [B, T, C={type.size}, H, W] for its type; got shape {tuple(tensor.shape)}"
+                f"a SequenceTensor is [B, T, C={type.size}, {_axes(type)}] for its type; got shape {tuple(tensor.shape)}"
             )
         self.tensor = tensor
         self.type = type
 
     def __repr__(self) -> str:
-        return f"SequenceTensor(shape={tuple(self.tensor.shape)} [B, T, C, H, W], {self.type!r})"
+        return f"SequenceTensor(shape={tuple(self.tensor.shape)} [B, T, C, {_axes(self.type)}], {self.type!r})"
 
     # -- to and from escnn ------------------------------------------------------------------------
     def frame(self, t: int) -> Any:
@@ -313,7 +317,7 @@ class SequenceTensor(TypedTensor):
 
     def fold(self) -> Any:
         """Batch and time folded into escnn's batch: a ``GeometricTensor [B*T, C, H, W]``."""
-        return enn.GeometricTensor(self.tensor.reshape(-1, *self.tensor.shape[-3:]), self.type.field_type)
+        return enn.GeometricTensor(self.tensor.reshape(-1, *self.tensor.shape[2:]), self.type.field_type)
 
     @classmethod
     def unfold(cls, x: Any, type: Any, leading: Sequence[int]) -> "SequenceTensor":  # noqa: A002
@@ -327,12 +331,12 @@ class SequenceTensor(TypedTensor):
             if x.type != type.field_type:
                 raise ValueError(f"GeometricTensor of type {x.type} cannot unfold into {type}")
             x = x.tensor
-        return cls(x.reshape(*leading, *x.shape[-3:]), type)
+        return cls(x.reshape(*leading, *x.shape[1:]), type)
 
     # -- group actions ---------------------------------------------------------------------------
     def transform(self, g: Any, interpolation: str = DEFAULT_INTERPOLATION) -> "SequenceTensor":
         """Static action :math:`(g\\cdot f)_t = g\\cdot f_t` of a fiber element ``g``."""
-        plan = TransportPlan(self.type.field_type, [GridElement(self.type.gspace, g)], self.grid_shape, interpolation)
+        plan = transport_plan(self.type.field_type, [fiber_element(self.type.gspace, g)], self.grid_shape, interpolation)
         return SequenceTensor(plan.to(self.tensor.device)(self.tensor.unsqueeze(2)).squeeze(2), self.type)
 
     def transform_flow(
@@ -341,5 +345,9 @@ class SequenceTensor(TypedTensor):
         """Flow action :math:`(\\mu\\cdot f)_t = \\psi_{\\text{start}+t}(\\mu)\\cdot f_t`."""
         gen = FlowSet(self.type.gspace, [mu]).generators[0]
         elements = [gen.psi(start + t) for t in range(self.tensor.shape[1])]
-        plan = TransportPlan(self.type.field_type, elements, self.grid_shape, interpolation).to(self.tensor.device)
+        plan = transport_plan(self.type.field_type, elements, self.grid_shape, interpolation).to(self.tensor.device)
         return SequenceTensor(plan(self.tensor), self.type)
+
+
+def _axes(t: FieldTypeOver) -> str:
+    return "D, H, W" if t.spatial_dims == 3 else "H, W"

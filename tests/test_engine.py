@@ -170,8 +170,17 @@ def test_circular_pad_matches_torch_and_refuses_oversized_padding():
     x = torch.randn(2, 3, 4, 5, dtype=F64, requires_grad=True)
     torch.testing.assert_close(circular_pad(x, 2), torch.nn.functional.pad(x, (2,) * 4, mode="circular"), rtol=0, atol=0)
     assert torch.autograd.gradcheck(lambda z: circular_pad(z, 2), (x,))
-    with pytest.raises(ValueError, match="needs a grid of at least 5x5"):
+    with pytest.raises(ValueError, match="needs a grid of at least 5 per axis, got 4x5"):
         circular_pad(x, 5)
+
+
+def test_circular_pad_of_a_volume_matches_torch():
+    """The same tables on a (D, H, W) grid: F.pad's circular padding of a 5-D tensor, values and gradients."""
+    x = torch.randn(2, 3, 3, 4, 5, dtype=F64, requires_grad=True)
+    torch.testing.assert_close(circular_pad(x, 2, dims=3), torch.nn.functional.pad(x, (2,) * 6, mode="circular"),
+                               rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda z: circular_pad(z, 2, dims=3), (x,))
+    assert not torch.equal(circular_pad(x, 1, dims=3)[..., 1:-1, :, :], torch.nn.functional.pad(x, (1,) * 6)[..., 1:-1, :, :])
 
 
 # -- input batches ------------------------------------------------------------------------------------------
@@ -287,13 +296,13 @@ def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixi
 
     zeros = program.zero_state(2, F64, torch.device("cpu"))
     calls = []
-    real = _engine.conv2d
+    real = _engine.conv
 
     def counting(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    _engine.conv2d = counting
+    _engine.conv = counting
     try:
         out, finals, grads = run(None)
         skipped = len(calls)
@@ -301,7 +310,7 @@ def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixi
         ref, ref_finals, ref_grads = run(zeros)
         assert len(calls) == skipped + 1  # the full first step convolves the zero state once more
     finally:
-        _engine.conv2d = real
+        _engine.conv = real
     assert torch.equal(out, ref) and torch.equal(finals, ref_finals)
     assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
     ck_out, ck_finals, ck_grads = run(None, checkpoint=True)  # checkpointed: against the checkpointed full step

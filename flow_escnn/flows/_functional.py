@@ -8,7 +8,9 @@ import torch
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet, VelocityLike
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
-from flow_escnn.flows._transport import TransportPlan
+from flow_escnn.flows._plans import spatial_dims, transport_plan
+
+_AXES = {2: "H, W", 3: "D, H, W"}
 
 __all__ = ["transport", "flow_sequence"]
 
@@ -16,7 +18,8 @@ __all__ = ["transport", "flow_sequence"]
 def transport(
     x: torch.Tensor, field_type: Any, element: GridElement, interpolation: str = DEFAULT_INTERPOLATION
 ) -> torch.Tensor:
-    """Transport a batch of fields ``[B, C, H, W]`` by one element (convenience; builds a plan).
+    """Transport a batch of fields ``[B, C, H, W]`` (``[B, C, D, H, W]`` on a 3D gspace, by a
+    :class:`~flow_escnn.flows._volume.VolumeElement`) by one element (convenience; builds a plan).
 
     For repeated use build a :class:`TransportPlan` once instead.
 
@@ -31,9 +34,10 @@ def transport(
         >>> torch.equal(y, torch.roll(x, shifts=(-2, 1), dims=(-2, -1)))
         True
     """
-    if x.dim() != 4:
-        raise ValueError(f"transport expects a tensor [B, C, H, W], got shape {tuple(x.shape)}")
-    plan = TransportPlan(field_type, [element], tuple(x.shape[-2:]), interpolation).to(x.device)
+    nd = spatial_dims(field_type.gspace)
+    if x.dim() != 2 + nd:
+        raise ValueError(f"transport expects a tensor [B, C, {_AXES[nd]}], got shape {tuple(x.shape)}")
+    plan = transport_plan(field_type, [element], tuple(x.shape[-nd:]), interpolation).to(x.device)
     return plan(x.unsqueeze(1)).squeeze(1)
 
 
@@ -47,7 +51,7 @@ def flow_sequence(
     """Apply a flow frame by frame: :math:`x'_t = \\psi_{\\text{start}+t}(\\mu)\\cdot x_t`.
 
     Args:
-        x: a sequence of fields ``[B, T, C, H, W]`` of type ``field_type``.
+        x: a sequence of fields ``[B, T, C, H, W]`` (``[B, T, C, D, H, W]`` on a 3D gspace) of type ``field_type``.
         field_type: the escnn ``FieldType`` of each frame.
         generator: the flow :math:`\\mu`: a :class:`~flow_escnn.flows._generator.FlowGenerator` of
             ``field_type``'s gspace, or a velocity ``(vx, vy)`` / ``(vx, vy, k)`` (:meth:`FlowSet.as_generator`).
@@ -57,11 +61,12 @@ def flow_sequence(
     Returns:
         The transformed sequence, same shape.
     """
-    if x.dim() != 5:
-        raise ValueError(f"flow_sequence expects a sequence [B, T, C, H, W], got shape {tuple(x.shape)}")
+    nd = spatial_dims(field_type.gspace)
+    if x.dim() != 3 + nd:
+        raise ValueError(f"flow_sequence expects a sequence [B, T, C, {_AXES[nd]}], got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise ValueError("flow_sequence got a sequence with T=0 frames")
     mu = FlowSet.as_generator(field_type.gspace, generator)
     elements = [mu.psi(start + t) for t in range(x.shape[1])]
-    plan = TransportPlan(field_type, elements, tuple(x.shape[-2:]), interpolation).to(x.device)
+    plan = transport_plan(field_type, elements, tuple(x.shape[-nd:]), interpolation).to(x.device)
     return plan(x)

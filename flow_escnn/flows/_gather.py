@@ -31,6 +31,8 @@ is a matrix product, deterministic).
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -47,44 +49,60 @@ __all__ = [
 ]
 
 
-def pad_index(h: int, w: int, pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """``[(H+2p)*(W+2p)]``: the unpadded pixel each pixel of the circularly padded grid shows."""
-    rows = torch.arange(-pad, h + pad, device=device) % h
-    cols = torch.arange(-pad, w + pad, device=device) % w
-    return (rows[:, None] * w + cols[None, :]).reshape(-1)
+def _grid(shape: Sequence[int]) -> Tuple[int, ...]:
+    return tuple(int(n) for n in shape)
 
 
-def interior_index(h: int, w: int, pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """``[H*W]``: the position of every unpadded pixel in the padded grid (row-major)."""
-    wp = w + 2 * pad
-    rows = torch.arange(pad, h + pad, device=device)
-    cols = torch.arange(pad, w + pad, device=device)
-    return (rows[:, None] * wp + cols[None, :]).reshape(-1)
+def _flat(axes: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+    """Row-major flat positions of the product of per-axis coordinates ``axes`` on a grid of ``sizes``."""
+    flat = axes[0]
+    for a, n in zip(axes[1:], sizes[1:]):
+        flat = flat[..., None] * n + a
+    return flat.reshape(-1)
 
 
-def ring_layers(h: int, w: int, pad: int, channels: int = 1, device: Optional[torch.device] = None) -> List[torch.Tensor]:
-    """The border ("ring") of the circularly padded grid, split into layers of distinct pixels.
+def pad_index(shape: Sequence[int], pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[prod(n + 2p)]``: the unpadded grid position each position of the circularly padded grid shows.
 
-    Every ring position shows an unpadded pixel a second, third or fourth time; layer ``l``
-    holds the ring positions that are the ``(l+1)``-th extra copy of their pixel, so within a
-    layer no pixel repeats (an indexed addition over one layer has no colliding targets,
-    which keeps it deterministic on every device). Positions are flat over ``channels``
-    copies of the padded grid: ``c*(H+2p)*(W+2p) + q``. Built from Python integers only.
+    ``shape`` is the grid, ``(H, W)`` or ``(D, H, W)`` (any rank), flattened row-major.
     """
-    hp, wp = h + 2 * pad, w + 2 * pad
+    shape = _grid(shape)
+    return _flat([torch.arange(-pad, n + pad, device=device) % n for n in shape], shape)
+
+
+def interior_index(shape: Sequence[int], pad: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[prod(n)]``: the position of every unpadded grid position in the padded grid (row-major)."""
+    shape = _grid(shape)
+    return _flat([torch.arange(pad, n + pad, device=device) for n in shape], [n + 2 * pad for n in shape])
+
+
+def ring_layers(
+    shape: Sequence[int], pad: int, channels: int = 1, device: Optional[torch.device] = None
+) -> List[torch.Tensor]:
+    """The border ("ring") of the circularly padded grid, split into layers of distinct positions.
+
+    Every ring position shows an unpadded position a second, third, ... time; layer ``l``
+    holds the ring positions that are the ``(l+1)``-th extra copy of their source, so within a
+    layer no source repeats (an indexed addition over one layer has no colliding targets,
+    which keeps it deterministic on every device). Positions are flat over ``channels``
+    copies of the padded grid: ``c*prod(n+2p) + q``. Built from Python integers only; any rank.
+    """
+    shape = _grid(shape)
+    padded = [n + 2 * pad for n in shape]
     seen: dict = {}
     layers: List[List[int]] = []
-    for r in range(hp):
-        for c in range(wp):
-            if pad <= r < pad + h and pad <= c < pad + w:
-                continue
-            shown = ((r - pad) % h) * w + (c - pad) % w
-            rank = seen.get(shown, 0)
-            seen[shown] = rank + 1
-            while len(layers) <= rank:
-                layers.append([])
-            layers[rank].append(r * wp + c)
-    offsets = torch.arange(channels)[:, None] * (hp * wp)
+    for q, pos in enumerate(itertools.product(*(range(n) for n in padded))):
+        if all(pad <= r < pad + n for r, n in zip(pos, shape)):
+            continue
+        shown = 0
+        for r, n in zip(pos, shape):
+            shown = shown * n + (r - pad) % n
+        rank = seen.get(shown, 0)
+        seen[shown] = rank + 1
+        while len(layers) <= rank:
+            layers.append([])
+        layers[rank].append(q)
+    offsets = torch.arange(channels)[:, None] * math.prod(padded)
     return [(offsets + torch.tensor(layer, dtype=torch.long)[None, :]).reshape(-1).to(device) for layer in layers]
 
 
@@ -189,42 +207,52 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
 
 
 class CircularPad(torch.nn.Module):
-    """Circular padding of ``[..., H, W]`` by ``pad`` pixels as one ``index_select`` (backward: a gather
-    and the ring additions), with its tables held as buffers for one grid.
+    """Circular padding of ``[..., *grid]`` by ``pad`` positions per side, as one ``index_select``
+    (backward: a gather and the ring additions), with its tables held as buffers for one grid.
 
-    Same values as ``F.pad(x, (pad,) * 4, mode="circular")``, in one kernel forward and a few
-    small ones backward (``F.pad`` runs about fifteen small ops each way).
+    Same values as ``F.pad(x, (pad,) * 2 * len(grid), mode="circular")`` for a grid ``(H, W)`` or
+    ``(D, H, W)``, in one kernel forward and a few small ones backward (``F.pad`` runs about fifteen
+    small ops each way).
+
+    Args:
+        grid_shape: the unpadded grid, ``(H, W)`` or ``(D, H, W)``.
+        pad: positions added on every side of every axis (at most the axis' size).
     """
 
-    def __init__(self, h: int, w: int, pad: int) -> None:
+    def __init__(self, grid_shape: Sequence[int], pad: int) -> None:
         super().__init__()
-        if pad > h or pad > w:
-            raise ValueError(f"circular padding by {pad} needs a grid of at least {pad}x{pad}, got {h}x{w}")
-        self.height, self.width, self.pad = int(h), int(w), int(pad)
-        self.register_buffer("index", pad_index(h, w, pad), persistent=False)
-        self.register_buffer("inverse", interior_index(h, w, pad), persistent=False)
-        rings = ring_layers(h, w, pad)
+        grid = _grid(grid_shape)
+        if any(pad > n for n in grid):
+            raise ValueError(f"circular padding by {pad} needs a grid of at least {pad} per axis, got "
+                             f"{'x'.join(str(n) for n in grid)}")
+        self.grid_shape, self.pad = grid, int(pad)
+        self.register_buffer("index", pad_index(grid, pad), persistent=False)
+        self.register_buffer("inverse", interior_index(grid, pad), persistent=False)
+        rings = ring_layers(grid, pad)
         self.num_rings = len(rings)
         self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)
         for i, ring in enumerate(rings):
             self.register_buffer(f"ring{i}_source", self.index[ring], persistent=False)
 
     def extra_repr(self) -> str:
-        return f"grid=({self.height}, {self.width}), pad={self.pad}"
+        return f"grid={self.grid_shape}, pad={self.pad}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w, p = self.height, self.width, self.pad
+        grid, p, nd = self.grid_shape, self.pad, len(self.grid_shape)
         if p == 0:
             return x
-        if tuple(x.shape[-2:]) != (h, w):
-            raise ValueError(f"this padding is built for a {h}x{w} grid, got {tuple(x.shape[-2:])}")
+        if tuple(x.shape[-nd:]) != grid:
+            raise ValueError(f"this padding is built for a {'x'.join(str(n) for n in grid)} grid, got "
+                             f"{tuple(x.shape[-nd:])}")
         targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
-        out = permute_pixels(x.reshape(*x.shape[:-2], h * w), self.index, self.inverse, self.ring, targets)
-        return out.view(*x.shape[:-2], h + 2 * p, w + 2 * p)
+        lead = x.shape[: x.dim() - nd]
+        out = permute_pixels(x.reshape(*lead, math.prod(grid)), self.index, self.inverse, self.ring, targets)
+        return out.view(*lead, *(n + 2 * p for n in grid))
 
 
-def circular_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Functional :class:`CircularPad` (builds the tables on every call; layers hold a module)."""
+def circular_pad(x: torch.Tensor, pad: int, dims: int = 2) -> torch.Tensor:
+    """Functional :class:`CircularPad` over the last ``dims`` axes (builds the tables on every call; layers
+    hold a module)."""
     if pad == 0:
         return x
-    return CircularPad(x.shape[-2], x.shape[-1], pad).to(x.device)(x)
+    return CircularPad(tuple(x.shape[-dims:]), pad).to(x.device)(x)

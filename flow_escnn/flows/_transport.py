@@ -74,7 +74,8 @@ class GatherTransport(torch.nn.Module):
         perm: ``None`` or ``[M, C]`` fiber permutations (``y[o] = x[perm[m, o]]``).
         rho: ``None`` or ``[M, C, C]`` dense fiber matrices.
         channels: ``C``.
-        grid_shape: ``(H, W)`` of the *input* (unpadded) grid.
+        grid_shape: ``(H, W)`` of the *input* (unpadded) grid, or ``(D, H, W)`` for volumes (exact
+            tables only; interpolated transports are planar).
         pad: circular padding of the output.
         table_rows: interpolated tables only: ``None`` (row ``m`` of ``index`` / ``weights`` serves slice
             ``m``) or ``[M]`` long, the row of ``index`` / ``weights`` serving slice ``m``, so slices whose
@@ -84,7 +85,8 @@ class GatherTransport(torch.nn.Module):
         ``forward(x)``: ``x`` is ``[..., M, C, H, W]``; returns ``[..., M, C, H+2p, W+2p]``.
         ``forward(x, start=s)`` transports ``x [..., m, C, H, W]`` by rows ``s .. s+m-1``;
         ``forward(x, rows=r)`` by the rows ``r`` (a long tensor of any shape ``S``), for ``x``
-        of shape ``[..., *S, C, H, W]`` (size-1 axes of ``x`` broadcast).
+        of shape ``[..., *S, C, H, W]`` (size-1 axes of ``x`` broadcast). On a volume grid
+        ``(D, H, W)`` the spatial axes are ``D, H, W`` (each padded by ``p``).
     """
 
     def __init__(
@@ -99,12 +101,16 @@ class GatherTransport(torch.nn.Module):
         table_rows: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
-        h, w = int(grid_shape[0]), int(grid_shape[1])
+        grid = tuple(int(g) for g in grid_shape)
+        if len(grid) not in (2, 3) or (len(grid) == 3 and weights is not None):
+            raise ValueError(f"grid_shape must be (H, W), or (D, H, W) for exact tables, got {grid_shape!r}")
+        self.grid = grid
+        h, w = grid[-2], grid[-1]
         self.height, self.width, self.pad, self.channels = h, w, int(pad), int(channels)
         if table_rows is not None and weights is None:
             raise ValueError("table_rows shares interpolated tables; exact tables take one row per slice")
         self.num_slices = int(index.shape[0] if table_rows is None else table_rows.shape[0])
-        n, n_out = h * w, (h + 2 * self.pad) * (w + 2 * self.pad)
+        n, n_out = math.prod(grid), math.prod(g + 2 * self.pad for g in grid)
         if index.shape[1] != n_out:
             raise ValueError(f"expected tables with {n_out} output pixels, got {tuple(index.shape)}")
         if perm is not None and bool((perm == torch.arange(self.channels)).all()):
@@ -112,11 +118,11 @@ class GatherTransport(torch.nn.Module):
         self.exact = weights is None
         self.spatial_identity = False
         if self.exact:
-            unpadded = index[:, interior_index(h, w, self.pad)]
+            unpadded = index[:, interior_index(grid, self.pad)]
             self.spatial_identity = bool((unpadded == torch.arange(n)).all()) and perm is None and rho is None
             self.register_buffer("index", index.contiguous(), persistent=False)
             # for every source pixel, the position of its interior copy in the padded output
-            self.register_buffer("inverse", interior_index(h, w, self.pad)[inverse_permutation(unpadded)], persistent=False)
+            self.register_buffer("inverse", interior_index(grid, self.pad)[inverse_permutation(unpadded)], persistent=False)
         else:
             t_idx, t_wts = zip(*(transpose_table(i.numpy(), wt.numpy(), n) for i, wt in zip(index, weights)))
             k2 = max(t.shape[1] for t in t_idx)
@@ -135,9 +141,9 @@ class GatherTransport(torch.nn.Module):
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("perm_inverse", None if perm is None else inverse_permutation(perm), persistent=False)
         self.register_buffer("rho", rho, persistent=False)
-        self.register_buffer("pad_map", pad_index(h, w, self.pad), persistent=False)
-        self.register_buffer("interior", interior_index(h, w, self.pad), persistent=False)
-        rings = ring_layers(h, w, self.pad, 1 if self.spatial_identity else self.channels)
+        self.register_buffer("pad_map", pad_index(grid, self.pad), persistent=False)
+        self.register_buffer("interior", interior_index(grid, self.pad), persistent=False)
+        rings = ring_layers(grid, self.pad, 1 if self.spatial_identity else self.channels)
         self.num_rings = len(rings)
         self.ring_sizes = [int(r.numel()) for r in rings]
         self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)
@@ -157,8 +163,14 @@ class GatherTransport(torch.nn.Module):
             self._cached_names = list(tables)
 
     @property
-    def grid_shape(self) -> Tuple[int, int]:
-        return (self.height, self.width)
+    def grid_shape(self) -> Tuple[int, ...]:
+        """The unpadded grid, ``(H, W)`` or ``(D, H, W)``."""
+        return self.grid
+
+    @property
+    def padded_shape(self) -> Tuple[int, ...]:
+        """The output grid, every axis padded by ``pad`` on both sides."""
+        return tuple(g + 2 * self.pad for g in self.grid)
 
     @property
     def fiber_identity(self) -> bool:
@@ -171,10 +183,7 @@ class GatherTransport(torch.nn.Module):
     def extra_repr(self) -> str:
         fiber = "identity" if self.fiber_identity else ("permutation" if self.fiber_is_permutation else "dense")
         taps = 1 if self.exact else self.index.shape[-1]
-        return (
-            f"M={self.num_slices}, C={self.channels}, grid=({self.height}, {self.width}), pad={self.pad}, "
-            f"taps={taps}, fiber={fiber}"
-        )
+        return f"M={self.num_slices}, C={self.channels}, grid={self.grid}, pad={self.pad}, taps={taps}, fiber={fiber}"
 
     def _ring_layers(self) -> List[torch.Tensor]:
         return list(self.ring.split(self.ring_sizes)) if self.ring is not None else []
@@ -188,7 +197,7 @@ class GatherTransport(torch.nn.Module):
 
     def _flat_tables(self, sel: Any) -> Dict[str, torch.Tensor]:
         """Exact tables of the selected rows flattened over (channel, pixel), fiber permutation folded in."""
-        c, n = self.channels, self.height * self.width
+        c, n = self.channels, math.prod(self.grid)
         n_out = self.pad_map.numel()
 
         def channels(perm: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -238,41 +247,43 @@ class GatherTransport(torch.nn.Module):
         if rows is not None and rows.dim() != 1:
             raise ValueError(f"reduce pools one slice axis: pass 1-D rows, got rows of shape {list(rows.shape)}")
         if self.exact or self.rho is not None:  # pooled after the transport
-            return reduce_over(self._transport(x, start, rows), -4, reduce)
+            return reduce_over(self._transport(x, start, rows), -2 - len(self.grid), reduce)
         return self._transport(x, start, rows, reduce)
 
     def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                    reduce: Optional[str] = None) -> torch.Tensor:
         c, h, w, p = self.channels, self.height, self.width, self.pad
-        if x.dim() < 4 or tuple(x.shape[-3:]) != (c, h, w):
-            raise ValueError(f"expected a tensor [..., M, C={c}, H={h}, W={w}] for this transport, got {list(x.shape)}")
+        nd, grid = len(self.grid), self.grid
+        if x.dim() < nd + 2 or tuple(x.shape[-nd - 1:]) != (c, *grid):
+            raise ValueError(f"expected a tensor [..., M, C={c}, {self._axes()}] for this transport, got {list(x.shape)}")
         sel: Any = None
         if rows is not None:
             s_shape = tuple(rows.shape)
             sel = rows
         elif start is not None:
-            m = x.shape[-4]
+            m = x.shape[-nd - 2]
             if start < 0 or start + m > self.num_slices:
                 raise ValueError(
                     f"this transport holds {self.num_slices} slices but slices {start}..{start + m - 1} were requested"
                 )
             s_shape, sel = (m,), slice(start, start + m)
         else:
-            if x.shape[-4] != self.num_slices:
+            if x.shape[-nd - 2] != self.num_slices:
                 raise ValueError(
-                    f"expected a tensor [..., M={self.num_slices}, C={c}, H={h}, W={w}] for this transport "
+                    f"expected a tensor [..., M={self.num_slices}, C={c}, {self._axes()}] for this transport "
                     f"(one slice per table row), got {list(x.shape)}"
                 )
             s_shape = (self.num_slices,)
         k = len(s_shape)
-        lead = tuple(x.shape[: x.dim() - 3 - k])
-        x = x.expand(*lead, *s_shape, c, h, w)
+        lead = tuple(x.shape[: x.dim() - 1 - nd - k])
+        x = x.expand(*lead, *s_shape, c, *grid)
         hp, wp = h + 2 * p, w + 2 * p
+        padded, n = self.padded_shape, math.prod(grid)
         if self.spatial_identity:
             targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
-            xf = x.reshape(*lead, *s_shape, c, h * w)
+            xf = x.reshape(*lead, *s_shape, c, n)
             y = permute_pixels(xf, self.pad_map, self.interior, self.ring, targets) if p else x
-            return y.reshape(*lead, *s_shape, c, hp, wp)
+            return y.reshape(*lead, *s_shape, c, *padded)
         if reduce is not None:  # interpolated, permutation fibers (forward): pooled in the product's layout
             return self._resample(x, sel, lead, s_shape, reduce).view(*lead, c, hp, wp)
         if not self.exact:
@@ -289,14 +300,17 @@ class GatherTransport(torch.nn.Module):
             tables = self._flat_tables(sel)
             for i, ring in enumerate(self._ring_layers()):
                 tables[f"ring{i}_source"] = tables["index"].index_select(-1, ring)
-        xf = x.reshape(*lead, *s_shape, c * h * w)
+        xf = x.reshape(*lead, *s_shape, c * n)
         targets = [tables[f"ring{i}_source"] for i in range(self.num_rings)]
         y = permute_pixels(xf, tables["index"], tables["inverse"], self.ring, targets)
-        y = y.view(*lead, *s_shape, c, hp * wp)
+        y = y.view(*lead, *s_shape, c, self.pad_map.numel())
         if self.rho is not None:
             rho = self._select(self.rho, sel).to(dtype=y.dtype)
             y = torch.einsum("...oc,...cn->...on", rho, y)
-        return y.reshape(*lead, *s_shape, c, hp, wp)
+        return y.reshape(*lead, *s_shape, c, *padded)
+
+    def _axes(self) -> str:
+        return ", ".join(f"{a}={g}" for a, g in zip("DHW"[3 - len(self.grid):], self.grid))
 
 
 class TransportPlan(GatherTransport):
@@ -359,7 +373,7 @@ class TransportPlan(GatherTransport):
             tables = [spatial[e] for e in first]
             table_rows = torch.tensor([first[e] for e in elements], dtype=torch.int64)
         k = 1 if exact else max(t[0].shape[1] for t in tables)
-        padmap = pad_index(h, w, pad).numpy()
+        padmap = pad_index((h, w), pad).numpy()
         idx = np.zeros((len(tables), padmap.size, k), dtype=np.int64)
         wts = np.zeros((len(tables), padmap.size, k), dtype=np.float64)
         for m, (ti, tw, _) in enumerate(tables):

@@ -14,11 +14,13 @@ the input values when :math:`\\rho(g)` is a permutation matrix (trivial, regular
 fields: the channel permutation is folded into the same gather), else that gather followed by
 the dense ``C x C`` matrix :math:`\\rho(g)` (irreps fields: exact up to float rounding).
 
-The tables are built once, in integer arithmetic, and executed by the planar executor
-:class:`~flow_escnn.flows._transport.GatherTransport` on the flattened ``(D, H*W)`` layout (a
+The tables are built once, in integer arithmetic, and executed by the executor of the planar
+transports, :class:`~flow_escnn.flows._transport.GatherTransport`, on the ``(D, H, W)`` grid (a
 voxel permutation is a permutation of the ``D*H*W`` flat positions), so the lifted state of a
 FERNN, ``[B, |V|, C, D, H, W]`` transported by :math:`\\psi_t(\\nu)` slice by slice, is one
-``gather`` with a gather-only backward. Rotations that exchange two axes need those axes to
+``gather`` with a gather-only backward. As in the plane, the output can be circularly padded by
+``pad`` voxels per side in the same gather (what the recurrence engine's next ``padding=0``
+convolution reads). Rotations that exchange two axes need those axes to
 have the same size (a cube for the octahedral group; ``H == W`` for rotations about z).
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from flow_escnn.flows._gather import pad_index
 from flow_escnn.flows._tables import as_permutation
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.flows._volume import AXES, Matrix, Triple, VolumeElement, volume_shape
@@ -88,9 +91,10 @@ class VolumeTransportPlan(GatherTransport):
         elements: the ``M`` elements :math:`(u_m, g_m)` (e.g. ``V.elements(t)``: the lifted state's
             :math:`\\psi_t(\\nu)` for every :math:`\\nu \\in V`).
         grid_shape: ``(D, H, W)``.
+        pad: circularly pad the output by this many voxels per side (at most the smallest axis).
 
     Shapes:
-        ``forward(x)``: ``x`` is ``[..., M, C, D, H, W]``; returns the same shape.
+        ``forward(x)``: ``x`` is ``[..., M, C, D, H, W]``; returns ``[..., M, C, D+2p, H+2p, W+2p]``.
         ``forward(x, start=s)`` transports ``x [..., m, C, D, H, W]`` by rows ``s .. s+m-1``;
         ``forward(x, rows=r)`` by the rows ``r`` (a long tensor of any shape ``S``) for ``x`` of shape
         ``[..., *S, C, D, H, W]``; ``reduce="max"`` / ``"mean"`` pools the output over its slice axis
@@ -117,7 +121,8 @@ class VolumeTransportPlan(GatherTransport):
         True
     """
 
-    def __init__(self, field_type: Any, elements: Sequence[VolumeElement], grid_shape: Tuple[int, int, int]) -> None:
+    def __init__(self, field_type: Any, elements: Sequence[VolumeElement], grid_shape: Tuple[int, int, int],
+                 pad: int = 0) -> None:
         elements = list(elements)
         if not elements:
             raise ValueError("a VolumeTransportPlan needs at least one element")
@@ -129,6 +134,8 @@ class VolumeTransportPlan(GatherTransport):
             if e.gspace is not gs and e.gspace != gs:
                 raise ValueError(f"element {e} is on gspace {e.gspace.name}, the field type on {gs.name}")
         d, h, w = volume_shape(grid_shape)
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0 or pad > min(d, h, w):
+            raise ValueError(f"pad must be an integer in [0, min(D, H, W)] = [0, {min(d, h, w)}], got {pad!r}")
         spatial: Dict[Tuple[Matrix, Triple], np.ndarray] = {}
         fiber: Dict[Matrix, np.ndarray] = {}
         rows = []
@@ -146,28 +153,14 @@ class VolumeTransportPlan(GatherTransport):
             perm = torch.from_numpy(np.stack([perms[e.integer_matrix] for e in elements]).astype(np.int64))
         else:
             rho = torch.from_numpy(np.stack([fiber[e.integer_matrix] for e in elements]))
-        super().__init__(torch.from_numpy(np.stack(rows)), None, perm, rho, int(field_type.size), (d, h * w), 0)
-        self.volume_shape = (d, h, w)
+        padmap = pad_index((d, h, w), pad).numpy()
+        table = np.stack(rows)[:, padmap]
+        super().__init__(torch.from_numpy(table), None, perm, rho, int(field_type.size), (d, h, w), pad)
 
     @property
-    def grid_shape(self) -> Tuple[int, int, int]:  # type: ignore[override]
-        return self.volume_shape
-
-    def extra_repr(self) -> str:
-        fiber = "identity" if self.fiber_identity else ("permutation" if self.fiber_is_permutation else "dense")
-        return f"M={self.num_slices}, C={self.channels}, grid={self.volume_shape}, fiber={fiber}"
-
-    def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
-                reduce: Optional[str] = None) -> torch.Tensor:
-        """Transport ``x [..., M, C, D, H, W]`` (shapes: class docstring)."""
-        d, h, w = self.volume_shape
-        if x.dim() < 5 or tuple(x.shape[-4:]) != (self.channels, d, h, w):
-            raise ValueError(
-                f"expected a tensor [..., M, C={self.channels}, D={d}, H={h}, W={w}] for this transport, got "
-                f"{list(x.shape)}"
-            )
-        y = super().forward(x.reshape(*x.shape[:-2], h * w), start, rows, reduce)
-        return y.reshape(*y.shape[:-1], h, w)
+    def volume_shape(self) -> Tuple[int, int, int]:
+        """``(D, H, W)`` (the unpadded grid)."""
+        return self.grid  # type: ignore[return-value]
 
 
 def volume_transport(x: torch.Tensor, field_type: Any, element: VolumeElement) -> torch.Tensor:

@@ -118,7 +118,7 @@ class PredictorProgram(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.recurrence = recurrence
-        self.decoder_pad = CircularPad(*recurrence.grid_shape, decoder_kernel_size // 2)
+        self.decoder_pad = CircularPad(recurrence.grid_shape, decoder_kernel_size // 2)
         self.decoder_layers = int(decoder_layers)
         self.padding_mode = padding_mode
         self.pool = pool

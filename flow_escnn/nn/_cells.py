@@ -55,7 +55,8 @@ import torch
 from flow_escnn._compat import enn
 from flow_escnn._validate import one_of
 from flow_escnn.flows._flowset import FlowSet
-from flow_escnn.flows._transport import INTERPOLATIONS, TransportPlan
+from flow_escnn.flows._plans import spatial_dims, transport_plan
+from flow_escnn.flows._transport import INTERPOLATIONS, GatherTransport
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.lifted import LiftedFieldType, LiftedTensor
 from flow_escnn.nn._conv import AUTO_PADDING, SteerableConv, resolve_padding
@@ -142,6 +143,12 @@ class FlowCellBase(torch.nn.Module):
                 "must share one gspace"
             )
         one_of(interpolation, INTERPOLATIONS, "interpolation")
+        self.spatial_dims = spatial_dims(in_type.gspace)
+        if self.spatial_dims == 3 and self.learned_transport:
+            raise ValueError(
+                f"{type(self).__name__} learns a planar per-velocity kernel; on a 3D gspace use the exact transports "
+                "(FERNN, FlowGRU, FlowLSTM; or the G-RNN, FlowSet.identity)"
+            )
         if self.takes_nonlinearity:
             check_cell_nonlinearity("relu" if nonlinearity is None else nonlinearity, hidden_type)
         elif non_pointwise(hidden_type):
@@ -163,7 +170,7 @@ class FlowCellBase(torch.nn.Module):
         self.padding_mode = padding_mode = resolve_padding(padding_mode, flows)
         self.U = SteerableConv(in_type, gate_type, kernel_size, bias=bias, padding_mode=padding_mode)
         self.W = SteerableConv(hidden_type, gate_type, kernel_size, bias=False, padding_mode=padding_mode)
-        self._plans: Dict[Tuple[Any, ...], TransportPlan] = {}
+        self._plans: Dict[Tuple[Any, ...], GatherTransport] = {}
         # optional learned mixing of neighbouring velocities (flow_escnn.nn._vmixing), 0 = off
         self.mix: Optional[VelocityMixing] = VelocityMixing(flows, velocity_mixing) if velocity_mixing else None
 
@@ -201,22 +208,22 @@ class FlowCellBase(torch.nn.Module):
             out[f"{prefix}mixing"] = self.mix.matrix()
         return out
 
-    def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, int], device: torch.device,
-             extra: Any = None, pad: int = 0) -> TransportPlan:
-        """A cached :class:`TransportPlan` (not part of the ``state_dict``); ``elements_fn()`` lists its
-        elements on a miss."""
+    def plan(self, key: str, elements_fn: Any, field_type: Any, grid: Tuple[int, ...], device: torch.device,
+             extra: Any = None, pad: int = 0) -> GatherTransport:
+        """A cached transport plan (:func:`~flow_escnn.flows._plans.transport_plan`; not part of the
+        ``state_dict``); ``elements_fn()`` lists its elements on a miss."""
         k = (key, extra, grid, str(device), id(field_type), pad)
         plan = self._plans.get(k)
         if plan is None:
-            plan = TransportPlan(field_type, elements_fn(), grid, self.interpolation, pad=pad).to(device)
+            plan = transport_plan(field_type, elements_fn(), grid, self.interpolation, pad=pad).to(device)
             self._plans[k] = plan
         return plan
 
-    def step_transport(self, grid: Tuple[int, int], device: torch.device) -> Optional[TransportPlan]:
+    def step_transport(self, grid: Tuple[int, ...], device: torch.device) -> Optional[GatherTransport]:
         """Transport by :math:`\\psi_1(\\nu)` for every :math:`\\nu \\in V`, padded for the recurrent convolution."""
         return self.plan("step", lambda: self.flows.elements(1), self.hidden_type, grid, device, pad=self.layer_spec().pad)
 
-    def exact_on(self, grid: Tuple[int, int], device: torch.device) -> bool:
+    def exact_on(self, grid: Tuple[int, ...], device: torch.device) -> bool:
         """Whether every :math:`\\psi_1(\\nu)` maps the ``grid`` onto itself (no interpolation)."""
         plan = self.step_transport(grid, device)
         return plan is None or plan.exact
@@ -238,27 +245,29 @@ class FlowCellBase(torch.nn.Module):
         """
         if isinstance(x, LiftedTensor):
             x = x.tensor
-        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5) or x.shape[-3] != self.in_type.size:
+        nd = self.spatial_dims
+        axes = "D, H, W" if nd == 3 else "H, W"
+        if not isinstance(x, torch.Tensor) or x.dim() not in (2 + nd, 3 + nd) or x.shape[-nd - 1] != self.in_type.size:
             raise ValueError(
-                f"expected a frame [B, {self.in_type.size}, H, W] or a lifted frame [B, V, {self.in_type.size}, H, W], "
+                f"expected a frame [B, {self.in_type.size}, {axes}] or a lifted frame [B, V, {self.in_type.size}, {axes}], "
                 f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
         if not x.is_floating_point():
             raise TypeError(f"expected a floating point input frame, got dtype {x.dtype}")
-        if x.dim() == 5 and x.shape[1] != len(self.flows):
+        if x.dim() == 3 + nd and x.shape[1] != len(self.flows):
             raise ValueError(f"lifted input has V={x.shape[1]} slices but the cell has |V|={len(self.flows)}")
-        grid = (x.shape[-2], x.shape[-1])
+        grid = tuple(x.shape[-nd:])
         h0 = None if state is None else [self.unpack_state(state, x.shape[0], grid, x)]
         program = Recurrence([self.layer_spec()], len(self.flows), grid, "hidden", [self.step_transport(grid, x.device)])
         new = program.run(x.unsqueeze(1), self.weights(), h0, keep_outputs=False).states[0]
         packed = tuple(LiftedTensor(s, self.lifted_type) for s in new)
         return packed[0] if self.state_size == 1 else packed
 
-    def zero_state(self, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+    def zero_state(self, batch: int, grid: Tuple[int, ...], like: torch.Tensor) -> State:
         shape = (batch, len(self.flows), self.hidden_type.size, *grid)
         return tuple(like.new_zeros(shape) for _ in range(self.state_size))
 
-    def unpack_state(self, state: Any, batch: int, grid: Tuple[int, int], like: torch.Tensor) -> State:
+    def unpack_state(self, state: Any, batch: int, grid: Tuple[int, ...], like: torch.Tensor) -> State:
         """A user-given state (None, a tensor / LiftedTensor, or the pair ``(h, c)``) as the cell's tuple."""
         if state is None:
             return self.zero_state(batch, grid, like)

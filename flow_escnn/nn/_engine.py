@@ -47,6 +47,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
@@ -55,7 +57,7 @@ from flow_escnn._validate import one_of
 from flow_escnn.flows._gather import CircularPad
 from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
-from flow_escnn.nn._kernels import InputBatches, check_dtype, conv2d, conv_same, frames_per_batch, segment_length
+from flow_escnn.nn._kernels import InputBatches, check_dtype, conv, conv_same, frames_per_batch, segment_length
 from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, field_nonlinearity
 
 __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view"]
@@ -119,6 +121,13 @@ class LayerSpec:
         return self.kernel_size // 2 if self.padding_mode == "circular" else 0
 
 
+def _crop(s: torch.Tensor, p: int, grid: Sequence[int]) -> torch.Tensor:
+    """The interior of a tensor whose last ``len(grid)`` axes are circularly padded by ``p`` (as is when unpadded)."""
+    if s.shape[-1] == grid[-1]:
+        return s
+    return s[(..., *(slice(p, p + n) for n in grid))]
+
+
 class _Moved(NamedTuple):
     conv_input: Optional[torch.Tensor]  # [B*V, C, H(+2p), W(+2p)]: what W convolves; None: the zero initial state
     state: State  # transported state tensors [B, V, C, H, W] (views), for the gated updates
@@ -149,7 +158,8 @@ class Recurrence(torch.nn.Module):
     Args:
         layers: one :class:`LayerSpec` per stacked layer.
         num_flows: :math:`|V|`.
-        grid_shape: ``(H, W)``.
+        grid_shape: ``(H, W)``, or ``(D, H, W)`` for volumes: every tensor then carries the three
+            spatial axes where a plane has two, and the convolutions are ``conv3d``.
         mode: ``"hidden"`` or ``"comoving"``.
         step: per layer, the transport by :math:`\\psi_1(\\nu)` of the hidden fields (padded by
             the layer's :attr:`LayerSpec.pad`), ``None`` for layers with a learned transport.
@@ -181,13 +191,20 @@ class Recurrence(torch.nn.Module):
             raise ValueError("the co-moving mode needs the to_comoving and from_comoving tables")
         self.layers = list(layers)
         self.num_flows = int(num_flows)
-        self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
+        self.grid_shape = tuple(int(n) for n in grid_shape)
+        if len(self.grid_shape) not in (2, 3):
+            raise ValueError(f"grid_shape must be (H, W) or (D, H, W), got {grid_shape!r}")
+        self.nd = len(self.grid_shape)
         self.mode = mode
         self.comoving = mode == "comoving"
         self.step_transports = torch.nn.ModuleList([t if t is not None else torch.nn.Identity() for t in step])
         self.to_comoving = to_comoving
         self.from_comoving = from_comoving
         self.period = int(period)
+        if view is not None and self.nd != 2:
+            raise ValueError("a view window (a world map larger than the view) is planar; volumes have none")
+        if self.nd != 2 and any(s.learned_transport for s in self.layers):
+            raise ValueError("a learned per-velocity kernel (the G-RNN+) is planar; volumes take the exact transports")
         self.view = None if view is None else check_view(view, self.grid_shape)
         if self.view is not None:
             top, left, vh, vw = self.view
@@ -201,7 +218,7 @@ class Recurrence(torch.nn.Module):
             if s.nonlinearity in FIELD_NONLINEARITIES:
                 self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
         pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
-        self.pads = torch.nn.ModuleDict({str(p): CircularPad(*self.grid_shape, p) for p in sorted(pads) if p})
+        self.pads = torch.nn.ModuleDict({str(p): CircularPad(self.grid_shape, p) for p in sorted(pads) if p})
 
     @property
     def device(self) -> torch.device:
@@ -225,31 +242,31 @@ class Recurrence(torch.nn.Module):
         return times[:, None] * self.num_flows + torch.arange(self.num_flows, device=device)
 
     def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int) -> torch.Tensor:
-        """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, H, W]`` (frames ``t0 ..``); ``[B, n, 1|V, G, H, W]``.
+        """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, *grid]`` (frames ``t0 ..``); ``[B, n, 1|V, G, *grid]``.
 
         Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`.
         """
-        spec = self.layers[l]
+        spec, nd = self.layers[l], self.nd
         uw, ub = weights[f"l{l}_u_weight"], weights.get(f"l{l}_u_bias")
-        if x.dim() == 5:
+        if x.dim() == 3 + nd:
             x = x.unsqueeze(2)
         b, n, v = x.shape[0], x.shape[1], x.shape[2]
-        h, w = x.shape[-2], x.shape[-1]
+        grid = tuple(x.shape[-nd:])
         if l == 0 and self.comoving:
-            xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, H+2p, W+2p]
+            xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, *(grid + 2p)]
             v = self.num_flows
-            flat = xp.reshape(b * n * v, *xp.shape[-3:])
-            out = conv2d(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
+            flat = xp.reshape(b * n * v, *xp.shape[-nd - 1:])
+            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
         elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
             top, left, vh, vw = self.view
             gh, gw = self.grid_shape
             out = F.pad(out, (left, gw - vw - left, top, gh - vh - top))
-            h, w = gh, gw
+            grid = (gh, gw)
         else:
             pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
-            out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, spec.padding_mode, pad)
-        return out.view(b, n, v, out.shape[1], h, w)
+            out = conv_same(x.reshape(b * n * v, *x.shape[-nd - 1:]), uw, ub, spec.padding_mode, pad)
+        return out.view(b, n, v, out.shape[1], *grid)
 
     def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
                   pool: Optional[str] = None, act: Optional[Act] = None) -> _Moved:
@@ -260,7 +277,8 @@ class Recurrence(torch.nn.Module):
         if act is not None:
             state = tuple(act(t, s) for s in state)
         h = state[0]
-        b, v, c, hh, ww = h.shape
+        b, v, c = h.shape[:3]
+        grid = tuple(h.shape[3:])
         p = spec.pad
         readout = None
         if spec.learned_transport or self.comoving:
@@ -276,8 +294,8 @@ class Recurrence(torch.nn.Module):
             mix = weights.get(f"l{l}_mixing")
             if mix is not None:
                 moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
-        conv_input = moved[0].reshape(b * v, c, *moved[0].shape[-2:])
-        views = tuple(s[..., p : p + hh, p : p + ww] if s.shape[-1] != ww else s for s in moved)
+        conv_input = moved[0].reshape(b * v, c, *moved[0].shape[3:])
+        views = tuple(_crop(s, p, grid) for s in moved)
         if need_readout and readout is None and not self.comoving and not spec.learned_transport:
             readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
         if readout is not None and pool is not None and not self.comoving:  # co-moving: pooled by the transport
@@ -295,13 +313,14 @@ class Recurrence(torch.nn.Module):
         """The cell update of layer ``l`` from the transported state and the input term ``u``."""
         spec = self.layers[l]
         ww = weights[f"l{l}_w_weight"]
-        b, v, c, h, w = moved.state[0].shape
+        b, v = moved.state[0].shape[:2]
+        grid = tuple(moved.state[0].shape[3:])
         if moved.conv_input is None:  # the zero initial state: W * 0 = 0, written fresh (the updates write into it)
             s0 = moved.state[0]
-            bt = torch.zeros(b, v, ww.shape[0], h, w, dtype=s0.dtype, device=s0.device)
+            bt = torch.zeros(b, v, ww.shape[0], *grid, dtype=s0.dtype, device=s0.device)
         else:
-            bt = conv2d(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
-            bt = bt.view(b, v, bt.shape[1], h, w)
+            bt = conv(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
+            bt = bt.view(b, v, bt.shape[1], *grid)
             if spec.learned_transport:
                 bt = self._velocity_kernel(l, bt, weights)
         if spec.nonlinearity in FIELD_NONLINEARITIES:
@@ -310,9 +329,8 @@ class Recurrence(torch.nn.Module):
         return spec.update(bt, u, moved.state, spec.nonlinearity)
 
     def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
-        h, w = self.grid_shape
         return [
-            tuple(torch.zeros(batch, self.num_flows, s.hidden_channels, h, w, dtype=dtype, device=device)
+            tuple(torch.zeros(batch, self.num_flows, s.hidden_channels, *self.grid_shape, dtype=dtype, device=device)
                   for _ in range(s.state_size))
             for s in self.layers
         ]
@@ -329,7 +347,7 @@ class Recurrence(torch.nn.Module):
 
     def _step_unpadded(self, l: int, s: torch.Tensor) -> torch.Tensor:
         y, p = self.step_transports[l](s), self.layers[l].pad
-        return y[..., p : p + s.shape[-2], p : p + s.shape[-1]] if p else y
+        return _crop(y, p, self.grid_shape) if p else y
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(
@@ -396,8 +414,8 @@ class Recurrence(torch.nn.Module):
         total = max(n_updates, last_predict + 1)
         grad = torch.is_grad_enabled()
         seg = segment_length(total) if (checkpoint and grad) else total
-        v = x.shape[2] if x.dim() == 6 else (self.num_flows if self.comoving else 1)
-        hw = self.grid_shape[0] * self.grid_shape[1] if self.view is not None else x.shape[-2] * x.shape[-1]
+        v = x.shape[2] if x.dim() == 4 + self.nd else (self.num_flows if self.comoving else 1)
+        hw = math.prod(self.grid_shape) if self.view is not None else math.prod(x.shape[-self.nd:])
         per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []

@@ -45,7 +45,7 @@ def export_flow_rnn(model: FlowRNN, grid_shape: GridShape, max_steps: Optional[i
 
     Args:
         model: the sequence layer.
-        grid_shape: ``(H, W)`` of the inputs the twin will see.
+        grid_shape: ``(H, W)`` of the inputs the twin will see (``(D, H, W)`` on a 3D gspace).
         max_steps: longest sequence the twin accepts in co-moving mode when the flows have no
             period on the grid; ignored otherwise.
 
@@ -54,7 +54,7 @@ def export_flow_rnn(model: FlowRNN, grid_shape: GridShape, max_steps: Optional[i
     """
     if not isinstance(model, FlowRNN):
         raise TypeError(f"export_flow_rnn expects a FlowRNN (FERNN, FlowGRU, FlowLSTM), got {type(model).__name__}")
-    return model.export(check_grid(grid_shape), max_steps)
+    return model.export(check_grid(grid_shape, model.cells[0].spatial_dims), max_steps)
 
 
 # -- generic entry point ------------------------------------------------------------------------------

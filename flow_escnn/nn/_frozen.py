@@ -5,7 +5,7 @@ An ``export()`` of flow_escnn is never a second implementation: it is the same c
 with the weights the model would expand (steerable bases times coefficients, symmetrised)
 copied once into a ``ParameterDict``. The twin therefore computes exactly what the model
 computes, holds no escnn object, can be fine-tuned as ordinary parameters, moved with
-``.to()`` and compiled with ``torch.compile``. Its tables belong to one ``(H, W)`` grid.
+``.to()`` and compiled with ``torch.compile``. Its tables belong to one ``(H, W)`` grid (``(D, H, W)`` for volumes).
 """
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from flow_escnn._validate import grid_shape as validate_grid_shape
+from flow_escnn.flows._volume import volume_shape
 from flow_escnn.nn._engine import Recurrence, Weights
 
 __all__ = ["Frozen", "ExportedFlowRNN", "check_grid", "check_exported_input"]
 
-GridShape = Tuple[int, int]
+GridShape = Tuple[int, ...]
 
 
-def check_grid(grid_shape: Any) -> GridShape:
-    """``(H, W)`` as ints, or ``ValueError`` naming what is expected (:func:`flow_escnn._validate.grid_shape`)."""
-    return validate_grid_shape(grid_shape)
+def check_grid(grid_shape: Any, dims: int = 2) -> GridShape:
+    """``(H, W)`` (``dims=2``) or ``(D, H, W)`` (``dims=3``) as ints, or ``ValueError`` naming what is expected
+    (:func:`flow_escnn._validate.grid_shape`, :func:`flow_escnn.flows._volume.volume_shape`)."""
+    return volume_shape(grid_shape) if dims == 3 else validate_grid_shape(grid_shape)
 
 
 def check_exported_input(
@@ -31,19 +33,21 @@ def check_exported_input(
 ) -> None:
     """Raise ``ValueError`` unless ``x`` is ``[B, T, (V,) C_in, H, W]`` on the export grid with
     ``T + extra_steps <= max_steps`` (when the co-moving tables are not periodic)."""
-    h, w = recurrence.grid_shape
+    grid = tuple(recurrence.grid_shape)
+    nd = len(grid)
+    axes = "D, H, W" if nd == 3 else "H, W"
     v = recurrence.num_flows
-    if not isinstance(x, torch.Tensor) or x.dim() not in (5, 6):
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3 + nd, 4 + nd):
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected an input sequence [B, T, C={in_channels}, H, W], got {got}")
-    if x.shape[-3] != in_channels:
-        raise ValueError(f"expected C={in_channels} input channels (dim -3), got shape {list(x.shape)}")
-    if x.dim() == 6 and x.shape[2] != v:
+        raise ValueError(f"expected an input sequence [B, T, C={in_channels}, {axes}], got {got}")
+    if x.shape[-nd - 1] != in_channels:
+        raise ValueError(f"expected C={in_channels} input channels (dim {-nd - 1}), got shape {list(x.shape)}")
+    if x.dim() == 4 + nd and x.shape[2] != v:
         raise ValueError(f"lifted input has V={x.shape[2]} slices, the model |V|={v}")
-    if (x.shape[-2], x.shape[-1]) != (h, w):
+    if tuple(x.shape[-nd:]) != grid:
         raise ValueError(
-            f"this exported model was built for a {h}x{w} grid, got {x.shape[-2]}x{x.shape[-1]}; "
-            "export again with grid_shape=(H, W)"
+            f"this exported model was built for a {'x'.join(map(str, grid))} grid, got "
+            f"{'x'.join(map(str, x.shape[-nd:]))}; export again with grid_shape=({axes})"
         )
     if x.shape[1] == 0:
         raise ValueError("the input sequence has T=0 frames; give at least one frame")

@@ -1,5 +1,5 @@
-"""The recurrence engine's tensor kernels (plain torch): convolution (im2col for thin inputs, circular
-"same" padding), the dtype check, checkpoint segments and the batched input terms."""
+"""The recurrence engine's tensor kernels (plain torch): convolution of planes and volumes (im2col for
+thin planar inputs, circular "same" padding), the dtype check, checkpoint segments and the batched input terms."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,8 @@ from flow_escnn._validate import positive_int
 from flow_escnn.flows._gather import CircularPad, circular_pad
 
 __all__ = [
-    "conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES", "frames_per_batch",
-    "InputBatches",
+    "conv", "conv2d", "IM2COL_MAX_CHANNELS", "conv_same", "check_dtype", "segment_length", "INPUT_BATCH_BYTES",
+    "frames_per_batch", "InputBatches",
 ]
 
 #: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
@@ -60,16 +60,24 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     return y.view(n, c_out, ho, wo)
 
 
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
+    """Stride-1, ungrouped convolution of planes ``[N, C, H, W]`` (:func:`conv2d`) or volumes
+    ``[N, C, D, H, W]`` (``torch.nn.functional.conv3d``), by the rank of ``weight``."""
+    if weight.dim() == 5:
+        return F.conv3d(x, weight, bias, padding=padding)
+    return conv2d(x, weight, bias, padding)
+
+
 def conv_same(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str,
     pad: Optional[CircularPad] = None,
 ) -> torch.Tensor:
-    """'Same'-size stride-1 ``conv2d`` of ``[N, C, H, W]`` with circular (``pad``, a
+    """'Same'-size stride-1 :func:`conv` of ``[N, C, H, W]`` or ``[N, C, D, H, W]`` with circular (``pad``, a
     :class:`~flow_escnn.flows._gather.CircularPad` for the grid, or built here) or zero padding."""
     p = weight.shape[-1] // 2
     if padding_mode == "circular":
-        return conv2d(pad(x) if pad is not None else circular_pad(x, p), weight, bias)
-    return conv2d(x, weight, bias, padding=p)
+        return conv(pad(x) if pad is not None else circular_pad(x, p, weight.dim() - 2), weight, bias)
+    return conv(x, weight, bias, padding=p)
 
 
 def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:

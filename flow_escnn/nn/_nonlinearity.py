@@ -144,7 +144,7 @@ def field_nonlinearity(s: torch.Tensor, fields: torch.Tensor, num_fields: int, n
     """A FERNN update's field nonlinearity (:mod:`flow_escnn.nn._nonlinearity`) of ``s = a + b``.
 
     Args:
-        s: ``[B, V, G, H, W]``: the hidden channels ``C`` first, then (``"gated"``) one gate per field.
+        s: ``[B, V, G, H, W]`` (or ``[B, V, G, D, H, W]``): the hidden channels ``C`` first, then (``"gated"``) one gate per field.
         fields: ``[C]`` long: the field of each hidden channel.
         num_fields: the number of hidden fields.
         name: ``"norm_squash"`` or ``"gated"``.
@@ -152,7 +152,7 @@ def field_nonlinearity(s: torch.Tensor, fields: torch.Tensor, num_fields: int, n
     c = fields.shape[0]
     if name == "gated":
         return s[:, :, :c] * torch.sigmoid(s[:, :, c:]).index_select(2, fields)
-    shape = (s.shape[0], s.shape[1], num_fields, s.shape[3], s.shape[4])
+    shape = (s.shape[0], s.shape[1], num_fields, *s.shape[3:])
     squares = torch.zeros(shape, dtype=s.dtype, device=s.device).index_add_(2, fields, s * s)
     norms = (squares + 1e-12).sqrt()  # epsilon 1e-6: a finite gradient at x = 0
     return s / (1 + norms).index_select(2, fields)

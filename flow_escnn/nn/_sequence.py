@@ -238,13 +238,19 @@ class FlowRNN(torch.nn.Module):
         shape = tuple(int(n) for n in input_shape)
         v = len(self.flows)
         c = self.in_type.size
-        if not ((len(shape) == 5 and shape[2] == c) or (len(shape) == 6 and shape[2:4] == (v, c))):
-            hint = " (a single frame? add the time axis)" if len(shape) == 4 else ""
+        nd, axes = self._spatial()
+        if not ((len(shape) == 3 + nd and shape[2] == c) or (len(shape) == 4 + nd and shape[2:4] == (v, c))):
+            hint = " (a single frame? add the time axis)" if len(shape) == 2 + nd else ""
             raise ValueError(
-                f"{type(self).__name__} takes [B, T, C={c}, H, W] or lifted [B, T, V={v}, C={c}, H, W], "
+                f"{type(self).__name__} takes [B, T, C={c}, {axes}] or lifted [B, T, V={v}, C={c}, {axes}], "
                 f"got input shape {shape}{hint}"
             )
-        return (shape[0], shape[1], v, self.hidden_type.size, shape[-2], shape[-1])
+        return (shape[0], shape[1], v, self.hidden_type.size, *shape[-nd:])
+
+    def _spatial(self) -> Tuple[int, str]:
+        """The number of spatial axes (2, or 3 on a 3D gspace) and their names."""
+        nd = self.cells[0].spatial_dims
+        return nd, ("D, H, W" if nd == 3 else "H, W")
 
     def resolve_mode(self, grid: Tuple[int, int], device: Union[str, torch.device] = "cpu") -> str:
         """The mode actually used on a ``grid`` (``"auto"`` resolved)."""
@@ -319,11 +325,12 @@ class FlowRNN(torch.nn.Module):
         frozen weights (see :mod:`flow_escnn.nn._frozen`).
 
         Args:
-            grid_shape: ``(H, W)`` of the inputs (transports are per-grid gather tables).
+            grid_shape: ``(H, W)`` of the inputs, ``(D, H, W)`` on a 3D gspace (transports are per-grid
+                gather tables).
             max_steps: longest sequence the twin accepts; required in co-moving mode when the
                 flows have no period on that grid.
         """
-        grid = check_grid(grid_shape)
+        grid = check_grid(grid_shape, self.cells[0].spatial_dims)
         program, limit = self.export_program(grid, max_steps)
         with torch.no_grad():
             weights = self.weights()
@@ -380,7 +387,7 @@ class FlowRNN(torch.nn.Module):
         """
         raw = self.check_input(x)
         b, t_len = raw.shape[0], raw.shape[1]
-        grid = (raw.shape[-2], raw.shape[-1])
+        grid = tuple(raw.shape[-self.cells[0].spatial_dims:])
         h0_raw = self._check_h0(h0, b, grid, raw)
         program = self.recurrence(grid, raw.device, t_len)
         seq, states = program.run_sequence(
@@ -403,6 +410,7 @@ class FlowRNN(torch.nn.Module):
                 a non-floating dtype.
             ValueError: for a type, shape, channel count or V that does not match, or T=0.
         """
+        nd, axes = self._spatial()
         if isinstance(x, SequenceTensor):
             if x.type.field_type != self.in_type:
                 raise ValueError(
@@ -418,18 +426,18 @@ class FlowRNN(torch.nn.Module):
                     f"lifted input of type {x.type} does not match this layer (in_type {self.in_type}, {self.flows})"
                 )
             if not x.is_sequence:
-                raise ValueError(f"expected a lifted sequence [B, T, V, C, H, W], got shape {tuple(x.shape)}")
+                raise ValueError(f"expected a lifted sequence [B, T, V, C, {axes}], got shape {tuple(x.shape)}")
             raw = x.tensor
         elif isinstance(x, torch.Tensor):
-            if x.dim() != 5 or x.shape[2] != self.in_type.size:
+            if x.dim() != 3 + nd or x.shape[2] != self.in_type.size:
                 raise ValueError(
-                    f"expected an input sequence [B, T, C={self.in_type.size}, H, W] whose channels follow in_type, "
-                    f"got shape {tuple(x.shape)}" + (" (a single frame? add the time axis)" if x.dim() == 4 else "")
+                    f"expected an input sequence [B, T, C={self.in_type.size}, {axes}] whose channels follow in_type, "
+                    f"got shape {tuple(x.shape)}" + (" (a single frame? add the time axis)" if x.dim() == 2 + nd else "")
                 )
             raw = x
         else:
             raise TypeError(
-                f"expected a torch.Tensor [B, T, C, H, W], a SequenceTensor or a LiftedTensor, got {type(x).__name__}"
+                f"expected a torch.Tensor [B, T, C, {axes}], a SequenceTensor or a LiftedTensor, got {type(x).__name__}"
             )
         if raw.shape[1] == 0:
             raise ValueError("the input sequence has T=0 frames; give at least one frame")
