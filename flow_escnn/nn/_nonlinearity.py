@@ -144,7 +144,8 @@ def field_nonlinearity(s: torch.Tensor, fields: torch.Tensor, num_fields: int, n
     """A FERNN update's field nonlinearity (:mod:`flow_escnn.nn._nonlinearity`) of ``s = a + b``.
 
     Args:
-        s: ``[B, V, G, H, W]`` (or ``[B, V, G, D, H, W]``): the hidden channels ``C`` first, then (``"gated"``) one gate per field.
+        s: ``[B, V, G, H, W]`` (or ``[B, V, G, D, H, W]``): the hidden channels ``C`` first, then (``"gated"``)
+            one gate per field.
         fields: ``[C]`` long: the field of each hidden channel.
         num_fields: the number of hidden fields.
         name: ``"norm_squash"`` or ``"gated"``.
