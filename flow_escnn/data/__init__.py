@@ -9,6 +9,13 @@ last array axis, y up, rotations counter-clockwise about the grid centre.
 from flow_escnn.data._clip_io import CacheWriteError, FrameCache, MissingExtraError, decode_video, read_clip
 from flow_escnn.data._digits import SPLITS, DigitSet, DigitSource, MnistNotFoundError
 from flow_escnn.data._flowing_mnist import FlowingBatch, FlowingMNIST, FlowingSample, generate_flowing_sequences
+from flow_escnn.data._flowing_volumes import (
+    FlowingVolumes,
+    VolumeBatch,
+    VolumeSample,
+    generate_volume_sequences,
+    volume_velocities,
+)
 from flow_escnn.data._idx import IdxMnistSource, read_idx
 from flow_escnn.data._kth import (
     KTH_ACTIONS,
@@ -67,6 +74,8 @@ __all__ = [
     "FlowingSample",
     "FlowingMNIST",
     "generate_flowing_sequences",
+    # Flowing volumes (data._flowing_volumes)
+    "VolumeBatch", "VolumeSample", "FlowingVolumes", "generate_volume_sequences", "volume_velocities",
     # MNIST World (data._mnist_world)
     "ACTION_MODES", "WORLD_SPLITS", "WorldBatch", "WorldSample", "WorldInspection", "MNISTWorld",
     "generate_world_episodes", "inspection_episode", "draw_window", "actions_to_steps",
