@@ -30,6 +30,7 @@ from flow_escnn.flows import (
 from flow_escnn.flows._volume import axis_rotation, check_volume_gspace, rotation_vector
 from flow_escnn.flows._volume_transport import volume_table
 from flow_escnn.flows.kinds import ALL_FLOW_KINDS, FLOW_KINDS, TRANSLATION3D, VOLUME_FLOW_KINDS, flow_kind
+from tests.oracles import fiber, volume_roll, volume_turn
 
 OCTA = gspaces.octaOnR3()
 TOL = 1e-10
@@ -37,30 +38,8 @@ REGULAR = enn.FieldType(OCTA, [OCTA.regular_repr])  # rho(g): permutations (the 
 IRREPS = enn.FieldType(OCTA, [OCTA.irrep(1), OCTA.irrep(2), OCTA.trivial_repr])  # rho(g): dense matrices
 FIELDS = {"regular": REGULAR, "irreps": IRREPS}
 
-# -- the oracles ------------------------------------------------------------------------------------------------
-#: torch.rot90(x, 1, dims) is +90 degrees (right-handed) about the axis, on [..., D, H, W] = (-z, -y, x):
-#: about z, x -> y is (-2, -1) as in 2D; about x, y -> z is (-2, -3); about y, z -> x is (-1, -3).
-ROT90_DIMS = {"x": (-2, -3), "y": (-1, -3), "z": (-2, -1)}
-
-
-def roll(x: torch.Tensor, u) -> torch.Tensor:
-    """Translation by ``u = (ux, uy, uz)`` voxels on the torus."""
-    return torch.roll(x, shifts=(-int(u[2]), -int(u[1]), int(u[0])), dims=(-3, -2, -1))
-
-
-def turn(x: torch.Tensor, axis: str, k: int) -> torch.Tensor:
-    """``k`` quarter turns about ``axis`` (about the grid centre)."""
-    return torch.rot90(x, int(k), dims=ROT90_DIMS[axis])
-
-
-def fiber(ft, g, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-    """``rho(g)`` on the channel axis of ``x [..., C, D, H, W]``: escnn's matrix, or with ``exact`` its 0/1 entries
-    rounded (escnn builds the regular representation through a change of basis: ~1e-16 off)."""
-    rho = np.asarray(ft.representation(g), dtype=np.float64)
-    if exact:
-        assert np.abs(rho - np.round(rho)).max() < 1e-9
-        rho = np.round(rho)
-    return torch.einsum("oc,...cdhw->...odhw", torch.as_tensor(rho), x)
+# -- the oracles (tests/oracles.py: torch.roll, torch.rot90 and escnn's matrices) ------------------------------------
+roll, turn = volume_roll, volume_turn
 
 
 def zero_padded_roll(x: torch.Tensor, u) -> torch.Tensor:

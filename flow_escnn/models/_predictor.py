@@ -91,13 +91,14 @@ from flow_escnn.nn._spec import records_init
 __all__ = ["NextFramePredictor", "ExportedNextFramePredictor"]
 
 
-def _check_predictor_input(x: Any, channels: int, num_predictions: Any) -> None:
+def _check_predictor_input(x: Any, channels: int, num_predictions: Any, dims: int = 2) -> None:
+    axes = "D, H, W" if dims == 3 else "H, W"
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor [B, T_in, C, H, W], got {type(x).__name__}")
-    if x.dim() != 5 or x.shape[2] != channels:
+        raise TypeError(f"expected a torch.Tensor [B, T_in, C, {axes}], got {type(x).__name__}")
+    if x.dim() != 3 + dims or x.shape[2] != channels:
         raise ValueError(
-            f"expected input frames [B, T_in, C={channels}, H, W], got shape {tuple(x.shape)}"
-            + (" (a single frame? add the time axis)" if x.dim() == 4 else "")
+            f"expected input frames [B, T_in, C={channels}, {axes}], got shape {tuple(x.shape)}"
+            + (" (a single frame? add the time axis)" if x.dim() == 2 + dims else "")
         )
     if x.shape[1] < 1:
         raise ValueError("the input sequence has T_in=0 frames; give at least one frame")
@@ -233,11 +234,12 @@ class NextFramePredictor(torch.nn.Module):
         ).to(recurrence.device)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode a pooled field ``[..., C, H, W]`` to frames ``[..., C_in, H, W]``."""
-        lead = z.shape[:-3]
-        flat = z.reshape(-1, *z.shape[-3:])
+        """Decode a pooled field ``[..., C, H, W]`` (``[..., C, D, H, W]``) to frames ``[..., C_in, H, W]``."""
+        k = self.encoder.cells[0].spatial_dims + 1
+        lead = z.shape[:-k]
+        flat = z.reshape(-1, *z.shape[-k:])
         out = run_decoder(flat, decoder_weights(self.decoder), len(self.decoder), self.padding_mode, self.output_activation)
-        return out.reshape(*lead, *out.shape[-3:])
+        return out.reshape(*lead, *out.shape[-k:])
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False) -> torch.Tensor:
@@ -254,8 +256,9 @@ class NextFramePredictor(torch.nn.Module):
             :math:`\\psi_{T_{in}+j}(\\mu)`), or ``[B, T_in - 1 + P, C, H, W]`` with
             ``include_one_step`` (output :math:`j` is frame :math:`j + 1`).
         """
-        _check_predictor_input(x, self.in_type.size, num_predictions)
-        recurrence = self.encoder.recurrence((x.shape[-2], x.shape[-1]), x.device, x.shape[1] + num_predictions)
+        nd = self.encoder.cells[0].spatial_dims
+        _check_predictor_input(x, self.in_type.size, num_predictions, nd)
+        recurrence = self.encoder.recurrence(tuple(x.shape[-nd:]), x.device, x.shape[1] + num_predictions)
         return self.program(recurrence)(self.weights(), x, num_predictions, include_one_step)
 
     def one_step_predictions(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,7 +268,7 @@ class NextFramePredictor(torch.nn.Module):
         true frames :math:`f_0..f_{s-1}` only (never :math:`f_s`). Output :math:`j` transforms by
         :math:`\\psi_{j+1}(\\mu)`.
         """
-        _check_predictor_input(x, self.in_type.size, 1)
+        _check_predictor_input(x, self.in_type.size, 1, self.encoder.cells[0].spatial_dims)
         if x.shape[1] < 2:
             raise ValueError("one-step predictions need T_in >= 2 input frames")
         full = self.forward(x, 1, include_one_step=True)
@@ -278,13 +281,14 @@ class NextFramePredictor(torch.nn.Module):
         """A plain-PyTorch twin (the same program with frozen weights) for inputs on a ``grid_shape`` grid.
 
         Args:
-            grid_shape: ``(H, W)``; required.
+            grid_shape: ``(H, W)`` (``(D, H, W)`` on a 3D gspace); required.
             max_steps: longest ``T_in + num_predictions``, required when the encoder runs in
                 co-moving mode and its flows have no period on the grid.
         """
         if grid_shape is None:
             raise ValueError("NextFramePredictor.export needs grid_shape=(H, W) (its transports are per-grid tables)")
-        recurrence, limit = self.encoder.export_program(check_grid(grid_shape), max_steps)
+        recurrence, limit = self.encoder.export_program(check_grid(grid_shape, self.encoder.cells[0].spatial_dims),
+                                                        max_steps)
         with torch.no_grad():
             weights = self.weights()
         twin = ExportedNextFramePredictor(self._new_program(recurrence), weights, self.in_type.size, limit)
@@ -301,6 +305,6 @@ class ExportedNextFramePredictor(Frozen):
         self.max_steps = max_steps
 
     def forward(self, x: torch.Tensor, num_predictions: int = 1, include_one_step: bool = False) -> torch.Tensor:
-        _check_predictor_input(x, self.in_channels, num_predictions)
+        _check_predictor_input(x, self.in_channels, num_predictions, len(self.program.recurrence.grid_shape))
         check_exported_input(x, self.program.recurrence, self.in_channels, self.max_steps, num_predictions)
         return self.program(self.frozen_weights(), x, num_predictions, include_one_step)

@@ -17,7 +17,7 @@ import torch
 from flow_escnn.flows._gather import CircularPad
 from flow_escnn.nn._conv import SteerableConv
 from flow_escnn.nn._engine import Recurrence, Weights
-from flow_escnn.nn._kernels import conv2d, conv_same
+from flow_escnn.nn._kernels import conv, conv_same
 
 __all__ = [
     "ProgramCache",
@@ -83,8 +83,8 @@ def build_decoder(
 def decoder_weights(decoder: torch.nn.ModuleList) -> Weights:
     """The decoder's expanded filters under the program's names (``dec{i}_weight`` / ``dec{i}_bias``)."""
     out: Weights = {}
-    for i, conv in enumerate(decoder):
-        out[f"dec{i}_weight"], out[f"dec{i}_bias"] = conv.expand()
+    for i, layer in enumerate(decoder):
+        out[f"dec{i}_weight"], out[f"dec{i}_bias"] = layer.expand()
     return out
 
 
@@ -92,13 +92,14 @@ def run_decoder(
     z: torch.Tensor, weights: Weights, layers: int, padding_mode: str, activation: str,
     pad: Optional[CircularPad] = None, padded: bool = False,
 ) -> torch.Tensor:
-    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` with expanded weights (:func:`decoder_weights`).
+    """Apply the :func:`build_decoder` stack to ``[N, C, H, W]`` (or ``[N, C, D, H, W]``) with expanded weights
+    (:func:`decoder_weights`).
 
     ``padded=True``: ``z`` is already circularly padded for the first convolution.
     """
     for i in range(layers):
         w, b = weights[f"dec{i}_weight"], weights.get(f"dec{i}_bias")
-        z = conv2d(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
+        z = conv(z, w, b) if (i == 0 and padded) else conv_same(z, w, b, padding_mode, pad)
         if i < layers - 1:
             z = torch.relu(z)
     return output_activation(z, activation)
@@ -126,12 +127,13 @@ class PredictorProgram(torch.nn.Module):
         self.checkpoint = bool(checkpoint)
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
-        """``Dec`` on ``[N, C, H, W]``, or on ``[N, C, H+2p, W+2p]`` already padded for its first conv."""
-        h, w = self.recurrence.grid_shape
+        """``Dec`` on ``[N, C, *grid]``, or on ``[N, C, *(grid + 2p)]`` already padded for its first conv."""
+        grid = self.recurrence.grid_shape
+        w = grid[-1]
         padded = z.shape[-1] != w and self.padding_mode == "circular" and z.shape[-1] == w + 2 * self.decoder_pad.pad
         if z.shape[-1] != w and not padded:  # padded for another kernel size: take the grid
             p = (z.shape[-1] - w) // 2
-            z = z[..., p : p + h, p : p + w]
+            z = z[(..., *(slice(p, p + n) for n in grid))]
         return run_decoder(z, weights, self.decoder_layers, self.padding_mode, self.activation, self.decoder_pad, padded)
 
     def forward(
