@@ -46,6 +46,15 @@ spaces with scikit-learn's ``randomized_svd`` whenever scikit-learn is importabl
 scikit-learn, which breaks every dihedral (``flipRot2dOnR2``) basis not yet in escnn's
 cache. :func:`_patch_escnn_null_space` replaces it by scipy's exact SVD, which is what
 escnn itself runs when scikit-learn is absent: same null space, deterministic.
+
+**Quiet irrep caches.** escnn builds the irreps of the octahedral and icosahedral groups
+(``octaOnR3``, ``fullOctaOnR3``, ``icoOnR3``, ...) through joblib disk caches created with
+``Memory(..., verbose=2)`` (``escnn/group/groups/octa.py`` and ``ico.py``), which print
+``[Memory]0.8s, 0.0min : Loading _build_octa_irrep_picklable...`` to stdout on every build
+of such a group. :func:`_quiet_escnn_irrep_caches` sets the verbosity of those two cached
+builders (``joblib.memory.MemorizedFunc``, attribute ``_verbose``) and of their ``Memory``
+objects to 0: the same cached values are loaded (or computed and stored), silently. escnn's
+other caches are created with ``verbose=0`` already.
 """
 from __future__ import annotations
 
@@ -107,6 +116,7 @@ def import_escnn() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
                     f"(numpy {numpy.__version__}; escnn's dependency lie_learn requires numpy<2). {_FIX}"
                 ) from exc
     _patch_escnn_null_space()
+    _quiet_escnn_irrep_caches()
     nn = modules[3]
     for attr in ("GeometricTensor", "FieldType", "R2Conv", "EquivariantModule"):
         if not hasattr(nn, attr):
@@ -208,6 +218,27 @@ def _patch_escnn_null_space() -> None:
 
     exact_svd._flow_escnn_exact_svd = True  # type: ignore[attr-defined]
     num.randomized_svd = exact_svd
+
+
+#: escnn's joblib-cached irrep builders that print on every load: (module, function name)
+_NOISY_CACHES = (("escnn.group.groups.octa", "_build_octa_irrep_picklable"),
+                 ("escnn.group.groups.ico", "_build_ico_irrep_picklable"))
+
+
+def _quiet_escnn_irrep_caches() -> None:
+    """Silence the ``[Memory] ... Loading ...`` lines of escnn's octahedral / icosahedral irrep caches
+    (module docstring). Anything missing (another escnn or joblib layout) is left alone."""
+    for module_name, func_name in _NOISY_CACHES:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:  # noqa: BLE001 - a changed escnn layout: nothing to quiet
+            continue
+        func = getattr(module, func_name, None)
+        if func is not None and hasattr(func, "_verbose"):
+            func._verbose = 0
+        memory = getattr(module, "cache", None)
+        if memory is not None and hasattr(memory, "_verbose"):
+            memory._verbose = 0  # functions decorated later (none in escnn 1.0.11) start quiet too
 
 
 escnn, group, gspaces, enn = import_escnn()

@@ -1,7 +1,10 @@
 """Steerable convolution with periodic padding and an expand-once API.
 
 :class:`SteerableConv` *composes* escnn's ``R2Conv`` (it does not subclass it) and adds
-what a recurrent layer needs:
+what a recurrent layer needs. On escnn's 3D gspaces (``gspace.dimensionality == 3``:
+``octaOnR3``, ``rot2dOnR3(4)``, ...) it composes ``R3Conv`` instead and everything below holds
+for volumes ``[N, C, D, H, W]`` and filters ``[C_out, C_in, k, k, k]`` (``export()`` gives a
+``torch.nn.Conv3d``; :attr:`SteerableConv.dimensionality` says which):
 
 * ``expand()`` returns the dense filter and bias once, and ``apply()`` convolves with
   them, so a recurrence expands its steerable filter once per sequence, not once per
@@ -11,8 +14,9 @@ what a recurrent layer needs:
 * a ``state_dict`` that does not depend on train/eval mode (escnn's ``R2Conv`` adds
   ``filter``/``expanded_bias`` buffers in eval mode; here the inner ``R2Conv`` is kept
   in its training state and the filter is expanded explicitly instead);
-* ``export()`` to a plain ``torch.nn.Conv2d`` that keeps ``padding_mode`` (escnn's own
-  ``R2Conv.export()`` silently turns circular padding into zero padding);
+* ``export()`` to a plain ``torch.nn.Conv2d`` / ``Conv3d`` that keeps ``padding_mode``
+  (escnn's own ``R2Conv.export()`` and ``R3Conv.export()`` silently turn circular padding
+  into zero padding);
 * an expanded filter that is *exactly* equivariant (to the dtype's rounding) under the
   grid-preserving fiber elements, see below.
 
@@ -27,14 +31,16 @@ outputs (about ``1e-6`` for static C4 checks). :meth:`SteerableConv.expand` ther
 projects the expanded filter onto the equivariant subspace of the subgroup
 :math:`H \\subseteq G` of fiber elements whose :math:`A(h)` is a signed permutation
 (rotations by multiples of 90 degrees and the axis/diagonal reflections; all of C2, C4,
-D1, D2, D4; the C4 / D4 subgroup of C8 / D8):
+D1, D2, D4; the C4 / D4 subgroup of C8 / D8; in 3D the 24 rotations of ``octaOnR3``, the
+48 elements of ``fullOctaOnR3``, the quarter turns of ``rot2dOnR3(4)``, the 12 rotations of
+the cube inside ``icoOnR3`` and the 24 inside ``rot3dOnR3``'s SO(3)):
 
 .. math::
     \\kappa_{\\text{sym}}(y) = \\frac{1}{|H|}\\sum_{h\\in H}
         \\rho_{\\text{out}}(h)\\,\\kappa\\big(A(h)^{-1} y\\big)\\,\\rho_{\\text{in}}(h)^{-1}.
 
-These :math:`A(h)` map the ``k x k`` kernel grid onto itself, so the sum only permutes
-taps, and :math:`\\kappa_{\\text{sym}}` satisfies the constraint for every :math:`h \\in H`
+These :math:`A(h)` map the ``k x k`` (``k x k x k``) kernel grid onto itself, so the sum
+only permutes taps, and :math:`\\kappa_{\\text{sym}}` satisfies the constraint for every :math:`h \\in H`
 up to the rounding of the working dtype (``1e-16`` in float64). Since every
 :math:`G`-equivariant filter is :math:`H`-invariant, the projection does not change the
 function space: on escnn's filters it moves entries by float32 rounding only. The bias
@@ -44,11 +50,18 @@ signed-permutation representations (trivial, regular, quotient, the C4/D4 irreps
 applied as gathers, others as dense matrices. Pass ``symmetrize=False`` for escnn's raw
 filter.
 
+Tap coordinates. Filter tap ``[..., i, j]`` of a 2D filter is the offset
+:math:`y = (j - c, c - i)` (``x`` right, ``y`` up, :math:`c = \\lfloor k/2 \\rfloor`); tap
+``[..., i, j, l]`` of a 3D filter is :math:`y = (l - c, c - j, c - i)`: escnn's voxel axes
+``(-z, -y, x)`` (:mod:`flow_escnn.flows._volume`). With torch's cross-correlation,
+:math:`\\kappa \\star f (x) = \\sum_y \\kappa(y) f(x + y)` in these coordinates, so the grid
+action :math:`[g \\cdot f](x) = \\rho(g) f(A(g)^{-1} x)` commutes with it exactly.
+
 Private basis buffers
 ---------------------
 escnn caches each sampled basis block module globally
 (``basisexpansion_singleblock._stored_filters``) and *shares the module* between every
-``R2Conv`` built with the same representation pair and kernel grid. ``.double()``,
+``R2Conv`` (``R3Conv``) built with the same representation pair and kernel grid. ``.double()``,
 ``.half()`` or ``.to(device)`` on one network therefore silently converts the basis of
 every other network too (a float32 model next to a float64 one then fails with
 ``expected scalar type Double but found Float``; moving one model to CUDA moves the basis
@@ -59,6 +72,7 @@ moves stay local; no basis is recomputed and no memory is used until a cast happ
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
@@ -66,12 +80,13 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn._compat import enn
+from flow_escnn._compat import group as _group
 from flow_escnn._validate import odd_positive_int, one_of
 from flow_escnn.flows._planar import lattice_candidates, spatial_matrix
 from flow_escnn.nn._spec import refuses_pickle
 
-__all__ = ["SteerableConv", "PADDING_MODES", "AUTO_PADDING", "resolve_padding", "needs_torus", "dense_conv2d",
-           "periodic_conv2d", "export_conv", "export_escnn"]
+__all__ = ["SteerableConv", "PADDING_MODES", "AUTO_PADDING", "resolve_padding", "needs_torus", "dense_conv",
+           "dense_conv2d", "periodic_conv", "periodic_conv2d", "export_conv", "export_escnn"]
 
 PADDING_MODES = ("circular", "zeros")
 #: The default ``padding_mode`` of the flow layers and models: chosen from :math:`V` by :func:`resolve_padding`.
@@ -109,7 +124,11 @@ def needs_torus(flows: Any) -> bool:
 
 @refuses_pickle
 class SteerableConv(enn.EquivariantModule):
-    """A G-steerable 2D convolution ``in_type -> out_type`` (stride 1, 'same' output size).
+    """A G-steerable 2D or 3D convolution ``in_type -> out_type`` (stride 1, 'same' output size).
+
+    2D on escnn's planar gspaces (inner ``R2Conv``, tensors ``[N, C, H, W]``), 3D on its gspaces on
+    :math:`\\mathbb{R}^3` (inner ``R3Conv``, tensors ``[N, C, D, H, W]``, voxel convention of
+    :mod:`flow_escnn.flows._volume`); :attr:`dimensionality` says which.
 
     .. math::
         [\\kappa \\star f](x) = \\sum_{y} \\kappa(y)\\, f(x + y), \\qquad
@@ -126,7 +145,8 @@ class SteerableConv(enn.EquivariantModule):
         padding_mode: ``"circular"`` (exact on the torus) or ``"zeros"``.
         symmetrize: project the expanded filter onto the exactly equivariant subspace of the
             grid-preserving fiber elements (default True; see the module docstring).
-        **r2conv_kwargs: passed to ``escnn.nn.R2Conv`` (e.g. ``frequencies_cutoff``, ``initialize``).
+        **r2conv_kwargs: passed to ``escnn.nn.R2Conv`` / ``escnn.nn.R3Conv`` (e.g. ``frequencies_cutoff``,
+            ``initialize``).
     """
 
     def __init__(
@@ -147,6 +167,9 @@ class SteerableConv(enn.EquivariantModule):
                 raise TypeError(f"{name} must be an escnn FieldType, got {type(ft).__name__}")
         if in_type.gspace != out_type.gspace:
             raise ValueError(f"in_type is on {in_type.gspace} but out_type on {out_type.gspace}")
+        dim = getattr(in_type.gspace, "dimensionality", None)
+        if dim not in (2, 3):
+            raise ValueError(f"SteerableConv needs a gspace on R^2 or R^3, got {in_type.gspace} of dimensionality {dim}")
         for key in ("padding", "stride", "padding_mode", "dilation", "groups"):
             if key in r2conv_kwargs:
                 raise ValueError(f"SteerableConv fixes {key!r} (stride 1, same size); do not pass it")
@@ -154,7 +177,8 @@ class SteerableConv(enn.EquivariantModule):
         self.out_type = out_type
         self.kernel_size = kernel_size
         self.padding_mode = padding_mode
-        self.conv = enn.R2Conv(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
+        inner = enn.R2Conv if dim == 2 else enn.R3Conv
+        self.conv = inner(in_type, out_type, kernel_size, padding=0, bias=bias, **r2conv_kwargs)
         _unshare_basis_blocks(self.conv)
         for module in self.conv.modules():  # escnn keeps some SO(2)/O(2) index buffers as expanded views,
             for name, buf in module._buffers.items():  # which load_state_dict cannot copy into
@@ -164,8 +188,14 @@ class SteerableConv(enn.EquivariantModule):
         # them in train mode: drop them now so the state_dict of a fresh module has the same keys as
         # after .train() / .eval()
         self.conv.train(True)
+        self._dim = int(dim)
         self.symmetrize = bool(symmetrize)
         self._build_symmetrizer()
+
+    @property
+    def dimensionality(self) -> int:
+        """2 for a planar convolution (``R2Conv``, ``Conv2d``), 3 for a volumetric one (``R3Conv``, ``Conv3d``)."""
+        return self._dim
 
     # -- train/eval: keep the inner R2Conv's state_dict mode-independent --------------------------
     def train(self, mode: bool = True) -> "SteerableConv":
@@ -182,7 +212,8 @@ class SteerableConv(enn.EquivariantModule):
 
     # -- expand once, apply many times ---------------------------------------------------------------
     def expand(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The dense filter ``[C_out, C_in, k, k]`` and bias ``[C_out]`` (or None), differentiable.
+        """The dense filter ``[C_out, C_in, k, k]`` (3D: ``[C_out, C_in, k, k, k]``) and bias ``[C_out]``
+        (or None), differentiable.
 
         With ``symmetrize=True`` (default) the filter is projected onto the subspace that is
         exactly equivariant under the grid-preserving fiber elements (module docstring).
@@ -200,23 +231,25 @@ class SteerableConv(enn.EquivariantModule):
 
     def _build_symmetrizer(self) -> None:
         gs = self.in_type.gspace
-        k, c0 = self.kernel_size, self.kernel_size // 2
-        elems = []
-        for g in lattice_candidates(gs):
-            a = spatial_matrix(gs, g)
-            if np.all((a == 0) | (np.abs(a) == 1)) and np.all(np.abs(a).sum(0) == 1) and np.all(np.abs(a).sum(1) == 1):
+        d, k, c0 = self._dim, self.kernel_size, self.kernel_size // 2
+        elems, mats = [], []
+        for g in _grid_candidates(gs):
+            a = _grid_matrix(gs, g, d)
+            if a is not None:
                 elems.append(g)
+                mats.append(a)
         self._grid_group = tuple(elems)
         self._sym_active = len(elems) > 1
         if not self._sym_active:
             return
-        rows, cols = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-        pts = np.stack([cols - c0, c0 - rows], -1).reshape(-1, 2)  # tap offsets y = (x right, y up)
+        # tap offsets y = (x, y[, z]) of the flat taps (module docstring): array axes (..., -y, x) / (-z, -y, x)
+        idx = np.stack(np.meshgrid(*([np.arange(k)] * d), indexing="ij"), -1).reshape(-1, d)
+        pts = np.concatenate([idx[:, -1:] - c0, c0 - idx[:, -2::-1]], axis=1)
         spatial, outs, ins = [], [], []
-        for h in elems:
-            a = spatial_matrix(gs, h)
-            src = np.rint(np.linalg.solve(a, pts.T).T).astype(np.int64)  # A(h)^{-1} y
-            spatial.append((c0 - src[:, 1]) * k + (src[:, 0] + c0))
+        for h, a in zip(elems, mats):
+            src = pts @ a  # A(h)^{-1} y = A(h)^T y for the orthogonal A(h), exact in integers
+            src_idx = np.concatenate([c0 - src[:, :0:-1], src[:, :1] + c0], axis=1)
+            spatial.append(np.ravel_multi_index(tuple(src_idx.T), (k,) * d))
             outs.append(np.asarray(self.out_type.representation(h), dtype=np.float64))
             ins.append(np.asarray(self.in_type.representation(~h), dtype=np.float64))  # rho_in(h)^{-1}
         self.register_buffer("_sym_spatial", torch.from_numpy(np.stack(spatial)), persistent=False)
@@ -237,19 +270,18 @@ class SteerableConv(enn.EquivariantModule):
         self, filt: torch.Tensor, bias: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """:math:`\\frac{1}{|H|}\\sum_h \\rho_{out}(h)\\,\\kappa(A(h)^{-1}y)\\,\\rho_{in}(h)^{-1}` (and
-        :math:`\\frac{1}{|H|}\\sum_h \\rho_{out}(h) b` for the bias) for any filter ``[C_out, C_in, k, k]``.
+        :math:`\\frac{1}{|H|}\\sum_h \\rho_{out}(h) b` for the bias) for any filter ``[C_out, C_in, k, k]``
+        (3D: ``[C_out, C_in, k, k, k]``).
 
         A linear projection (idempotent); a no-op when :math:`H` is trivial.
         """
         if not self._sym_active:
             return filt, bias
-        co, ci, k, _ = filt.shape
-        if (co, ci, k) != (self.out_type.size, self.in_type.size, self.kernel_size):
-            raise ValueError(
-                f"expected a filter [{self.out_type.size}, {self.in_type.size}, {self.kernel_size}, "
-                f"{self.kernel_size}], got {tuple(filt.shape)}"
-            )
-        flat = filt.reshape(co, ci, k * k)
+        expected = (self.out_type.size, self.in_type.size) + (self.kernel_size,) * self._dim
+        if tuple(filt.shape) != expected:
+            raise ValueError(f"expected a filter [{', '.join(map(str, expected))}], got {tuple(filt.shape)}")
+        co, ci = expected[:2]
+        flat = filt.reshape(co, ci, -1)
         n = len(self._grid_group)
         acc = None
         bacc = None
@@ -271,34 +303,86 @@ class SteerableConv(enn.EquivariantModule):
             acc = term if acc is None else acc + term
             if bias is not None:
                 bacc = bterm if bacc is None else bacc + bterm
-        out = (acc / n).reshape(co, ci, k, k)
+        out = (acc / n).reshape(expected)
         return out, (None if bias is None else bacc / n)
 
     def apply_expanded(self, x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """Convolve a plain tensor ``[N, C_in, H, W]`` with an already expanded filter."""
-        return periodic_conv2d(x, filt, bias, self.padding_mode)
+        """Convolve a plain tensor ``[N, C_in, H, W]`` (3D: ``[N, C_in, D, H, W]``) with an already expanded filter."""
+        return periodic_conv(x, filt, bias, self.padding_mode)
 
     def forward(self, input: Any) -> Any:  # noqa: A002 - escnn's signature
-        """Per-frame forward on a ``GeometricTensor [N, C_in, H, W]``."""
+        """Per-frame forward on a ``GeometricTensor [N, C_in, H, W]`` (3D: ``[N, C_in, D, H, W]``)."""
         if not isinstance(input, enn.GeometricTensor) or input.type != self.in_type:
             got = input.type if isinstance(input, enn.GeometricTensor) else type(input).__name__
             raise ValueError(f"SteerableConv expects a GeometricTensor of type {self.in_type}, got {got}")
+        if input.tensor.dim() != self._dim + 2:
+            raise ValueError(f"SteerableConv ({self._dim}D) expects a GeometricTensor {_layout(self._dim, 'C_in')}, "
+                             f"got shape {tuple(input.tensor.shape)}")
         filt, bias = self.expand()
         return enn.GeometricTensor(self.apply_expanded(input.tensor, filt, bias), self.out_type)
 
     def evaluate_output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
-        if len(input_shape) != 4 or input_shape[1] != self.in_type.size:
-            raise ValueError(f"expected an input shape [N, {self.in_type.size}, H, W], got {input_shape}")
-        return (input_shape[0], self.out_type.size, input_shape[2], input_shape[3])
+        if len(input_shape) != self._dim + 2 or input_shape[1] != self.in_type.size:
+            raise ValueError(f"expected an input shape {_layout(self._dim, self.in_type.size)}, got {input_shape}")
+        return (input_shape[0], self.out_type.size) + tuple(input_shape[2:])
 
-    def export(self) -> torch.nn.Conv2d:
-        """A plain ``torch.nn.Conv2d`` with the expanded weights and the same padding mode."""
+    def export(self) -> torch.nn.Module:
+        """A plain ``torch.nn.Conv2d`` (3D: ``torch.nn.Conv3d``) with the expanded weights and the same padding mode."""
         with torch.no_grad():
             filt, bias = self.expand()
-        return dense_conv2d(filt, bias, self.kernel_size // 2, self.padding_mode)
+        return dense_conv(filt, bias, self.kernel_size // 2, self.padding_mode)
 
 
-def dense_conv2d(
+def _layout(dim: int, channels: Any) -> str:
+    return f"[N, {channels}, H, W]" if dim == 2 else f"[N, {channels}, D, H, W]"
+
+
+def _grid_candidates(gspace: Any) -> List[Any]:
+    """Fiber elements that may map the kernel grid onto itself (filter them by :func:`_grid_matrix`).
+
+    2D: :func:`~flow_escnn.flows._planar.lattice_candidates`. 3D: every element of a finite fiber group;
+    for a continuous one (SO(3), O(3), SO(2), O(2), ... on R^3) the elements acting as one of the 48 signed
+    permutation matrices, found through the gspace's restriction map from O(3) (None off the subgroup).
+    """
+    if getattr(gspace, "dimensionality", 2) == 2:
+        return lattice_candidates(gspace)
+    G = gspace.fibergroup
+    if not G.continuous:
+        return list(G.elements)
+    restrict = getattr(gspace, "_restriction", None)
+    if restrict is None:  # pragma: no cover - escnn layout changed: symmetrise over nothing
+        return []
+    o3 = _group.o3_group()
+    found = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            m = np.zeros((3, 3))
+            m[np.arange(3), perm] = signs
+            det = int(round(np.linalg.det(m)))
+            try:
+                g = restrict(o3.element((0 if det == 1 else 1, m * det), "MAT"))
+            except Exception:  # noqa: BLE001 - not in the subgroup
+                continue
+            if g is not None:
+                found.append(g)
+    return found
+
+
+def _grid_matrix(gspace: Any, element: Any, dim: int) -> Optional[np.ndarray]:
+    """:math:`A(g)` as an integer signed-permutation matrix ``[dim, dim]``, or None if it is not one."""
+    if dim == 2:
+        a = spatial_matrix(gspace, element)
+    else:
+        a = np.asarray(gspace.basespace_action(element), dtype=np.float64).reshape(3, 3)
+    r = np.rint(a)
+    if np.max(np.abs(a - r)) > 1e-9 or not np.all(np.abs(r) <= 1):
+        return None
+    if not (np.all(np.abs(r).sum(0) == 1) and np.all(np.abs(r).sum(1) == 1)):
+        return None
+    return r.astype(np.int64)
+
+
+def dense_conv(
     filt: torch.Tensor,
     bias: Optional[torch.Tensor],
     padding: Any,
@@ -306,12 +390,21 @@ def dense_conv2d(
     stride: Any = 1,
     dilation: Any = 1,
     groups: int = 1,
-) -> torch.nn.Conv2d:
-    """A ``torch.nn.Conv2d`` holding an expanded filter ``[C_out, C_in/groups, k, k]`` and bias."""
-    conv = torch.nn.Conv2d(
+) -> torch.nn.Module:
+    """A ``torch.nn.Conv2d`` (filter ``[C_out, C_in/groups, k, k]``) or ``torch.nn.Conv3d`` (filter
+    ``[C_out, C_in/groups, k, k, k]``) holding an expanded filter and bias, with ``padding_mode`` kept.
+
+    Raises:
+        ValueError: for a filter of another rank.
+    """
+    kinds = {4: torch.nn.Conv2d, 5: torch.nn.Conv3d}
+    if filt.dim() not in kinds:
+        raise ValueError(f"dense_conv expects a filter [C_out, C_in, k, k] or [C_out, C_in, k, k, k], "
+                         f"got shape {tuple(filt.shape)}")
+    conv = kinds[filt.dim()](
         filt.shape[1] * groups,
         filt.shape[0],
-        tuple(filt.shape[-2:]),
+        tuple(filt.shape[2:]),
         stride=stride,
         padding=padding,
         dilation=dilation,
@@ -324,6 +417,21 @@ def dense_conv2d(
         if bias is not None:
             conv.bias.copy_(bias)
     return conv
+
+
+def dense_conv2d(
+    filt: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    padding: Any,
+    padding_mode: str,
+    stride: Any = 1,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> torch.nn.Conv2d:
+    """A ``torch.nn.Conv2d`` holding an expanded filter ``[C_out, C_in/groups, k, k]`` and bias (:func:`dense_conv`)."""
+    if filt.dim() != 4:
+        raise ValueError(f"dense_conv2d expects a filter [C_out, C_in, k, k], got shape {tuple(filt.shape)}")
+    return dense_conv(filt, bias, padding, padding_mode, stride, dilation, groups)  # type: ignore[return-value]
 
 
 def _signed_permutation(rho: np.ndarray, tol: float = 1e-9) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -369,16 +477,37 @@ def _unshare_basis_blocks(conv: torch.nn.Module) -> None:
                 parent._modules[name] = _private_module_copy(child)
 
 
+_CONV = {4: F.conv2d, 5: F.conv3d}
+
+
+def periodic_conv(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
+    """'Same'-size stride-1 convolution with circular or zero padding (plain torch), 2D or 3D by the filter's
+    rank: ``x [N, C_in, H, W]`` with ``filt [C_out, C_in, kh, kw]`` (``F.conv2d``), ``x [N, C_in, D, H, W]``
+    with ``filt [C_out, C_in, kd, kh, kw]`` (``F.conv3d``); odd kernel sizes.
+
+    Raises:
+        ValueError: for a filter of another rank, or an input whose rank or channels do not match it.
+    """
+    conv = _CONV.get(filt.dim())
+    if conv is None:
+        raise ValueError(f"periodic_conv expects a filter [C_out, C_in, k, k] or [C_out, C_in, k, k, k], "
+                         f"got shape {tuple(filt.shape)}")
+    if x.dim() != filt.dim() or x.shape[1] != filt.shape[1]:
+        raise ValueError(f"a {filt.dim() - 2}D filter {tuple(filt.shape)} convolves inputs "
+                         f"{_layout(filt.dim() - 2, filt.shape[1])}, got shape {tuple(x.shape)}")
+    pads = tuple(s // 2 for s in filt.shape[2:])
+    if padding_mode == "circular" and any(pads):
+        return conv(F.pad(x, tuple(p for p in reversed(pads) for _ in (0, 1)), mode="circular"), filt, bias)
+    return conv(x, filt, bias, padding=pads)
+
+
 def periodic_conv2d(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
-    """'Same'-size stride-1 convolution with circular or zero padding (plain torch)."""
-    p = filt.shape[-1] // 2
-    if padding_mode == "circular" and p > 0:
-        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), filt, bias)
-    return F.conv2d(x, filt, bias, padding=p)
+    """'Same'-size stride-1 2D convolution with circular or zero padding (plain torch; :func:`periodic_conv`)."""
+    return periodic_conv(x, filt, bias, padding_mode)
 
 
-def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
-    """escnn ``R2Conv`` -> ``Conv2d`` keeping ``padding_mode`` (escnn's export drops it)."""
+def _export_r2conv(conv: Any) -> torch.nn.Module:
+    """escnn ``R2Conv`` / ``R3Conv`` -> ``Conv2d`` / ``Conv3d`` keeping ``padding_mode`` (escnn's export drops it)."""
     was_training = conv.training
     conv.train(True)
     try:
@@ -386,25 +515,26 @@ def _export_r2conv(conv: Any) -> torch.nn.Conv2d:
             filt, bias = conv.expand_parameters()
     finally:
         conv.train(was_training)
-    return dense_conv2d(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
+    return dense_conv(filt, bias, conv.padding, conv.padding_mode, conv.stride, conv.dilation, conv.groups)
 
 
-def export_conv(conv: Any) -> torch.nn.Conv2d:
-    """A :class:`SteerableConv` or escnn ``R2Conv`` as a plain ``torch.nn.Conv2d`` (padding mode kept)."""
+def export_conv(conv: Any) -> torch.nn.Module:
+    """A :class:`SteerableConv` or escnn ``R2Conv`` / ``R3Conv`` as a plain ``torch.nn.Conv2d`` / ``Conv3d``
+    (padding mode kept)."""
     if isinstance(conv, SteerableConv):
         out = conv.export()
         if out.padding_mode != conv.padding_mode:  # guard against a regression in SteerableConv.export
             raise RuntimeError(f"SteerableConv.export lost padding_mode {conv.padding_mode!r}")
         return out
-    if isinstance(conv, enn.R2Conv):
+    if isinstance(conv, (enn.R2Conv, enn.R3Conv)):
         return _export_r2conv(conv)
-    raise TypeError(f"export_conv expects a SteerableConv or an escnn R2Conv, got {type(conv).__name__}")
+    raise TypeError(f"export_conv expects a SteerableConv or an escnn R2Conv / R3Conv, got {type(conv).__name__}")
 
 
 def export_escnn(module: Any) -> torch.nn.Module:
     """Any escnn ``EquivariantModule`` as plain PyTorch: convolutions by :func:`export_conv` (circular
     padding kept), a ``SequentialModule`` child by child, anything else by its own ``export()``."""
-    if isinstance(module, (SteerableConv, enn.R2Conv)):
+    if isinstance(module, (SteerableConv, enn.R2Conv, enn.R3Conv)):
         return export_conv(module)
     if isinstance(module, enn.SequentialModule):
         return torch.nn.Sequential(*[export_escnn(m) for m in module.children()])
