@@ -27,7 +27,11 @@ convs, max over V, 10 + 10 frames on a 28x28 torus, MSE on the predicted frames,
   ``vs_reference_grnn_c8``;
 * ``world``: a :class:`flow_escnn.models.WorldModel` (FloWM: the fernn row's fields and V on a
   ``grid x grid`` map, a centred ``grid/2`` view, random moves of up to 2 pixels per sample and
-  step, predictions fed back), its ``world_vs_floor`` measured like the others.
+  step, predictions fed back), its ``world_vs_floor`` measured like the others;
+* ``volume``: the 3D FERNN (issue 24): the predictor on ``trivialOnR3`` with ``--volume-channels``
+  trivial fields over ``FlowSet.translations(gs, 1)`` (|V| = 27) on a ``--volume-grid`` cube, blobs
+  moving on the 3-torus, the same frames and decoder depth; ``volume_vs_floor`` against its
+  ``conv3d`` floor.
 
 For each model the *conv floor* is the same ``conv2d`` calls (recorded during one step)
 timed alone, forward then backward (:class:`benchmarks.meters.ConvFloor`). Steps and
@@ -36,6 +40,7 @@ The last line printed is machine readable::
 
     RATIOS fernn_vs_floor=<x> grnn_vs_floor=<x> rotation_vs_floor=<x> vs_straightforward_translation=<x> ...
         ... vs_reference_translation=<x> vs_reference_rotation=<x> vs_reference_grnn=<x> vs_reference_grnn_c8=<x>
+        ... volume_vs_floor=<x>
 """
 from __future__ import annotations
 
@@ -90,6 +95,7 @@ RATIO_KEYS = (
     "vs_reference_rotation",
     "vs_reference_grnn",
     "vs_reference_grnn_c8",
+    "volume_vs_floor",
 )
 #: (ratio, comparison, threshold, device) ; device None = any
 TARGETS = [
@@ -106,6 +112,8 @@ TARGETS = [
     ("vs_reference_rotation", "<=", 0.7, "cpu"),
     ("vs_reference_grnn", "<=", 0.95, "cpu"),
     ("vs_reference_grnn_c8", "<=", 0.95, "cpu"),
+    # issue 24: the 3D FERNN step against its conv3d floor
+    ("volume_vs_floor", "<=", 1.3, "cpu"),
 ]
 #: each ``vs_reference_*`` ratio: (its library row, its anchor row), and the model kinds they build
 #: (:func:`build_model`'s kind, :func:`benchmarks.paper_anchor.build_anchor`'s row)
@@ -140,6 +148,8 @@ class BenchConfig:
     seed: int = 0
     quick: bool = False
     json: Optional[str] = None
+    volume_grid: int = 12
+    volume_channels: int = 4
 
 
 def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredictor:
@@ -211,6 +221,29 @@ def make_data(cfg: BenchConfig) -> tuple:
     vel = torch.randint(-2, 3, (b, 2), generator=g)
     frames = torch.stack([torch.stack([torch.roll(base[i] * 3, (-int(vel[i, 1]) * s, int(vel[i, 0]) * s), (-2, -1))
                                        for i in range(b)]) for s in range(t)], 1).clamp(0, 1)
+    return frames[:, : cfg.t_in].contiguous().to(cfg.device), frames[:, cfg.t_in:].contiguous().to(cfg.device)
+
+
+def build_volume_model(cfg: BenchConfig) -> NextFramePredictor:
+    """The ``volume`` row's 3D FERNN predictor, seeded."""
+    gs = gspaces.trivialOnR3()
+    torch.manual_seed(cfg.seed)
+    scalar = enn.FieldType(gs, [gs.trivial_repr])
+    hidden = enn.FieldType(gs, [gs.trivial_repr] * cfg.volume_channels)
+    model = NextFramePredictor(scalar, hidden, FlowSet.translations(gs, 1), decoder_layers=cfg.decoder_layers,
+                               padding_mode="circular")
+    return model.to(cfg.device)
+
+
+def make_volume_data(cfg: BenchConfig) -> tuple:
+    """Blobs moving on the 3-torus: ``x [B, t_in, 1, n, n, n]``, ``y [B, t_out, 1, n, n, n]`` (``n = volume_grid``)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    b, n, t = cfg.batch, cfg.volume_grid, cfg.t_in + cfg.t_out
+    seeds = (torch.rand(b, 1, n, n, n, generator=g) < 0.05).float()
+    base = F.avg_pool3d(F.pad(seeds, (1,) * 6, mode="circular"), 3, 1) * 3
+    vel = torch.randint(-1, 2, (b, 3), generator=g)
+    frames = torch.stack([torch.stack([torch.roll(base[i], tuple(int(s * v) for v in (-vel[i, 2], -vel[i, 1], vel[i, 0])),
+                                                  (-3, -2, -1)) for i in range(b)]) for s in range(t)], 1).clamp(0, 1)
     return frames[:, : cfg.t_in].contiguous().to(cfg.device), frames[:, cfg.t_in:].contiguous().to(cfg.device)
 
 
@@ -370,7 +403,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
     steps["rotation-unbatched"] = Step(build_model("rotation", cfg), x, y, input_batch_bytes=1 << 62)
     steps["world"] = WorldStep(build_world_model(cfg), x, y)
     steps.update(reference_steps(cfg, x, y))
-    floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation", "world")}
+    steps["volume"] = Step(build_volume_model(cfg), *make_volume_data(cfg))
+    floors = {f"{k}-floor": record_floor(steps[k]) for k in ("fernn", "grnn", "rotation", "world", "volume")}
     fns: Dict[str, Callable[[], None]] = {**steps, **floors}
     log(f"# timing {len(fns)} functions x {cfg.repeats} repeats (+{cfg.warmup} warm-up) ...")
     times = time_round_robin(fns, cfg)
@@ -391,6 +425,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[
         "cubic6_vs_bilinear_rotation": med["rotation-cubic6"] / med["rotation"],
         "unbatched_vs_batched_input_rotation": med["rotation-unbatched"] / med["rotation"],
         "world_vs_floor": med["world"] / med["world-floor"],
+        "volume_vs_floor": med["volume"] / med["volume-floor"],
         **{key: med[lib] / med[anchor] for key, (lib, anchor) in REFERENCE_ROWS.items()},
     }
     dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
@@ -463,17 +498,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="batch 2, 16 channels")
     p.add_argument("--json", default=None, metavar="PATH", help="dump all results as JSON")
+    p.add_argument("--volume-grid", type=int, default=None, help="side of the volume row's cube (default 12; quick 8)")
+    p.add_argument("--volume-channels", type=int, default=4, help="trivial fields per V slice of the volume row")
     a = p.parse_args(argv)
     cfg = BenchConfig(
         device=a.device, batch=a.batch or (2 if a.quick else 8),
         hidden_channels=a.hidden_channels or (16 if a.quick else 32),
         grid=a.grid, t_in=a.t_in, t_out=a.t_out, decoder_layers=a.decoder_layers, repeats=a.repeats, warmup=a.warmup,
         threads=a.threads, seed=a.seed, quick=a.quick, json=a.json,
+        volume_grid=a.volume_grid or (8 if a.quick else 12), volume_channels=a.volume_channels,
     )
     if cfg.hidden_channels % 8:
         p.error(f"--hidden-channels must be a multiple of 8 (C8-regular fields), got {cfg.hidden_channels}")
-    if min(cfg.t_in, cfg.t_out, cfg.batch, cfg.repeats) < 1 or cfg.grid < 3 or cfg.warmup < 0 or cfg.decoder_layers < 0:
-        p.error("sizes must be positive (warmup, decoder layers >= 0, grid >= 3)")
+    if min(cfg.t_in, cfg.t_out, cfg.batch, cfg.repeats, cfg.volume_channels) < 1 or min(cfg.grid, cfg.volume_grid) < 3 \
+            or cfg.warmup < 0 or cfg.decoder_layers < 0:
+        p.error("sizes must be positive (warmup, decoder layers >= 0, grid and volume grid >= 3)")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda requested but torch.cuda.is_available() is False")
     return cfg

@@ -1,6 +1,7 @@
 """Memory meters and the conv-only floor used by the benchmark.
 
-The floor replays the step's convolutions with the functions the step called: ``F.conv2d``, or
+The floor replays the step's convolutions with the functions the step called: ``F.conv2d`` (``F.conv3d``
+for volumes), or
 :func:`flow_escnn.nn._kernels.conv2d` (the same convolution; an im2col GEMM for inputs with at
 most two channels on the CPU), so it neither misses nor slows down the layer-0 input convolutions.
 """
@@ -100,9 +101,13 @@ class LiveTensorMeter(TorchDispatchMode):
         self.current -= self._live.pop(key, 0)
 
 
+#: what the floor replays for each recorded function
+_FUNCTIONS = {library_conv2d: library_conv2d, F.conv3d: F.conv3d, torch.conv3d: F.conv3d}
+
+
 class ConvRecorder(TorchFunctionMode):
-    """Records every ``conv2d`` call made while active (``F.conv2d`` and the library's): function, shapes,
-    dtypes, flags and arguments."""
+    """Records every ``conv2d`` / ``conv3d`` call made while active (``F.conv2d``, ``F.conv3d`` and the library's):
+    function, shapes, dtypes, flags and arguments."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,14 +115,14 @@ class ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d, library_conv2d):
+        if func in (F.conv2d, torch.conv2d, library_conv2d, F.conv3d, torch.conv3d):
             x, w = args[0], args[1]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
             names = ("padding",) if func is library_conv2d else ("stride", "padding", "dilation", "groups")
             rest = dict(zip(names, args[3:]))
             rest.update({k: v for k, v in kwargs.items() if k != "bias"})
             self.calls.append(dict(
-                fn=library_conv2d if func is library_conv2d else F.conv2d,
+                fn=_FUNCTIONS.get(func, F.conv2d),
                 input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype, device=x.device,
                 weight=tuple(w.shape), bias=b is not None, kwargs=rest,
             ))

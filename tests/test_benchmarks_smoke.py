@@ -30,7 +30,7 @@ from flow_escnn.nn._kernels import conv2d as library_conv2d
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--batch", "1", "--hidden-channels", "8", "--grid", "8", "--t-in", "2", "--t-out", "2", "--decoder-layers", "1",
-    "--repeats", "1", "--warmup", "0", "--threads", "1",
+    "--repeats", "1", "--warmup", "0", "--threads", "1", "--volume-grid", "4", "--volume-channels", "2",
 ]
 RATIOS_RE = re.compile(r"^RATIOS " + " ".join(rf"{k}=(\S+)" for k in bench_fernn.RATIO_KEYS) + "$")
 
@@ -63,7 +63,7 @@ def test_ratios_line_is_last_and_well_formed(tiny_run):
 def test_every_row_floor_and_target_is_reported(tiny_run):
     out, res, _ = tiny_run
     for key in ("fernn", "fernn-naive", "grnn", "rotation", "rotation-naive", "fernn-deterministic", "fernn-amp",
-                "fernn-checkpoint", "fernn-floor", "grnn-floor", "rotation-floor",
+                "fernn-checkpoint", "fernn-floor", "grnn-floor", "rotation-floor", "volume", "volume-floor",
                 *(row for rows in bench_fernn.REFERENCE_ROWS.values() for row in rows)):
         assert key in res["median_s"] and res["median_s"][key] > 0 and key in out
     for key, (lib, anchor) in bench_fernn.REFERENCE_ROWS.items():  # this library's step / the paper's (the anchor)
@@ -72,7 +72,9 @@ def test_every_row_floor_and_target_is_reported(tiny_run):
     # T_in = 2, 2 predictions: U on 2 input frames + 1 fed back, W on the 2 updates after the first (the zero
     # initial state needs no W * 0), 2 decoder convs per prediction
     assert res["floor_convs"]["fernn-floor"] == 1 + 1 + 2 + 2 * 2
-    assert len(res["targets"]) == 9 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
+    assert res["floor_convs"]["volume-floor"] == 1 + 1 + 2 + 2 * 2  # the same calls, conv3d
+    assert res["ratios"]["volume_vs_floor"] == pytest.approx(res["median_s"]["volume"] / res["median_s"]["volume-floor"])
+    assert len(res["targets"]) == 10 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
                                             for t in res["targets"])
     assert res["memory"]["fernn-checkpoint"]["peak_bytes"] < res["memory"]["fernn"]["peak_bytes"]
 

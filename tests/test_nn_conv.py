@@ -326,13 +326,16 @@ def test_a_bare_r2conv_cast_elsewhere_does_not_leak_into_a_new_conv(rng):
     place; a SteerableConv built afterwards from the same basis used to copy the double tensors and
     fail on float input ('expected scalar type Float but found Double')."""
     t = ft(C4, C4.regular_repr, C4.trivial_repr)
-    enn.R2Conv(t, t, 3).double()  # casts the shared cache
-    fresh = SteerableConv(t, t, 3)
-    basis = [buf for name, buf in fresh.named_buffers() if name.endswith("sampled_basis")]
-    assert basis and all(buf.dtype == torch.float32 for buf in basis)
-    x = torch.randn(1, t.size, 5, 5, generator=rng)
-    with torch.no_grad():
-        assert fresh(enn.GeometricTensor(x, t)).tensor.dtype == torch.float32
+    bare = enn.R2Conv(t, t, 3).double()  # casts the shared cache
+    try:
+        fresh = SteerableConv(t, t, 3)
+        basis = [buf for name, buf in fresh.named_buffers() if name.endswith("sampled_basis")]
+        assert basis and all(buf.dtype == torch.float32 for buf in basis)
+        x = torch.randn(1, t.size, 5, 5, generator=rng)
+        with torch.no_grad():
+            assert fresh(enn.GeometricTensor(x, t)).tensor.dtype == torch.float32
+    finally:  # give escnn's shared cache back as escnn built it: later bare R2Convs (other test files) expect float32
+        bare.float()
 
 
 def test_uses_r2conv_by_composition():
