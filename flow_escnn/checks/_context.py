@@ -15,6 +15,7 @@ import torch
 from flow_escnn._validate import one_of
 from flow_escnn.checks._inputs import ModelOutput, check_model_mode, run_model, validate_input
 from flow_escnn.checks._report import CheckRow, EquivarianceReport, default_tolerances
+from flow_escnn.flows._plans import spatial_dims
 from flow_escnn.flows._tables import INTERPOLATIONS
 
 __all__ = ["Model", "CheckContext", "make_context", "compare_rows", "relative_error"]
@@ -53,11 +54,23 @@ class CheckContext:
             )
         return out
 
+    @property
+    def spatial_dims(self) -> int:
+        """2 for planar sequences ``[B, T, C, H, W]``, 3 for volumes ``[B, T, C, D, H, W]``."""
+        return spatial_dims(self.in_type.gspace)
+
     def require_same_grid(self, what: str) -> None:
-        if tuple(self.base.tensor.shape[-2:]) != tuple(self.x.shape[-2:]):
+        nd = self.spatial_dims
+        grid, out = tuple(self.x.shape[-nd:]), tuple(self.base.tensor.shape[-nd:])
+        if out != grid:
+            if nd == 3:
+                raise ValueError(
+                    f"{what} needs the model's output on the input's volume (D, H, W) = {grid}, got {out}: "
+                    "a flow moves by input voxels per frame"
+                )
             raise ValueError(
-                f"{what} needs the model's output on the input's grid {tuple(self.x.shape[-2:])}, got "
-                f"{tuple(self.base.tensor.shape[-2:])}: a flow moves by input pixels per frame"
+                f"{what} needs the model's output on the input's grid {grid}, got "
+                f"{out}: a flow moves by input pixels per frame"
             )
 
     def report(self, rows: List[CheckRow]) -> EquivarianceReport:

@@ -7,6 +7,13 @@ The model :math:`\\Phi` is a black box ``model(x)`` mapping a sequence
 * a *lifted* sequence, a :class:`~flow_escnn.lifted.LiftedTensor`
   ``[B, T', V, C', H, W]`` (its type, including the flow set V, comes with it).
 
+On a 3D gspace (``in_type.gspace`` one of escnn's gspaces on :math:`\\mathbb{R}^3` that act on
+the voxel grid exactly, e.g. ``octaOnR3()`` or ``rot2dOnR3(4)``) the sequences are volumes:
+``x: [B, T, C, D, H, W]``, plain outputs ``[B, T', C', D, H, W]``, lifted outputs
+``[B, T', V, C', D, H, W]``; flows are :class:`~flow_escnn.flows._volume.VolumeGenerator` s or
+velocities ``(vx, vy, vz)`` / ``(vx, vy, vz, kx, ky, kz)``, and the voxel convention is that of
+:mod:`flow_escnn.flows._volume`.
+
 Output frame ``t`` is taken to belong to input time :math:`t + \\delta` with
 :math:`\\delta` = ``time_offset`` (0 for sequence-to-sequence encoders, 1 for a
 next-frame predictor whose frame ``t`` predicts input frame ``t + 1``). Each check
@@ -33,7 +40,10 @@ Conventions
 * Transports are exact for integer translations and multiples of 90 degrees on a
   square grid. Anything else is resampled with ``interpolation`` (bilinear, periodic):
   the report marks such rows ``exact = no`` and still measures them; pick tolerances
-  that suit the resampling error.
+  that suit the resampling error. On volumes every transport is an exact voxel
+  permutation and ``interpolation`` is never used; a rotation that would exchange axes
+  of different sizes (a quarter turn about x on a grid with ``D != H``) is refused with
+  a ``ValueError`` rather than resampled.
 * For lifted outputs, V slices without an exact prediction (:math:`\\nu\\ominus\\mu`
   outside V, or :math:`g_\\nu` not commuting with :math:`g_\\mu`) are excluded; each
   row says how many slices were compared.
@@ -48,7 +58,6 @@ import flow_escnn.checks._predict as predict
 from flow_escnn.checks._context import CheckContext, Model, compare_rows, make_context
 from flow_escnn.checks._inputs import FlowsLike, coerce_elements, coerce_flows, validate_input
 from flow_escnn.checks._report import CheckRow, EquivarianceReport
-from flow_escnn.flows._generator import FlowGenerator
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 
 __all__ = [
@@ -58,7 +67,7 @@ __all__ = [
     "check_equivariance",
 ]
 
-def _flow_rows(ctx: CheckContext, mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+def _flow_rows(ctx: CheckContext, mus: Sequence[Any]) -> List[CheckRow]:
     ctx.require_same_grid("a flow check")
     rows: List[CheckRow] = []
     for mu in mus:
@@ -85,7 +94,7 @@ def _static_rows(ctx: CheckContext, elements: Sequence[Any]) -> List[CheckRow]:
     return rows
 
 
-def _combined_rows(ctx: CheckContext, elements: Sequence[Any], mus: Sequence[FlowGenerator]) -> List[CheckRow]:
+def _combined_rows(ctx: CheckContext, elements: Sequence[Any], mus: Sequence[Any]) -> List[CheckRow]:
     ctx.require_same_grid("a combined check")
     rows: List[CheckRow] = []
     for g in elements:
@@ -126,12 +135,13 @@ def check_equivariance(
 
     Args:
         model: any callable ``model(x)``; an ``nn.Module`` must be in eval mode.
-        x: input sequence ``[B, T, C, H, W]``, channels following ``in_type``; its dtype
-            and device are the ones the model runs in.
+        x: input sequence ``[B, T, C, H, W]`` (``[B, T, C, D, H, W]`` when ``in_type`` lives on a 3D
+            gspace), channels following ``in_type``; its dtype and device are the ones the model runs in.
         in_type: escnn ``FieldType`` of the input channels.
         flows: input flows :math:`\\mu`: one flow (a ``FlowGenerator`` or a velocity ``(vx, vy)`` /
-            ``(vx, vy, k)``), a ``FlowSet``, or a list of flows, on ``in_type.gspace``; None skips
-            the flow and combined checks.
+            ``(vx, vy, k)``; on volumes a ``VolumeGenerator`` or ``(vx, vy, vz)`` /
+            ``(vx, vy, vz, kx, ky, kz)``), a ``FlowSet``, or a list of flows, on ``in_type.gspace``;
+            None skips the flow and combined checks.
         elements: fiber elements :math:`g` (default: the whole fiber group, the identity
             included, which checks determinism).
         out_type: escnn ``FieldType`` of a plain output's channels (required for plain
@@ -140,9 +150,11 @@ def check_equivariance(
         static: run the static check.
         combined: run the combined check (when ``flows`` is given).
         time_offset: :math:`\\delta`, the input time of output frame 0.
-        interpolation: resampling for transports that are not grid-exact (e.g. 45 degrees).
+        interpolation: resampling for planar transports that are not grid-exact (e.g. 45 degrees);
+            unused on volumes, whose transports are all exact.
         periodic_velocities: lifted outputs only: match :math:`\\nu\\ominus\\mu` to V modulo the
-            ``H x W`` grid (on a torus the flows of ``(vx, vy)`` and ``(vx + W, vy + H)`` coincide), so
+            ``H x W`` grid (``D x H x W`` on volumes; on a torus the flows of ``(vx, vy)`` and
+            ``(vx + W, vy + H)`` coincide), so
             a V covering the torus compares every slice. Only for models whose state lives on a torus.
         atol: absolute tolerance (default by dtype, see :func:`~flow_escnn.checks._report.default_tolerances`).
         rtol: relative tolerance (default by dtype).
