@@ -173,11 +173,14 @@ def test_a_planar_tensor_is_refused_with_the_volume_layout():
         m(torch.zeros(1, 2, 1, 5, 5, dtype=F64))
 
 
-def test_the_grnn_plus_is_refused_on_a_volume():
+def test_what_is_planar_is_refused_on_a_volume():
+    """The G-RNN+ (a learned planar kernel per velocity) and V-mixing (the planar velocity lattice) say so."""
     from flow_escnn.nn import GRNNPlus
 
     with pytest.raises(ValueError, match="planar per-velocity kernel"):
         GRNNPlus(SCALAR, REGULAR, TRANSLATIONS)
+    with pytest.raises(ValueError, match="velocity_mixing=0"):
+        FERNN(SCALAR, REGULAR, TRANSLATIONS, velocity_mixing=1)
 
 
 # -- the predictor ----------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Commuting-diagram checks for sequence models, and their reports.
 
 The checks only call the model: they work for any callable mapping a sequence
-``[B, T, C, H, W]`` to a plain field sequence or a :class:`~flow_escnn.lifted.LiftedTensor`.
+``[B, T, C, H, W]`` to a plain field sequence or a :class:`~flow_escnn.lifted.LiftedTensor`, and, when
+``in_type`` lives on one of escnn's 3D gspaces, for volumes ``[B, T, C, D, H, W]`` (volume flows are
+exact: integer translations of the 3-torus, quarter turns about the coordinate axes; docs/volumes.rst).
 
 * :func:`check_flow_equivariance`: moving inputs, :math:`f'_t = \\psi_t(\\mu) f_t`.
 * :func:`check_static_equivariance`: rotated/reflected inputs, :math:`f'_t = g f_t`.

@@ -64,7 +64,7 @@ from flow_escnn.data._velocities import default_velocities, velocity_array
 from flow_escnn.flows._generator import flow_parts
 from flow_escnn.flows.kinds import flow_kind
 
-__all__ = ["FlowingBatch", "FlowingSample", "FlowingMNIST", "generate_flowing_sequences"]
+__all__ = ["FlowingBatch", "FlowingSample", "FlowingMNIST", "generate_flowing_sequences", "centred_canvas"]
 
 _CHUNK_ELEMENTS = 1 << 21  # pixels (K * T * H * W per sequence) resampled per chunk
 
@@ -109,7 +109,7 @@ def _grid_shape(grid_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return grid_shape((grid_size, grid_size) if square else grid_size, "grid_size")
 
 
-def _centred_canvas(images: np.ndarray, grid: Tuple[int, int], digit_size: Optional[int]) -> torch.Tensor:
+def centred_canvas(images: np.ndarray, grid: Tuple[int, int], digit_size: Optional[int]) -> torch.Tensor:
     """Digits ``[M, h, w]`` -> ``[M, H, W]`` centred on the grid (optionally resized first)."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     if digit_size is not None:
@@ -223,7 +223,7 @@ def generate_flowing_sequences(
     if images.ndim != 3 or images.shape[0] == 0:
         raise ValueError(f"digits must be images [M, h, w] with M >= 1, got shape {images.shape}")
     vset = velocity_array(default_velocities(kind) if velocities is None else velocities, kind)
-    canvas = _centred_canvas(images, grid, digit_size)
+    canvas = centred_canvas(images, grid, digit_size)
 
     digit_idx, vel_idx, offsets = _draw(n, K, images.shape[0], vset.shape[0], grid, int(seed), int(stream))
     if not kind.translates:  # a purely rotating kind spins centred digits

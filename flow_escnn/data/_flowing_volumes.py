@@ -63,7 +63,7 @@ import torch
 from flow_escnn._compat import enn, group, gspaces
 from flow_escnn._validate import non_negative_int, one_of, positive_int
 from flow_escnn.data._digits import SPLITS, DigitSet, DigitSource, check_split
-from flow_escnn.data._flowing_mnist import _centred_canvas
+from flow_escnn.data._flowing_mnist import centred_canvas
 from flow_escnn.data._hashrng import hashed_uniform
 from flow_escnn.data._sample_dataset import SampleDataset
 from flow_escnn.data._sources import DigitSourceLike, resolve_digit_source
@@ -308,7 +308,7 @@ def _slab(image: np.ndarray, u: np.ndarray, grid: Grid3) -> np.ndarray:
     """A digit image extruded along z into a centred slab 2 to 4 voxels thick (float32 ``[D, H, W]``)."""
     d, h, w = grid
     size = min(h, w) if (image.shape[0] > h or image.shape[1] > w) else None
-    plane = _centred_canvas(image[None], (h, w), size)[0].numpy()
+    plane = centred_canvas(image[None], (h, w), size)[0].numpy()
     thick = min(2 + min(int(u[5] * 3), 2), d)
     front = (d - thick) // 2
     out = np.zeros(grid, dtype=np.float32)

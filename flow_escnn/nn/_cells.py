@@ -149,6 +149,11 @@ class FlowCellBase(torch.nn.Module):
                 f"{type(self).__name__} learns a planar per-velocity kernel; on a 3D gspace use the exact transports "
                 "(FERNN, FlowGRU, FlowLSTM; or the G-RNN, FlowSet.identity)"
             )
+        if self.spatial_dims == 3 and velocity_mixing:
+            raise ValueError(
+                "V-mixing (velocity_mixing > 0) mixes neighbouring velocities of a planar flow set (one rotation step "
+                "apart, on the plane's velocity lattice); on a 3D gspace use velocity_mixing=0"
+            )
         if self.takes_nonlinearity:
             check_cell_nonlinearity("relu" if nonlinearity is None else nonlinearity, hidden_type)
         elif non_pointwise(hidden_type):

@@ -90,18 +90,20 @@ def _check_mode(mode: str, allowed: Tuple[str, ...], what: str) -> str:
 
 
 # -- velocity pooling ------------------------------------------------------------------------------
-def reduce_velocities(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Max or mean over dim ``-4`` (the V axis) of a plain tensor (TorchScript-compatible core)."""
-    if x.shape[-4] == 1:  # a single velocity (the G-RNN): pooling is the identity
-        return x.squeeze(-4)
+def reduce_velocities(x: torch.Tensor, mode: str, spatial_dims: int = 2) -> torch.Tensor:
+    """Max or mean over the V axis of a plain tensor, dim ``-4`` (``-5`` for volumes: ``spatial_dims=3``)
+    (TorchScript-compatible core)."""
+    d = -2 - spatial_dims
+    if x.shape[d] == 1:  # a single velocity (the G-RNN): pooling is the identity
+        return x.squeeze(d)
     if torch.jit.is_scripting():
-        return x.max(dim=-4).values if mode == "max" else x.mean(dim=-4)
-    return _reduce_over_v(x, mode)
+        return x.max(dim=d).values if mode == "max" else x.mean(dim=d)
+    return _reduce_over_v(x, mode, d)
 
 
 @torch.jit.unused
-def _reduce_over_v(x: torch.Tensor, mode: str) -> torch.Tensor:
-    return reduce_over(x, x.dim() - 4, mode)  # max: max(dim)'s values and gradient, faster on the CPU
+def _reduce_over_v(x: torch.Tensor, mode: str, d: int) -> torch.Tensor:
+    return reduce_over(x, x.dim() + d, mode)  # max: max(dim)'s values and gradient, faster on the CPU
 
 
 def check_velocity_pool(mode: str, field_type: Any, what: str = "pool", instead: Optional[str] = None) -> None:
@@ -128,7 +130,7 @@ def check_velocity_pool(mode: str, field_type: Any, what: str = "pool", instead:
 
 
 def pool_velocities(
-    x: Union[LiftedTensor, torch.Tensor], mode: str = "max"
+    x: Union[LiftedTensor, torch.Tensor], mode: str = "max", spatial_dims: int = 2
 ) -> Union[SequenceTensor, Any, torch.Tensor]:
     """Pool a lifted tensor over its flow axis :math:`V`.
 
@@ -140,6 +142,8 @@ def pool_velocities(
         x: a :class:`~flow_escnn.lifted.LiftedTensor`, or a plain tensor ``[B, V, C, H, W]``
             / ``[B, T, V, C, H, W]``.
         mode: ``"max"`` (as in the paper) or ``"mean"``.
+        spatial_dims: of a plain tensor (which carries no type): 2, or 3 for volumes ``[B, (T,) V, C, D, H, W]``.
+            A :class:`~flow_escnn.lifted.LiftedTensor` knows its own (its gspace's).
 
     Returns:
         Typed in, typed out: for a :class:`~flow_escnn.lifted.LiftedTensor` sequence a
@@ -169,7 +173,7 @@ def pool_velocities(
     _check_mode(mode, VELOCITY_POOLS, "velocity pooling mode")
     if isinstance(x, LiftedTensor):
         check_velocity_pool(mode, x.type.field_type, "mode", "mode='mean' (VelocityPool('mean'))")
-        pooled = reduce_velocities(x.tensor, mode)
+        pooled = reduce_velocities(x.tensor, mode, x.type.spatial_dims)
         if x.is_sequence:
             return SequenceTensor(pooled, x.type.field_type)
         return enn.GeometricTensor(pooled, x.type.field_type)
@@ -180,12 +184,15 @@ def pool_velocities(
         )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a LiftedTensor or a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (5, 6):
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 (planes) or 3 (volumes), got {spatial_dims!r}")
+    axes = "D, H, W" if spatial_dims == 3 else "H, W"
+    if x.dim() not in (3 + spatial_dims, 4 + spatial_dims):
         raise ValueError(
-            "velocity pooling expects a lifted tensor [B, V, C, H, W] or [B, T, V, C, H, W], "
-            f"got shape {tuple(x.shape)}"
+            f"velocity pooling expects a lifted tensor [B, V, C, {axes}] or [B, T, V, C, {axes}], "
+            f"got shape {tuple(x.shape)}" + ("" if spatial_dims == 3 else " (a volume? pass spatial_dims=3)")
         )
-    return reduce_velocities(x, mode)
+    return reduce_velocities(x, mode, spatial_dims)
 
 
 class VelocityPool(torch.nn.Module):
