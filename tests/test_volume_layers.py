@@ -221,3 +221,19 @@ def test_memory_of_a_volume_state_is_v_c_d_h_w():
     h = states[0].tensor
     assert tuple(h.shape) == (3, len(TRANSLATIONS), REGULAR.size, *GRID)
     assert h.numel() * h.element_size() == 3 * 27 * 4 * int(np.prod(GRID)) * 8
+
+
+def test_velocity_pooling_of_a_volume_pools_v():
+    """``pool_velocities`` takes the max over V (axis 2 of ``[B, T, V, C, D, H, W]``), typed or plain."""
+    from flow_escnn.nn import pool_velocities
+
+    m = _model(FERNN)
+    with torch.no_grad():
+        h = m(_x(t=2))
+    pooled = pool_velocities(h)
+    assert type(pooled).__name__ == "SequenceTensor" and tuple(pooled.shape) == (2, 2, REGULAR.size, *GRID)
+    assert torch.equal(pooled.tensor, h.tensor.amax(2))
+    assert torch.equal(pool_velocities(h.tensor, "mean", spatial_dims=3), h.tensor.mean(2))
+    assert not torch.equal(pooled.tensor, h.tensor.amax(3))  # the control: not the channel axis
+    with pytest.raises(ValueError, match="pass spatial_dims=3"):
+        pool_velocities(h.tensor)
