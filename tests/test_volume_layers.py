@@ -237,3 +237,10 @@ def test_velocity_pooling_of_a_volume_pools_v():
     assert not torch.equal(pooled.tensor, h.tensor.amax(3))  # the control: not the channel axis
     with pytest.raises(ValueError, match="pass spatial_dims=3"):
         pool_velocities(h.tensor)
+
+
+def test_the_sequence_classifier_refuses_a_volume_with_what_to_use():
+    from flow_escnn.models import SequenceClassifier
+
+    with pytest.raises(ValueError, match="pool_velocities"):
+        SequenceClassifier(SCALAR, REGULAR, TRANSLATIONS, num_classes=3)

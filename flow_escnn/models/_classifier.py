@@ -153,6 +153,12 @@ class SequenceClassifier(torch.nn.Module):
         if not isinstance(hidden_type, enn.FieldType):
             raise TypeError(f"hidden_type must be an escnn FieldType, got {type(hidden_type).__name__}")
         check_velocity_pool(velocity_pool, hidden_type, "velocity_pool")
+        if getattr(hidden_type.gspace, "dimensionality", 2) == 3:
+            raise ValueError(
+                "SequenceClassifier pools planes (its group and spatial pooling read [..., C, H, W]); for volumes run a "
+                "FERNN / FlowGRU / FlowLSTM on the 3D gspace and pool its output (flow_escnn.nn.pool_velocities, then "
+                "mean over the D, H, W axes), or use NextFramePredictor, which takes volumes"
+            )
         self.encoder: FlowRNN = sequence_layer(
             cell, in_type, hidden_type, flows, kernel_size, num_layers=num_layers, mode=mode, checkpoint=checkpoint,
             padding_mode=padding_mode, **cell_kwargs,
