@@ -244,3 +244,31 @@ def test_the_sequence_classifier_refuses_a_volume_with_what_to_use():
 
     with pytest.raises(ValueError, match="pool_velocities"):
         SequenceClassifier(SCALAR, REGULAR, TRANSLATIONS, num_classes=3)
+
+
+def test_a_flow_sequential_chain_on_volumes_runs_checks_and_exports():
+    """escnn's R3Conv per frame, a 3D FERNN, velocity pooling and an R3Conv readout in one chain: shapes, the
+    export's outputs, and the chain's flow equivariance by its own check (a zero-padded chain flagged). V holds
+    every translation of the 5^3 torus, so the pooled output is exactly equivariant (a truncated V loses the
+    slices shifted out of it, as in 2D). (Not
+    escnn's GroupPooling here: it returns float32 whatever its input, escnn 1.0.11's gpool.py.)"""
+    from flow_escnn.nn import FlowSequential, PerFrame, VelocityPool
+
+    def chain(padding):
+        torch.manual_seed(0)
+        return FlowSequential(
+            PerFrame(enn.R3Conv(SCALAR, REGULAR, 3, padding=1, padding_mode=padding)),
+            FERNN(REGULAR, REGULAR, FlowSet.translations(C4Z, 2), padding_mode=padding), VelocityPool("max"),
+            PerFrame(enn.R3Conv(REGULAR, SCALAR, 3, padding=1, padding_mode=padding)),
+        ).to(F64).eval()
+
+    model = chain("circular")
+    x = _x(t=3)
+    with torch.no_grad():
+        y = model(x)
+        twin = model.export(GRID)(x)
+    assert type(y).__name__ == "SequenceTensor"
+    assert tuple(y.shape) == model.evaluate_output_shape(x.shape) == (2, 3, 1, *GRID)
+    assert float((twin - y.tensor).abs().max()) <= 1e-12
+    assert model.check_equivariance(x, flows=[(1, 0, 0), (0, 1, -1)]).passed  # and the C4 rotations about z
+    assert not chain("zeros").check_equivariance(x, flows=[(1, 0, 0)]).passed

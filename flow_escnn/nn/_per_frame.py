@@ -87,9 +87,10 @@ class PerFrame(torch.nn.Module):
 
     def forward(self, x: SequenceLike) -> Union[SequenceTensor, LiftedTensor]:
         raw = _raw(x, self.in_type)
-        lead = raw.shape[:-3]
-        y = self.module(enn.GeometricTensor(raw.reshape(-1, *raw.shape[-3:]), self.module.in_type)).tensor
-        y = y.reshape(*lead, *y.shape[-3:])
+        k = self.in_type.spatial_dims + 1  # a frame: [C, H, W], or [C, D, H, W] on a 3D gspace
+        lead = raw.shape[:-k]
+        y = self.module(enn.GeometricTensor(raw.reshape(-1, *raw.shape[-k:]), self.module.in_type)).tensor
+        y = y.reshape(*lead, *y.shape[-k:])
         return SequenceTensor(y, self.out_type) if self.flows is None else LiftedTensor(y, self.out_type)
 
     def evaluate_output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -101,34 +102,41 @@ class PerFrame(torch.nn.Module):
         """
         shape = tuple(int(n) for n in input_shape)
         _check_shape(shape, self.in_type)
-        lead, frame = shape[:-3], shape[-3:]
+        k = self.in_type.spatial_dims + 1
+        lead, frame = shape[:-k], shape[-k:]
         out = self.module.evaluate_output_shape((1, *frame))
         return (*lead, *out[1:])
 
     def export(self, grid_shape: Any = None, max_steps: Any = None) -> "ExportedPerFrame":
         """A plain-PyTorch twin (:func:`~flow_escnn.nn._conv.export_escnn`: circular padding kept; the
         arguments of the generic :func:`~flow_escnn.nn._export.export` are accepted and unused)."""
-        return ExportedPerFrame(export_escnn(self.module)).train(self.training)
+        return ExportedPerFrame(export_escnn(self.module), self.in_type.spatial_dims).train(self.training)
 
 
 class ExportedPerFrame(torch.nn.Module):
-    """Plain-PyTorch twin of :class:`PerFrame`: ``[..., C, H, W]`` through the exported module per frame."""
+    """Plain-PyTorch twin of :class:`PerFrame`: ``[..., C, H, W]`` (``[..., C, D, H, W]``: ``spatial_dims=3``)
+    through the exported module per frame."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, spatial_dims: int = 2) -> None:
         super().__init__()
         self.module = module
+        self.spatial_dims = int(spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-3]
-        y = self.module(x.reshape(-1, *x.shape[-3:]))
-        return y.reshape(*lead, *y.shape[-3:])
+        k = self.spatial_dims + 1
+        lead = x.shape[:-k]
+        y = self.module(x.reshape(-1, *x.shape[-k:]))
+        return y.reshape(*lead, *y.shape[-k:])
 
 
 def _check_shape(shape: Tuple[int, ...], expected: Any) -> None:
     """Raise ``ValueError`` unless ``shape`` is a sequence (lifted sequence) of ``expected``'s channels (and V)."""
-    rank = 5 if isinstance(expected, SequenceFieldType) else 6
-    if len(shape) != rank or shape[-3] != expected.size or (rank == 6 and shape[2] != len(expected)):
-        layout = "[B, T, C, H, W]" if rank == 5 else f"[B, T, V={len(expected)}, C, H, W]"
+    nd = expected.spatial_dims
+    axes = "D, H, W" if nd == 3 else "H, W"
+    lifted = not isinstance(expected, SequenceFieldType)
+    rank = 3 + nd + lifted
+    if len(shape) != rank or shape[-nd - 1] != expected.size or (lifted and shape[2] != len(expected)):
+        layout = f"[B, T, V={len(expected)}, C, {axes}]" if lifted else f"[B, T, C, {axes}]"
         hint = " (a single frame? add the time axis)" if len(shape) == rank - 1 else ""
         raise ValueError(f"expected {layout} with C={expected.size} for {expected}, got shape {shape}{hint}")
 

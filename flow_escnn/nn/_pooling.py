@@ -211,10 +211,14 @@ class VelocityPool(torch.nn.Module):
 
     Args:
         mode: ``"max"`` or ``"mean"``.
+        spatial_dims: the spatial axes of plain-tensor inputs and shapes: 2, or 3 for volumes; ``None``
+            (default): 2, until :meth:`check_field_type` sees the field type (a
+            :class:`~flow_escnn.nn.FlowSequential` does at construction), which sets it from the gspace.
+            Typed inputs carry their own.
 
     Shapes:
         ``[B, (T,) V, C, H, W]`` (tensor or :class:`~flow_escnn.lifted.LiftedTensor`) ->
-        ``[B, (T,) C, H, W]`` (see :meth:`evaluate_output_shape`).
+        ``[B, (T,) C, H, W]`` (see :meth:`evaluate_output_shape`); volumes ``[B, (T,) V, C, D, H, W]`` alike.
 
     Example:
         >>> import torch
@@ -231,16 +235,25 @@ class VelocityPool(torch.nn.Module):
         (2, 3, 4, 6, 6)
     """
 
-    def __init__(self, mode: str = "max") -> None:
+    def __init__(self, mode: str = "max", spatial_dims: Optional[int] = None) -> None:
         super().__init__()
         self.mode = _check_mode(mode, VELOCITY_POOLS, "velocity pooling mode")
+        if spatial_dims not in (None, 2, 3):
+            raise ValueError(f"spatial_dims must be 2 (planes), 3 (volumes) or None, got {spatial_dims!r}")
+        self.spatial_dims = spatial_dims
 
     def check_field_type(self, field_type: Any) -> None:
-        """Raise ``ValueError`` when this pooling is not equivariant on slices of ``field_type``."""
+        """Raise ``ValueError`` when this pooling is not equivariant on slices of ``field_type`` (or its rank
+        differs from a given ``spatial_dims``); set ``spatial_dims`` from its gspace when not given."""
         check_velocity_pool(self.mode, field_type, "VelocityPool mode", "VelocityPool('mean')")
+        dims = 3 if getattr(field_type.gspace, "dimensionality", 2) == 3 else 2
+        if self.spatial_dims is not None and self.spatial_dims != dims:
+            raise ValueError(f"this VelocityPool was built for spatial_dims={self.spatial_dims} but the field type "
+                             f"lives on {field_type.gspace} ({dims} spatial axes)")
+        self.spatial_dims = dims
 
     def forward(self, x: Union[LiftedTensor, torch.Tensor]) -> Union[SequenceTensor, Any, torch.Tensor]:
-        return pool_velocities(x, self.mode)
+        return pool_velocities(x, self.mode, self.spatial_dims or 2)
 
     def evaluate_output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         """The output shape for a lifted input of ``input_shape`` (``[B, (T,) V, C, H, W]``): V removed.
@@ -249,14 +262,16 @@ class VelocityPool(torch.nn.Module):
             ValueError: for a shape of rank other than 5 or 6.
         """
         shape = tuple(int(n) for n in input_shape)
-        if len(shape) not in (5, 6):
+        nd = self.spatial_dims or 2
+        axes = "D, H, W" if nd == 3 else "H, W"
+        if len(shape) not in (3 + nd, 4 + nd):
             raise ValueError(
-                f"VelocityPool pools a lifted [B, V, C, H, W] or [B, T, V, C, H, W]; got input shape {shape}"
+                f"VelocityPool pools a lifted [B, V, C, {axes}] or [B, T, V, C, {axes}]; got input shape {shape}"
             )
-        return shape[:-4] + shape[-3:]
+        return shape[: -2 - nd] + shape[-1 - nd:]
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}" + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims == 3 else "")
 
 
 # -- group pooling ----------------------------------------------------------------------------------

@@ -172,12 +172,13 @@ class FlowSequential(torch.nn.Module):
         for m in self.layers:
             if isinstance(m, FlowRNN):
                 if grid_shape is None:
-                    raise ValueError("FlowSequential.export needs grid_shape=(H, W) for its flow layers' tables")
+                    raise ValueError("FlowSequential.export needs grid_shape=(H, W) ((D, H, W) for volumes) for its flow "
+                                     "layers' tables")
                 out.append(m.export(grid_shape, max_steps))
             elif isinstance(m, PerFrame):
                 out.append(m.export())
             else:
-                out.append(VelocityPool(m.mode))
+                out.append(VelocityPool(m.mode, m.spatial_dims))
         return torch.nn.Sequential(*out).train(self.training)
 
     def check_equivariance(self, x: torch.Tensor, flows: Any = None, elements: Any = None, **kwargs: Any) -> Any:
