@@ -272,3 +272,23 @@ def test_a_flow_sequential_chain_on_volumes_runs_checks_and_exports():
     assert float((twin - y.tensor).abs().max()) <= 1e-12
     assert model.check_equivariance(x, flows=[(1, 0, 0), (0, 1, -1)]).passed  # and the C4 rotations about z
     assert not chain("zeros").check_equivariance(x, flows=[(1, 0, 0)]).passed
+
+
+def test_volume_models_save_load_and_pickle(octa, tmp_path):
+    """save_model / load_model and pickle rebuild a volume predictor with the same outputs; field types and flow
+    sets on 3D gspaces (irreps included) survive the construction-spec codec."""
+    import pickle
+
+    from flow_escnn.flows._spec import decode, encode
+    from flow_escnn.models import load_model, save_model
+
+    model = NextFramePredictor(SCALAR, REGULAR, TRANSLATIONS).to(F64).eval()
+    x = _x(t=2)
+    save_model(model, tmp_path / "volume.pt")
+    for copy in (load_model(tmp_path / "volume.pt"), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(copy(x), model(x)) and copy.encoder.flows == model.encoder.flows
+    gs, _, regular = octa
+    irreps = enn.FieldType(gs, [gs.irrep(1), gs.irrep(2), gs.trivial_repr])
+    for value in (irreps, regular, FlowSet.rotations(gs, 1)):
+        back = decode(encode(value))
+        assert back == value and back.gspace == gs

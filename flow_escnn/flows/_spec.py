@@ -3,7 +3,7 @@
 escnn builds its groups and representations from local functions, which pickle cannot store,
 so nothing that holds a gspace or a field type pickles as is. :func:`encode` writes such
 values as plain data (lists, dicts, strings, numbers) that rebuilds them, and :func:`decode`
-rebuilds them: gspaces (from their subgroup id), field types (from their representations'
+rebuilds them: gspaces (from their subgroup id; 3D ones too), field types (from their representations'
 names), fiber-group elements (from their parameter), :class:`~flow_escnn.flows.GridElement`,
 :class:`~flow_escnn.flows.FlowGenerator` and :class:`~flow_escnn.flows.FlowSet`.
 
@@ -24,6 +24,7 @@ from flow_escnn._compat import group as _group
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._generator import FlowGenerator
+from flow_escnn.flows._volume import gspace_recipe, rebuild_gspace
 
 __all__ = ["encode", "decode", "eval_literal"]
 
@@ -45,9 +46,8 @@ def encode(value: Any) -> Any:
             "translation": list(u) if u is not None else [float(v) for v in value.translation],
         }}
     if hasattr(value, "_sg_id") and hasattr(value, "fibergroup"):
-        if getattr(value, "dimensionality", 2) != 2:  # the recipe below rebuilds planar gspaces only
-            raise TypeError(f"cannot write the 3D gspace {value} into a construction spec: saving models over "
-                            "volumes is not supported yet; pickle the object, or save its state_dict")
+        if getattr(value, "dimensionality", 2) == 3:  # its subgroup id as a Python literal (O(3) elements as data)
+            return {"__gspace3d__": repr(gspace_recipe(value))}
         sg = value._sg_id
         return {"__gspace__": [sg[0], sg[1], int(getattr(value, "_maximum_frequency", 6) or 6)]}
     if isinstance(value, _group.GroupElement):  # the fiber part of a GridElement
@@ -69,6 +69,8 @@ def decode(value: Any, gspace: Any = None) -> Any:
         if "__gspace__" in value:
             axis, n, freq = value["__gspace__"]
             return gspaces.GSpace2D((axis, n), freq)
+        if "__gspace3d__" in value:
+            return rebuild_gspace(ast.literal_eval(value["__gspace3d__"]))
         if "__field_type__" in value:
             spec = value["__field_type__"]
             gs = decode(spec["gspace"])
