@@ -280,7 +280,8 @@ def test_export_is_a_conv3d_with_the_same_padding_and_outputs(octa, octa_convs, 
 def test_export_of_a_bare_r3conv_keeps_circular_padding_unlike_escnn(octa):
     gs, triv, reg = octa
     torch.manual_seed(11)
-    r3 = enn.R3Conv(triv, reg, 3, padding=1, padding_mode="circular")  # float32: a bare R3Conv shares escnn's basis
+    # float32: a bare R3Conv shares escnn's basis cache, which another bare R3Conv may have cast; cast it back
+    r3 = enn.R3Conv(triv, reg, 3, padding=1, padding_mode="circular").float()
     x = torch.randn(1, 1, 5, 5, 5)
     ours = export_conv(r3)
     assert isinstance(ours, torch.nn.Conv3d) and ours.padding_mode == "circular"
