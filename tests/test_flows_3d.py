@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from flow_escnn._compat import enn, gspaces
+from flow_escnn._compat import group as _group
 from flow_escnn.flows import (
     FlowSet,
     VolumeElement,
@@ -401,12 +402,14 @@ def test_the_volume_kind_model_flows_cover_its_rows():
         TRANSLATION3D.check(VolumeGenerator.about(OCTA, "z", 1))
 
 
-def test_a_3d_gspace_is_refused_by_the_construction_spec_not_rebuilt_as_2d():
-    """save_model's spec codec knows planar gspaces only: a 3D one is refused, never rebuilt as a wrong
-    2D gspace. Control: a planar gspace round-trips."""
+def test_a_3d_gspace_round_trips_through_the_construction_spec_as_3d():
+    """save_model's spec codec rebuilds a 3D gspace as the same 3D gspace (never as a wrong 2D one), including
+    one whose subgroup id carries an O(3) adjustment (rot2dOnR3 about another axis); planar ones as before."""
     from flow_escnn.flows._spec import decode, encode
 
-    with pytest.raises(TypeError, match="3D gspace"):
-        encode(gspaces.octaOnR3())
+    tilted = gspaces.rot2dOnR3(4, adjoint=_group.o3_group().element((0, np.array([np.sqrt(0.5), 0.0, 0.0, np.sqrt(0.5)]))))
+    for gs in (gspaces.octaOnR3(), gspaces.rot2dOnR3(4), tilted):
+        back = decode(encode(gs))
+        assert back == gs and back.dimensionality == 3 and back.fibergroup == gs.fibergroup
     planar = gspaces.rot2dOnR2(4)
     assert decode(encode(planar)) == planar
