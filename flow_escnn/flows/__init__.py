@@ -4,9 +4,12 @@ Planar gspaces use :class:`GridElement`, :class:`FlowGenerator`, :class:`FlowSet
 :class:`TransportPlan`; the 3D gspaces whose group maps the voxel grid onto itself (``octaOnR3`` and
 its subgroups) their volume counterparts :class:`VolumeElement`, :class:`VolumeGenerator`,
 :class:`VolumeFlowSet` (what ``FlowSet`` builds on a 3D gspace) and :class:`VolumeTransportPlan`.
+:class:`AxisRotationPlan` / :func:`rotate_volume` rotate voxel fields about a coordinate axis by any
+angle (interpolated in the plane perpendicular to it; ``rot3dOnR3``, ``rot2dOnR3``).
 
 Nothing in this subpackage builds a neural network layer.
 """
+from flow_escnn.flows._axis_rotation import AxisRotationPlan, rotate_volume
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._generator import FlowGenerator
@@ -33,4 +36,6 @@ __all__ = [
     "VolumeTransportPlan",
     "volume_transport",
     "volume_flow_sequence",
+    "AxisRotationPlan",
+    "rotate_volume",
 ]

@@ -36,6 +36,10 @@ Exactness
   by a non-multiple of 90 degrees only the inscribed disc is meaningful: content in
   the corners is sampled from the opposite side. Keep rotating content inside the
   disc (as Rotating MNIST does with centred digits).
+* **Volumes**: the same fixed-tap product runs on ``(D, H, W)`` grids (the flat ``(channel, position)``
+  layout does not care about the rank): :class:`~flow_escnn.flows._axis_rotation.AxisRotationPlan`
+  rotates voxel fields about a coordinate axis by any angle, with taps only in the plane perpendicular
+  to the axis (only the inscribed cylinder is meaningful).
 """
 from __future__ import annotations
 
@@ -74,8 +78,10 @@ class GatherTransport(torch.nn.Module):
         perm: ``None`` or ``[M, C]`` fiber permutations (``y[o] = x[perm[m, o]]``).
         rho: ``None`` or ``[M, C, C]`` dense fiber matrices.
         channels: ``C``.
-        grid_shape: ``(H, W)`` of the *input* (unpadded) grid, or ``(D, H, W)`` for volumes (exact
-            tables only; interpolated transports are planar).
+        grid_shape: ``(H, W)`` of the *input* (unpadded) grid, or ``(D, H, W)`` for volumes (exact tables,
+            or interpolated ones: the fixed-tap product works on the flat ``(channel, position)`` layout,
+            ``N = prod(grid)``, whatever the rank; :class:`~flow_escnn.flows._axis_rotation.AxisRotationPlan`
+            builds such tables).
         pad: circular padding of the output.
         table_rows: interpolated tables only: ``None`` (row ``m`` of ``index`` / ``weights`` serves slice
             ``m``) or ``[M]`` long, the row of ``index`` / ``weights`` serving slice ``m``, so slices whose
@@ -102,8 +108,8 @@ class GatherTransport(torch.nn.Module):
     ) -> None:
         super().__init__()
         grid = tuple(int(g) for g in grid_shape)
-        if len(grid) not in (2, 3) or (len(grid) == 3 and weights is not None):
-            raise ValueError(f"grid_shape must be (H, W), or (D, H, W) for exact tables, got {grid_shape!r}")
+        if len(grid) not in (2, 3):
+            raise ValueError(f"grid_shape must be (H, W) or (D, H, W), got {grid_shape!r}")
         self.grid = grid
         h, w = grid[-2], grid[-1]
         self.height, self.width, self.pad, self.channels = h, w, int(pad), int(channels)
@@ -226,9 +232,9 @@ class GatherTransport(torch.nn.Module):
 
     def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...],
                   reduce: Optional[str] = None) -> torch.Tensor:
-        """The interpolated transport of ``x [*lead, *S, C, H, W]`` by the selected rows (channel permutation,
+        """The interpolated transport of ``x [*lead, *S, C, *grid]`` by the selected rows (channel permutation,
         then one fixed-tap product for all slices: :func:`~flow_escnn.flows._resample.resample_fields`)."""
-        c, n = self.channels, self.height * self.width
+        c, n = self.channels, math.prod(self.grid)
         m, batch = math.prod(s_shape), math.prod(lead)  # plain Python ints (np.prod broke torch.compile graphs)
         perm = None
         if self.perm is not None:
@@ -252,7 +258,7 @@ class GatherTransport(torch.nn.Module):
 
     def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                    reduce: Optional[str] = None) -> torch.Tensor:
-        c, h, w, p = self.channels, self.height, self.width, self.pad
+        c, p = self.channels, self.pad
         nd, grid = len(self.grid), self.grid
         if x.dim() < nd + 2 or tuple(x.shape[-nd - 1:]) != (c, *grid):
             raise ValueError(f"expected a tensor [..., M, C={c}, {self._axes()}] for this transport, got {list(x.shape)}")
@@ -277,21 +283,20 @@ class GatherTransport(torch.nn.Module):
         k = len(s_shape)
         lead = tuple(x.shape[: x.dim() - 1 - nd - k])
         x = x.expand(*lead, *s_shape, c, *grid)
-        hp, wp = h + 2 * p, w + 2 * p
-        padded, n = self.padded_shape, math.prod(grid)
+        padded, n, n_out = self.padded_shape, math.prod(grid), self.pad_map.numel()
         if self.spatial_identity:
             targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
             xf = x.reshape(*lead, *s_shape, c, n)
             y = permute_pixels(xf, self.pad_map, self.interior, self.ring, targets) if p else x
             return y.reshape(*lead, *s_shape, c, *padded)
         if reduce is not None:  # interpolated, permutation fibers (forward): pooled in the product's layout
-            return self._resample(x, sel, lead, s_shape, reduce).view(*lead, c, hp, wp)
+            return self._resample(x, sel, lead, s_shape, reduce).view(*lead, c, *padded)
         if not self.exact:
-            y = self._resample(x, sel, lead, s_shape).view(*lead, *s_shape, c, hp * wp)
+            y = self._resample(x, sel, lead, s_shape).view(*lead, *s_shape, c, n_out)
             if self.rho is not None:
                 rho = self._select(self.rho, sel).to(dtype=y.dtype)
                 y = torch.einsum("...oc,...cn->...on", rho, y)
-            return y.reshape(*lead, *s_shape, c, hp, wp)
+            return y.reshape(*lead, *s_shape, c, *padded)
         if self._cached and (sel is None or isinstance(sel, slice)):
             tables = {name: getattr(self, f"flat_{name}") for name in self._cached_names}
             if sel is not None:
@@ -303,7 +308,7 @@ class GatherTransport(torch.nn.Module):
         xf = x.reshape(*lead, *s_shape, c * n)
         targets = [tables[f"ring{i}_source"] for i in range(self.num_rings)]
         y = permute_pixels(xf, tables["index"], tables["inverse"], self.ring, targets)
-        y = y.view(*lead, *s_shape, c, self.pad_map.numel())
+        y = y.view(*lead, *s_shape, c, n_out)
         if self.rho is not None:
             rho = self._select(self.rho, sel).to(dtype=y.dtype)
             y = torch.einsum("...oc,...cn->...on", rho, y)

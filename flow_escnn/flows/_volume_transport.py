@@ -22,6 +22,8 @@ FERNN, ``[B, |V|, C, D, H, W]`` transported by :math:`\\psi_t(\\nu)` slice by sl
 ``pad`` voxels per side in the same gather (what the recurrence engine's next ``padding=0``
 convolution reads). Rotations that exchange two axes need those axes to
 have the same size (a cube for the octahedral group; ``H == W`` for rotations about z).
+Rotations about a coordinate axis by other angles (on ``rot3dOnR3``, ``rot2dOnR3(-1)``, ...) are
+interpolated: :class:`~flow_escnn.flows._axis_rotation.AxisRotationPlan`.
 """
 from __future__ import annotations
 
