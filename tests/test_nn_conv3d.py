@@ -346,6 +346,7 @@ def test_rank_generic_helpers_match_torch():
 
 
 # -- escnn's octahedral / icosahedral irrep caches are quiet --------------------------------------------------
+@pytest.mark.subprocess
 def test_octahedral_irrep_cache_prints_nothing():
     code = "import flow_escnn\nfrom escnn import gspaces\ngspaces.octaOnR3()\nprint('built')\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
