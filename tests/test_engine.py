@@ -321,3 +321,149 @@ def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixi
     # control: a non-zero initial state changes the predictions
     other, _, _ = run([tuple(s + 0.1 for s in layer) for layer in zeros])
     assert not torch.equal(other, ref)
+
+
+# -- the self-motion folded into the flow transport (world maps) ------------------------------------------------
+def _world_program(field, world=10, view=6, seed=0):
+    from flow_escnn.models import WorldModel
+
+    torch.manual_seed(seed)
+    model = WorldModel(IN, field, FlowSet.translations(C4, 1), world, view).to(F64)
+    recurrence = model.encoder.recurrence(model.world_size, "cpu", 5, view=model._view)
+    return model, recurrence, model._new_program(recurrence, model.motion)
+
+
+class _CountingAct:
+    """An ``act`` that counts the separate self-motion passes it runs (the folded transport only reads its tables)."""
+
+    def __init__(self, act):
+        self.act, self.calls = act, 0
+
+    def permutation(self, *args):
+        return self.act.permutation(*args)
+
+    def __call__(self, t, s):
+        self.calls += 1
+        return self.act(t, s)
+
+
+@pytest.mark.parametrize("field", [IN, HID, enn.FieldType(C4, [C4.regular_repr] * 2)],
+                         ids=["trivial", "regular", "regular2"])
+@pytest.mark.parametrize("turns", [False, True], ids=["moves", "turns"])
+@pytest.mark.parametrize("pool", [None, "max", "mean"])
+def test_folded_self_motion_and_flow_transport_equal_the_two_passes(field, turns, pool):
+    """``psi_1(nu) a_t^{-1} h`` as one gather (the self-motion's and the flow's permutations composed, the circular
+    padding and the view window's readout written by it) equals the self-motion's gather followed by the flow
+    transport and the window read: values bit for bit, gradients (a gather by the inverse, the window's and the
+    ring's copies added) bit for bit, also when only the readout is gathered. Control: the flow without the
+    self-motion differs."""
+    from flow_escnn.flows._reduce import reduce_over
+
+    model, rec, program = _world_program(field)
+    g = torch.Generator().manual_seed(3)
+    actions = torch.randint(-2, 3, (3, 5, 3), generator=g).double()
+    actions[..., 2] = torch.randint(0, 4, (3, 5), generator=g).double() if turns else 0
+    act = _CountingAct(program.act(actions, 5))
+    weights = model.weights()
+    tr = rec.step_transports[0]
+    top, left, vh, vw = rec.view
+    h = torch.randn(3, len(model.flows), field.size, 10, 10, dtype=F64, generator=g).requires_grad_()
+
+    def reference(s):
+        y = tr(act.act(2, s))
+        win = y[..., top + 1 : top + 1 + vh, left + 1 : left + 1 + vw].contiguous()
+        return y, (reduce_over(win, 1, pool) if pool else win)
+
+    moved = rec.transport(0, (h,), weights, 2, True, pool, act)
+    assert act.calls == 0  # folded: no separate self-motion pass
+    y_ref, read_ref = reference(h)
+    y = moved.conv_input.view_as(y_ref)
+    assert torch.equal(y, y_ref) and torch.equal(moved.readout, read_ref)
+    assert torch.equal(moved.state[0], y_ref[..., 1:-1, 1:-1])
+    gy, gr = torch.randn(y.shape, dtype=F64, generator=g), torch.randn(read_ref.shape, dtype=F64, generator=g)
+    (grad,) = torch.autograd.grad([y, moved.readout], h, [gy, gr])
+    (grad_ref,) = torch.autograd.grad([y_ref, read_ref], h, [gy, gr])
+    assert torch.equal(grad, grad_ref)
+    only = rec.transport(0, (h,), weights, 2, True, pool, act, readout_only=True)
+    read_ref = reference(h)[1]
+    assert only.conv_input is None and torch.equal(only.readout, read_ref)
+    assert torch.equal(torch.autograd.grad(only.readout, h, gr)[0], torch.autograd.grad(read_ref, h, gr)[0])
+    plain = rec.transport(0, (h,), weights, 2, False)  # control: the map that did not move
+    assert not torch.equal(plain.conv_input.view_as(y_ref), y_ref)
+
+
+def test_dense_fiber_turns_take_the_two_passes():
+    """Irreps fields: a turn acts on the fibers by dense matrices, no permutation, so those steps run the
+    self-motion on its own (the steps without a turn are folded); the values equal the two passes."""
+    field = enn.FieldType(C4, [C4.irrep(1), C4.trivial_repr])
+    torch.manual_seed(0)
+    from flow_escnn.models import WorldModel
+
+    model = WorldModel(IN, field, FlowSet.translations(C4, 1), 10, 6, nonlinearity="norm_squash", pool="mean").to(F64)
+    rec = model.encoder.recurrence(model.world_size, "cpu", 5, view=model._view)
+    actions = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]]], dtype=F64).expand(2, 2, 3)
+    act = _CountingAct(model._new_program(rec, model.motion).act(actions, 2))
+    h = torch.randn(2, len(model.flows), field.size, 10, 10, dtype=F64)
+    for t, separate in ((0, 0), (1, 1)):
+        moved = rec.transport(0, (h,), model.weights(), t, False, None, act)
+        assert act.calls == separate
+        assert torch.equal(moved.conv_input.view(2, len(model.flows), field.size, 12, 12),
+                           rec.step_transports[0](act.act(t, h)))
+
+
+def test_window_input_term_equals_the_written_map():
+    """With a view window the FERNN cell adds ``U * f`` to the window's rows only (and sums its gradient over V
+    there): the same new state (bit for bit) and the same gradients (float64, to rounding) as adding the map with
+    the term written into the window, zeros elsewhere. Control: a term written one row off differs."""
+    model, rec, _ = _world_program(HID)
+    weights = model.weights()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 1, 2, 6, 6, dtype=F64, generator=g)
+    h = torch.randn(2, len(model.flows), HID.size, 10, 10, dtype=F64, generator=g).requires_grad_()
+    params = [weights["l0_u_weight"], weights["l0_w_weight"]]
+
+    def step(window, shift=0):
+        u = rec.input_terms(0, x, weights, 0, window=window)[:, 0]
+        if shift:
+            u = u.roll(shift, -2)
+        new = rec.update(0, rec.transport(0, (h,), weights, 1, False), u, weights)[0]
+        return new, torch.autograd.grad(new.square().sum(), [h, *params])
+
+    windowed, grads = step(True)
+    written, ref = step(False)
+    assert rec.input_terms(0, x, weights, 0, window=True).shape[-2:] == (6, 6)
+    assert torch.equal(windowed, written)
+    assert all(_rel(a, b) <= 1e-12 for a, b in zip(grads, ref))  # the sum over V of fewer terms: rounding at most
+    assert not torch.equal(step(False, shift=1)[0], written)
+
+
+def test_the_zero_initial_state_is_not_moved_either():
+    """With a self-motion the first step of a zero initial state is skipped too (moving zeros gives zeros):
+    predictions and gradients equal those of a run handed explicit zero states, bit for bit; one recurrent
+    convolution fewer. Control: a non-zero state changes the predictions."""
+    from flow_escnn.nn import _engine
+
+    model, rec, program = _world_program(HID)
+    g = torch.Generator().manual_seed(2)
+    x = program.inputs(torch.rand(2, 3, 1, 6, 6, dtype=F64, generator=g), torch.zeros(2, 3, 3, dtype=F64))
+    actions = torch.randint(-2, 3, (2, 5, 3), generator=g).double()
+
+    def run(h0):
+        weights = model.weights()
+        res = rec.run(x, weights, h0, predict=lambda s, z: (z, x[:, 0]), predict_from=1, extra_steps=1,
+                      act=program.act(actions, 5), readout_pool="max")
+        out = torch.stack(res.predictions, 1)
+        return out.detach(), torch.autograd.grad(out.square().sum(), list(model.encoder.parameters()))
+
+    calls, real = [], _engine.conv
+    _engine.conv = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        out, grads = run(None)
+        skipped = len(calls)
+        zeros = rec.zero_state(2, F64, torch.device("cpu"))
+        ref, ref_grads = run(zeros)
+        assert len(calls) == 2 * skipped + 1
+    finally:
+        _engine.conv = real
+    assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    assert not torch.equal(run([tuple(s + 0.1 for s in layer) for layer in zeros])[0], ref)

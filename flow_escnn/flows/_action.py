@@ -31,7 +31,7 @@ SO(2)). ``(0, 0, 0)`` is standing still.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from flow_escnn.flows._planar import is_continuous, rotation_element, steps_per_
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation
 from flow_escnn.flows._transport import TransportPlan
 
-__all__ = ["ActionTransport", "QuarterTurns", "action_element", "check_actions"]
+__all__ = ["ActionTransport", "QuarterTurns", "Episode", "SelfMotion", "action_element", "check_actions"]
 
 
 def action_element(gspace: Any, action: Any) -> GridElement:
@@ -278,9 +278,10 @@ class QuarterTurns(torch.nn.Module):
         return self.episode(actions[:, None], quarters[:, None], h.shape, h.device)(0, h)
 
     def episode(self, actions: torch.Tensor, quarters: torch.Tensor, shape: Tuple[int, ...],
-                device: torch.device) -> Callable[[int, torch.Tensor], torch.Tensor]:
-        """``move(t, h)``: :math:`a_{b,t}^{-1}\\cdot h_b` for maps ``h`` of ``shape`` ``[B, V, C, H, W]``, with the
-        tables of all the steps of actions ``[B, T, 3]`` (turns ``quarters [B, T]``) checked and built at once."""
+                device: torch.device) -> "Episode":
+        """The :class:`Episode` ``move``: ``move(t, h)`` is :math:`a_{b,t}^{-1}\\cdot h_b` for maps ``h`` of ``shape``
+        ``[B, V, C, H, W]``, with the tables of all the steps of actions ``[B, T, 3]`` (turns ``quarters [B, T]``)
+        checked and built at once."""
         b, v, c, hh, ww = shape
         t_steps = actions.shape[1]
         q = quarters.to(device)
@@ -306,28 +307,69 @@ class QuarterTurns(torch.nn.Module):
         pix = (row * ww + col).contiguous()  # [T, B, HW]
         pix_inv = inverse_permutation(pix)
         turned = ((qt != 0).any(-1) | (not self.still_identity)).tolist()  # per step
+        fibers = None
         if self.permutation_fibers:  # V and channel relabelling together ([B, V*C]); q = 0 is the identity
             rows = (self.vperms[qt][..., :, None] * c + self.cperms[qt][..., None, :]).reshape(t_steps, b, v * c)
         else:
             rows = self.vperms[qt]  # [T, B, V]
             fibers = self.fibers[qt]  # [T, B, C, C]
-        rows_inv = inverse_permutation(rows)
+        return Episode(shape, moving, turned, pix, pix_inv, rows, inverse_permutation(rows), fibers)
+
+
+class SelfMotion(NamedTuple):
+    """One step of an exact self-motion of maps ``[B, V, C, *grid]`` as per-sample permutations
+    (:meth:`Episode.permutation`): ``y[b, r, p] = h[b, rows[b, r], pixels[b, p]]`` over the rows ``r`` of the
+    flattened ``(V, C)`` axes and the pixels ``p`` of the flattened grid."""
+
+    pixels: Optional[torch.Tensor]  # [B, H*W] the source pixel of every pixel; None: no sample moves
+    pixels_inverse: Optional[torch.Tensor]  # [B, H*W]
+    rows: Optional[torch.Tensor]  # [B, V*C] the source (velocity, channel) row of every row; None: none relabelled
+    rows_inverse: Optional[torch.Tensor]  # [B, V*C]
+
+
+class Episode:
+    """The self-motion of every step of an episode (:meth:`QuarterTurns.episode`), its tables built once.
+
+    ``episode(t, h)`` is :math:`a_{b,t}^{-1}\\cdot h_b` for maps ``h [B, V, C, H, W]``: three per-sample
+    permutations, each along its own axis with a small index (pixels, then the ``(V, C)`` rows, then, where
+    the fibers are not permutations, the fiber matrices); the backward passes are the gathers by the inverse
+    permutations. ``episode.permutation(t)`` hands out the same step as tables (:class:`SelfMotion`), so a
+    caller can fold it into a gather of its own (the engine folds it into the flow transport,
+    :meth:`flow_escnn.nn._engine.Recurrence.transport`).
+    """
+
+    def __init__(self, shape: Tuple[int, ...], moving: List[bool], turned: List[bool], pix: torch.Tensor,
+                 pix_inv: torch.Tensor, rows: torch.Tensor, rows_inv: torch.Tensor,
+                 fibers: Optional[torch.Tensor]) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.moving, self.turned = moving, turned
+        self.pix, self.pix_inv = pix, pix_inv  # [T, B, H*W]
+        self.rows, self.rows_inv = rows, rows_inv  # [T, B, V*C] (permutation fibers) or [T, B, V]
+        self.fibers = fibers  # None (permutation fibers) or [T, B, C, C]
+
+    def permutation(self, t: int) -> Optional[SelfMotion]:
+        """Step ``t`` as per-sample permutations of pixels and ``(V, C)`` rows; None when its fibers are dense
+        matrices (a turn of irreps fields), which are no permutation."""
+        if not self.moving[t]:
+            return SelfMotion(None, None, None, None)
+        if self.turned[t] and self.fibers is not None:
+            return None
+        if not self.turned[t]:
+            return SelfMotion(self.pix[t], self.pix_inv[t], None, None)
+        return SelfMotion(self.pix[t], self.pix_inv[t], self.rows[t], self.rows_inv[t])
+
+    def __call__(self, t: int, h: torch.Tensor) -> torch.Tensor:
+        if not self.moving[t]:
+            return h
+        b, v, c, hh, ww = self.shape
         n = hh * ww
-
-        def move(t: int, h: torch.Tensor) -> torch.Tensor:
-            if not moving[t]:
-                return h
-            # three per-sample permutations, each along its own axis with a small index: pixels, then
-            # (V, channel) rows, then (where fibers are not permutations) the fiber matrices
-            moved = _permute_along(h.reshape(b, v * c, n), 2, pix[t], pix_inv[t])
-            if self.permutation_fibers:
-                if turned[t]:
-                    moved = _permute_along(moved, 1, rows[t], rows_inv[t])
-                return moved.view(b, v, c, hh, ww)
-            moved = moved.view(b, v, c * n)
-            if turned[t]:
-                moved = _permute_along(moved, 1, rows[t], rows_inv[t])
-            out = torch.einsum("bij,bvjn->bvin", fibers[t].to(h.dtype), moved.view(b, v, c, n))
-            return out.reshape(b, v, c, hh, ww)
-
-        return move
+        moved = _permute_along(h.reshape(b, v * c, n), 2, self.pix[t], self.pix_inv[t])
+        if self.fibers is None:
+            if self.turned[t]:
+                moved = _permute_along(moved, 1, self.rows[t], self.rows_inv[t])
+            return moved.view(b, v, c, hh, ww)
+        moved = moved.view(b, v, c * n)
+        if self.turned[t]:
+            moved = _permute_along(moved, 1, self.rows[t], self.rows_inv[t])
+        out = torch.einsum("bij,bvjn->bvin", self.fibers[t].to(h.dtype), moved.view(b, v, c, n))
+        return out.reshape(b, v, c, hh, ww)

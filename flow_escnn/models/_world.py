@@ -62,14 +62,13 @@ import torch
 from flow_escnn._compat import enn
 from flow_escnn._validate import grid_shape as validate_grid_shape
 from flow_escnn._validate import non_negative_int, one_of, positive_int
-from flow_escnn.flows._action import ActionTransport, QuarterTurns, check_actions
+from flow_escnn.flows._action import ActionTransport, Episode, QuarterTurns, SelfMotion, check_actions
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._planar import steps_per_turn
-from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.models._program import OUTPUT_ACTIVATIONS, ProgramCache, build_decoder, decoder_weights, run_decoder
 from flow_escnn.nn.cell_kinds import sequence_layer
-from flow_escnn.nn._engine import Recurrence, Weights
+from flow_escnn.nn._engine import Recurrence, Weights, read_window
 from flow_escnn.nn._frozen import Frozen
 from flow_escnn.nn._nonlinearity import check_pointwise
 from flow_escnn.nn._pooling import check_velocity_pool
@@ -117,20 +116,27 @@ def _check_episode(views: Any, actions: Any, channels: int, view: Tuple[int, int
     return check_actions(actions, views.shape[0], views.shape[1] + num_predictions)
 
 
-class _Window(torch.autograd.Function):
-    """``z[..., rows, cols]`` as a contiguous copy; backward: one zero map with the window's gradient in it
-    (autograd's two slice backwards would fill two zero tensors, and a strided window slows the pool over V)."""
+class _EpisodeMotion:
+    """The engine's self-motion ``act(t, s)`` of an episode of exact actions: the
+    :class:`~flow_escnn.flows._action.Episode` tables, built once per state shape, and
+    ``permutation(t, shape, device)`` (the step as per-sample permutations, which the engine folds into its
+    flow transport; see :meth:`flow_escnn.nn._engine.Recurrence.transport`)."""
 
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:  # type: ignore[override]
-        ctx.shape, ctx.rows, ctx.cols = z.shape, rows, cols
-        return z[..., rows, cols].contiguous()
+    def __init__(self, exact: QuarterTurns, actions: torch.Tensor, quarters: torch.Tensor) -> None:
+        self.exact, self.actions, self.quarters = exact, actions, quarters
+        self.episodes: Dict[Tuple[Any, ...], Episode] = {}  # per state shape
 
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
-        out = g.new_zeros(ctx.shape)
-        out[..., ctx.rows, ctx.cols] = g
-        return out, None, None
+    def episode(self, shape: Tuple[int, ...], device: torch.device) -> Episode:
+        key = (tuple(shape), device)
+        if key not in self.episodes:
+            self.episodes[key] = self.exact.episode(self.actions, self.quarters, tuple(shape), device)
+        return self.episodes[key]
+
+    def permutation(self, t: int, shape: Tuple[int, ...], device: torch.device) -> Optional[SelfMotion]:
+        return self.episode(shape, device).permutation(t)
+
+    def __call__(self, t: int, s: torch.Tensor) -> torch.Tensor:
+        return self.episode(s.shape, s.device)(t, s)
 
 
 class WorldProgram(torch.nn.Module):
@@ -160,15 +166,12 @@ class WorldProgram(torch.nn.Module):
         self.imagine = one_of(imagine, IMAGINE, "imagine")
 
     def read(self, z: torch.Tensor) -> torch.Tensor:
-        """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]`` (contiguous)."""
+        """The view window of a (circularly padded) map ``[..., C, H(+2p), W(+2p)]`` (contiguous); a window as it is."""
         top, left, h, w = self.window
         p = (z.shape[-1] - self.recurrence.grid_shape[1]) // 2
         if (h, w) == tuple(z.shape[-2:]):
             return z
-        rows, cols = slice(top + p, top + p + h), slice(left + p, left + p + w)
-        if torch.is_grad_enabled() and z.requires_grad:
-            return _Window.apply(z, rows, cols)
-        return z[..., rows, cols].contiguous()
+        return read_window(z, slice(top + p, top + p + h), slice(left + p, left + p + w))
 
     def decode(self, weights: Weights, z: torch.Tensor) -> torch.Tensor:
         """``Dec`` on pooled view windows ``[N, C, h, w]`` (zero padding; circular for a view that is the world)."""
@@ -190,15 +193,7 @@ class WorldProgram(torch.nn.Module):
                                  "interpolation tables): turn by multiples of 90 degrees")
             return lambda t, s: motion(s, actions[:, t])
         exact = motion if isinstance(motion, QuarterTurns) else motion.quarters
-        episodes: Dict[Tuple[Any, ...], Callable[[int, torch.Tensor], torch.Tensor]] = {}  # per state shape
-
-        def act(t: int, s: torch.Tensor) -> torch.Tensor:
-            key = (tuple(s.shape), s.device)
-            if key not in episodes:
-                episodes[key] = exact.episode(actions, quarters, s.shape, s.device)
-            return episodes[key](t, s)
-
-        return act
+        return _EpisodeMotion(exact, actions, quarters)
 
     def inputs(self, views: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The engine's input frames ``[B, n, C + 1 (+ 3), h, w]`` for views ``[B, n, C, h, w]``: the views, the
@@ -214,15 +209,15 @@ class WorldProgram(torch.nn.Module):
         x = self.inputs(views, actions)
 
         def predict(s: int, guess: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-            # the window first, then the pool over V: the same values and gradient as pooling the whole map
-            # (the engine's readout_pool) and reading its window, at the window's cost
-            frame = self.decode(weights, reduce_over(self.read(guess), 1, self.pool))
+            # the engine reads the view window (a map with a window reads it before the pool over V, at the
+            # window's cost) and pools it over V; a whole-world view is cut out of the pooled, padded map here
+            frame = self.decode(weights, self.read(guess))
             return frame, self.inputs(frame[:, None], actions[:, s : s + 1])[:, 0]  # fed back under "feedback"
 
         res = self.recurrence.run(
             x, weights, keep_outputs=False, predict=predict, predict_from=t_in, extra_steps=num_predictions - 1,
             checkpoint=self.checkpoint, act=self.act(actions, t_in + num_predictions),
-            carry_past_inputs=self.imagine == "carry",
+            carry_past_inputs=self.imagine == "carry", readout_pool=self.pool,
         )
         return torch.stack(res.predictions, dim=1)
 
