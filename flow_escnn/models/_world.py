@@ -68,7 +68,8 @@ from flow_escnn.flows._planar import steps_per_turn
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION
 from flow_escnn.models._program import OUTPUT_ACTIVATIONS, ProgramCache, build_decoder, decoder_weights, run_decoder
 from flow_escnn.nn.cell_kinds import sequence_layer
-from flow_escnn.nn._engine import Recurrence, Weights, read_window
+from flow_escnn.nn._engine import Recurrence, Weights
+from flow_escnn.nn._fused import read_window
 from flow_escnn.nn._frozen import Frozen
 from flow_escnn.nn._nonlinearity import check_pointwise
 from flow_escnn.nn._pooling import check_velocity_pool

@@ -54,14 +54,14 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn._validate import one_of
-from flow_escnn.flows._gather import CircularPad, inverse_permutation
+from flow_escnn.flows._gather import CircularPad
 from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
+from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window
 from flow_escnn.nn._kernels import InputBatches, check_dtype, conv, conv_same, frames_per_batch, segment_length
-from flow_escnn.nn._nonlinearity import (FIELD_NONLINEARITIES, apply_nonlinearity, field_nonlinearity,
-                                         nonlinearity_backward)
+from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, apply_nonlinearity, field_nonlinearity
 
-__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view", "read_window"]
+__all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view"]
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
@@ -142,204 +142,6 @@ Predict = Callable[[int, torch.Tensor], Optional[torch.Tensor]]
 #: :class:`~flow_escnn.flows._action.SelfMotion`, or None where it is none) has its self-motion folded into the
 #: flow transport's gather (:meth:`Recurrence.transport`).
 Act = Callable[[int, torch.Tensor], torch.Tensor]
-
-
-class _Fold(NamedTuple):
-    """Per-sample tables of :math:`\\psi_1(\\nu)\\, a_t^{-1}` (the self-motion, then the flow transport with its
-    circular padding) on maps ``[B, V, C, N]`` (``N`` pixels, ``P`` padded pixels): output ``(b, v, c, q)`` reads
-    input row ``R[b, v, c]`` (of the flattened ``(V, C)`` axes) at pixel ``pix[b, v, q]``.
-
-    ``shift``: ``R[b, v, c] = R[b, v, 0] + c`` (no channel relabelling): the gather then reads an overlapping
-    strided view of the input with an index broadcast over the channels, ``key = R[b, v, 0] * N + pix``, rather
-    than a materialised ``[B, V, C, P]`` index."""
-
-    rows: torch.Tensor  # [B, V, C]
-    pix: torch.Tensor  # [B, V, P]
-    key: Optional[torch.Tensor]  # [B, V, P] (shift only)
-    shift: bool
-    inverse: torch.Tensor  # [V, N]: the flow transport's interior copy (in P) of every pixel
-    pixels_inverse: Optional[torch.Tensor]  # [B, N]: the self-motion's inverse pixel permutation (None: no move)
-    fixed: bool  # R[b, v, c] = v * C + c: no slice or channel is relabelled
-    rings: Tuple[torch.Tensor, ...]  # the ring (border) positions in P, one tensor per layer of distinct sources
-    window: Optional[torch.Tensor]  # the view window's positions in P (the readout), or None
-    window_slices: Optional[Tuple[slice, slice]]  # the same window as (rows, columns) of the padded grid
-    width: int  # the padded grid's width
-    sizes: Tuple[int, int, int, int, int]  # B, V, C, N, P
-
-
-def _fold_gather(x: torch.Tensor, fold: _Fold, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``y[b, v, c, q] = x[b, R[b, v, c], pix[b, v, q]]`` for ``x [B, V, C, N]`` (contiguous); ``[B, V, C, P]``, or
-    ``[B, V, C, len(positions)]`` for the output ``positions`` only."""
-    b, v, c, n, _ = fold.sizes
-    if fold.shift:
-        key = fold.key if positions is None else fold.key.index_select(2, positions)
-        # row c of the view starts c*N further on: element (b, ., c, k) is x[b, c*N + k]
-        lifted = x.as_strided((b, v, c, (v * c - c + 1) * n), (v * c * n, 0, n, 1), x.storage_offset())
-        return torch.gather(lifted, 3, key[:, :, None, :].expand(b, v, c, key.shape[-1]))
-    pix = fold.pix if positions is None else fold.pix.index_select(2, positions)
-    index = (fold.rows[..., None] * n + pix[:, :, None, :]).view(b, -1)
-    return torch.gather(x.view(b, -1), 1, index).view(b, v, c, -1)
-
-
-def _scatter_into(gx: torch.Tensor, fold: _Fold, positions: torch.Tensor, values: torch.Tensor) -> None:
-    """``gx[b, R[b, v, c], pix[b, v, q]] += values[b, v, c, k]`` for ``q = positions[k]`` (distinct targets)."""
-    b, v, c, n, _ = fold.sizes
-    pix = fold.pix.index_select(2, positions)[:, :, None, :]
-    if fold.fixed:  # every row stays in place: the pixel index broadcasts over the channels
-        gx.view(b, v, c, n).scatter_add_(3, pix.expand(b, v, c, pix.shape[-1]), values.reshape(b, v, c, -1))
-        return
-    targets = fold.rows[..., None] * n + pix
-    gx.view(b, -1).scatter_add_(1, targets.view(b, -1), values.reshape(b, -1))
-
-
-def _first_max(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``x.amax(1)`` and the index of the first maximal slice (``uint8`` for up to 256 slices), as
-    :func:`~flow_escnn.flows._reduce.max_over` computes them (the same values and gradient routing)."""
-    values = x.amax(1)
-    v = x.shape[1]
-    not_yet = x.select(1, 0) != values
-    index = not_yet.to(torch.uint8 if v <= 256 else torch.int64)
-    for i in range(1, v - 1):
-        not_yet &= x.select(1, i) != values
-        index += not_yet
-    return values, index
-
-
-def _fold_adjoint(gy: Optional[torch.Tensor], g_read: Optional[torch.Tensor], fold: _Fold,
-                  first: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The adjoint of :func:`_fold_gather` and of its window readout ``g_read`` (``[B, V, C, h*w]``, or with
-    ``first`` the readout pooled by the max over :math:`V`, ``[B, C, h*w]``, whose gradient goes to the first
-    maximal slice ``first``): one gather by the inverse permutation (each input entry reads its interior
-    copy), then the readout's and the ring's copies added, each a set of distinct targets (deterministic): the
-    same additions in the same order as the separate transports' and readout's backward passes."""
-    b, v, c, n, p = fold.sizes
-    if gy is None:
-        gx = torch.zeros(b, v, c, n, dtype=g_read.dtype, device=g_read.device)  # type: ignore[union-attr]
-    else:
-        gy = gy.reshape(b, v, c, p).contiguous()
-        inv = fold.inverse.unsqueeze(0).expand(b, v, n)
-        if fold.pixels_inverse is not None:  # interior copy of input pixel m: the flow's copy of a^{-1}-pixel
-            inv = inv.gather(2, fold.pixels_inverse[:, None, :].expand(b, v, n))
-        if fold.shift:
-            out_slice = inverse_permutation(torch.div(fold.rows[..., 0], c, rounding_mode="floor"))  # [B, V]
-            key = out_slice[..., None] * (c * p) + inv.gather(1, out_slice[..., None].expand(b, v, n))
-            lifted = gy.as_strided((b, v, c, (v * c - c + 1) * p), (v * c * p, 0, p, 1), gy.storage_offset())
-            gx = torch.gather(lifted, 3, key[:, :, None, :].expand(b, v, c, n))
-        else:
-            rows_inv = inverse_permutation(fold.rows.reshape(b, v * c)).view(b, v, c)
-            out_slice = torch.div(rows_inv[..., 0], c, rounding_mode="floor")
-            inv = inv.gather(1, out_slice[..., None].expand(b, v, n))
-            gx = torch.gather(gy.view(b, -1), 1, (rows_inv[..., None] * p + inv[:, :, None, :]).view(b, -1))
-            gx = gx.view(b, v, c, n)
-    if g_read is not None and first is None:
-        _scatter_into(gx, fold, fold.window, g_read)  # type: ignore[arg-type]
-    elif g_read is not None:  # the pooled readout: entry (b, c, q) came from slice first[b, c, q]
-        slices = first.reshape(b, c, -1).long()  # type: ignore[union-attr]
-        rows = fold.rows.transpose(1, 2).gather(2, slices)  # [B, C, h*w]
-        pix = fold.pix.index_select(2, fold.window).gather(1, slices)  # type: ignore[arg-type]
-        gx.view(b, -1).scatter_add_(1, (rows * n + pix).view(b, -1), g_read.reshape(b, -1))
-    if gy is not None:
-        flat = gy.view(b * v * c, p)
-        for ring in fold.rings:
-            _scatter_into(gx, fold, ring, flat.index_select(1, ring).view(b, v, c, -1))
-    return gx
-
-
-class _FoldedTransport(torch.autograd.Function):
-    """:math:`\\psi_1(\\nu)\\, a_t^{-1} h` padded, as one gather (:func:`_fold_gather`), and its view window:
-    ``readout`` ``"none"``, ``"window"`` (``[B, V, C, h*w]``) or ``"max"`` (pooled over :math:`V`, ``[B, C, h*w]``);
-    ``only``: the readout alone (no map is gathered). Backward: :func:`_fold_adjoint` (gathers and additions
-    over distinct targets; no full-size zero map for the window, none over :math:`V` for the pooled readout)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, fold: _Fold, readout: str, only: bool) -> Any:  # type: ignore[override]
-        ctx.set_materialize_grads(False)
-        ctx.fold, ctx.readout, ctx.only, ctx.shape, ctx.first = fold, readout, only, x.shape, None
-        b, v, c, n, _ = fold.sizes
-        x = x.reshape(b, v, c, n).contiguous()
-        outs = []
-        if only:
-            window = _fold_gather(x, fold, fold.window)
-        else:
-            y = _fold_gather(x, fold)
-            outs.append(y)
-            if readout != "none":  # a contiguous copy: the pool over V runs several times faster on it
-                rows, cols = fold.window_slices  # type: ignore[misc]
-                window = y.view(b, v, c, -1, fold.width)[..., rows, cols].reshape(b, v, c, -1)
-        if readout == "window":
-            outs.append(window)
-        elif readout == "max":
-            values, ctx.first = _first_max(window)
-            outs.append(values.reshape(b, c, -1))
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        if ctx.only:
-            gy, g_read = None, grads[0]
-        else:
-            gy, g_read = grads[0], (grads[1] if ctx.readout != "none" else None)
-        if gy is None and g_read is None:
-            return None, None, None, None
-        return _fold_adjoint(gy, g_read, ctx.fold, ctx.first).view(ctx.shape), None, None, None
-
-
-class _ReadWindow(torch.autograd.Function):
-    """``z[..., rows, cols]`` as a contiguous copy; backward: one zero map with the window's gradient in it
-    (autograd's two slice backwards would fill two zero tensors, and a strided window slows the pool over V)."""
-
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:  # type: ignore[override]
-        ctx.shape, ctx.rows, ctx.cols = z.shape, rows, cols
-        return z[..., rows, cols].contiguous()
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
-        out = g.new_zeros(ctx.shape)
-        out[..., ctx.rows, ctx.cols] = g
-        return out, None, None
-
-
-def read_window(z: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
-    """The window ``z[..., rows, cols]`` of maps ``z [..., H, W]``, contiguous (backward: :class:`_ReadWindow`)."""
-    if torch.is_grad_enabled() and z.requires_grad:
-        return _ReadWindow.apply(z, rows, cols)
-    return z[..., rows, cols].contiguous()
-
-
-class _WindowAddActivate(torch.autograd.Function):
-    """The FERNN update with the input term of a view window: :math:`\\sigma(b + \\mathrm{write}(a))`, ``a`` added
-    to the window only (``a [B, 1, G, h, w]`` broadcast over :math:`V`), in ``b``'s own memory (a fresh convolution
-    output that no other op reads, as :func:`~flow_escnn.nn.cell_kinds.fernn.fernn_update`); backward sums the
-    gradient of ``a`` over :math:`V` on the window only. Saves only the output."""
-
-    @staticmethod
-    def forward(ctx: Any, base: torch.Tensor, a: torch.Tensor, shape: Tuple[int, ...],  # type: ignore[override]
-                window: Tuple[int, int, int, int], name: str) -> torch.Tensor:
-        top, left, vh, vw = window
-        w = shape[-1]
-        # the window's rows across the whole map (a written with zeros beside them): one run of whole rows per
-        # channel, which adds several times faster than the window's short runs, to the same values
-        band = F.pad(a, (left, w - vw - left)).reshape(*a.shape[:-2], vh * w)
-        base.view(*shape[:-2], -1)[..., top * w : (top + vh) * w].add_(band)
-        apply_nonlinearity(base, name, inplace=True)
-        ctx.mark_dirty(base)
-        ctx.save_for_backward(base)
-        ctx.name, ctx.shape, ctx.window, ctx.a_shape = name, shape, window, a.shape
-        return base
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        (out,) = ctx.saved_tensors
-        top, left, vh, vw = ctx.window
-        g = nonlinearity_backward(grad, out, ctx.name)
-        shape, w = ctx.shape, ctx.shape[-1]
-        band = g.view(*shape[:-2], -1)[..., top * w : (top + vh) * w]
-        dims = [i for i, (n, m) in enumerate(zip(ctx.a_shape[:-2], shape[:-2])) if n == 1 and m != 1]
-        if dims:  # the sum over V of the window's rows only (not of the whole map)
-            band = band.sum(dim=dims, keepdim=True)
-        ga = band.reshape(*band.shape[:-1], vh, w)[..., left : left + vw]
-        return g, ga, None, None, None
 
 
 def check_view(view: Any, grid_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -497,9 +299,9 @@ class Recurrence(torch.nn.Module):
                 cache[k] = ((rows[:, None] * wp + torch.arange(left + p, left + p + vw, device=device)).reshape(-1),)
         return cache[k]
 
-    def _fold(self, l: int, h: torch.Tensor, t: int, act: Optional[Act]) -> Optional[_Fold]:
+    def _fold(self, l: int, h: torch.Tensor, t: int, act: Optional[Act]) -> Optional[Fold]:
         """The tables of the self-motion of step ``t`` and layer ``l``'s flow transport as one gather
-        (:class:`_Fold`), where both are permutations (an exact transport with permutation fibers, and an
+        (:class:`Fold`), where both are permutations (an exact transport with permutation fibers, and an
         ``act`` with tables, or none with a view window, whose readout the gather then writes); else None."""
         spec, tr = self.layers[l], self.step_transports[l]
         if spec.learned_transport or self.comoving or self.nd != 2:
@@ -538,7 +340,7 @@ class Recurrence(torch.nn.Module):
             top, left, vh, vw = self.view
             window = self._positions("window", p, dev)[0]
             slices = (slice(top + p, top + p + vh), slice(left + p, left + p + vw))
-        return _Fold(rows, pix, key, shift, tr.inverse, pixels_inverse, fixed, self._positions("rings", p, dev),
+        return Fold(rows, pix, key, shift, tr.inverse, pixels_inverse, fixed, self._positions("rings", p, dev),
                      window, slices, h.shape[-1] + 2 * p, (b, v, c, n, p_out))
 
     def transport(self, l: int, state: State, weights: Weights, t: int, need_readout: bool,
@@ -584,9 +386,9 @@ class Recurrence(torch.nn.Module):
             readout = self._readout(readout, pool)
         return _Moved(conv_input, views, readout)
 
-    def _folded(self, l: int, state: State, weights: Weights, fold: _Fold, need_readout: bool, pool: Optional[str],
+    def _folded(self, l: int, state: State, weights: Weights, fold: Fold, need_readout: bool, pool: Optional[str],
                 readout_only: bool) -> _Moved:
-        """:meth:`transport` by one folded gather per state tensor (:class:`_FoldedTransport`)."""
+        """:meth:`transport` by one folded gather per state tensor (:class:`FoldedTransport`)."""
         p = self.layers[l].pad
         grid = tuple(state[0].shape[3:])
         b, v, c = state[0].shape[:3]
@@ -597,15 +399,15 @@ class Recurrence(torch.nn.Module):
             kind = "max" if pool == "max" else "window"
         window = None if self.view is None else (self.view[2], self.view[3])
         if kind != "none" and readout_only:  # nothing but the readout is read
-            readout = _FoldedTransport.apply(state[0], fold, kind, True)
+            readout = FoldedTransport.apply(state[0], fold, kind, True)
             return _Moved(None, state, self._pooled(readout, kind, pool, b, v, c, window))
         moved, readout = [], None
         for i, s in enumerate(state):
             if i == 0 and kind != "none":
-                y, readout = _FoldedTransport.apply(s, fold, kind, False)
+                y, readout = FoldedTransport.apply(s, fold, kind, False)
                 readout = self._pooled(readout, kind, pool, b, v, c, window)
             else:
-                y = _FoldedTransport.apply(s, fold, "none", False)
+                y = FoldedTransport.apply(s, fold, "none", False)
             moved.append(y.view(b, v, c, *padded))
         if mix is not None:
             moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
@@ -616,7 +418,7 @@ class Recurrence(torch.nn.Module):
     @staticmethod
     def _pooled(readout: torch.Tensor, kind: str, pool: Optional[str], b: int, v: int, c: int,
                 window: Any) -> torch.Tensor:
-        """A readout of :class:`_FoldedTransport` shaped ``[B, (V,) C, h, w]``, pooled over :math:`V` by ``pool``."""
+        """A readout of :class:`FoldedTransport` shaped ``[B, (V,) C, h, w]``, pooled over :math:`V` by ``pool``."""
         if kind == "max":
             return readout.view(b, c, *window)
         readout = readout.view(b, v, c, *window)
@@ -663,11 +465,11 @@ class Recurrence(torch.nn.Module):
 
     def _window_update(self, bt: torch.Tensor, u: torch.Tensor, nonlinearity: str) -> torch.Tensor:
         """The FERNN update :math:`\\sigma(b + \\mathrm{write}(a))` with ``a`` on the view window only
-        (:class:`_WindowAddActivate`), in the memory of ``b`` (a fresh convolution output)."""
+        (:class:`WindowAddActivate`), in the memory of ``b`` (a fresh convolution output)."""
         u = u.to(bt.dtype)
         if torch.is_grad_enabled() and (bt.requires_grad or u.requires_grad):
             base = bt._base if bt._base is not None else bt
-            return _WindowAddActivate.apply(base, u, tuple(bt.shape), self.view, nonlinearity).view(bt.shape)
+            return WindowAddActivate.apply(base, u, tuple(bt.shape), self.view, nonlinearity).view(bt.shape)
         top, left, vh, vw = self.view  # type: ignore[misc]
         bt[..., top : top + vh, left : left + vw].add_(u)
         return apply_nonlinearity(bt, nonlinearity, inplace=True)
