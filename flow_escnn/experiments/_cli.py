@@ -83,6 +83,25 @@ def _world_summary(metrics: Dict[str, Any]) -> str:
     ])
 
 
+def _volume_summary(metrics: Dict[str, Any]) -> str:
+    h = metrics["horizon"]
+    unseen = metrics["test_mse_unseen"]
+    return "\n".join([
+        f"model             {metrics['model']}  ({metrics['num_parameters']} parameters, |V| = {metrics['num_flows']})",
+        f"test MSE          {metrics['test_mse']:.4g}  (training velocities, first {h['t_out']} predicted frames)",
+        f"MSE unseen v      {'n/a' if unseen is None else f'{unseen:.4g}'}  "
+        f"({len(metrics['velocities_unseen'])} velocities not in training)",
+        f"MSE last frame    {metrics['rollout_mse_per_step'][-1]:.4g}  (frame {h['rollout']} of the rollout)",
+        f"train time        {metrics['train_time_s']:.1f} s ({metrics['steps']} steps)",
+    ])
+
+
+def _write_volume_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) -> List[Path]:
+    from flow_escnn.experiments._volumes import write_volume_plots
+
+    return write_volume_plots(out, metrics, checkpoint)
+
+
 def _write_world_plots(out: Path, metrics: Dict[str, Any], checkpoint: Path) -> List[Path]:
     from flow_escnn.experiments._plots import write_world_plots
     from flow_escnn.experiments._world import WorldData, load_world_model
@@ -102,11 +121,13 @@ class _TaskCommand:
 
 def _task_commands() -> Dict[str, _TaskCommand]:
     from flow_escnn.experiments._training import FlowingTask
+    from flow_escnn.experiments._volumes import VolumeExperimentConfig, VolumeTask
     from flow_escnn.experiments._world import WorldExperimentConfig, WorldTask
 
     return {
         "train": _TaskCommand("train", ExperimentConfig, FlowingTask, _summary, _write_single_plots),
         "world": _TaskCommand("world", WorldExperimentConfig, WorldTask, _world_summary, _write_world_plots),
+        "volumes": _TaskCommand("volumes", VolumeExperimentConfig, VolumeTask, _volume_summary, _write_volume_plots),
     }
 
 
@@ -261,7 +282,7 @@ def required_optional_modules(args: argparse.Namespace, stderr: Optional[Any] = 
     """``(distribution, module to import, what needs it, the flag that does without it or None)``
     for the parsed command (``stderr``: the stream whose terminal-ness decides on tqdm).
 
-    * matplotlib: the PNGs of ``train``, ``world`` and ``evaluate`` unless ``--no-plots`` (or
+    * matplotlib: the PNGs of ``train``, ``world``, ``volumes`` and ``evaluate`` unless ``--no-plots`` (or
       ``--estimate``, which writes nothing); ``demo`` always (its modules import the plotting
       module at import time, so ``--no-plots`` does not avoid it).
     * tqdm: the progress bars, drawn only when stderr is a terminal and progress is on
@@ -277,9 +298,10 @@ def required_optional_modules(args: argparse.Namespace, stderr: Optional[Any] = 
     needed = []
     if command == "demo":
         needed.append(("matplotlib", _AGG, "the demo's plots", None))
-    elif command in ("train", "world", "evaluate") and not estimating and not getattr(args, "no_plots", False):
+    elif (command in ("train", "world", "volumes", "evaluate") and not estimating
+          and not getattr(args, "no_plots", False)):
         needed.append(("matplotlib", _AGG, "the PNG plots", "--no-plots"))
-    trains = command in ("train", "world", "demo", "kth") and not estimating
+    trains = command in ("train", "world", "volumes", "demo", "kth") and not estimating
     if trains and not getattr(args, "no_progress", False) and stream.isatty():
         needed.append(("tqdm", "tqdm.auto", "the progress bars on a terminal", "--no-progress"))
     return needed
@@ -308,7 +330,8 @@ def check_optional_dependencies(args: argparse.Namespace, stderr: Optional[Any] 
                                            f"experiments extra, {EXTRA_INSTALL}{without}")
 
 
-_COMMANDS = {"train": _run_task, "world": _run_task, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "kth": _cmd_kth}
+_COMMANDS = {"train": _run_task, "world": _run_task, "volumes": _run_task, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+             "kth": _cmd_kth}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

