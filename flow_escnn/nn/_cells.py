@@ -107,6 +107,9 @@ class FlowCellBase(torch.nn.Module):
     gates: int = 1  # gate pre-activations per hidden channel
     state_size: int = 1  # tensors in the state
     learned_transport: bool = False  # a learned per-velocity kernel takes the place of psi_1(nu)
+    #: the update is :math:`\sigma(b + a)` with one gate (the FERNN's): the engine may add a view window's input
+    #: term ``a`` to the window's rows of ``b`` in place (:class:`~flow_escnn.nn._fused.WindowAddActivate`)
+    add_activate: bool = False
     takes_nonlinearity: bool = False  # whether ``nonlinearity=`` is this cell's own sigma
     #: the submodules whose parameters do not depend on V (shared over every velocity): what
     #: :func:`flow_escnn.models.transfer_weights` may copy to a cell over another V. Every other
@@ -199,6 +202,7 @@ class FlowCellBase(torch.nn.Module):
             nonlinearity=self.nonlinearity_name,
             mixing=self.mix is not None,
             fields=self._field_index() if self.nonlinearity_name in FIELD_NONLINEARITIES else (),
+            add_activate=self.add_activate,
         )
 
     def _field_index(self) -> Tuple[int, ...]:

@@ -106,6 +106,7 @@ class LayerSpec:
     mixing: bool = False
     velocity_kernel_size: int = 0  # learned_transport: size of the learned per-velocity kernel
     fields: Tuple[int, ...] = ()  # field nonlinearities: the hidden field of every hidden channel
+    add_activate: bool = False  # the update is sigma(b + a) (one gate): a view window's a may be added in place
 
     @property
     def num_fields(self) -> int:
@@ -455,7 +456,7 @@ class Recurrence(torch.nn.Module):
             if spec.learned_transport:
                 bt = self._velocity_kernel(l, bt, weights)
         if tuple(u.shape[3:]) != grid:  # the input term of a view window (input_terms(window=True))
-            if spec.kind == "fernn" and spec.nonlinearity not in FIELD_NONLINEARITIES:
+            if spec.add_activate and spec.nonlinearity not in FIELD_NONLINEARITIES:
                 return (self._window_update(bt, u, spec.nonlinearity),)
             u = self._write_window(u)
         if spec.nonlinearity in FIELD_NONLINEARITIES:

@@ -137,6 +137,7 @@ class FoldedTransport(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, fold: Fold, readout: str, only: bool) -> Any:  # type: ignore[override]
+        """The forward pass (the class docstring says what it computes)."""
         ctx.set_materialize_grads(False)
         ctx.fold, ctx.readout, ctx.only, ctx.shape, ctx.first = fold, readout, only, x.shape, None
         b, v, c, n, _ = fold.sizes
@@ -159,6 +160,7 @@ class FoldedTransport(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        """The backward pass (the class docstring says what it computes)."""
         if ctx.only:
             gy, g_read = None, grads[0]
         else:
@@ -174,11 +176,13 @@ class ReadWindow(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:  # type: ignore[override]
+        """The forward pass (the class docstring says what it computes)."""
         ctx.shape, ctx.rows, ctx.cols = z.shape, rows, cols
         return z[..., rows, cols].contiguous()
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
+        """The backward pass (the class docstring says what it computes)."""
         out = g.new_zeros(ctx.shape)
         out[..., ctx.rows, ctx.cols] = g
         return out, None, None
@@ -200,6 +204,7 @@ class WindowAddActivate(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, base: torch.Tensor, a: torch.Tensor, shape: Tuple[int, ...],  # type: ignore[override]
                 window: Tuple[int, int, int, int], name: str) -> torch.Tensor:
+        """The forward pass (the class docstring says what it computes)."""
         top, left, vh, vw = window
         w = shape[-1]
         # the window's rows across the whole map (a written with zeros beside them): one run of whole rows per
@@ -214,6 +219,7 @@ class WindowAddActivate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        """The backward pass (the class docstring says what it computes)."""
         (out,) = ctx.saved_tensors
         top, left, vh, vw = ctx.window
         g = nonlinearity_backward(grad, out, ctx.name)

@@ -69,6 +69,7 @@ class FERNNCell(FlowCellBase):
 
     kind = "fernn"
     update = staticmethod(fernn_update)
+    add_activate = True
     takes_nonlinearity = True
 
     def __init__(self, in_type: Any, hidden_type: Any, flows: FlowSet, kernel_size: int = 3, nonlinearity: str = "relu",
