@@ -132,3 +132,20 @@ def test_the_command_runs_as_a_process(tmp_path):
     bad = subprocess.run([*command, "--out", str(tmp_path / "b"), "--group", "2", *TINY], capture_output=True,
                          text=True, cwd=ROOT, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "from --symmetry" in bad.stderr
+
+
+def test_volumes_help_shows_its_own_defaults_and_hides_the_planar_options(capsys):
+    """The shared options under ``volumes`` say the volume defaults (250 steps, batch 4, lr 0.01, V over
+    [-R, R]^3) and hide --group / --flow-steps, which it refuses; ``train`` keeps its own help."""
+    from flow_escnn.experiments._parser import build_parser
+
+    help_text = {}
+    for command in ("volumes", "train"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        help_text[command] = " ".join(capsys.readouterr().out.split())
+    volumes, train = help_text["volumes"], help_text["train"]
+    for text in ("optimisation steps (default 250)", "mini-batch size (4)", "Adam learning rate (0.01)", "[-R,R]^3"):
+        assert text in volumes, text
+    assert "--group GROUP" not in volumes and "--flow-steps FLOW_STEPS" not in volumes
+    assert "Adam learning rate (1e-3)" in train and "--group GROUP" in train  # the control: train's help is unchanged

@@ -13,7 +13,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from flow_escnn._validate import bounded_float, non_negative_int, positive_int
 from flow_escnn.experiments._config import MODELS, NONLINEARITY_NAMES
 from flow_escnn.experiments._kth import KTH_MODELS, KTH_SELECTIONS
-from flow_escnn.experiments._volumes import DEFAULT_SPLIT, SHAPES, VOLUME_SYMMETRIES, VolumeExperimentConfig
+from flow_escnn.experiments._volumes import DEFAULT_SPLIT, DEFAULT_STEPS, SHAPES, VOLUME_SYMMETRIES, VolumeExperimentConfig
 from flow_escnn.experiments._world import ACTION_MODES, WORLD_SPLITS, WorldExperimentConfig
 from flow_escnn.experiments._loop import AMP_MODES, COMPILE_MODES
 from flow_escnn.flows.kinds import FLOW_KINDS, VOLUME_FLOW_KINDS
@@ -186,6 +186,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+def _volume_help(p: argparse.ArgumentParser, config: type) -> None:
+    """The shared options as the ``volumes`` sub-command uses them: its own defaults in the optimisation help, the
+    flow radius over ``[-R, R]^3``, and the planar ``--group`` / ``--flow-steps`` hidden (still parsed, and refused
+    with what to use instead)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    texts = {
+        "--steps": f"optimisation steps (default {DEFAULT_STEPS})",
+        "--batch-size": f"mini-batch size ({defaults['batch_size']})",
+        "--lr": f"Adam learning rate ({defaults['lr']:g})",
+        "--eval-every": f"validation every N steps ({defaults['eval_every']})",
+        "--flow-radius": "translations of the FERNN's V: [-R,R]^3 (default: cover the training and the test velocities)",
+    }
+    for action in p._actions:
+        for option in action.option_strings:
+            if option in ("--group", "--flow-steps"):
+                action.help = argparse.SUPPRESS
+            elif option in texts:
+                action.help = texts[option]
+
 
 def _config_defaults_in_help(p: argparse.ArgumentParser, config: type) -> None:
     """Fill ``{default}`` in the help of ``p``'s options from ``config``'s field defaults (typed once)."""
@@ -390,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     _add_common(v)
     _config_defaults_in_help(v, VolumeExperimentConfig)
+    _volume_help(v, VolumeExperimentConfig)
 
     # -- evaluate -------------------------------------------------------------------------------------------
     e = sub.add_parser(

@@ -72,6 +72,7 @@ __all__ = [
     "VolumeSymmetry",
     "VOLUME_SYMMETRIES",
     "DEFAULT_SPLIT",
+    "DEFAULT_STEPS",
     "VolumeExperimentConfig",
     "VolumeData",
     "VolumeTask",
@@ -117,6 +118,8 @@ def _spec(rows: List[Row3]) -> str:
     return ",".join(":".join(str(int(v)) for v in r) for r in rows)
 
 
+#: Optimisation steps when neither ``steps`` nor ``epochs`` is given (the sizes of docs/volumes.rst).
+DEFAULT_STEPS = 250
 #: The default split: train on the velocities of [-1, 1]^3 with vz = 0, test on the others (module docstring).
 DEFAULT_SPLIT = "train on [-1, 1]^3 with vz = 0 (9 velocities), test on the rest of [-1, 1]^3 (18)"
 _DEFAULT_TRAIN = _spec([r for r in _cube(1) if r[2] == 0])
@@ -264,7 +267,7 @@ class VolumeExperimentConfig(PredictorConfig, Optimisation, SpeedSwitches):
         if self.eval_batch_size is None:
             self.eval_batch_size = max(self.batch_size, 8)
         if self.steps is None:
-            self.steps = 250 if self.epochs is None else self.epochs * self.steps_per_epoch
+            self.steps = DEFAULT_STEPS if self.epochs is None else self.epochs * self.steps_per_epoch
         self.fill_switch_defaults()
         super().fill_defaults()
 
