@@ -37,6 +37,7 @@ import torch
 from flow_escnn.checks._inputs import ModelOutput
 from flow_escnn.flows._plans import fiber_element, spatial_dims, transport_plan
 from flow_escnn.flows._volume import AXES
+from flow_escnn.flows._volume_transport import mismatched_axes
 
 __all__ = [
     "input_flow",
@@ -85,16 +86,15 @@ def require_volume_grid(elements: Sequence[Any], grid_shape: Tuple[int, ...]) ->
     d, h, w = grid_shape
     sizes = (w, h, d)  # along x, y, z
     for e in elements:
-        a = e.integer_matrix
-        for i in range(3):
-            for j in range(3):
-                if a[i][j] and sizes[i] != sizes[j]:
-                    raise ValueError(
-                        f"{e} maps the {AXES[j]} axis of the volume onto its {AXES[i]} axis, but the grid (D, H, W) = "
-                        f"{tuple(grid_shape)} has sizes {sizes[j]} and {sizes[i]} there (x: W, y: H, z: D); volume "
-                        "transports are exact voxel permutations and are never interpolated: check on a cube (or "
-                        "H == W for rotations about z), or pass elements / flows that map this grid onto itself"
-                    )
+        bad = mismatched_axes(e.integer_matrix, grid_shape)
+        if bad is not None:
+            i, j = bad
+            raise ValueError(
+                f"{e} maps the {AXES[j]} axis of the volume onto its {AXES[i]} axis, but the grid (D, H, W) = "
+                f"{tuple(grid_shape)} has sizes {sizes[j]} and {sizes[i]} there (x: W, y: H, z: D); volume "
+                "transports are exact voxel permutations and are never interpolated: check on a cube (or "
+                "H == W for rotations about z), or pass elements / flows that map this grid onto itself"
+            )
 
 
 # -- inputs ----------------------------------------------------------------------------------------

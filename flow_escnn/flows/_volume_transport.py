@@ -37,7 +37,7 @@ from flow_escnn.flows._tables import as_permutation
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.flows._volume import AXES, Matrix, Triple, VolumeElement, volume_shape
 
-__all__ = ["VolumeTransportPlan", "volume_table", "volume_transport", "volume_flow_sequence"]
+__all__ = ["VolumeTransportPlan", "volume_table", "volume_transport", "volume_flow_sequence", "mismatched_axes"]
 
 
 def volume_table(element: VolumeElement, grid_shape: Tuple[int, int, int]) -> np.ndarray:
@@ -60,17 +60,34 @@ def volume_table(element: VolumeElement, grid_shape: Tuple[int, int, int]) -> np
     return _table(element.integer_matrix, element.translation_mod(d, h, w), (d, h, w))
 
 
-def _table(a: Matrix, u: Triple, shape: Triple) -> np.ndarray:
+def mismatched_axes(a: Matrix, shape: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """``(i, j)``: the first axis ``j`` (0, 1, 2 for x, y, z) that the signed permutation ``a`` maps onto an axis
+    ``i`` of another size of the ``(D, H, W)`` grid ``shape`` (so ``a`` does not map that grid onto itself), or None.
+
+    Example:
+        >>> from flow_escnn.flows._volume import axis_rotation
+        >>> mismatched_axes(axis_rotation("z", 1), (4, 5, 5)), mismatched_axes(axis_rotation("x", 1), (4, 5, 5))
+        (None, (1, 2))
+    """
     d, h, w = shape
     sizes = (w, h, d)  # along x, y, z
     for i in range(3):
         for j in range(3):
             if a[i][j] and sizes[i] != sizes[j]:
-                raise ValueError(
-                    f"the rotation {[list(r) for r in a]} maps the {AXES[j]} axis onto the {AXES[i]} axis, which needs "
-                    f"them of equal size; got (D, H, W) = {shape} (x: W, y: H, z: D). Use a cube, or H == W for "
-                    "rotations about z"
-                )
+                return i, j
+    return None
+
+
+def _table(a: Matrix, u: Triple, shape: Triple) -> np.ndarray:
+    d, h, w = shape
+    bad = mismatched_axes(a, shape)
+    if bad is not None:
+        i, j = bad
+        raise ValueError(
+            f"the rotation {[list(r) for r in a]} maps the {AXES[j]} axis onto the {AXES[i]} axis, which needs "
+            f"them of equal size; got (D, H, W) = {shape} (x: W, y: H, z: D). Use a cube, or H == W for "
+            "rotations about z"
+        )
     i, j, k = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
     # doubled centred coordinates of the output voxels: 2x = 2k - (W-1), 2y = (H-1) - 2j, 2z = (D-1) - 2i
     p = np.stack([2 * k - (w - 1), (h - 1) - 2 * j, (d - 1) - 2 * i], axis=0).reshape(3, -1).astype(np.int64)
