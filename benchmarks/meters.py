@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from flow_escnn.nn._kernels import conv2d as library_conv2d
+from flow_escnn.nn._kernels import conv3d as library_conv3d
 
 __all__ = ["SavedTensorMeter", "LiveTensorMeter", "ConvRecorder", "ConvFloor", "time_ratio", "kernel_main"]
 
@@ -102,7 +103,7 @@ class LiveTensorMeter(TorchDispatchMode):
 
 
 #: what the floor replays for each recorded function
-_FUNCTIONS = {library_conv2d: library_conv2d, F.conv3d: F.conv3d, torch.conv3d: F.conv3d}
+_FUNCTIONS = {library_conv2d: library_conv2d, library_conv3d: library_conv3d, F.conv3d: F.conv3d, torch.conv3d: F.conv3d}
 
 
 class ConvRecorder(TorchFunctionMode):
@@ -115,10 +116,10 @@ class ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d, library_conv2d, F.conv3d, torch.conv3d):
+        if func in (F.conv2d, torch.conv2d, library_conv2d, library_conv3d, F.conv3d, torch.conv3d):
             x, w = args[0], args[1]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
-            names = ("padding",) if func is library_conv2d else ("stride", "padding", "dilation", "groups")
+            names = ("padding",) if func in (library_conv2d, library_conv3d) else ("stride", "padding", "dilation", "groups")
             rest = dict(zip(names, args[3:]))
             rest.update({k: v for k, v in kwargs.items() if k != "bias"})
             self.calls.append(dict(

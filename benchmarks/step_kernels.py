@@ -9,6 +9,10 @@ Run from the repository root::
   ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input convolutions of
   ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]`` into 32
   channels, 3x3), and on 2 and 4 input channels (the crossover).
+* ``thin_volume_conv``: :func:`flow_escnn.nn._kernels.conv3d` (channels-last for float volumes with
+  2 to 8 input channels on the CPU) against ``torch.nn.functional.conv3d``, forward + backward
+  (input and weight gradients), 3x3x3 on ``18^3`` inputs: 2 -> 2 and 4 -> 4 channels over 108
+  volumes (4 is the volume FERNN's recurrent convolution: batch 4 x 27 velocities), 8 -> 8 over 54.
 * ``max_over_v``: :func:`flow_escnn.nn._pooling.reduce_velocities` (``"max"``) against
   ``x.max(dim=-4).values``, forward + backward, on one readout of that row (``[8, 5, 32, 28, 28]``).
 * ``pooled_readout``: that row's readout, a bilinear C8 transport of 5 slices followed by the max
@@ -18,7 +22,7 @@ Run from the repository root::
 Both sides compute the same values (checked here); times are medians of alternating rounds. The
 last line is machine readable (``<plain>_vs_<library>``, above 1 where the library is faster)::
 
-    RATIOS conv2d_vs_im2col_c1_n40=<x> conv2d_vs_im2col_c1_n160=<x> ... max_vs_max_over_v=<x> unpooled_vs_pooled_readout=<x>
+    RATIOS conv2d_vs_im2col_c1_n40=<x> ... conv3d_vs_channels_last_c4_n108=<x> ... unpooled_vs_pooled_readout=<x>
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows._element import GridElement  # noqa: E402
 from flow_escnn.flows._transport import TransportPlan  # noqa: E402
-from flow_escnn.nn._kernels import conv2d  # noqa: E402
+from flow_escnn.nn._kernels import conv2d, conv3d  # noqa: E402
 from flow_escnn.nn._pooling import reduce_velocities  # noqa: E402
 
 from benchmarks.meters import kernel_main, time_ratio  # noqa: E402
@@ -59,6 +63,15 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = time_ratio(
             lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
             lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
+    for c_in, n in ((2, 108), (4, 108), (8, 54)):
+        x = torch.randn(n, c_in, 18, 18, 18, generator=g, requires_grad=True)
+        w = torch.randn(c_in, c_in, 3, 3, 3, generator=g, requires_grad=True)
+        gy = torch.randn(n, c_in, 16, 16, 16, generator=g)
+        if (conv3d(x, w) - F.conv3d(x, w)).abs().max() > 1e-3:
+            raise RuntimeError(f"conv3d disagrees with F.conv3d for {c_in} input channels; this benchmark is broken")
+        ratios[f"conv3d_vs_channels_last_c{c_in}_n{n}"] = time_ratio(
+            lambda x=x, w=w, gy=gy: torch.autograd.grad(F.conv3d(x, w), (x, w), gy),
+            lambda x=x, w=w, gy=gy: torch.autograd.grad(conv3d(x, w), (x, w), gy), repeats)
     h = torch.randn(batch, slices, channels, grid, grid, generator=g, requires_grad=True)
     gh = torch.randn(batch, channels, grid, grid, generator=g)
     if not torch.equal(reduce_velocities(h, "max"), h.max(dim=-4).values):

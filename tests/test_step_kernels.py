@@ -1,5 +1,6 @@
-"""The step's replacement kernels against the torch calls they replace: the thin-input convolution
-(:func:`flow_escnn.nn._kernels.conv2d`) and the max over V (:func:`~flow_escnn.nn._pooling.reduce_velocities`).
+"""The step's replacement kernels against the torch calls they replace: the thin-input convolutions
+(:func:`flow_escnn.nn._kernels.conv2d`, :func:`~flow_escnn.nn._kernels.conv3d`) and the max over V
+(:func:`~flow_escnn.nn._pooling.reduce_velocities`).
 
 Both must give the plain call's values and gradients: the convolution to float64 rounding, the max
 bit for bit (same values, gradient at the same first maximal slice). Each comparison is shown to
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn.nn import _kernels as nnk
-from flow_escnn.nn._kernels import IM2COL_MAX_CHANNELS, conv2d
+from flow_escnn.nn._kernels import CHANNELS_LAST_3D_MAX_CHANNELS, IM2COL_MAX_CHANNELS, conv, conv2d, conv3d
 from flow_escnn.nn._pooling import reduce_velocities
 
 
@@ -64,6 +65,45 @@ def test_thin_conv_float32_close_to_conv2d():
 def test_thin_conv_refuses_a_channel_mismatch():
     with pytest.raises(ValueError, match="2 channels but the filter expects 1"):
         conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(3, 1, 3, 3))
+
+
+@pytest.mark.parametrize("c_in, dtype", [(2, torch.float32), (4, torch.float32), (8, torch.float32),
+                                         (2, torch.bfloat16), (8, torch.bfloat16)])
+def test_channels_last_volume_conv_matches_conv3d(c_in, dtype, monkeypatch):
+    """Thin float volumes run channels-last: F.conv3d's values and gradients to the dtype's rounding, a
+    contiguous output, and the channels-last input reaching F.conv3d (checked by a spy)."""
+    assert c_in <= CHANNELS_LAST_3D_MAX_CHANNELS[dtype]
+    g = torch.Generator().manual_seed(c_in)
+    x = torch.randn(3, c_in, 5, 6, 4, generator=g).to(dtype).requires_grad_()
+    w = torch.randn(4, c_in, 3, 3, 3, generator=g).to(dtype).requires_grad_()
+    b = torch.randn(4, generator=g).to(dtype).requires_grad_()
+    gy = torch.randn(3, 4, 5, 6, 4, generator=g).to(dtype)
+    want = _conv_grads(lambda *a: F.conv3d(*a, padding=1), x, w, b, gy)
+    layouts = []
+    real = F.conv3d
+
+    def spy(x_, *args, **kwargs):
+        layouts.append(x_.is_contiguous(memory_format=torch.channels_last_3d) and not x_.is_contiguous())
+        return real(x_, *args, **kwargs)
+
+    monkeypatch.setattr(nnk.F, "conv3d", spy)
+    got = _conv_grads(lambda *a: conv(*a, padding=1), x, w, b, gy)
+    assert layouts == [True] and got[0].is_contiguous()
+    scale = max(float(t.detach().abs().max()) for t in want)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert _max_diff(got, want) < tol * scale
+    # control: the same comparison flags a kernel that reads the filter flipped
+    bad = _conv_grads(lambda x_, w_, b_: conv3d(x_, w_.flip(-1), b_, padding=1), x, w, b, gy)
+    assert _max_diff(bad, want) > 10 * tol * scale
+
+
+@pytest.mark.parametrize("c_in, dtype", [(1, torch.float32), (9, torch.float32), (9, torch.bfloat16), (4, torch.float64)])
+def test_other_volume_convs_are_conv3d(c_in, dtype):
+    """One channel, thick inputs and float64 stay on the plain call: bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, c_in, 4, 5, 4, generator=g).to(dtype)
+    w = torch.randn(3, c_in, 3, 3, 3, generator=g).to(dtype)
+    assert torch.equal(conv3d(x, w, None, padding=1), F.conv3d(x, w, None, padding=1))
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 3, 4, 4), (2, 3, 4, 3, 4, 4), (4, 3, 4, 4), (3, 2, 2, 5, 5)])
