@@ -12,7 +12,8 @@ Run from the repository root::
 * ``thin_volume_conv``: :func:`flow_escnn.nn._kernels.conv3d` (channels-last for float volumes with
   2 to 8 input channels on the CPU) against ``torch.nn.functional.conv3d``, forward + backward
   (input and weight gradients), 3x3x3 on ``18^3`` inputs: 2 -> 2 and 4 -> 4 channels over 108
-  volumes (4 is the volume FERNN's recurrent convolution: batch 4 x 27 velocities), 8 -> 8 over 54.
+  volumes (4 is the volume FERNN's recurrent convolution: batch 4 x 27 velocities), 8 -> 8 over 54
+  (at the default ``batch`` 8; the volume count scales with it).
 * ``max_over_v``: :func:`flow_escnn.nn._pooling.reduce_velocities` (``"max"``) against
   ``x.max(dim=-4).values``, forward + backward, on one readout of that row (``[8, 5, 32, 28, 28]``).
 * ``pooled_readout``: that row's readout, a bilinear C8 transport of 5 slices followed by the max
@@ -63,10 +64,11 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = time_ratio(
             lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
             lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
-    for c_in, n in ((2, 108), (4, 108), (8, 54)):
-        x = torch.randn(n, c_in, 18, 18, 18, generator=g, requires_grad=True)
+    side = min(grid, 16)  # the volume FERNN's 16^3 torus, padded by one voxel
+    for c_in, n in ((2, (27 * batch) // 2), (4, (27 * batch) // 2), (8, (27 * batch) // 4)):
+        x = torch.randn(n, c_in, side + 2, side + 2, side + 2, generator=g, requires_grad=True)
         w = torch.randn(c_in, c_in, 3, 3, 3, generator=g, requires_grad=True)
-        gy = torch.randn(n, c_in, 16, 16, 16, generator=g)
+        gy = torch.randn(n, c_in, side, side, side, generator=g)
         if (conv3d(x, w) - F.conv3d(x, w)).abs().max() > 1e-3:
             raise RuntimeError(f"conv3d disagrees with F.conv3d for {c_in} input channels; this benchmark is broken")
         ratios[f"conv3d_vs_channels_last_c{c_in}_n{n}"] = time_ratio(
