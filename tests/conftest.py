@@ -10,6 +10,7 @@ import torch
 # tests that start processes set it for theirs): their tensors are tiny, and on a shared 2-core
 # machine a second thread waiting for a busy core makes every small op slow (measured on 2 cores:
 # tests/test_engine.py + test_nn_sequence.py + test_checks.py 25-32 s with one thread, 33-96 s with two).
+# The default command (scripts/test.sh) runs one pytest-xdist worker per core, each with this one thread.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
 
