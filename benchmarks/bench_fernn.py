@@ -188,14 +188,17 @@ def build_model(kind: str, cfg: BenchConfig, **kwargs: Any) -> NextFramePredicto
     return model.to(cfg.device)
 
 
-def reference_steps(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
+def reference_steps(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor,
+                    keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The rows of the ``vs_reference_*`` ratios: the library configured as the paper's code (one
     decoder layer, no bias, the paper's padding: zeros in ``conv2d`` for the rotation and C8 G-RNN rows, as
     the library's default ``padding_mode="auto"`` for rotation flows and its experiment configs for a
     rotating task's G-RNN; circular for the translation rows) and the anchor (:mod:`benchmarks.paper_anchor`),
-    per :data:`REFERENCE_ROWS`."""
+    per :data:`REFERENCE_ROWS` (``keys``: only those ratios' rows)."""
     steps: Dict[str, Any] = {}
     for key, (lib, anchor) in REFERENCE_ROWS.items():
+        if keys is not None and key not in keys:
+            continue
         kind, row = _REFERENCE_KINDS[key]
         padding = "zeros" if kind in ("rotation", "grnn-c8") else "circular"
         model = build_model(kind, cfg, decoder_layers=REFERENCE_DECODER_LAYERS, bias=False, padding_mode=padding)

@@ -1,11 +1,14 @@
-"""One row of :mod:`benchmarks.bench_fernn` alone: its training step against its conv-only floor.
+"""One row of :mod:`benchmarks.bench_fernn` alone: its training step against its conv-only floor, or a
+``vs_reference_*`` row against its anchor (the paper code's algorithm, :mod:`benchmarks.paper_anchor`).
 
 The full benchmark times some thirty functions; on a shared machine a row's ratio is steadier when
-only the row and its floor alternate. This builds the row exactly as ``bench_fernn`` does (same
-config, data, model and :class:`~benchmarks.meters.ConvFloor`) and times the two round-robin::
+only the row and its baseline alternate. This builds the row exactly as ``bench_fernn`` does (same
+config, data, model, :class:`~benchmarks.meters.ConvFloor` or anchor) and times the two round-robin::
 
-    python -m benchmarks.single_row --row world --threads 1      # world_vs_floor
-    python -m benchmarks.single_row --row volume --threads 2     # volume_vs_floor
+    python -m benchmarks.single_row --row world --threads 1        # world_vs_floor
+    python -m benchmarks.single_row --row volume --threads 2       # volume_vs_floor
+    python -m benchmarks.single_row --row rotation --threads 1     # vs_reference_rotation
+    python -m benchmarks.single_row --row translation --threads 1  # vs_reference_translation
 """
 from __future__ import annotations
 
@@ -17,7 +20,11 @@ import torch
 
 from benchmarks import bench_fernn as b
 
-ROWS = ("world", "volume")
+#: the rows timed against their conv-only floor
+FLOOR_ROWS = ("world", "volume")
+#: ``--row`` -> the ``vs_reference_*`` ratio timed against its anchor
+REFERENCE = {k[len("vs_reference_"):]: k for k in b.REFERENCE_ROWS}
+ROWS = FLOOR_ROWS + tuple(REFERENCE)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> float:
@@ -28,16 +35,22 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = b.BenchConfig(repeats=a.repeats, warmup=1, threads=a.threads)
-    if a.row == "world":
-        step = b.WorldStep(b.build_world_model(cfg), *b.make_data(cfg))
+    if a.row in REFERENCE:
+        key = REFERENCE[a.row]
+        lib, anchor = b.REFERENCE_ROWS[key]
+        steps = b.reference_steps(cfg, *b.make_data(cfg), keys=[key])
+        fns, name, base = {"step": steps[lib], "anchor": steps[anchor]}, key, "anchor"
     else:
-        step = b.Step(b.build_volume_model(cfg), *b.make_volume_data(cfg))
-    floor = b.record_floor(step)
-    times = b.time_round_robin({"step": step, "floor": floor}, cfg)
+        if a.row == "world":
+            step = b.WorldStep(b.build_world_model(cfg), *b.make_data(cfg))
+        else:
+            step = b.Step(b.build_volume_model(cfg), *b.make_volume_data(cfg))
+        fns, name, base = {"step": step, "floor": b.record_floor(step)}, f"{a.row}_vs_floor", "floor"
+    times = b.time_round_robin(fns, cfg)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["step"] / med["floor"]
-    print(f"{a.row}: step {1e3 * med['step']:.1f} ms, floor {1e3 * med['floor']:.1f} ms, "
-          f"{a.row}_vs_floor={ratio:.3f} ({a.threads} thread(s), median of {a.repeats})")
+    ratio = med["step"] / med[base]
+    print(f"{a.row}: step {1e3 * med['step']:.1f} ms, {base} {1e3 * med[base]:.1f} ms, "
+          f"{name}={ratio:.3f} ({a.threads} thread(s), median of {a.repeats})")
     return ratio
 
 

@@ -23,8 +23,7 @@ from flow_escnn._compat import enn, gspaces
 from flow_escnn.flows._volume import VolumeElement, fiber_table, quarter_turn_element
 from flow_escnn.flows._volume_transport import VolumeTransportPlan, volume_transport
 from flow_escnn.nn import SteerableConv
-from flow_escnn.nn._conv import (dense_conv, dense_conv2d, export_conv, export_escnn, periodic_conv,
-                                 periodic_conv2d)
+from flow_escnn.nn._conv import dense_conv, export_conv, export_escnn, periodic_conv
 
 F64 = torch.float64
 EXACT = 1e-10
@@ -325,8 +324,6 @@ def test_shape_errors_name_the_expected_layout(octa, octa_convs):
         periodic_conv(torch.zeros(1, 1, 5), torch.zeros(1, 1, 3), None, "circular")
     with pytest.raises(ValueError, match="dense_conv expects a filter"):
         dense_conv(torch.zeros(1, 1, 3), None, 1, "circular")
-    with pytest.raises(ValueError, match=r"dense_conv2d expects a filter \[C_out, C_in, k, k\]"):
-        dense_conv2d(filt, bias, 1, "circular")
     with pytest.raises(TypeError, match="SteerableConv or an escnn R2Conv / R3Conv"):
         export_conv(torch.nn.Conv3d(1, 1, 3))
 
@@ -340,8 +337,8 @@ def test_rank_generic_helpers_match_torch():
     assert torch.allclose(dense_conv(w3, b, 1, "circular")(x3), want, atol=1e-6)
     x2, w2 = torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 3, 3, 3, generator=g)
     want2 = torch.nn.functional.conv2d(torch.nn.functional.pad(x2, (1,) * 4, mode="circular"), w2, b)
-    assert torch.equal(periodic_conv2d(x2, w2, b, "circular"), want2)
-    c2 = dense_conv2d(w2, b, 1, "circular")
+    assert torch.equal(periodic_conv(x2, w2, b, "circular"), want2)
+    c2 = dense_conv(w2, b, 1, "circular")
     assert isinstance(c2, torch.nn.Conv2d) and torch.allclose(c2(x2), want2, atol=1e-6)
 
 

@@ -86,7 +86,7 @@ from flow_escnn.flows._planar import lattice_candidates, spatial_matrix
 from flow_escnn.nn._spec import refuses_pickle
 
 __all__ = ["SteerableConv", "PADDING_MODES", "AUTO_PADDING", "resolve_padding", "needs_torus", "dense_conv",
-           "dense_conv2d", "periodic_conv", "periodic_conv2d", "export_conv", "export_escnn"]
+           "periodic_conv", "export_conv", "export_escnn"]
 
 PADDING_MODES = ("circular", "zeros")
 #: The default ``padding_mode`` of the flow layers and models: chosen from :math:`V` by :func:`resolve_padding`.
@@ -419,21 +419,6 @@ def dense_conv(
     return conv
 
 
-def dense_conv2d(
-    filt: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    padding: Any,
-    padding_mode: str,
-    stride: Any = 1,
-    dilation: Any = 1,
-    groups: int = 1,
-) -> torch.nn.Conv2d:
-    """A ``torch.nn.Conv2d`` holding an expanded filter ``[C_out, C_in/groups, k, k]`` and bias (:func:`dense_conv`)."""
-    if filt.dim() != 4:
-        raise ValueError(f"dense_conv2d expects a filter [C_out, C_in, k, k], got shape {tuple(filt.shape)}")
-    return dense_conv(filt, bias, padding, padding_mode, stride, dilation, groups)  # type: ignore[return-value]
-
-
 def _signed_permutation(rho: np.ndarray, tol: float = 1e-9) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(idx, sign)`` with ``(rho @ X)[o] = sign[o] * X[idx[o]]`` if ``rho`` is a signed permutation, else None."""
     r = np.rint(rho)
@@ -499,11 +484,6 @@ def periodic_conv(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tens
     if padding_mode == "circular" and any(pads):
         return conv(F.pad(x, tuple(p for p in reversed(pads) for _ in (0, 1)), mode="circular"), filt, bias)
     return conv(x, filt, bias, padding=pads)
-
-
-def periodic_conv2d(x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str) -> torch.Tensor:
-    """'Same'-size stride-1 2D convolution with circular or zero padding (plain torch; :func:`periodic_conv`)."""
-    return periodic_conv(x, filt, bias, padding_mode)
 
 
 def _export_r2conv(conv: Any) -> torch.nn.Module:
