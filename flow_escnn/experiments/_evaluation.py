@@ -77,7 +77,8 @@ def predict(model: torch.nn.Module, frames: torch.Tensor, t_in: int, num_predict
 @torch.no_grad()
 def mse_per_set(model: torch.nn.Module, sets: Sequence[torch.Tensor], t_in: int, horizon: int, batch_size: int,
                 device: Any = "cpu", bar: Any = None) -> List[np.ndarray]:
-    """Per-predicted-frame MSE ``[horizon]`` (float64) of each set of sequences ``[N_i, T_i, C, H, W]`` against
+    """Per-predicted-frame MSE ``[horizon]`` (float64) of each set of sequences ``[N_i, T_i, C, H, W]`` (or
+    volumes ``[N_i, T_i, C, D, H, W]``) against
     its ``frames[:, t_in : t_in + horizon]``, the sets predicted as one stream in batches of ``batch_size``
     (a batch may span sets: every batch but the last is full). ``bar``: a progress bar, updated by the
     sequences of each batch."""
@@ -100,7 +101,7 @@ def mse_per_set(model: torch.nn.Module, sets: Sequence[torch.Tensor], t_in: int,
                     owners.append((i, hi - lo))
             x = (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).to(device)
             pred = model(x[:, :t_in], horizon)
-            err = (pred - x[:, t_in : t_in + horizon]).double().pow(2).sum(dim=(2, 3, 4))  # [B, horizon]
+            err = (pred - x[:, t_in : t_in + horizon]).double().pow(2).flatten(2).sum(2)  # [B, horizon]
             for (i, _), part in zip(owners, err.split([n for _, n in owners])):
                 totals[i] += part.sum(0).cpu()
             if bar is not None:

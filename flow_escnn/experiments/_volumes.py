@@ -52,7 +52,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +59,7 @@ from flow_escnn._compat import gspaces
 from flow_escnn._validate import one_of, positive_int
 from flow_escnn.data._flowing_volumes import SHAPES, generate_volume_sequences, volume_velocities
 from flow_escnn.experiments._datasets import digit_source
-from flow_escnn.experiments._evaluation import training_record
+from flow_escnn.experiments._evaluation import mse_per_step, training_record
 from flow_escnn.experiments._loop import Optimisation, SpeedSwitches, check_training, no_progress
 from flow_escnn.experiments._runtime import PathLike, load_run_model, versions
 from flow_escnn.experiments._task import ProgressFactory, Task, train_task
@@ -76,7 +75,6 @@ __all__ = [
     "VolumeExperimentConfig",
     "VolumeData",
     "VolumeTask",
-    "volume_mse_per_step",
     "train_volumes",
     "load_volume_model",
     "write_volume_plots",
@@ -313,29 +311,6 @@ class VolumeData:
         return sets
 
 
-@torch.no_grad()
-def volume_mse_per_step(model: torch.nn.Module, frames: torch.Tensor, t_in: int, horizon: int, batch_size: int,
-                        device: Any = "cpu", bar: Any = None) -> np.ndarray:
-    """Per-predicted-frame MSE ``[horizon]`` (float64) of the model's autoregressive predictions from
-    ``frames[:, :t_in]`` against ``frames[:, t_in : t_in + horizon]`` (any frame rank; ``bar``: a progress bar,
-    updated by the sequences of each batch)."""
-    if frames.shape[1] < t_in + horizon:
-        raise ValueError(f"sequences have {frames.shape[1]} frames, need t_in + horizon = {t_in + horizon}")
-    was = model.training
-    model.eval()
-    total = torch.zeros(horizon, dtype=torch.float64)
-    try:
-        for a in range(0, frames.shape[0], batch_size):
-            x = frames[a : a + batch_size].to(device)
-            pred = model(x[:, :t_in], horizon)
-            total += (pred - x[:, t_in : t_in + horizon]).double().pow(2).flatten(2).sum(dim=(0, 2)).cpu()
-            if bar is not None:
-                bar.update(x.shape[0])
-    finally:
-        model.train(was)
-    return (total / (frames.shape[0] * int(np.prod(frames.shape[2:])))).numpy()
-
-
 class VolumeTask(Task):
     """Next-frame prediction on flowing volumes (:class:`VolumeExperimentConfig`)."""
 
@@ -365,7 +340,7 @@ class VolumeTask(Task):
 
     def validate(self, model: torch.nn.Module, val: Any, device: torch.device) -> float:
         c = self.config
-        return float(volume_mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
+        return float(mse_per_step(model, val, c.t_in, c.t_out, c.eval_batch_size, device).mean())
 
     def metrics(self, model: torch.nn.Module, payload: Dict[str, Any],
                 progress: Optional[ProgressFactory] = None) -> Dict[str, Any]:
@@ -376,7 +351,7 @@ class VolumeTask(Task):
         bar = (progress or no_progress)(total=sum(int(s.shape[0]) for s in sets.values()), initial=0,
                                         desc=f"evaluate {c.model}", unit="sequence")
         try:
-            curves = {k: volume_mse_per_step(model, s, c.t_in, c.rollout, c.eval_batch_size, device, bar)
+            curves = {k: mse_per_step(model, s, c.t_in, c.rollout, c.eval_batch_size, device, bar)
                       for k, s in sets.items()}
         finally:
             bar.close()
