@@ -9,16 +9,20 @@ config, data, model, :class:`~benchmarks.meters.ConvFloor` or anchor) and times 
     python -m benchmarks.single_row --row volume --threads 2       # volume_vs_floor
     python -m benchmarks.single_row --row rotation --threads 1     # vs_reference_rotation
     python -m benchmarks.single_row --row translation --threads 1  # vs_reference_translation
+
+``--row volume --ncdhw`` adds the same step with its volume convolutions left NCDHW (no channels-last,
+:data:`flow_escnn.nn._kernels.CHANNELS_LAST_3D_MAX_CHANNELS` emptied while it runs) to the rotation.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from benchmarks import bench_fernn as b
+from flow_escnn.nn import _kernels
 
 #: the rows timed against their conv-only floor
 FLOOR_ROWS = ("world", "volume")
@@ -32,7 +36,10 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     p.add_argument("--row", choices=ROWS, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7, help="timed rounds, median reported (7)")
+    p.add_argument("--ncdhw", action="store_true", help="--row volume: also time the step with NCDHW convolutions")
     a = p.parse_args(argv)
+    if a.ncdhw and a.row != "volume":
+        p.error("--ncdhw applies to --row volume only")
     torch.set_num_threads(a.threads)
     cfg = b.BenchConfig(repeats=a.repeats, warmup=1, threads=a.threads)
     if a.row in REFERENCE:
@@ -46,12 +53,29 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
         else:
             step = b.Step(b.build_volume_model(cfg), *b.make_volume_data(cfg))
         fns, name, base = {"step": step, "floor": b.record_floor(step)}, f"{a.row}_vs_floor", "floor"
+        if a.ncdhw:
+            fns["ncdhw"] = _without_channels_last(step)
     times = b.time_round_robin(fns, cfg)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["step"] / med[base]
     print(f"{a.row}: step {1e3 * med['step']:.1f} ms, {base} {1e3 * med[base]:.1f} ms, "
           f"{name}={ratio:.3f} ({a.threads} thread(s), median of {a.repeats})")
+    if a.ncdhw:
+        print(f"volume: the step with NCDHW convolutions {1e3 * med['ncdhw']:.1f} ms, "
+              f"ncdhw_vs_channels_last={med['ncdhw'] / med['step']:.3f}")
     return ratio
+
+
+def _without_channels_last(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` run with every volume convolution NCDHW (the channels-last table emptied, then restored)."""
+    def run() -> None:
+        saved = dict(_kernels.CHANNELS_LAST_3D_MAX_CHANNELS)
+        _kernels.CHANNELS_LAST_3D_MAX_CHANNELS.clear()
+        try:
+            step()
+        finally:
+            _kernels.CHANNELS_LAST_3D_MAX_CHANNELS.update(saved)
+    return run
 
 
 if __name__ == "__main__":

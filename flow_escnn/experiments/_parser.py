@@ -149,6 +149,9 @@ def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
                    help="G-RNN+: size of the learned per-velocity kernels (5)")
     g.add_argument("--interpolation", choices=INTERPOLATIONS, default=_SUPPRESS,
                    help=f"resampling of flows that are not grid-exact, e.g. 45-degree rotations ({DEFAULT_INTERPOLATION})")
+    g.add_argument("--identity-init", type=_positive_float, default=_SUPPRESS, metavar="GAIN",
+                   help="start each recurrent W as GAIN x the identity (centre tap) plus a tenth of its random init "
+                   "(the IRNN initialisation; plain cells; default: escnn's random init)")
 
 
 def _add_optim(p: argparse.ArgumentParser) -> None:

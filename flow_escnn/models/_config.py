@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from typing import Any, ClassVar, Collection, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from flow_escnn._compat import enn, gspaces
@@ -112,6 +113,9 @@ class ModelConfig:
     flow_steps: Optional[Union[str, Sequence[int]]] = None
     velocity_kernel_size: int = 5
     interpolation: str = DEFAULT_INTERPOLATION  # of flows that are not grid-exact (e.g. 45-degree rotations)
+    #: recurrent W of every layer starts as this gain x the centre-tap identity plus a tenth of its random init
+    #: (SteerableConv.init_identity_, the IRNN initialisation); None: escnn's random init. Plain cells only.
+    identity_init: Optional[float] = None
 
     # -- frozen once resolved ------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -279,6 +283,10 @@ class ModelConfig:
             "velocity_kernel_size": (self.own_model is not None and self.own_model.cell.learned_transport,
                                      f"models {', '.join(m for m, k in _OWN_MODELS.items() if k.cell.learned_transport)}"),
             "cell": (self.model in ("fernn", "grnn"), "models fernn and grnn"),
+            "identity_init": (recurrent and CELL_KINDS[self.layer_kind].gates == 1 and self.nonlinearity != "gated",
+                              "the recurrent models with one-gate cells (" + ", ".join(
+                                  n for n, k in CELL_KINDS.items() if k.gates == 1) + ") and a nonlinearity other "
+                              "than gated (their W maps the hidden fields to themselves)"),
             "nonlinearity": (recurrent and CELL_KINDS[self.layer_kind].takes_nonlinearity,
                              "the cells that take one (" + ", ".join(n for n, k in CELL_KINDS.items()
                                                                       if k.takes_nonlinearity) + ")"),
@@ -356,6 +364,16 @@ class ModelConfig:
                     f"equivariant: pass --nonlinearity {' or '.join(FIELD_NONLINEARITIES)}"
                 )
         one_of(self.interpolation, INTERPOLATIONS, "interpolation")
+        if self.identity_init is not None:
+            g = self.identity_init
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0:
+                raise ValueError(f"identity_init must be a finite gain > 0 (or None for escnn's random init), got {g!r}")
+            if layer.gates != 1 or self.nonlinearity == "gated":
+                what = (f"cell {self.layer_kind!r} computes {layer.gates} gates" if layer.gates != 1 else
+                        "the gated nonlinearity computes field gates")
+                raise ValueError(
+                    f"identity_init starts a recurrent W that maps the hidden fields to themselves, but {what} with "
+                    "its W: use the plain cell (--cell fernn) with a pointwise or norm nonlinearity, or drop identity_init")
         kind = self.kind
         if self.flow_radius is not None:
             non_negative_int(self.flow_radius, "flow_radius")

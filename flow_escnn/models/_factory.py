@@ -18,6 +18,7 @@ from flow_escnn.models._config import SO2_GROUP, ClassifierConfig, ModelConfig, 
 from flow_escnn.models._predictor import NextFramePredictor
 from flow_escnn.models._world import WorldModel
 from flow_escnn.nn._baselines import Conv3DClassifier
+from flow_escnn.nn._cells import FlowCellBase
 from flow_escnn.nn.cell_kinds import CELL_KINDS
 
 __all__ = ["build_predictor", "build_classifier", "build_world_model", "count_parameters"]
@@ -43,12 +44,24 @@ def _encoder_kwargs(c: ModelConfig) -> Dict[str, Any]:
     return kwargs
 
 
+def _initialised(model: torch.nn.Module, c: ModelConfig) -> Any:
+    """``model`` with every recurrent ``W`` started at ``c.identity_init`` x identity (when set)."""
+    if c.identity_init is not None:
+        for module in model.modules():
+            if isinstance(module, FlowCellBase):
+                module.W.init_identity_(c.identity_init)
+    return model
+
+
 def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFramePredictor:
     """The next-frame model of a resolved config: ``forward(x [B, T_in, C, H, W], P) -> [B, P, C, H, W]``.
 
     The model has ``encoder`` (the lifted hidden sequence ``[B, T, |V|, C, H, W]``) and
     ``flows`` (its V), which the plots use. ``checkpoint`` switches on gradient checkpointing
     (same function, less memory, more compute).
+
+    ``identity_init`` (when set) starts every recurrent ``W`` near the identity
+    (:meth:`~flow_escnn.nn.SteerableConv.init_identity_`), as in the other builders.
 
     Raises:
         TypeError: for a config that is not resolved.
@@ -59,11 +72,11 @@ def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFr
     gs = c.gspace
     # the decoder's ReLUs need permutation fields: on SO(2) as many trivial channels as the hidden type has
     decoder_type = enn.FieldType(gs, [gs.trivial_repr] * hidden_type.size) if c.group == SO2_GROUP else None
-    return NextFramePredictor(
+    return _initialised(NextFramePredictor(
         in_type, hidden_type, c.flows, decoder_layers=c.decoder_layers, pool=c.pool,
         kernel_size=c.kernel_size, output_activation=c.output_activation, checkpoint=checkpoint,
         decoder_type=decoder_type, padding_mode=c.model_padding, **_encoder_kwargs(c),
-    )
+    ), c)
 
 
 def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: bool = False) -> torch.nn.Module:
@@ -86,9 +99,10 @@ def build_classifier(config: ClassifierConfig, num_classes: int, checkpoint: boo
     in_type, hidden_type = c.field_types()
     # on SO(2) (irreps fields) only the norm of each field is invariant; elsewhere the max over the fiber
     group_pool = "norm" if c.group == SO2_GROUP else "max"
-    return SequenceClassifier(in_type, hidden_type, c.flows, num_classes, velocity_pool=c.pool, group_pool=group_pool,
-                              kernel_size=c.kernel_size, checkpoint=checkpoint, padding_mode=c.model_padding,
-                              **_encoder_kwargs(c))
+    return _initialised(SequenceClassifier(
+        in_type, hidden_type, c.flows, num_classes, velocity_pool=c.pool, group_pool=group_pool,
+        kernel_size=c.kernel_size, checkpoint=checkpoint, padding_mode=c.model_padding, **_encoder_kwargs(c),
+    ), c)
 
 
 def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> WorldModel:
@@ -102,12 +116,12 @@ def build_world_model(config: WorldModelConfig, checkpoint: bool = False) -> Wor
     c = config
     in_type, hidden_type = c.field_types()
     kwargs = _encoder_kwargs(c)
-    return WorldModel(
+    return _initialised(WorldModel(
         in_type, hidden_type, c.flows, c.world_size, c.view_size, self_motion=c.self_motion,
         action_input=c.action_input, imagine=c.imagine, decoder_layers=c.decoder_layers, pool=c.pool,
         kernel_size=c.kernel_size,
         output_activation=c.output_activation, checkpoint=checkpoint, bias=c.bias, **kwargs,
-    )
+    ), c)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -306,6 +306,82 @@ class SteerableConv(enn.EquivariantModule):
         out = (acc / n).reshape(expected)
         return out, (None if bias is None else bacc / n)
 
+    # -- initialisation ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_identity_(self, gain: float = 1.0, noise: float = 0.1) -> "SteerableConv":
+        """Set the weights so that the filter is ``gain`` times the identity at the centre tap plus ``noise``
+        times the present filter scaled to a largest entry of 1 (the IRNN initialisation of Le, Jaitly and
+        Hinton 2015, for a recurrent convolution):
+
+        .. math::
+            \\kappa(y) = g\\,\\delta_{y,0}\\,I + \\epsilon\\,\\frac{\\kappa_0(y)}{\\max|\\kappa_0|}.
+
+        The centre-tap identity is equivariant for any field type mapped to itself (it commutes with
+        every :math:`\\rho(g)` and its support is invariant), so it lies in the steerable basis; the
+        weights are its least-squares coefficients (float64, on the expanded and symmetrised basis),
+        checked to reproduce it. A recurrent layer :math:`h_t = \\sigma(W * h_{t-1} + U * f_t)` that
+        starts so carries its state forward almost unchanged; in a FERNN every velocity slice then starts
+        as an integrator of the input along its own flow.
+
+        Args:
+            gain: the identity's weight :math:`g` (finite, > 0).
+            noise: the weight :math:`\\epsilon` of the present (random) filter (finite, >= 0).
+
+        Returns:
+            ``self``, with new weights (the bias is left as it is).
+
+        Raises:
+            ValueError: for ``in_type != out_type``, a bad ``gain`` / ``noise``, or a basis that does
+                not hold the identity (e.g. a ``maximum_offset`` or ``rings`` setting of escnn that
+                drops the centre tap).
+
+        Example:
+            >>> from escnn import gspaces, nn as enn
+            >>> gs = gspaces.rot2dOnR2(4)
+            >>> ft = enn.FieldType(gs, [gs.regular_repr])
+            >>> w = SteerableConv(ft, ft, 3).init_identity_(0.8, noise=0.0)
+            >>> filt, _ = w.expand()
+            >>> bool(torch.allclose(filt[:, :, 1, 1], 0.8 * torch.eye(4), atol=1e-5))
+            True
+            >>> float(filt[:, :, 0].abs().max()) < 1e-5  # nothing off the centre
+            True
+        """
+        if self.in_type != self.out_type:
+            raise ValueError(
+                f"init_identity_ needs a convolution from a field type to the same field type (a recurrent W); "
+                f"this one maps {self.in_type.size} to {self.out_type.size} channels ({self.in_type} -> {self.out_type})"
+            )
+        for name, value, low in (("gain", gain, "> 0"), ("noise", noise, ">= 0")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            if not ok or (value <= 0 if low == "> 0" else value < 0):
+                raise ValueError(f"init_identity_: {name} must be a finite number {low}, got {value!r}")
+        weights = self.conv.weights
+        saved = weights.detach().clone()
+        columns = []
+        try:
+            for i in range(weights.numel()):  # the basis: the filter is linear in the weights
+                weights.zero_()
+                weights[i] = 1.0
+                columns.append(self.expand()[0].detach().reshape(-1).double())
+        finally:
+            weights.copy_(saved)
+        basis = torch.stack(columns, 1)
+        filt0 = self.expand()[0].detach().double()
+        target = torch.zeros_like(filt0)
+        c = self.kernel_size // 2
+        target[(slice(None), slice(None)) + (c,) * self._dim] = torch.eye(self.in_type.size, dtype=torch.float64)
+        coef = torch.linalg.lstsq(basis, target.reshape(-1, 1)).solution[:, 0]
+        miss = float((basis @ coef - target.reshape(-1)).abs().max())
+        if miss > 1e-5:
+            raise ValueError(
+                f"init_identity_: the centre-tap identity is not in this convolution's steerable basis (least-squares "
+                f"miss {miss:.2e}); build it with escnn's default basis settings (they keep the centre tap)"
+            )
+        scale = float(filt0.abs().max())
+        new = gain * coef + (noise / scale if scale > 0 else 0.0) * saved.double()
+        weights.copy_(new.to(weights.dtype))
+        return self
+
     def apply_expanded(self, x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """Convolve a plain tensor ``[N, C_in, H, W]`` (3D: ``[N, C_in, D, H, W]``) with an already expanded filter."""
         return periodic_conv(x, filt, bias, self.padding_mode)
