@@ -104,5 +104,16 @@ def test_config_switch_builds_the_same_init_and_refuses_gated_cells():
     assert float((_centre(plain.encoder.cells[0].W.expand()[0].detach()).diagonal() - 0.8).abs().max()) > 0.1  # control
     with pytest.raises(ValueError, match="identity_init .* cell 'gru' computes 3 gates"):
         PredictorConfig(identity_init=0.8, cell="gru", **kw).resolve()
-    with pytest.raises(ValueError, match="identity_init must be a finite gain > 0"):
-        PredictorConfig(identity_init=0.0, **kw).resolve()
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="identity_init must be a finite gain > 0, or 0"):
+            PredictorConfig(identity_init=bad, **kw).resolve()
+
+
+def test_the_default_is_the_tasks_where_the_cell_takes_it():
+    from flow_escnn.experiments._volumes import VolumeExperimentConfig
+
+    assert PredictorConfig(flow_radius=1).resolve().identity_init == 0.0
+    assert PredictorConfig(flow_radius=1, identity_init=0.5).resolve().identity_init == 0.5
+    assert VolumeExperimentConfig().resolve().identity_init == VolumeExperimentConfig.DEFAULT_IDENTITY_INIT > 0
+    assert VolumeExperimentConfig(identity_init=0.0).resolve().identity_init == 0.0  # escnn's init, asked for
+    assert VolumeExperimentConfig(cell="gru").resolve().identity_init == 0.0  # a gated W: nothing to start

@@ -135,8 +135,8 @@ def test_the_command_runs_as_a_process(tmp_path):
 
 
 def test_volumes_help_shows_its_own_defaults_and_hides_the_planar_options(capsys):
-    """The shared options under ``volumes`` say the volume defaults (250 steps, batch 4, lr 0.01, V over
-    [-R, R]^3) and hide --group / --flow-steps, which it refuses; ``train`` keeps its own help."""
+    """The shared options under ``volumes`` say the volume defaults (400 steps, batch 4, lr 0.005, identity
+    init 0.8, V over [-R, R]^3) and hide --group / --flow-steps, which it refuses; ``train`` keeps its own help."""
     from flow_escnn.experiments._parser import build_parser
 
     help_text = {}
@@ -145,7 +145,9 @@ def test_volumes_help_shows_its_own_defaults_and_hides_the_planar_options(capsys
             build_parser().parse_args([command, "--help"])
         help_text[command] = " ".join(capsys.readouterr().out.split())
     volumes, train = help_text["volumes"], help_text["train"]
-    for text in ("optimisation steps (default 250)", "mini-batch size (4)", "Adam learning rate (0.01)", "[-R,R]^3"):
+    for text in ("optimisation steps (default 400)", "mini-batch size (4)", "Adam learning rate (0.005)", "[-R,R]^3",
+                 "escnn's random init (default 0.8)"):
         assert text in volumes, text
     assert "--group GROUP" not in volumes and "--flow-steps FLOW_STEPS" not in volumes
     assert "Adam learning rate (1e-3)" in train and "--group GROUP" in train  # the control: train's help is unchanged
+    assert "(default 0; volumes 0.8)" in train

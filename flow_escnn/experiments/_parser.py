@@ -149,9 +149,9 @@ def _add_model(p: argparse.ArgumentParser, models: Sequence[str]) -> None:
                    help="G-RNN+: size of the learned per-velocity kernels (5)")
     g.add_argument("--interpolation", choices=INTERPOLATIONS, default=_SUPPRESS,
                    help=f"resampling of flows that are not grid-exact, e.g. 45-degree rotations ({DEFAULT_INTERPOLATION})")
-    g.add_argument("--identity-init", type=_positive_float, default=_SUPPRESS, metavar="GAIN",
+    g.add_argument("--identity-init", type=_non_negative_float, default=_SUPPRESS, metavar="GAIN",
                    help="start each recurrent W as GAIN x the identity (centre tap) plus a tenth of its random init "
-                   "(the IRNN initialisation; plain cells; default: escnn's random init)")
+                   "(the IRNN initialisation; plain cells); 0 = escnn's random init (default 0; volumes 0.8)")
 
 
 def _add_optim(p: argparse.ArgumentParser) -> None:
@@ -201,6 +201,8 @@ def _volume_help(p: argparse.ArgumentParser, config: type) -> None:
         "--lr": f"Adam learning rate ({defaults['lr']:g})",
         "--eval-every": f"validation every N steps ({defaults['eval_every']})",
         "--flow-radius": "translations of the FERNN's V: [-R,R]^3 (default: cover the training and the test velocities)",
+        "--identity-init": "start each recurrent W as GAIN x the identity (centre tap) plus a tenth of its random init "
+        f"(the IRNN initialisation; plain cells); 0 = escnn's random init (default {config.DEFAULT_IDENTITY_INIT:g})",
     }
     for action in p._actions:
         for option in action.option_strings:

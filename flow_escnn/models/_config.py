@@ -99,6 +99,8 @@ class ModelConfig:
     """The model section every task config shares (see the module docstring)."""
 
     MODELS: ClassVar[Tuple[str, ...]] = RECURRENT_MODELS
+    #: ``identity_init`` when not given, for the cells that take it (0: escnn's random init)
+    DEFAULT_IDENTITY_INIT: ClassVar[float] = 0.0
 
     model: str = "fernn"
     cell: str = "fernn"
@@ -114,7 +116,8 @@ class ModelConfig:
     velocity_kernel_size: int = 5
     interpolation: str = DEFAULT_INTERPOLATION  # of flows that are not grid-exact (e.g. 45-degree rotations)
     #: recurrent W of every layer starts as this gain x the centre-tap identity plus a tenth of its random init
-    #: (SteerableConv.init_identity_, the IRNN initialisation); None: escnn's random init. Plain cells only.
+    #: (SteerableConv.init_identity_, the IRNN initialisation); 0: escnn's random init; None: the task's
+    #: DEFAULT_IDENTITY_INIT where the cell has one gate, else 0. A gain > 0 needs a one-gate cell.
     identity_init: Optional[float] = None
 
     # -- frozen once resolved ------------------------------------------------------------------------
@@ -283,7 +286,7 @@ class ModelConfig:
             "velocity_kernel_size": (self.own_model is not None and self.own_model.cell.learned_transport,
                                      f"models {', '.join(m for m, k in _OWN_MODELS.items() if k.cell.learned_transport)}"),
             "cell": (self.model in ("fernn", "grnn"), "models fernn and grnn"),
-            "identity_init": (recurrent and CELL_KINDS[self.layer_kind].gates == 1 and self.nonlinearity != "gated",
+            "identity_init": (recurrent and self.takes_identity_init,
                               "the recurrent models with one-gate cells (" + ", ".join(
                                   n for n, k in CELL_KINDS.items() if k.gates == 1) + ") and a nonlinearity other "
                               "than gated (their W maps the hidden fields to themselves)"),
@@ -366,9 +369,9 @@ class ModelConfig:
         one_of(self.interpolation, INTERPOLATIONS, "interpolation")
         if self.identity_init is not None:
             g = self.identity_init
-            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0:
-                raise ValueError(f"identity_init must be a finite gain > 0 (or None for escnn's random init), got {g!r}")
-            if layer.gates != 1 or self.nonlinearity == "gated":
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+                raise ValueError(f"identity_init must be a finite gain > 0, or 0 for escnn's random init, got {g!r}")
+            if g > 0 and not self.takes_identity_init:
                 what = (f"cell {self.layer_kind!r} computes {layer.gates} gates" if layer.gates != 1 else
                         "the gated nonlinearity computes field gates")
                 raise ValueError(
@@ -391,8 +394,16 @@ class ModelConfig:
             raise ValueError(f"model {self.model!r} (learned per-velocity kernels) is implemented for translation flows "
                              "only")
 
+    @property
+    def takes_identity_init(self) -> bool:
+        """Whether the cell's ``W`` maps the hidden fields to themselves (one gate, no field gates), so that
+        ``identity_init`` can start it near the identity."""
+        return CELL_KINDS[self.layer_kind].gates == 1 and self.nonlinearity != "gated"
+
     def fill_defaults(self) -> None:
         """Fill the ``None`` fields in place (called by :meth:`resolve` on a copy; extend in subclasses)."""
+        if self.identity_init is None:
+            self.identity_init = self.DEFAULT_IDENTITY_INIT if self.takes_identity_init else 0.0
         self.hidden_fields = self.hidden_field_count()
         self.hidden_channels = None
         steps = self.flow_steps_list()

@@ -45,8 +45,8 @@ def _encoder_kwargs(c: ModelConfig) -> Dict[str, Any]:
 
 
 def _initialised(model: torch.nn.Module, c: ModelConfig) -> Any:
-    """``model`` with every recurrent ``W`` started at ``c.identity_init`` x identity (when set)."""
-    if c.identity_init is not None:
+    """``model`` with every recurrent ``W`` started at ``c.identity_init`` x identity (when > 0)."""
+    if c.identity_init:
         for module in model.modules():
             if isinstance(module, FlowCellBase):
                 module.W.init_identity_(c.identity_init)
@@ -60,7 +60,7 @@ def build_predictor(config: PredictorConfig, checkpoint: bool = False) -> NextFr
     ``flows`` (its V), which the plots use. ``checkpoint`` switches on gradient checkpointing
     (same function, less memory, more compute).
 
-    ``identity_init`` (when set) starts every recurrent ``W`` near the identity
+    ``identity_init`` (when > 0) starts every recurrent ``W`` near the identity
     (:meth:`~flow_escnn.nn.SteerableConv.init_identity_`), as in the other builders.
 
     Raises:
