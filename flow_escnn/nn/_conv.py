@@ -340,7 +340,7 @@ class SteerableConv(enn.EquivariantModule):
             >>> gs = gspaces.rot2dOnR2(4)
             >>> ft = enn.FieldType(gs, [gs.regular_repr])
             >>> w = SteerableConv(ft, ft, 3).init_identity_(0.8, noise=0.0)
-            >>> filt, _ = w.expand()
+            >>> filt = w.expand()[0].detach()
             >>> bool(torch.allclose(filt[:, :, 1, 1], 0.8 * torch.eye(4), atol=1e-5))
             True
             >>> float(filt[:, :, 0].abs().max()) < 1e-5  # nothing off the centre
