@@ -115,9 +115,10 @@ class ModelConfig:
     flow_steps: Optional[Union[str, Sequence[int]]] = None
     velocity_kernel_size: int = 5
     interpolation: str = DEFAULT_INTERPOLATION  # of flows that are not grid-exact (e.g. 45-degree rotations)
-    #: recurrent W of every layer starts as this gain x the centre-tap identity plus a tenth of its random init
-    #: (SteerableConv.init_identity_, the IRNN initialisation); 0: escnn's random init; None: the task's
-    #: DEFAULT_IDENTITY_INIT where the cell has one gate, else 0. A gain > 0 needs a one-gate cell.
+    #: recurrent ``W`` of every layer starts as this gain x the centre-tap identity plus a tenth of its random
+    #: init (:meth:`~flow_escnn.nn.SteerableConv.init_identity_`, the IRNN initialisation); 0: escnn's random
+    #: init; None: the task's ``DEFAULT_IDENTITY_INIT`` where the cell has one gate, else 0. A gain > 0 needs a
+    #: one-gate cell.
     identity_init: Optional[float] = None
 
     # -- frozen once resolved ------------------------------------------------------------------------
