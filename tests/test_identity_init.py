@@ -104,6 +104,10 @@ def test_config_switch_builds_the_same_init_and_refuses_gated_cells():
     assert float((_centre(plain.encoder.cells[0].W.expand()[0].detach()).diagonal() - 0.8).abs().max()) > 0.1  # control
     with pytest.raises(ValueError, match="identity_init .* cell 'gru' computes 3 gates"):
         PredictorConfig(identity_init=0.8, cell="gru", **kw).resolve()
+    from flow_escnn.models import ClassifierConfig
+
+    with pytest.raises(ValueError, match="model 'conv3d' has none"):
+        ClassifierConfig(model="conv3d", identity_init=0.8, flow_radius=1).resolve()
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="identity_init must be a finite gain > 0, or 0"):
             PredictorConfig(identity_init=bad, **kw).resolve()

@@ -372,6 +372,8 @@ class ModelConfig:
             g = self.identity_init
             if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
                 raise ValueError(f"identity_init must be a finite gain > 0, or 0 for escnn's random init, got {g!r}")
+            if g > 0 and self.model not in RECURRENT_MODELS:
+                raise ValueError(f"identity_init starts a recurrent W; model {self.model!r} has none: drop it")
             if g > 0 and not self.takes_identity_init:
                 what = (f"cell {self.layer_kind!r} computes {layer.gates} gates" if layer.gates != 1 else
                         "the gated nonlinearity computes field gates")
