@@ -50,6 +50,15 @@ def test_the_filter_is_gain_times_identity_plus_scaled_noise(gs, regular, noise)
     assert float((f0 - want).abs().max()) > 0.1
 
 
+def test_a_frozen_layer_is_initialised_and_stays_frozen():
+    gs = gspaces.rot2dOnR2(4)
+    ft = enn.FieldType(gs, [gs.regular_repr])
+    conv = SteerableConv(ft, ft, 3).requires_grad_(False)
+    conv.init_identity_(1.0, noise=0.0)
+    assert not conv.conv.weights.requires_grad
+    assert torch.allclose(_centre(conv.expand()[0]), torch.eye(4), atol=1e-5)
+
+
 def test_refuses_what_it_cannot_do():
     gs = gspaces.rot2dOnR2(4)
     a, b = enn.FieldType(gs, [gs.regular_repr]), enn.FieldType(gs, [gs.regular_repr] * 2)

@@ -357,21 +357,19 @@ class SteerableConv(enn.EquivariantModule):
                 raise ValueError(f"init_identity_: {name} must be a finite number {low}, got {value!r}")
         weights = self.conv.weights
         saved = weights.detach().clone()
-        columns = []
-        try:
-            for i in range(weights.numel()):  # the basis: the filter is linear in the weights
-                weights.zero_()
-                weights[i] = 1.0
-                columns.append(self.expand()[0].detach().reshape(-1).double())
-        finally:
-            weights.copy_(saved)
-        basis = torch.stack(columns, 1)
         filt0 = self.expand()[0].detach().double()
         target = torch.zeros_like(filt0)
         c = self.kernel_size // 2
         target[(slice(None), slice(None)) + (c,) * self._dim] = torch.eye(self.in_type.size, dtype=torch.float64)
-        coef = torch.linalg.lstsq(basis, target.reshape(-1, 1)).solution[:, 0]
-        miss = float((basis @ coef - target.reshape(-1)).abs().max())
+        frozen = not weights.requires_grad
+        try:
+            weights.requires_grad_(True)  # B^T u is a gradient (a frozen layer is initialised too)
+            coef = self._least_squares(target)
+            weights.copy_(coef.to(weights.dtype))
+            miss = float((self.expand()[0].detach().double() - target).abs().max())
+        finally:
+            weights.copy_(saved)
+            weights.requires_grad_(not frozen)
         if miss > 1e-5:
             raise ValueError(
                 f"init_identity_: the centre-tap identity is not in this convolution's steerable basis (least-squares "
@@ -381,6 +379,38 @@ class SteerableConv(enn.EquivariantModule):
         new = gain * coef + (noise / scale if scale > 0 else 0.0) * saved.double()
         weights.copy_(new.to(weights.dtype))
         return self
+
+    def _least_squares(self, target: torch.Tensor, tol: float = 1e-24) -> torch.Tensor:
+        """The weights :math:`w` minimising :math:`\\lVert B w - t\\rVert` for the expanded (and symmetrised) filter
+        :math:`B w` and a target filter :math:`t`, float64: conjugate gradients on :math:`B^T B w = B^T t`, with
+        :math:`B v` one expansion and :math:`B^T u` its gradient (escnn's bases are well conditioned: a few
+        iterations; at most one per weight). Leaves the weights changed (the caller restores them)."""
+        weights = self.conv.weights
+
+        def transpose(u: Optional[torch.Tensor]) -> torch.Tensor:  # B^T u (u = None: B^T B w, w the weights)
+            with torch.enable_grad():
+                filt = self.expand()[0]
+                (grad,) = torch.autograd.grad(filt, weights, filt.detach() if u is None else u.to(filt.dtype))
+            return grad.double()
+
+        def apply(v: torch.Tensor) -> torch.Tensor:  # B^T B v
+            weights.copy_(v.to(weights.dtype))
+            return transpose(None)
+
+        x = torch.zeros(weights.numel(), dtype=torch.float64)
+        r = transpose(target)
+        p, rs = r.clone(), float(r @ r)
+        start = rs
+        for _ in range(weights.numel()):
+            if rs <= tol * max(start, 1e-300):
+                break
+            ap = apply(p)
+            alpha = rs / float(p @ ap)
+            x += alpha * p
+            r -= alpha * ap
+            rs, old = float(r @ r), rs
+            p = r + (rs / old) * p
+        return x
 
     def apply_expanded(self, x: torch.Tensor, filt: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """Convolve a plain tensor ``[N, C_in, H, W]`` (3D: ``[N, C_in, D, H, W]``) with an already expanded filter."""
