@@ -117,8 +117,9 @@ def test_config_switch_builds_the_same_init_and_refuses_gated_cells():
 
     with pytest.raises(ValueError, match="model 'conv3d' has none"):
         ClassifierConfig(model="conv3d", identity_init=0.8, flow_radius=1).resolve()
+    message = r"identity_init \(a gain; 0: escnn's random init\) must be a finite number >= 0"
     for bad in (-1.0, math.nan, math.inf):
-        with pytest.raises(ValueError, match="identity_init must be a finite gain > 0, or 0"):
+        with pytest.raises(ValueError, match=message):
             PredictorConfig(identity_init=bad, **kw).resolve()
 
 

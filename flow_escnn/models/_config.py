@@ -38,11 +38,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from typing import Any, ClassVar, Collection, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from flow_escnn._compat import enn, gspaces
-from flow_escnn._validate import non_negative_int, odd_positive_int, one_of, optional_positive_int, positive_int
+from flow_escnn._validate import (bounded_float, non_negative_int, odd_positive_int, one_of, optional_positive_int,
+                                  positive_int)
 from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows.kinds import FLOW_KINDS, MODEL_PARAMS, FlowKind, flow_kind, parse_steps
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS
@@ -369,9 +369,7 @@ class ModelConfig:
                 )
         one_of(self.interpolation, INTERPOLATIONS, "interpolation")
         if self.identity_init is not None:
-            g = self.identity_init
-            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
-                raise ValueError(f"identity_init must be a finite gain > 0, or 0 for escnn's random init, got {g!r}")
+            g = bounded_float(self.identity_init, "identity_init (a gain; 0: escnn's random init)")
             if g > 0 and self.model not in RECURRENT_MODELS:
                 raise ValueError(f"identity_init starts a recurrent W; model {self.model!r} has none: drop it")
             if g > 0 and not self.takes_identity_init:

@@ -81,7 +81,7 @@ import torch.nn.functional as F
 
 from flow_escnn._compat import enn
 from flow_escnn._compat import group as _group
-from flow_escnn._validate import odd_positive_int, one_of
+from flow_escnn._validate import bounded_float, odd_positive_int, one_of
 from flow_escnn.flows._planar import lattice_candidates, spatial_matrix
 from flow_escnn.nn._spec import refuses_pickle
 
@@ -324,8 +324,9 @@ class SteerableConv(enn.EquivariantModule):
         as an integrator of the input along its own flow.
 
         Args:
-            gain: the identity's weight :math:`g` (finite, > 0).
-            noise: the weight :math:`\\epsilon` of the present (random) filter (finite, >= 0).
+            gain: the identity's weight :math:`g` (finite, > 0, at most
+                :data:`~flow_escnn._validate.MAX_HYPERPARAMETER` as every float hyper-parameter).
+            noise: the weight :math:`\\epsilon` of the present (random) filter (finite, >= 0, at most the same).
 
         Returns:
             ``self``, with new weights (the bias is left as it is).
@@ -351,10 +352,8 @@ class SteerableConv(enn.EquivariantModule):
                 f"init_identity_ needs a convolution from a field type to the same field type (a recurrent W); "
                 f"this one maps {self.in_type.size} to {self.out_type.size} channels ({self.in_type} -> {self.out_type})"
             )
-        for name, value, low in (("gain", gain, "> 0"), ("noise", noise, ">= 0")):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            if not ok or (value <= 0 if low == "> 0" else value < 0):
-                raise ValueError(f"init_identity_: {name} must be a finite number {low}, got {value!r}")
+        gain = bounded_float(gain, "init_identity_: gain", low_open=True)
+        noise = bounded_float(noise, "init_identity_: noise")
         weights = self.conv.weights
         saved = weights.detach().clone()
         filt0 = self.expand()[0].detach().double()
