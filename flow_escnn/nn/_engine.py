@@ -280,6 +280,11 @@ class Recurrence(torch.nn.Module):
         gh, gw = self.grid_shape
         return F.pad(u, (left, gw - vw - left, top, gh - vh - top))
 
+    def _window_slices(self, p: int) -> Tuple[slice, slice]:
+        """The view window's rows and columns in the map padded by ``p`` on each side."""
+        top, left, vh, vw = self.view  # type: ignore[misc]
+        return slice(top + p, top + p + vh), slice(left + p, left + p + vw)
+
     def _positions(self, key: str, p: int, device: torch.device) -> Tuple[torch.Tensor, ...]:
         """Cached positions in the grid padded by ``p``: ``"rings"`` the ring layers of the circular padding
         (:func:`~flow_escnn.flows._gather.ring_layers`), ``"window"`` the view window."""
@@ -294,10 +299,10 @@ class Recurrence(torch.nn.Module):
                     sizes = [getattr(pad, f"ring{i}_source").numel() for i in range(pad.num_rings)]
                     cache[k] = tuple(r.to(device) for r in pad.ring.split(sizes))
             else:
-                top, left, vh, vw = self.view  # type: ignore[misc]
+                ys, xs = self._window_slices(p)
                 wp = self.grid_shape[1] + 2 * p
-                rows = torch.arange(top + p, top + p + vh, device=device)
-                cache[k] = ((rows[:, None] * wp + torch.arange(left + p, left + p + vw, device=device)).reshape(-1),)
+                rows = torch.arange(ys.start, ys.stop, device=device)
+                cache[k] = ((rows[:, None] * wp + torch.arange(xs.start, xs.stop, device=device)).reshape(-1),)
         return cache[k]
 
     def _fold(self, l: int, h: torch.Tensor, t: int, act: Optional[Act]) -> Optional[Fold]:
@@ -338,9 +343,8 @@ class Recurrence(torch.nn.Module):
         key = rows[..., :1] * n + pix if shift else None
         window, slices, p = None, None, tr.pad
         if self.view is not None:
-            top, left, vh, vw = self.view
             window = self._positions("window", p, dev)[0]
-            slices = (slice(top + p, top + p + vh), slice(left + p, left + p + vw))
+            slices = self._window_slices(p)
         return Fold(rows, pix, key, shift, tr.inverse, pixels_inverse, fixed, self._positions("rings", p, dev),
                      window, slices, h.shape[-1] + 2 * p, (b, v, c, n, p_out))
 
@@ -429,9 +433,7 @@ class Recurrence(torch.nn.Module):
         """The guess read from a transported map ``z [B, V, C, H(+2p), W(+2p)]``: its view window, when the program
         has one, then pooled over :math:`V` by ``pool`` (only when read: a pooling nobody reads is a pass over V)."""
         if self.view is not None:
-            top, left, vh, vw = self.view
-            p = (z.shape[-1] - self.grid_shape[1]) // 2
-            z = read_window(z, slice(top + p, top + p + vh), slice(left + p, left + p + vw))
+            z = read_window(z, *self._window_slices((z.shape[-1] - self.grid_shape[1]) // 2))
         return reduce_over(z, 1, pool) if pool is not None else z
 
     def _velocity_kernel(self, l: int, x: torch.Tensor, weights: Weights) -> torch.Tensor:
