@@ -119,12 +119,16 @@ class ConvRecorder(TorchFunctionMode):
         if func in (F.conv2d, torch.conv2d, library_conv2d, library_conv3d, F.conv3d, torch.conv3d):
             x, w = args[0], args[1]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
-            names = ("padding",) if func in (library_conv2d, library_conv3d) else ("stride", "padding", "dilation", "groups")
+            names = (("padding", "channels_last") if func is library_conv2d else ("padding",)
+                     if func is library_conv3d else ("stride", "padding", "dilation", "groups"))
             rest = dict(zip(names, args[3:]))
             rest.update({k: v for k, v in kwargs.items() if k != "bias"})
+            if not rest.get("channels_last", True):  # the default layout: recorded as a plain call
+                del rest["channels_last"]
             self.calls.append(dict(
                 fn=_FUNCTIONS.get(func, F.conv2d),
                 input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype, device=x.device,
+                channels_last=x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last),
                 weight=tuple(w.shape), bias=b is not None, kwargs=rest,
             ))
         return func(*args, **kwargs)
@@ -144,7 +148,10 @@ class ConvFloor:
         self.items = []
         for c in calls:
             dev, dt = c["device"], c["dtype"]
-            x = torch.randn(c["input"], generator=g, dtype=dt).to(dev).requires_grad_(c["input_grad"])
+            x = torch.randn(c["input"], generator=g, dtype=dt).to(dev)
+            if c.get("channels_last"):  # the layout the step's input had (a channels-last state)
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.requires_grad_(c["input_grad"])
             w = torch.randn(c["weight"], generator=g, dtype=dt).to(dev).requires_grad_()
             b = torch.randn(c["weight"][0], generator=g, dtype=dt).to(dev).requires_grad_() if c["bias"] else None
             self.items.append((c["fn"], x, w, b, c["kwargs"]))

@@ -44,6 +44,7 @@ __all__ = [
     "circular_pad",
     "CircularPad",
     "permute_pixels",
+    "permute_columns",
     "permute_rows",
     "inverse_permutation",
 ]
@@ -197,6 +198,30 @@ def permute_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     if not torch.is_grad_enabled() or not x.requires_grad:
         return x.index_select(-2, index)
     return _PermuteRows.apply(x, index, inverse)
+
+
+class _PermuteColumns(torch.autograd.Function):
+    """``y[..., j] = x[..., index[..., j]]`` for permutations ``index`` (broadcast to ``x``); backward: the same
+    with their inverses."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.gather(-1, index.expand(x.shape))
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return gy.gather(-1, inverse.expand(gy.shape)), None, None
+
+
+def permute_columns(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The last axis of ``x`` in the order of the permutations ``index`` (``inverse``: theirs), each broadcast over
+    ``x``'s other axes: the channels of a channels-last map, a permutation per slice (``index [1, m, 1, C]`` for
+    ``x [B, m, N, C]``). One gather each way, the backward the inverse permutation, not a ``scatter_add``."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return x.gather(-1, index.expand(x.shape))
+    return _PermuteColumns.apply(x, index, inverse)
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:

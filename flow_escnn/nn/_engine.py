@@ -58,7 +58,9 @@ from flow_escnn.flows._gather import CircularPad
 from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window
-from flow_escnn.nn._kernels import InputBatches, check_dtype, conv, conv_same, frames_per_batch, segment_length
+from flow_escnn.nn._kernels import (
+    InputBatches, channels_last_2d, check_dtype, conv, conv_same, frames_per_batch, segment_length,
+)
 from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, apply_nonlinearity, field_nonlinearity
 
 __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "check_view"]
@@ -128,6 +130,16 @@ def _crop(s: torch.Tensor, p: int, grid: Sequence[int]) -> torch.Tensor:
     if s.shape[-1] == grid[-1]:
         return s
     return s[(..., *(slice(p, p + n) for n in grid))]
+
+
+def _channels_last(s: torch.Tensor) -> torch.Tensor:
+    """A planar state ``[B, V, C, H, W]`` with its channels innermost in memory (``channels_last`` per ``B*V`` map)."""
+    b, v, c, h, w = s.shape
+    return s.reshape(b * v, c, h, w).contiguous(memory_format=torch.channels_last).view(b, v, c, h, w)
+
+
+def _same(s: torch.Tensor) -> torch.Tensor:
+    return s
 
 
 class _Moved(NamedTuple):
@@ -222,6 +234,9 @@ class Recurrence(torch.nn.Module):
         for l, s in enumerate(self.layers):
             if s.nonlinearity in FIELD_NONLINEARITIES:
                 self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
+        # co-moving planes with no padding to write and pointwise nonlinearities keep their states channels-last
+        self._planar_comoving = self.comoving and self.nd == 2 and all(
+            s.pad == 0 and not s.learned_transport and s.nonlinearity not in FIELD_NONLINEARITIES for s in self.layers)
         pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
         self.pads = torch.nn.ModuleDict({str(p): CircularPad(self.grid_shape, p) for p in sorted(pads) if p})
 
@@ -233,6 +248,17 @@ class Recurrence(torch.nn.Module):
     def pad(self, x: torch.Tensor, p: int) -> torch.Tensor:
         """Circular padding by ``p`` with this grid's tables."""
         return self.pads[str(p)](x) if p else x
+
+    def channels_last(self, dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether the states of a run in this dtype and on this device are kept channels-last.
+
+        Co-moving planar runs on the CPU (:func:`~flow_escnn.nn._kernels.channels_last_2d`), where no state is
+        padded (zero padding) and every nonlinearity is pointwise: their states are only convolved, updated
+        pointwise and resampled (the readouts), and all three read the channels-last layout in place, while its
+        convolutions run faster than ``[N, C, H, W]`` ones (``benchmarks/README.md``, "Channels-last states").
+        The values are the same sums in another order.
+        """
+        return self._planar_comoving and channels_last_2d(device, dtype)
 
     def extra_repr(self) -> str:
         kinds = ",".join(s.kind for s in self.layers)
@@ -263,7 +289,8 @@ class Recurrence(torch.nn.Module):
             xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, *(grid + 2p)]
             v = self.num_flows
             flat = xp.reshape(b * n * v, *xp.shape[-nd - 1:])
-            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2)
+            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2,
+                       channels_last=self.channels_last(uw.dtype, x.device))
         elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
             if not window:
@@ -452,6 +479,8 @@ class Recurrence(torch.nn.Module):
         if moved.conv_input is None:  # the zero initial state: W * 0 = 0, written fresh (the updates write into it)
             s0 = moved.state[0]
             bt = torch.zeros(b, v, ww.shape[0], *grid, dtype=s0.dtype, device=s0.device)
+            if self.channels_last(s0.dtype, s0.device):
+                bt = _channels_last(bt)
         else:
             bt = conv(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
             bt = bt.view(b, v, bt.shape[1], *grid)
@@ -478,8 +507,10 @@ class Recurrence(torch.nn.Module):
         return apply_nonlinearity(bt, nonlinearity, inplace=True)
 
     def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
+        layout = _channels_last if self.channels_last(dtype, device) else _same
         return [
-            tuple(torch.zeros(batch, self.num_flows, s.hidden_channels, *self.grid_shape, dtype=dtype, device=device)
+            tuple(layout(torch.zeros(batch, self.num_flows, s.hidden_channels, *self.grid_shape, dtype=dtype,
+                                     device=device))
                   for _ in range(s.state_size))
             for s in self.layers
         ]
@@ -562,12 +593,16 @@ class Recurrence(torch.nn.Module):
         if predict is not None and predict_from < 1:
             raise ValueError("predict_from must be >= 1 (frame 0 has no earlier state to predict it from)")
         states: Optional[List[State]] = None if h0 is None else self.to_frame(h0, -1, stationary=False)
+        if states is not None and self.channels_last(weights["l0_w_weight"].dtype, x.device):
+            states = [tuple(_channels_last(s) for s in st) for st in states]
         total = max(n_updates, last_predict + 1)
         grad = torch.is_grad_enabled()
         seg = segment_length(total) if (checkpoint and grad) else total
         v = x.shape[2] if x.dim() == 4 + self.nd else (self.num_flows if self.comoving else 1)
         hw = math.prod(self.grid_shape) if self.view is not None else math.prod(x.shape[-self.nd:])
         per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
+        if self.channels_last(weights["l0_w_weight"].dtype, x.device):
+            per_batch = 1  # a channels-last batch's gradient would be stacked frame by frame into the wrong layout
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
 

@@ -14,7 +14,8 @@ from flow_escnn._validate import positive_int
 from flow_escnn.flows._gather import CircularPad, circular_pad
 
 __all__ = [
-    "conv", "conv2d", "conv3d", "IM2COL_MAX_CHANNELS", "CHANNELS_LAST_3D_MAX_CHANNELS", "conv_same", "check_dtype",
+    "conv", "conv2d", "conv3d", "IM2COL_MAX_CHANNELS", "CHANNELS_LAST_2D", "CHANNELS_LAST_3D_MAX_CHANNELS",
+    "channels_last_2d", "conv_same", "check_dtype",
     "segment_length", "INPUT_BATCH_BYTES",
     "frames_per_batch", "InputBatches",
 ]
@@ -23,11 +24,19 @@ __all__ = [
 INPUT_BATCH_BYTES = 16 * 2**20
 #: CPU convolutions with at most this many input channels run as im2col + batched GEMM (:func:`conv2d`).
 IM2COL_MAX_CHANNELS = 2
+#: Planar CPU maps of these dtypes run channels-last where the engine can keep them so (:func:`channels_last_2d`).
+CHANNELS_LAST_2D = frozenset({torch.float32, torch.bfloat16})
 #: CPU volume convolutions of this dtype with 2 to this many input channels run channels-last (:func:`conv3d`).
 CHANNELS_LAST_3D_MAX_CHANNELS = {torch.float32: 8, torch.bfloat16: 8}
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
+def channels_last_2d(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether planar maps of this device and dtype convolve faster channels-last (:data:`CHANNELS_LAST_2D`)."""
+    return device.type == "cpu" and dtype in CHANNELS_LAST_2D
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0,
+           channels_last: bool = False) -> torch.Tensor:
     """Stride-1, ungrouped ``torch.nn.functional.conv2d`` of ``x [N, C, H, W]`` (zero ``padding``).
 
     On the CPU, an input with at most :data:`IM2COL_MAX_CHANNELS` channels (the frames entering
@@ -43,10 +52,17 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     (the rotation row's layer-0 inputs), 2.4-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
     channels and 1.00-1.05x for four (the crossover, so the threshold stays at two). Other devices
     always use ``conv2d`` (cuDNN was not measured against this path).
+
+    ``channels_last=True`` returns the output in the ``channels_last`` memory format (the layout of the
+    engine's co-moving states, :func:`channels_last_2d`): ``conv2d`` of the input in that format, or the
+    im2col product taken pixel-major, :math:`Y^\\top = \\mathrm{cols}(x)^\\top W^\\top` (a batched GEMM with a
+    transposed operand; its output is the channels-last map).
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
-        return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding)
+        return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding, channels_last)
     if x.dim() != 4 or x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS:
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, padding=padding)
     if padding:
         x = F.pad(x, (padding,) * 4)
@@ -55,8 +71,16 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     if c_in != c:
         raise ValueError(f"conv2d: the input has {c} channels but the filter expects {c_in} (weight {list(weight.shape)})")
     ho, wo = h - kh + 1, w - kw + 1
-    cols = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
-    filt = weight.reshape(1, c_out, c * kh * kw).expand(n, -1, -1)
+    k = c * kh * kw
+    cols = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 1, 4, 5, 2, 3).reshape(n, k, ho * wo)
+    if channels_last:  # [n, HW, c_out] = cols^T W^T, batched GEMM with a transposed operand
+        filt = weight.reshape(1, c_out, k).transpose(1, 2).expand(n, -1, -1)
+        if bias is None:
+            y = torch.bmm(cols.transpose(1, 2), filt)
+        else:
+            y = torch.baddbmm(bias.reshape(1, 1, c_out).expand(n, 1, -1), cols.transpose(1, 2), filt)
+        return y.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
+    filt = weight.reshape(1, c_out, k).expand(n, -1, -1)
     if bias is None:
         y = torch.bmm(filt, cols)
     else:
@@ -86,12 +110,13 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     return y.contiguous()
 
 
-def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
-    """Stride-1, ungrouped convolution of planes ``[N, C, H, W]`` (:func:`conv2d`) or volumes
-    ``[N, C, D, H, W]`` (:func:`conv3d`), by the rank of ``weight``."""
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0,
+         channels_last: bool = False) -> torch.Tensor:
+    """Stride-1, ungrouped convolution of planes ``[N, C, H, W]`` (:func:`conv2d`; ``channels_last``: its output
+    layout) or volumes ``[N, C, D, H, W]`` (:func:`conv3d`), by the rank of ``weight``."""
     if weight.dim() == 5:
         return conv3d(x, weight, bias, padding)
-    return conv2d(x, weight, bias, padding)
+    return conv2d(x, weight, bias, padding, channels_last)
 
 
 def conv_same(
@@ -150,5 +175,8 @@ class InputBatches:
 
     def __call__(self, i: int) -> torch.Tensor:
         if not self.start <= i < self.start + len(self.batch):
-            self.start, self.batch = i, self.compute(i, min(self.chunk, self.given - i)).unbind(1)
+            k = min(self.chunk, self.given - i)
+            terms = self.compute(i, k)
+            # one frame: a view (its gradient keeps the layout; unbind's backward would stack it)
+            self.start, self.batch = i, ((terms.squeeze(1),) if k == 1 else terms.unbind(1))
         return self.batch[i - self.start]

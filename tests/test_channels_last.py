@@ -1,0 +1,218 @@
+"""Channels-last co-moving states (issue 26): the kernels that read and write them against the plain
+``[N, C, H, W]`` computation, and the engine's runs with and without them.
+
+- :func:`flow_escnn.nn._kernels.conv2d` with ``channels_last=True``: ``F.conv2d``'s values and
+  gradients (float64 rounding), in the channels-last layout, on both of its paths (im2col, oneDNN).
+- :func:`flow_escnn.flows._resample.resample_fields` of a channels-last map: the values and gradients
+  of the same map laid out ``[B, m, C, N]`` (fiber permutations and the pooling included), returned
+  channels-last.
+- :func:`flow_escnn.flows._gather.permute_columns`: an index gather, backward the inverse.
+- The engine: a float32 CPU co-moving run keeps its states channels-last and computes what the same run
+  computes with the layout switched off (:data:`~flow_escnn.nn._kernels.CHANNELS_LAST_2D` emptied), and
+  90-degree rotations stay exactly equivariant.
+
+Each comparison has a control it must flag.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flow_escnn._compat import enn, gspaces
+from flow_escnn.flows import FlowSet
+from flow_escnn.flows._gather import permute_columns
+from flow_escnn.flows._resample import resample_fields
+from flow_escnn.lifted import LiftedTensor
+from flow_escnn.nn import CELL_KINDS, CELLS, FERNN
+from flow_escnn.nn import _kernels as nnk
+from flow_escnn.nn._kernels import conv2d
+
+
+def _grads(fn, inputs, gy):
+    y = fn(*inputs)
+    return (y, *torch.autograd.grad(y, [t for t in inputs if t is not None and t.requires_grad], gy))
+
+
+def _max_diff(a, b):
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a, b))
+
+
+def _is_channels_last(y: torch.Tensor) -> bool:
+    return y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+
+
+@pytest.mark.parametrize("c_in", [1, 2, 5])
+@pytest.mark.parametrize("bias", [True, False])
+def test_channels_last_conv_matches_conv2d(c_in, bias):
+    """Thin inputs (im2col) and thick ones (oneDNN): F.conv2d's values and gradients, a channels-last output."""
+    g = torch.Generator().manual_seed(c_in)
+    x = torch.randn(3, c_in, 9, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, c_in, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    gy = torch.randn(3, 6, 9, 8, generator=g, dtype=torch.float64)
+    want = _grads(lambda *a: F.conv2d(*a, padding=1), (x, w, b), gy)
+    got = _grads(lambda *a: conv2d(*a, padding=1, channels_last=True), (x, w, b), gy)
+    assert _is_channels_last(got[0])
+    assert _max_diff(got, want) < 1e-12
+    # control: the same comparison flags a kernel that reads the filter flipped
+    bad = _grads(lambda x_, w_, b_: conv2d(x_, w_.flip(-1), b_, padding=1, channels_last=True), (x, w, b), gy)
+    assert _max_diff(bad, want) > 1e-3
+
+
+def test_permute_columns_is_a_gather_with_an_inverse_backward():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.stack([torch.randperm(5, generator=g) for _ in range(3)]).view(1, 3, 1, 5)
+    inverse = index.argsort(-1)
+    y = permute_columns(x, index, inverse)
+    want = torch.stack([x[:, i][..., index[0, i, 0]] for i in range(3)], 1)
+    assert torch.equal(y, want)
+    torch.autograd.gradcheck(lambda t: permute_columns(t, index, inverse), (x,))
+    # control: a wrong inverse gives a wrong gradient, which gradcheck flags
+    with pytest.raises(RuntimeError, match="Jacobian mismatch"):
+        torch.autograd.gradcheck(lambda t: permute_columns(t, index, index), (x,))
+
+
+def _tables(m, n_in, n_out, k, g):
+    index = torch.randint(0, n_in, (m, n_out, k), generator=g)
+    weights = torch.randn(m, n_out, k, generator=g, dtype=torch.float64)
+    # the transposed tables: for each source pixel, the output rows reading it (padded with zero weights)
+    rows = [[[] for _ in range(n_in)] for _ in range(m)]
+    for i in range(m):
+        for q in range(n_out):
+            for j in range(k):
+                rows[i][int(index[i, q, j])].append((q, float(weights[i, q, j])))
+    kt = max(1, max(len(r) for block in rows for r in block))
+    t_index = torch.zeros(m, n_in, kt, dtype=torch.long)
+    t_weights = torch.zeros(m, n_in, kt, dtype=torch.float64)
+    for i in range(m):
+        for s in range(n_in):
+            for j, (q, wt) in enumerate(rows[i][s]):
+                t_index[i, s, j], t_weights[i, s, j] = q, wt
+    return index, weights, t_index, t_weights
+
+
+@pytest.mark.parametrize("reduce", [None, "max", "mean"])
+@pytest.mark.parametrize("with_perm", [False, True])
+def test_channels_last_resample_matches_the_plain_layout(reduce, with_perm):
+    """The same fields, channels-last or not: the same values and gradients, and the output channels-last."""
+    g = torch.Generator().manual_seed(1 + with_perm)
+    b, m, c, h, w = 2, 3, 4, 5, 5
+    tables = _tables(m, h * w, h * w, 4, g)
+    perm = None
+    if with_perm:
+        local = torch.stack([torch.randperm(c, generator=g) for _ in range(m)])
+        glob = (local + torch.arange(m)[:, None] * c).reshape(-1)
+        perm = (glob, glob.argsort())
+    x = torch.randn(b, m, c, h, w, generator=g, dtype=torch.float64)
+    x_cl = x.reshape(b * m, c, h, w).contiguous(memory_format=torch.channels_last).view(b, m, c, h, w)
+    assert x_cl.stride(2) == 1 and torch.equal(x_cl, x)
+    x, x_cl = x.requires_grad_(), x_cl.detach().requires_grad_()
+
+    def run(t):
+        return resample_fields(t.reshape(b, m, c, h * w), tables, h * w, perm, reduce)
+
+    gy = torch.randn(run(x).shape, generator=g, dtype=torch.float64)
+    want, got = _grads(run, (x,), gy), _grads(run, (x_cl,), gy)
+    assert got[0].stride(-2) == 1  # channels innermost: the channels-last layout kept
+    assert _max_diff(got, want) < 1e-12
+    # control: the comparison flags a resampling that forgets the fiber permutation (or, without one, the batch order)
+    if with_perm:
+        bad = _grads(lambda t: resample_fields(t.reshape(b, m, c, h * w), tables, h * w, None, reduce), (x_cl,), gy)
+    else:
+        bad = _grads(lambda t: run(t.flip(0)), (x_cl,), gy)
+    assert _max_diff(bad, want) > 1e-3
+
+
+C4 = gspaces.rot2dOnR2(4)
+
+
+def _layer(cls=FERNN, mode="comoving", gs=C4, seed=0, **kw):
+    in_type = enn.FieldType(gs, [gs.trivial_repr])
+    hidden = enn.FieldType(gs, [gs.regular_repr] * 2)
+    torch.manual_seed(seed)
+    return cls(in_type, hidden, FlowSet.rotations(gs, [-1, 0, 1]), num_layers=2, mode=mode, **kw)
+
+
+def _run(layer, x, h0=None):
+    seq, states = layer.forward_with_state(x, h0)
+    tensors = [s.tensor for st in states for s in (st if isinstance(st, tuple) else (st,))]
+    loss = (seq.tensor ** 2).mean() + sum((s ** 2).mean() for s in tensors)
+    grads = torch.autograd.grad(loss, [x, *layer.parameters()])
+    return (seq.tensor, *tensors, *grads)
+
+
+class _LayoutSpy:
+    """Records, for every convolution of the hidden fields, whether its input and output were channels-last."""
+
+    def __init__(self, monkeypatch):
+        self.seen, real = [], nnk.conv2d
+
+        def spy(x_, w_, *args, **kwargs):
+            y = real(x_, w_, *args, **kwargs)
+            if x_.shape[1] == w_.shape[1] > 2:
+                self.seen.append(_is_channels_last(x_) and _is_channels_last(y))
+            return y
+
+        monkeypatch.setattr(nnk, "conv2d", spy)
+
+
+def _x(seed, grid=(9, 9), t=4):
+    return torch.randn(2, t, 1, *grid, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+
+
+def test_comoving_run_is_the_same_with_channels_last_states(monkeypatch):
+    """A float32 CPU co-moving run at 45 degrees per frame (interpolated, C8 fibers permuted) keeps its states
+    channels-last and computes the plain layout's outputs, final states and gradients to float32 rounding."""
+    layer = _layer(gs=gspaces.rot2dOnR2(8))
+    x = _x(3, (11, 11))
+    spy = _LayoutSpy(monkeypatch)
+    got = _run(layer, x)
+    assert spy.seen and all(spy.seen), "the co-moving states should be convolved channels-last"
+    spy.seen.clear()
+    monkeypatch.setattr(nnk, "CHANNELS_LAST_2D", frozenset())
+    want = _run(layer, x)
+    assert spy.seen and not any(spy.seen)
+    scale = max(float(t.detach().abs().max()) for t in want)
+    assert _max_diff(got, want) < 1e-5 * scale
+    # control: the comparison flags a run whose last input frame differs
+    x2 = x.detach().clone()
+    x2[:, -1] += 1.0
+    assert _max_diff(_run(layer, x2.requires_grad_()), want) > 1e-3 * scale
+
+
+@pytest.mark.parametrize("with_h0", [False, True], ids=["zero-h0", "h0"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_channels_last_comoving_agrees_with_the_hidden_mode_exactly(cell, with_h0, monkeypatch):
+    """90-degree rotations are exact: the channels-last co-moving run (float32) and the stationary-frame run
+    (plain layout, the state transported every step) compute the same function, to float32 rounding."""
+    cls = CELL_KINDS[cell].layer
+    hidden, comoving = _layer(cls, "hidden"), _layer(cls, "comoving")
+    comoving.load_state_dict(hidden.state_dict())
+    x = _x(5)
+    h0 = None
+    if with_h0:
+        g = torch.Generator().manual_seed(7)
+        parts = [[LiftedTensor(torch.randn(2, 3, 8, 9, 9, generator=g), hidden.out_type)
+                  for _ in range(cls.cell_class.state_size)] for _ in range(2)]
+        h0 = [tuple(p) if len(p) > 1 else p[0] for p in parts]
+    spy = _LayoutSpy(monkeypatch)
+    got = _run(comoving, x, h0)
+    assert spy.seen and all(spy.seen)
+    want = _run(hidden, x, h0)
+    scale = max(float(t.detach().abs().max()) for t in want)
+    assert _max_diff(got, want) < 1e-5 * scale
+    # control: the same comparison flags the hidden run of a sequence whose frames come in reverse
+    assert _max_diff(_run(hidden, x.detach().flip(1).requires_grad_(), h0), got) > 1e-3 * scale
+
+
+def test_layout_only_for_unpadded_float_planes_on_the_cpu():
+    """The co-moving program on the CPU keeps float32 / bfloat16 states channels-last; float64, circular padding
+    (written into the states by a gather) and the stationary frame keep the plain layout."""
+    cpu = torch.device("cpu")
+    prog = _layer().recurrence((9, 9), cpu, 4)
+    assert prog.channels_last(torch.float32, cpu) and prog.channels_last(torch.bfloat16, cpu)
+    assert not prog.channels_last(torch.float64, cpu)
+    assert not _layer(padding_mode="circular").recurrence((9, 9), cpu, 4).channels_last(torch.float32, cpu)
+    assert not _layer(mode="hidden").recurrence((9, 9), cpu, 4).channels_last(torch.float32, cpu)
