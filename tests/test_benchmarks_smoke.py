@@ -69,10 +69,11 @@ def test_every_row_floor_and_target_is_reported(tiny_run):
     for key, (lib, anchor) in bench_fernn.REFERENCE_ROWS.items():  # this library's step / the paper's (the anchor)
         assert res["ratios"][key] == pytest.approx(res["median_s"][lib] / res["median_s"][anchor])
     assert all(res["losses_finite"].values())
-    # T_in = 2, 2 predictions: U on 2 input frames + 1 fed back, W on the 2 updates after the first (the zero
+    # T_in = 2, 2 predictions: U on the 2 input frames (one call for both; frame by frame where the states are
+    # channels-last, as the float32 CPU planes are) + 1 fed back, W on the 2 updates after the first (the zero
     # initial state needs no W * 0), 2 decoder convs per prediction
-    assert res["floor_convs"]["fernn-floor"] == 1 + 1 + 2 + 2 * 2
-    assert res["floor_convs"]["volume-floor"] == 1 + 1 + 2 + 2 * 2  # the same calls, conv3d
+    assert res["floor_convs"]["fernn-floor"] == 2 + 1 + 2 + 2 * 2
+    assert res["floor_convs"]["volume-floor"] == 1 + 1 + 2 + 2 * 2  # the same calls, conv3d (one batch of U)
     assert res["ratios"]["volume_vs_floor"] == pytest.approx(res["median_s"]["volume"] / res["median_s"]["volume-floor"])
     assert len(res["targets"]) == 10 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out
                                             for t in res["targets"])

@@ -207,12 +207,132 @@ def test_channels_last_comoving_agrees_with_the_hidden_mode_exactly(cell, with_h
     assert _max_diff(_run(hidden, x.detach().flip(1).requires_grad_(), h0), got) > 1e-3 * scale
 
 
-def test_layout_only_for_unpadded_float_planes_on_the_cpu():
-    """The co-moving program on the CPU keeps float32 / bfloat16 states channels-last; float64, circular padding
-    (written into the states by a gather) and the stationary frame keep the plain layout."""
+def test_layout_only_where_every_piece_reads_it():
+    """Float32 / bfloat16 planes on the CPU run channels-last, co-moving (zero or circular padding) and in the
+    stationary frame (exact transports); float64, field nonlinearities and learned transports keep the plain
+    layout (each is checked to be refused while the same layer otherwise qualifies)."""
     cpu = torch.device("cpu")
-    prog = _layer().recurrence((9, 9), cpu, 4)
-    assert prog.channels_last(torch.float32, cpu) and prog.channels_last(torch.bfloat16, cpu)
-    assert not prog.channels_last(torch.float64, cpu)
-    assert not _layer(padding_mode="circular").recurrence((9, 9), cpu, 4).channels_last(torch.float32, cpu)
-    assert not _layer(mode="hidden").recurrence((9, 9), cpu, 4).channels_last(torch.float32, cpu)
+    grid = (9, 9)
+
+    def layout(layer, dtype=torch.float32):
+        return layer.recurrence(grid, cpu, 4).channels_last(dtype, cpu)
+
+    assert layout(_layer()) and layout(_layer(), torch.bfloat16)
+    assert layout(_layer(padding_mode="circular")) and layout(_layer(mode="hidden"))
+    translations = FlowSet.translations(C4, 1)
+    in_type, hidden = enn.FieldType(C4, [C4.trivial_repr]), enn.FieldType(C4, [C4.regular_repr] * 2)
+    assert layout(FERNN(in_type, hidden, translations))
+    assert not layout(_layer(), torch.float64)
+    assert not layout(FERNN(in_type, hidden, translations, nonlinearity="norm_squash"))
+    assert not layout(CELL_KINDS["grnn_plus"].layer(in_type, hidden, translations))
+
+
+def test_translation_predictor_is_the_same_with_channels_last_states(monkeypatch):
+    """The stationary-frame step (exact translations, circular padding) with channels-last states and the readout
+    pooled inside the transport's gather (:meth:`~flow_escnn.flows.GatherTransport.pooled_rows`): the plain
+    layout's predictions and gradients to float32 rounding."""
+    from flow_escnn.flows._transport import GatherTransport
+    from flow_escnn.models import NextFramePredictor
+
+    gs = gspaces.trivialOnR2()
+    torch.manual_seed(0)
+    model = NextFramePredictor(enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.trivial_repr] * 4),
+                               FlowSet.translations(gs, 1), decoder_layers=1, padding_mode="circular")
+    x = torch.rand(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def run(frames):
+        y = model(frames, 3)
+        return (y, *torch.autograd.grad(y.square().mean(), list(model.parameters())))
+
+    pooled = []
+    real = GatherTransport.pooled_rows
+    monkeypatch.setattr(GatherTransport, "pooled_rows", lambda self, h: pooled.append(1) or real(self, h))
+    got = run(x)
+    assert len(pooled) == 3  # one fused readout per prediction
+    monkeypatch.setattr(nnk, "CHANNELS_LAST_2D", frozenset())
+    want = run(x)
+    assert len(pooled) == 3  # the plain layout pools separately
+    scale = max(float(t.detach().abs().max()) for t in want)
+    assert _max_diff(got, want) < 1e-5 * scale
+    # control: the comparison flags a run on frames moved by one pixel
+    assert _max_diff(run(torch.roll(x, 1, -1)), want) > 1e-3 * scale
+
+
+@pytest.mark.parametrize("mu", [(1, 0), (-1, 1)])
+def test_float32_translation_flow_is_exact_with_channels_last_states(mu, monkeypatch):
+    """The commuting diagram of an exact translation flow, in float32 with channels-last states: the output of the
+    flowed input is the flow (transport and V shift) of the output, to float32 rounding."""
+    from tests.oracles import translate_sequence
+
+    in_type, hidden = enn.FieldType(C4, [C4.trivial_repr]), enn.FieldType(C4, [C4.regular_repr] * 2)
+    torch.manual_seed(2)
+    layer = FERNN(in_type, hidden, FlowSet.translations(C4, 1), num_layers=2)
+    x = torch.randn(2, 5, 1, 6, 7, generator=torch.Generator().manual_seed(3))
+    spy = _LayoutSpy(monkeypatch)
+    with torch.no_grad():
+        y, yp = layer(x), layer(translate_sequence(x, mu))
+    assert spy.seen and all(spy.seen)
+    scale = float(y.tensor.abs().max())
+    lifted, valid = y.transform_flow(mu)
+    assert int(valid.sum()) > 0
+    assert float((lifted.tensor[:, :, valid] - yp.tensor[:, :, valid]).abs().max()) <= 1e-5 * scale
+    # control: the same check flags the flow of the opposite velocity
+    wrong, valid = y.transform_flow((-mu[0], -mu[1]))
+    assert float((wrong.tensor[:, :, valid] - yp.tensor[:, :, valid]).abs().max()) > 1e-2 * scale
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    """``[B, S, C, H, W]`` with its channels innermost (the engine's channels-last states)."""
+    b, s, c, h, w = x.shape
+    return x.reshape(b * s, c, h, w).contiguous(memory_format=torch.channels_last).view(b, s, c, h, w)
+
+
+def test_circular_pad_of_channels_last_maps_is_f_pad():
+    from flow_escnn.flows._gather import CircularPad
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 4, 5, 6, generator=g, dtype=torch.float64)
+    pad = CircularPad((5, 6), 2)
+    xc = _cl(x).requires_grad_()
+    y = pad(xc)
+    assert y.stride(2) == 1  # still channels-last
+    assert torch.equal(y, F.pad(x.view(6, 4, 5, 6), (2,) * 4, mode="circular").view(2, 3, 4, 9, 10))
+    torch.autograd.gradcheck(pad, (xc,))
+    # control: the same comparison flags zero padding
+    assert not torch.equal(y, F.pad(x.view(6, 4, 5, 6), (2,) * 4).view(2, 3, 4, 9, 10))
+
+
+@pytest.mark.parametrize("fibers", ["trivial", "regular"])
+def test_exact_transport_of_channels_last_fields_matches_the_plain_layout(fibers):
+    """Exact tables (C4 rotations and translations, circular padding, permuted fibers): the channels-last pixel-row
+    gather gives the plain gather's values and gradients, and :meth:`pooled_rows` the transport and its max."""
+    from flow_escnn.flows import TransportPlan
+    from flow_escnn.flows._reduce import max_over
+
+    rep = C4.trivial_repr if fibers == "trivial" else C4.regular_repr
+    ftype = enn.FieldType(C4, [rep] * (3 if fibers == "trivial" else 1))
+    flows = FlowSet.rotations(C4, [-1, 0, 1, 2])
+    plan = TransportPlan(ftype, flows.elements(1), (6, 6), pad=1)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, len(flows), ftype.size, 6, 6, generator=g, dtype=torch.float64)
+    xc = _cl(x).requires_grad_()
+    x = x.requires_grad_()
+    gy = torch.randn(2, len(flows), ftype.size, 8, 8, generator=g, dtype=torch.float64)
+    want, got = _grads(plan, (x,), gy), _grads(plan, (xc,), gy)
+    assert got[0].stride(2) == 1 and _max_diff(got, want) < 1e-12
+    torch.autograd.gradcheck(plan, (xc,))
+    if fibers == "trivial":
+        gp = torch.randn(2, ftype.size, 8, 8, generator=g, dtype=torch.float64)
+        y, pooled = plan.pooled_rows(xc)
+        ref_y = plan(x)
+        ref = max_over(ref_y, 1)
+        assert torch.equal(y, ref_y) and torch.equal(pooled, ref)
+        g_got = torch.autograd.grad((y * gy).sum() + (pooled * gp).sum(), xc)[0]
+        g_want = torch.autograd.grad((ref_y * gy).sum() + (ref * gp).sum(), x)[0]
+        assert float((g_got - g_want).abs().max()) < 1e-12
+        torch.autograd.gradcheck(lambda t: plan.pooled_rows(t)[1], (xc,))
+    else:
+        with pytest.raises(ValueError, match="identity fibers"):
+            plan.pooled_rows(xc)
+    # control: the comparison flags the transport of the slices in the wrong order
+    assert _max_diff(_grads(plan, (xc.flip(1),), gy), want) > 1e-3

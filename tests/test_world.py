@@ -239,7 +239,7 @@ def test_the_folded_step_trains_the_same_model(monkeypatch, cell, imagine, kw, t
         mp.setattr(_engine.Recurrence, "_fold", lambda self, *args: calls.append(1))  # None: no fold
         plain_terms = _engine.Recurrence.input_terms
         mp.setattr(_engine.Recurrence, "input_terms",
-                   lambda self, l, x, w, t0, window=False: plain_terms(self, l, x, w, t0, window=False))
+                   lambda self, l, x, w, t0, window=False, **kw: plain_terms(self, l, x, w, t0, window=False, **kw))
         separate, ref = step()
     assert calls  # the reference asked for the fold and went without it
     assert torch.equal(folded, separate)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -45,6 +45,11 @@ __all__ = [
     "CircularPad",
     "permute_pixels",
     "permute_columns",
+    "is_channels_last",
+    "PixelRows",
+    "pixel_rows",
+    "cached_rows",
+    "gather_pixel_rows",
     "permute_rows",
     "inverse_permutation",
 ]
@@ -224,6 +229,139 @@ def permute_columns(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor)
     return _PermuteColumns.apply(x, index, inverse)
 
 
+class PixelRows(NamedTuple):
+    """Row tables of an exact, circularly padded transport of channels-last maps ``[L, S, C, *grid]`` (``N`` pixels,
+    ``P`` padded): as rows of ``C`` values, output row ``r`` reads input row ``index[r]``; input row ``i`` has its
+    interior copy at output row ``inverse[i]``; the ring (border) output rows ``ring_out`` read ``ring_in``."""
+
+    index: torch.Tensor  # [L*S*P]
+    inverse: torch.Tensor  # [L*S*N]
+    ring_out: torch.Tensor  # [L*S*K]
+    ring_in: torch.Tensor  # [L*S*K]
+    sizes: Tuple[int, int, int, int]  # L, S, N, P
+
+
+def pixel_rows(pixels: torch.Tensor, inverse: torch.Tensor, ring: torch.Tensor, lead: int) -> PixelRows:
+    """:class:`PixelRows` for ``lead`` maps of ``S`` slices: ``pixels [S, P]`` the source pixel of every padded output
+    pixel (a permutation with the padding folded in), ``inverse [S, N]`` every pixel's interior copy, ``ring [K]``
+    the padded positions outside the interior."""
+    slices, p = pixels.shape
+    n = inverse.shape[1]
+    o = torch.arange(lead * slices, device=pixels.device).view(lead, slices, 1)
+    pixels, inverse = pixels.to(o.dtype), inverse.to(o.dtype)
+    return PixelRows((o * n + pixels).reshape(-1), (o * p + inverse).reshape(-1),
+                     (o * p + ring.to(o.dtype).view(1, 1, -1)).reshape(-1),
+                     (o * n + pixels.index_select(1, ring.to(o.dtype)).unsqueeze(0)).reshape(-1), (lead, slices, n, p))
+
+
+class _GatherRows(torch.autograd.Function):
+    """Output rows ``x[index]`` of the rows of ``x [L*S*N, C]`` (and with ``pool`` their max over the ``S`` slices,
+    ``[L, P*C]``); backward: the interior rows gathered back by ``inverse``, the ring rows and the pooled gradient
+    (at the first maximal slice) added: index additions, sequential and deterministic on the CPU, the only device
+    that runs this. No full-size zero map, and none over the slices for the pooled readout."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rows: PixelRows, pool: bool) -> Any:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        ctx.rows, ctx.pool, ctx.first, ctx.channels = rows, pool, None, x.shape[1]
+        y = x.index_select(0, rows.index)
+        if not pool:
+            return y
+        lead, slices, _, p = rows.sizes
+        values, ctx.first = _first_max(y.view(lead, slices, -1))
+        return y, values
+
+    @staticmethod
+    def backward(ctx: Any, gy: Optional[torch.Tensor], gp: Optional[torch.Tensor] = None) -> Any:  # type: ignore[override]
+        rows, c = ctx.rows, ctx.channels
+        lead, slices, n, p = rows.sizes
+        if gy is None and gp is None:
+            return None, None, None
+        if gy is None:
+            g = gp.new_zeros(lead * slices * n, c)  # type: ignore[union-attr]
+        else:
+            gy = gy.contiguous()
+            g = gy.index_select(0, rows.inverse)
+            if rows.ring_out.numel():
+                g.index_add_(0, rows.ring_in, gy.index_select(0, rows.ring_out))
+        if gp is not None:  # entry (l, q, c) of the pooled map came from slice first[l, q, c]
+            first = ctx.first.view(lead, 1, p, c).long()
+            src = rows.index.view(lead, slices, p, 1).expand(lead, slices, p, c).gather(1, first)
+            target = src * c + torch.arange(c, device=src.device)
+            g.view(-1).index_add_(0, target.view(-1), gp.reshape(-1))
+        return g, None, None
+
+
+def _first_max(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``x.amax(1)`` and the index of its first maximal slice (uint8 up to 256 slices), as
+    :func:`~flow_escnn.flows._reduce.max_over` routes the gradient."""
+    values = x.amax(1)
+    v = x.shape[1]
+    not_yet = x.select(1, 0) != values
+    index = not_yet.to(torch.uint8 if v <= 256 else torch.int64)
+    for i in range(1, v - 1):
+        not_yet &= x.select(1, i) != values
+        index += not_yet
+    return values, index
+
+
+#: How many row tables (batch sizes, devices) a padding or transport keeps.
+ROW_CACHE_SIZE = 8
+
+
+def cached_rows(owner: Any, key: Any, build: Any) -> PixelRows:
+    """``build()`` cached on ``owner`` under ``key`` (the last :data:`ROW_CACHE_SIZE` kept)."""
+    cache = owner.__dict__.setdefault("_row_cache", {})
+    if key not in cache:
+        if len(cache) >= ROW_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = build()
+    return cache[key]
+
+
+def is_channels_last(x: torch.Tensor, nd: int = 2) -> bool:
+    """Whether the fields ``x [..., C, H, W]`` (``nd = 2``) have more than one channel, stored innermost (the
+    ``channels_last`` layout of each map), so that a pixel's channels are one contiguous row."""
+    return nd == 2 and x.dim() >= 3 and x.shape[-3] > 1 and x.stride(-3) == 1 and x.stride(-1) == x.shape[-3]
+
+
+def gather_pixel_rows(
+    x: torch.Tensor, rows: PixelRows, out_grid: Sequence[int],
+    perm: Optional[torch.Tensor] = None, perm_inverse: Optional[torch.Tensor] = None, pool: bool = False,
+) -> Any:
+    """Exact transport of channels-last fields ``x [L, S, C, H, W]`` by the row tables ``rows``
+    (:func:`pixel_rows`), then the fiber permutations ``perm [S, C]`` (``y[o] = x[perm[s, o]]``; ``perm_inverse``:
+    theirs).
+
+    One ``index_select`` of whole pixel rows (``C`` contiguous values each) instead of one index per value
+    (:func:`permute_pixels`); the backward gathers and adds rows (:class:`_GatherRows`). ``pool`` (no ``perm``):
+    also the max over the ``S`` slices, computed in the gather's output layout and routed back by the same
+    backward (the predictor's readout of a translation FERNN, without a separate pass over the pooled slices).
+
+    Returns:
+        ``[L, S, C, *out_grid]``, channels-last; with ``pool`` also ``[L, C, *out_grid]``.
+    """
+    lead, slices, c = x.shape[:3]
+    flat = x.movedim(2, -1).reshape(-1, c)
+    if pool and perm is not None:
+        raise ValueError("gather_pixel_rows pools over the slices only without a fiber permutation")
+    grad = torch.is_grad_enabled() and flat.requires_grad
+    if grad:
+        out = _GatherRows.apply(flat, rows, pool)
+    else:
+        out = flat.index_select(0, rows.index)
+        if pool:
+            out = (out, _first_max(out.view(lead, slices, -1))[0])
+    y, pooled = out if pool else (out, None)
+    y = y.view(lead, slices, -1, c)
+    if perm is not None:
+        y = permute_columns(y, perm.view(1, slices, 1, c), perm_inverse.view(1, slices, 1, c))
+    y = y.view(lead, slices, *out_grid, c).movedim(-1, 2)
+    if pooled is None:
+        return y
+    return y, pooled.view(lead, *out_grid, c).movedim(-1, 1)
+
+
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """Row-wise inverse of permutations ``perm [..., N]``."""
     inv = torch.empty_like(perm)
@@ -262,6 +400,15 @@ class CircularPad(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"grid={self.grid_shape}, pad={self.pad}"
 
+    def rows(self, lead: int, device: torch.device) -> PixelRows:
+        """The :class:`PixelRows` of this padding for ``lead`` channels-last maps (cached per size and device)."""
+        def build() -> PixelRows:
+            ring = self.ring if self.ring is not None else self.index[:0]
+            return pixel_rows(self.index.view(1, -1).to(device), self.inverse.view(1, -1).to(device), ring.to(device),
+                              lead)
+
+        return cached_rows(self, (lead, str(device)), build)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid, p, nd = self.grid_shape, self.pad, len(self.grid_shape)
         if p == 0:
@@ -269,6 +416,11 @@ class CircularPad(torch.nn.Module):
         if tuple(x.shape[-nd:]) != grid:
             raise ValueError(f"this padding is built for a {'x'.join(str(n) for n in grid)} grid, got "
                              f"{tuple(x.shape[-nd:])}")
+        padded = tuple(n + 2 * p for n in grid)
+        if is_channels_last(x, nd):  # whole pixel rows
+            lead = x.shape[:-3]
+            y = gather_pixel_rows(x.reshape(-1, 1, *x.shape[-3:]), self.rows(math.prod(lead), x.device), padded)
+            return y.reshape(*lead, x.shape[-3], *padded)
         targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
         lead = x.shape[: x.dim() - nd]
         out = permute_pixels(x.reshape(*lead, math.prod(grid)), self.index, self.inverse, self.ring, targets)

@@ -8,6 +8,12 @@ CPU (5.2 ms forward for ``[8, 5, 32, 28, 28]`` over axis 1 on our 2-core CPU, on
 Here ``amax`` finds the values (0.1 ms) and :math:`|V| - 1` vectorised comparisons the first
 index (1.1 ms), kept as uint8 (an eighth of ``max``'s int64 indices) for the backward's
 scatter. ``python -m benchmarks.step_kernels``: ``max`` 2.1-2.3x slower, forward + backward.
+
+Channels-last planar fields (:func:`~flow_escnn.flows._gather.is_channels_last`) are reduced through
+their contiguous view ``[..., H, W, C]``: torch's reduction over an outer axis of the strided
+``[..., C, H, W]`` view took 5.6x (``amax``) and 2.8x (``sum``) as long for ``[8, 25, 32, 30, 30]``
+over axis 1 (one thread, our 2-core CPU). :func:`sum_over` is that sum, for the gradients of
+broadcast terms.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ from typing import Any
 import torch
 
 from flow_escnn._validate import one_of
+from flow_escnn.flows._gather import is_channels_last
 
-__all__ = ["REDUCTIONS", "max_over", "reduce_over"]
+__all__ = ["REDUCTIONS", "max_over", "reduce_over", "sum_over"]
 
 #: Reductions of :func:`reduce_over`.
 REDUCTIONS = ("max", "mean")
@@ -52,6 +59,8 @@ def max_over(x: torch.Tensor, dim: int) -> torch.Tensor:
     dim = dim % x.dim()
     if x.shape[dim] == 1:
         return x.squeeze(dim)
+    if dim < x.dim() - 3 and is_channels_last(x):
+        return _MaxOver.apply(x.movedim(-3, -1), dim).movedim(-1, -3)
     return _MaxOver.apply(x, dim)
 
 
@@ -59,4 +68,15 @@ def reduce_over(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
     """``"max"`` (:func:`max_over`) or ``"mean"`` over axis ``dim``."""
     if one_of(mode, REDUCTIONS, "reduce") == "max":
         return max_over(x, dim)
+    dim = dim % x.dim()
+    if dim < x.dim() - 3 and is_channels_last(x):
+        return x.movedim(-3, -1).mean(dim).movedim(-1, -3)
     return x.mean(dim)
+
+
+def sum_over(x: torch.Tensor, dims: Any) -> torch.Tensor:
+    """``x.sum(dims, keepdim=True)``, through the contiguous view of channels-last planar fields (module docstring)."""
+    dims = [d % x.dim() for d in dims]
+    if all(d < x.dim() - 3 for d in dims) and is_channels_last(x):
+        return x.movedim(-3, -1).sum(dims, keepdim=True).movedim(-1, -3)
+    return x.sum(dims, keepdim=True)

@@ -53,7 +53,10 @@ from flow_escnn._validate import grid_shape as validate_grid_shape
 from flow_escnn._validate import one_of
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
-from flow_escnn.flows._gather import interior_index, inverse_permutation, pad_index, permute_pixels, ring_layers
+from flow_escnn.flows._gather import (
+    PixelRows, cached_rows, gather_pixel_rows, interior_index, inverse_permutation, is_channels_last, pad_index,
+    permute_pixels, pixel_rows, ring_layers,
+)
 from flow_escnn.flows._reduce import REDUCTIONS, reduce_over
 from flow_escnn.flows._resample import resample_fields
 
@@ -149,6 +152,9 @@ class GatherTransport(torch.nn.Module):
         self.register_buffer("rho", rho, persistent=False)
         self.register_buffer("pad_map", pad_index(grid, self.pad), persistent=False)
         self.register_buffer("interior", interior_index(grid, self.pad), persistent=False)
+        pixel_ring = ring_layers(grid, self.pad)
+        self.register_buffer("ring_pixels", torch.cat(pixel_ring) if pixel_ring else torch.zeros(0, dtype=torch.long),
+                             persistent=False)
         rings = ring_layers(grid, self.pad, 1 if self.spatial_identity else self.channels)
         self.num_rings = len(rings)
         self.ring_sizes = [int(r.numel()) for r in rings]
@@ -256,6 +262,36 @@ class GatherTransport(torch.nn.Module):
             return reduce_over(self._transport(x, start, rows), -2 - len(self.grid), reduce)
         return self._transport(x, start, rows, reduce)
 
+    def _pixel_rows(self, sel: Any, m: int, lead: int, device: torch.device) -> PixelRows:
+        """The :class:`~flow_escnn.flows._gather.PixelRows` of the selected slices (exact tables; cached for all
+        slices)."""
+        def build() -> PixelRows:
+            if self.spatial_identity:
+                pixels, inverse = self.pad_map.expand(m, -1), self.interior.expand(m, -1)
+            else:
+                pixels = self._select(self.index, sel).reshape(m, -1)
+                inverse = self._select(self.inverse, sel).reshape(m, -1)
+            return pixel_rows(pixels.to(device), inverse.to(device), self.ring_pixels.to(device), lead)
+
+        if sel is not None:
+            return build()
+        return cached_rows(self, (lead, str(device)), build)
+
+    def pooled_rows(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The transport of channels-last fields ``x [B, M, C, H, W]`` (all slices; exact tables, no fiber
+        permutation) and its max over the slices, ``[B, C, H+2p, W+2p]``, in one gather and one backward
+        (:func:`~flow_escnn.flows._gather.gather_pixel_rows`)."""
+        if not self.pools_rows(x):
+            raise ValueError("pooled_rows takes channels-last fields [B, M, C, H, W] of an exact transport with "
+                             "identity fibers")
+        b, m, c = x.shape[:3]
+        return gather_pixel_rows(x, self._pixel_rows(None, m, b, x.device), self.padded_shape, pool=True)
+
+    def pools_rows(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`pooled_rows` takes ``x``."""
+        return (self.exact and self.fiber_identity and x.dim() == 5 and x.shape[1] == self.num_slices
+                and tuple(x.shape[2:]) == (self.channels, *self.grid) and is_channels_last(x, len(self.grid)))
+
     def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                    reduce: Optional[str] = None) -> torch.Tensor:
         c, p = self.channels, self.pad
@@ -284,6 +320,12 @@ class GatherTransport(torch.nn.Module):
         lead = tuple(x.shape[: x.dim() - 1 - nd - k])
         x = x.expand(*lead, *s_shape, c, *grid)
         padded, n, n_out = self.padded_shape, math.prod(grid), self.pad_map.numel()
+        if self.exact and self.rho is None and is_channels_last(x, nd):  # channels-last fields: whole pixel rows
+            m, n_lead = math.prod(s_shape), math.prod(lead)
+            perm = [] if self.perm is None else [self._select(t, sel).reshape(m, c) for t in (self.perm, self.perm_inverse)]
+            y = gather_pixel_rows(x.reshape(n_lead, m, c, *grid), self._pixel_rows(sel, m, n_lead, x.device), padded,
+                                  *perm)
+            return y.reshape(*lead, *s_shape, c, *padded)
         if self.spatial_identity:
             targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
             xf = x.reshape(*lead, *s_shape, c, n)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn._validate import one_of
-from flow_escnn.flows._gather import CircularPad
+from flow_escnn.flows._gather import CircularPad, is_channels_last
 from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window
@@ -234,9 +234,12 @@ class Recurrence(torch.nn.Module):
         for l, s in enumerate(self.layers):
             if s.nonlinearity in FIELD_NONLINEARITIES:
                 self.register_buffer(f"fields{l}", torch.tensor(s.fields, dtype=torch.long), persistent=False)
-        # co-moving planes with no padding to write and pointwise nonlinearities keep their states channels-last
-        self._planar_comoving = self.comoving and self.nd == 2 and all(
-            s.pad == 0 and not s.learned_transport and s.nonlinearity not in FIELD_NONLINEARITIES for s in self.layers)
+        self._planar_layout = self.nd == 2 and self.view is None and all(
+            not s.learned_transport and not s.mixing and s.nonlinearity not in FIELD_NONLINEARITIES for s in self.layers)
+        # the stationary frame transports every step: exact (pixel-row) tables only
+        transports = [self.to_comoving, self.from_comoving] if self.comoving else list(step)
+        self._planar_layout = self._planar_layout and all(
+            isinstance(t, GatherTransport) and t.rho is None and (self.comoving or t.exact) for t in transports)
         pads = {s.kernel_size // 2 for s in self.layers} | {s.velocity_kernel_size // 2 for s in self.layers}
         self.pads = torch.nn.ModuleDict({str(p): CircularPad(self.grid_shape, p) for p in sorted(pads) if p})
 
@@ -250,15 +253,18 @@ class Recurrence(torch.nn.Module):
         return self.pads[str(p)](x) if p else x
 
     def channels_last(self, dtype: torch.dtype, device: torch.device) -> bool:
-        """Whether the states of a run in this dtype and on this device are kept channels-last.
+        """Whether the states of a run (with no self-motion) in this dtype and on this device are kept channels-last.
 
-        Co-moving planar runs on the CPU (:func:`~flow_escnn.nn._kernels.channels_last_2d`), where no state is
-        padded (zero padding) and every nonlinearity is pointwise: their states are only convolved, updated
-        pointwise and resampled (the readouts), and all three read the channels-last layout in place, while its
-        convolutions run faster than ``[N, C, H, W]`` ones (``benchmarks/README.md``, "Channels-last states").
-        The values are the same sums in another order.
+        Planar runs on the CPU (:func:`~flow_escnn.nn._kernels.channels_last_2d`) whose states are only convolved,
+        updated pointwise (no field nonlinearity, no V-mixing, no learned transport), circularly padded and
+        transported by permutation fibers: by exact tables in the stationary frame (whole pixel rows,
+        :func:`~flow_escnn.flows._gather.gather_pixel_rows`), by interpolated or exact ones co-moving (the
+        resampling's pixel-major layout is then one move of the batch axis away). All of these read the layout
+        in place, and the convolutions run faster in it than ``[N, C, H, W]`` (``benchmarks/README.md``,
+        "Channels-last states"). The values are the same sums in another order. A view window or self-motion
+        (:mod:`flow_escnn.models._world`) keeps the plain layout.
         """
-        return self._planar_comoving and channels_last_2d(device, dtype)
+        return self._planar_layout and channels_last_2d(device, dtype)
 
     def extra_repr(self) -> str:
         kinds = ",".join(s.kind for s in self.layers)
@@ -272,12 +278,14 @@ class Recurrence(torch.nn.Module):
         times = torch.arange(t0, t0 + n, device=device) % self.period
         return times[:, None] * self.num_flows + torch.arange(self.num_flows, device=device)
 
-    def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int, window: bool = False) -> torch.Tensor:
+    def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int, window: bool = False,
+                    channels_last: bool = False) -> torch.Tensor:
         """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, *grid]`` (frames ``t0 ..``); ``[B, n, 1|V, G, *grid]``.
 
         Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`. With a
         view window, layer 0's term is written into the window, zeros elsewhere, or with ``window=True`` returned
-        as it is, on the window's grid (:meth:`update` writes it).
+        as it is, on the window's grid (:meth:`update` writes it). ``channels_last``: the terms in that layout
+        (the run's states are, :meth:`channels_last`).
         """
         spec, nd = self.layers[l], self.nd
         uw, ub = weights[f"l{l}_u_weight"], weights.get(f"l{l}_u_bias")
@@ -289,8 +297,7 @@ class Recurrence(torch.nn.Module):
             xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, *(grid + 2p)]
             v = self.num_flows
             flat = xp.reshape(b * n * v, *xp.shape[-nd - 1:])
-            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2,
-                       channels_last=self.channels_last(uw.dtype, x.device))
+            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2, channels_last=channels_last)
         elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
             if not window:
@@ -298,7 +305,7 @@ class Recurrence(torch.nn.Module):
             grid = tuple(out.shape[-2:])
         else:
             pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
-            out = conv_same(x.reshape(b * n * v, *x.shape[-nd - 1:]), uw, ub, spec.padding_mode, pad)
+            out = conv_same(x.reshape(b * n * v, *x.shape[-nd - 1:]), uw, ub, spec.padding_mode, pad, channels_last)
         return out.view(b, n, v, out.shape[1], *grid)
 
     def _write_window(self, u: torch.Tensor) -> torch.Tensor:
@@ -406,15 +413,20 @@ class Recurrence(torch.nn.Module):
                     readout = self._velocity_kernel(l, h, weights)
         else:
             tr = self.step_transports[l]
-            moved = [tr(h)] + [tr(s) for s in state[1:]]
+            if (need_readout and pool == "max" and self.view is None and isinstance(tr, GatherTransport)
+                    and tr.pools_rows(h)):  # one gather for both
+                y, readout = tr.pooled_rows(h)
+                moved = [y] + [tr(s) for s in state[1:]]
+            else:
+                moved = [tr(h)] + [tr(s) for s in state[1:]]
             mix = weights.get(f"l{l}_mixing")
             if mix is not None:
                 moved = [torch.einsum("ij,bj...->bi...", mix.to(s.dtype), s) for s in moved]
         conv_input = moved[0].reshape(b * v, c, *moved[0].shape[3:])
         views = tuple(_crop(s, p, grid) for s in moved)
         if need_readout and readout is None and not self.comoving and not spec.learned_transport:
-            readout = moved[0]  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
-        if readout is not None and not self.comoving:  # co-moving: pooled by the transport
+            readout = self._readout(moved[0], pool)  # psi_1(nu) h padded by the layer's pad (readers may pool it padded)
+        elif readout is not None and spec.learned_transport:
             readout = self._readout(readout, pool)
         return _Moved(conv_input, views, readout)
 
@@ -479,7 +491,7 @@ class Recurrence(torch.nn.Module):
         if moved.conv_input is None:  # the zero initial state: W * 0 = 0, written fresh (the updates write into it)
             s0 = moved.state[0]
             bt = torch.zeros(b, v, ww.shape[0], *grid, dtype=s0.dtype, device=s0.device)
-            if self.channels_last(s0.dtype, s0.device):
+            if is_channels_last(s0):  # the run's layout
                 bt = _channels_last(bt)
         else:
             bt = conv(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
@@ -506,8 +518,9 @@ class Recurrence(torch.nn.Module):
         bt[..., top : top + vh, left : left + vw].add_(u)
         return apply_nonlinearity(bt, nonlinearity, inplace=True)
 
-    def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> List[State]:
-        layout = _channels_last if self.channels_last(dtype, device) else _same
+    def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device,
+                   channels_last: bool = False) -> List[State]:
+        layout = _channels_last if channels_last else _same
         return [
             tuple(layout(torch.zeros(batch, self.num_flows, s.hidden_channels, *self.grid_shape, dtype=dtype,
                                      device=device))
@@ -593,7 +606,8 @@ class Recurrence(torch.nn.Module):
         if predict is not None and predict_from < 1:
             raise ValueError("predict_from must be >= 1 (frame 0 has no earlier state to predict it from)")
         states: Optional[List[State]] = None if h0 is None else self.to_frame(h0, -1, stationary=False)
-        if states is not None and self.channels_last(weights["l0_w_weight"].dtype, x.device):
+        cl = self.channels_last(weights["l0_w_weight"].dtype, x.device) and act is None
+        if states is not None and cl:
             states = [tuple(_channels_last(s) for s in st) for st in states]
         total = max(n_updates, last_predict + 1)
         grad = torch.is_grad_enabled()
@@ -601,7 +615,7 @@ class Recurrence(torch.nn.Module):
         v = x.shape[2] if x.dim() == 4 + self.nd else (self.num_flows if self.comoving else 1)
         hw = math.prod(self.grid_shape) if self.view is not None else math.prod(x.shape[-self.nd:])
         per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
-        if self.channels_last(weights["l0_w_weight"].dtype, x.device):
+        if cl:
             per_batch = 1  # a channels-last batch's gradient would be stacked frame by frame into the wrong layout
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
@@ -611,11 +625,11 @@ class Recurrence(torch.nn.Module):
         ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
             given = min(n, max(0, t_in - t0))
             input_term = InputBatches(lambda i, k: self.input_terms(0, x[:, t0 + i : t0 + i + k], weights, t0 + i,
-                                                                    window=True), given, per_batch)
+                                                                    window=True, channels_last=cl), given, per_batch)
             if flat:
                 st = self._unflatten(flat)
             else:  # zero initial state, in the dtype the convolutions produce (autocast)
-                st = self.zero_state(b, input_term(0).dtype if given else x.dtype, x.device)
+                st = self.zero_state(b, input_term(0).dtype if given else x.dtype, x.device, cl)
             outs, preds = [], []
             last = len(self.layers) - 1
             for i in range(n):
@@ -643,11 +657,12 @@ class Recurrence(torch.nn.Module):
                 if carry_past_inputs and t >= t_in:  # the states are carried, not updated
                     st = [moved[l].state for l in range(len(self.layers))]
                     continue
-                u = input_term(i) if t < t_in else self.input_terms(0, guess.unsqueeze(1), weights, t, window=True)[:, 0]
+                u = (input_term(i) if t < t_in else
+                     self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl)[:, 0])
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:
-                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t)[:, 0]
+                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t, channels_last=cl)[:, 0]
                     updated = self.update(l, moved[l], u, weights)
                     if carry_past_inputs and self.view is not None:  # only the window is updated; the rest carried
                         updated = tuple(torch.where(self.view_mask, s, m) for s, m in zip(updated, moved[l].state))
@@ -669,7 +684,10 @@ class Recurrence(torch.nn.Module):
                 flat, outs, preds = segment(t0, n, flat)
             outputs.extend(outs)
             predictions.extend(preds)
-        return RunResult(outputs, predictions, self.to_frame(self._unflatten(flat), n_updates - 1, stationary=True))
+        final = self.to_frame(self._unflatten(flat), n_updates - 1, stationary=True)
+        if cl:  # handed back in the plain layout
+            final = [tuple(s.contiguous() for s in st) for st in final]
+        return RunResult(outputs, predictions, final)
 
     def run_sequence(
         self,

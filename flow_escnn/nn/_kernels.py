@@ -121,14 +121,16 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
 
 def conv_same(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding_mode: str,
-    pad: Optional[CircularPad] = None,
+    pad: Optional[CircularPad] = None, channels_last: bool = False,
 ) -> torch.Tensor:
     """'Same'-size stride-1 :func:`conv` of ``[N, C, H, W]`` or ``[N, C, D, H, W]`` with circular (``pad``, a
-    :class:`~flow_escnn.flows._gather.CircularPad` for the grid, or built here) or zero padding."""
+    :class:`~flow_escnn.flows._gather.CircularPad` for the grid, or built here) or zero padding
+    (``channels_last``: a planar output in that layout)."""
     p = weight.shape[-1] // 2
     if padding_mode == "circular":
-        return conv(pad(x) if pad is not None else circular_pad(x, p, weight.dim() - 2), weight, bias)
-    return conv(x, weight, bias, padding=p)
+        x = pad(x) if pad is not None else circular_pad(x, p, weight.dim() - 2)
+        return conv(x, weight, bias, channels_last=channels_last)
+    return conv(x, weight, bias, padding=p, channels_last=channels_last)
 
 
 def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:

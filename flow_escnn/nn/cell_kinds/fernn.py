@@ -15,6 +15,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from flow_escnn.flows._flowset import FlowSet
+from flow_escnn.flows._reduce import sum_over
 from flow_escnn.nn.cell_kinds.registry import CellKind
 from flow_escnn.nn._cells import FlowCellBase, State
 from flow_escnn.nn._nonlinearity import apply_nonlinearity, nonlinearity_backward
@@ -41,7 +42,7 @@ class _AddActivate(torch.autograd.Function):
         g = nonlinearity_backward(grad, out, ctx.name)
         g5 = g.view(ctx.shape)
         dims = [i for i, (n, m) in enumerate(zip(ctx.a_shape, ctx.shape)) if n == 1 and m != 1]
-        ga = g5.sum(dim=dims, keepdim=True) if dims else g5
+        ga = sum_over(g5, dims) if dims else g5
         return g, ga, None, None
 
 
