@@ -31,11 +31,11 @@ followed by the max over :math:`V` (the predictor's), this saves the full-size t
 each way and the strided max. Fields whose channels are innermost in memory (a channels-last
 state, :func:`~flow_escnn.nn._kernels.conv2d`) are already pixel-major: laying them out moves only
 the batch axis, whole runs of ``C`` values (a fifth of the time of the full transposition for the
-C8 rotation row's ``[8, 5, 32, 784]``), and the result goes back to channels-last the same way. Their
-fiber permutations then permute the innermost axis, after the product
-(:func:`~flow_escnn.flows._gather.permute_columns`). Repeating the tables per batch element, to read
-the channels-last map in place as ``[batch * m * N, C]``, was timed as well: as fast in the step,
-with tables ``batch`` times larger, so it was not kept.
+C8 rotation row's ``[8, 5, 32, 784]``), their fiber permutations, which then permute the innermost
+axis, applied in the same pass (one gather), and the result goes back to channels-last the same way.
+Repeating the tables per batch element, to read the channels-last map in place as
+``[batch * m * N, C]``, was timed as well: as fast in the step, with tables ``batch`` times larger,
+so it was not kept.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from flow_escnn.flows._gather import permute_columns, permute_rows
+from flow_escnn.flows._gather import permute_rows
 from flow_escnn.flows._reduce import reduce_over
 
 __all__ = ["block_table", "sparse_resample", "resample_fields"]
@@ -133,23 +133,51 @@ def resample_fields(
     return out.view(m, n_out, batch, c).permute(2, 0, 3, 1)
 
 
+def _pixel_major(x: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
+    """Channels-last fields ``x [batch, m, C, N]`` as rows ``[m * N, batch * C]``, the channels of slice ``i`` read in
+    the order ``index[i]`` (one gather; ``None``: a copy)."""
+    batch, m, c, n = x.shape
+    v = x.transpose(2, 3).permute(1, 2, 0, 3)  # [m, N, batch, C], a view
+    out = v.contiguous() if index is None else torch.gather(v, 3, index.view(m, 1, 1, c).expand(m, n, batch, c))
+    return out.view(m * n, batch * c)
+
+
+class _PixelMajor(torch.autograd.Function):
+    """:func:`_pixel_major` (the fiber permutations applied on the way); backward: the inverse move, by the inverse
+    permutations, into the channels-last layout again (so the gradient adds to the convolution's without a copy)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: Optional[torch.Tensor],  # type: ignore[override]
+                inverse: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.shape, ctx.inverse = x.shape, inverse
+        return _pixel_major(x, index)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        batch, m, c, n = ctx.shape
+        g = g.reshape(m, n, batch, c)
+        if ctx.inverse is not None:  # on the contiguous gradient: a gather from a strided view is several times slower
+            g = torch.gather(g, 3, ctx.inverse.view(m, 1, 1, c).expand(m, n, batch, c))
+        return g.permute(2, 0, 1, 3).contiguous().transpose(2, 3), None, None
+
+
 def _resample_channels_last(
     x: torch.Tensor, tables: Tuple[torch.Tensor, ...], n_out: int,
     perm: Optional[Tuple[torch.Tensor, torch.Tensor]], reduce: Optional[str],
 ) -> torch.Tensor:
     """:func:`resample_fields` of fields whose channels are innermost in memory (``x.stride(2) == 1``): laid out as
-    ``[m * N, batch * C]`` by moving the batch axis only (whole runs of ``C`` values), and returned channels-last."""
+    ``[m * N, batch * C]`` by moving the batch axis only (whole runs of ``C`` values, the fiber permutations applied
+    on the way, :class:`_PixelMajor`), and returned channels-last."""
     batch, m, c, n = x.shape
-    rows = x.transpose(2, 3).permute(1, 2, 0, 3).reshape(m * n, batch * c)
-    index, weights, t_index, t_weights = tables
-    out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
-    out = out.view(m, n_out, batch, c)
-    if perm is not None:  # the fiber permutations, per slice, on the innermost axis
+    index = inverse = None
+    if perm is not None:  # per slice, on the innermost axis
         offset = torch.arange(m, device=x.device).view(m, 1) * c
-        index, inverse = ((p.view(m, c) - offset).view(m, 1, 1, c) for p in perm)
-        out = permute_columns(out, index, inverse)
+        index, inverse = (p.view(m, c) - offset for p in perm)
+    grad = torch.is_grad_enabled() and x.requires_grad
+    rows = _PixelMajor.apply(x, index, inverse) if grad else _pixel_major(x, index)
+    tab_index, weights, t_index, t_weights = tables
+    out = sparse_resample(rows, block_table(tab_index, weights, n), block_table(t_index, t_weights, n_out))
     if reduce is not None:
         pooled = reduce_over(out.view(m, n_out * batch * c), 0, reduce).view(n_out, batch, c)
         return pooled.transpose(0, 1).contiguous().transpose(1, 2)
-    return out.permute(2, 0, 1, 3).contiguous().transpose(2, 3)
-
+    return out.view(m, n_out, batch, c).permute(2, 0, 1, 3).contiguous().transpose(2, 3)

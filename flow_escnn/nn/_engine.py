@@ -658,11 +658,11 @@ class Recurrence(torch.nn.Module):
                     st = [moved[l].state for l in range(len(self.layers))]
                     continue
                 u = (input_term(i) if t < t_in else
-                     self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl)[:, 0])
+                     self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl).squeeze(1))
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:
-                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t, channels_last=cl)[:, 0]
+                        u = self.input_terms(l, new[-1][0].unsqueeze(1), weights, t, channels_last=cl).squeeze(1)
                     updated = self.update(l, moved[l], u, weights)
                     if carry_past_inputs and self.view is not None:  # only the window is updated; the rest carried
                         updated = tuple(torch.where(self.view_mask, s, m) for s, m in zip(updated, moved[l].state))
