@@ -336,3 +336,17 @@ def test_exact_transport_of_channels_last_fields_matches_the_plain_layout(fibers
             plan.pooled_rows(xc)
     # control: the comparison flags the transport of the slices in the wrong order
     assert _max_diff(_grads(plan, (xc.flip(1),), gy), want) > 1e-3
+
+
+def test_an_unpadded_identity_transport_is_the_map_itself():
+    """V = {0} with zero padding (the G-RNN's): no gather runs in either layout, and nothing is pooled in the gather
+    (one slice); with circular padding, the pixel-row gather pads."""
+    from flow_escnn.flows import TransportPlan
+
+    ftype = enn.FieldType(C4, [C4.regular_repr])
+    ident = FlowSet.identity(C4).elements(1)
+    xc = _cl(torch.randn(2, 1, 4, 5, 5))
+    still, padded = TransportPlan(ftype, ident, (5, 5), pad=0), TransportPlan(ftype, ident, (5, 5), pad=1)
+    assert still(xc) is xc and not still.pools_rows(xc) and not padded.pools_rows(xc)
+    y = padded(xc)
+    assert y.stride(2) == 1 and torch.equal(y, F.pad(xc.reshape(2, 4, 5, 5), (1,) * 4, mode="circular").view(2, 1, 4, 7, 7))

@@ -289,8 +289,10 @@ class GatherTransport(torch.nn.Module):
 
     def pools_rows(self, x: torch.Tensor) -> bool:
         """Whether :meth:`pooled_rows` takes ``x``."""
-        return (self.exact and self.fiber_identity and x.dim() == 5 and x.shape[1] == self.num_slices
-                and tuple(x.shape[2:]) == (self.channels, *self.grid) and is_channels_last(x, len(self.grid)))
+        moves = self.pad or not self.spatial_identity  # else the transport is the map itself
+        return (self.exact and self.fiber_identity and bool(moves) and self.num_slices > 1 and x.dim() == 5
+                and x.shape[1] == self.num_slices and tuple(x.shape[2:]) == (self.channels, *self.grid)
+                and is_channels_last(x, len(self.grid)))
 
     def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                    reduce: Optional[str] = None) -> torch.Tensor:
@@ -320,6 +322,8 @@ class GatherTransport(torch.nn.Module):
         lead = tuple(x.shape[: x.dim() - 1 - nd - k])
         x = x.expand(*lead, *s_shape, c, *grid)
         padded, n, n_out = self.padded_shape, math.prod(grid), self.pad_map.numel()
+        if self.spatial_identity and not p:
+            return x
         if self.exact and self.rho is None and is_channels_last(x, nd):  # channels-last fields: whole pixel rows
             m, n_lead = math.prod(s_shape), math.prod(lead)
             perm = [] if self.perm is None else [self._select(t, sel).reshape(m, c) for t in (self.perm, self.perm_inverse)]
