@@ -11,7 +11,11 @@ config, data, model, :class:`~benchmarks.meters.ConvFloor` or anchor) and times 
     python -m benchmarks.single_row --row translation --threads 1  # vs_reference_translation
 
 ``--row volume --ncdhw`` adds the same step with its volume convolutions left NCDHW (no channels-last,
-:data:`flow_escnn.nn._kernels.CHANNELS_LAST_3D_MAX_CHANNELS` emptied while it runs) to the rotation.
+:data:`flow_escnn.nn._kernels.CHANNELS_LAST_3D_MAX_CHANNELS` emptied while it runs) to the rotation;
+``--plain-layout`` (planar rows) the same step with its states in the plain ``[N, C, H, W]`` layout
+(:data:`flow_escnn.nn._kernels.CHANNELS_LAST_2D` emptied while it runs)::
+
+    python -m benchmarks.single_row --row translation --plain-layout   # channels-last states against plain
 """
 from __future__ import annotations
 
@@ -37,9 +41,13 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7, help="timed rounds, median reported (7)")
     p.add_argument("--ncdhw", action="store_true", help="--row volume: also time the step with NCDHW convolutions")
+    p.add_argument("--plain-layout", action="store_true",
+                   help="planar rows: also time the step with its states in the plain [N, C, H, W] layout")
     a = p.parse_args(argv)
     if a.ncdhw and a.row != "volume":
         p.error("--ncdhw applies to --row volume only")
+    if a.plain_layout and a.row == "volume":
+        p.error("--plain-layout applies to the planar rows (use --ncdhw for --row volume)")
     torch.set_num_threads(a.threads)
     cfg = b.BenchConfig(repeats=a.repeats, warmup=1, threads=a.threads)
     if a.row in REFERENCE:
@@ -55,6 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
         fns, name, base = {"step": step, "floor": b.record_floor(step)}, f"{a.row}_vs_floor", "floor"
         if a.ncdhw:
             fns["ncdhw"] = _without_channels_last(step)
+    if a.plain_layout:
+        fns["plain"] = _plain_layout(fns["step"])
     times = b.time_round_robin(fns, cfg)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["step"] / med[base]
@@ -63,6 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     if a.ncdhw:
         print(f"volume: the step with NCDHW convolutions {1e3 * med['ncdhw']:.1f} ms, "
               f"ncdhw_vs_channels_last={med['ncdhw'] / med['step']:.3f}")
+    if a.plain_layout:
+        print(f"{a.row}: the step with plain-layout states {1e3 * med['plain']:.1f} ms "
+              f"({med['plain'] / med[base]:.3f} of the {base}), plain_vs_channels_last={med['plain'] / med['step']:.3f}")
     return ratio
 
 
@@ -78,5 +91,18 @@ def _without_channels_last(step: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
+def _plain_layout(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` run with its planar states in the plain layout (the channels-last dtypes emptied, then restored)."""
+    def run() -> None:
+        saved = _kernels.CHANNELS_LAST_2D
+        _kernels.CHANNELS_LAST_2D = frozenset()
+        try:
+            step()
+        finally:
+            _kernels.CHANNELS_LAST_2D = saved
+    return run
+
+
 if __name__ == "__main__":
     main()
+

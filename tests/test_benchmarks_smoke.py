@@ -237,3 +237,15 @@ def test_rotation_step_times_both_steps(capsys):
                               capsys)
     assert re.match(r"^RATIOS step_s_min=\S+ naive_s_min=\S+ vs_straightforward_min=\S+ "
                     r"vs_straightforward_median=\S+$", last)
+
+
+def test_single_row_refuses_a_layout_option_of_the_other_rank(capsys):
+    """``--plain-layout`` is for the planar rows, ``--ncdhw`` for the volume row: each refused elsewhere, in one line."""
+    from benchmarks import single_row
+
+    for argv in (["--row", "volume", "--plain-layout"], ["--row", "rotation", "--ncdhw"]):
+        with pytest.raises(SystemExit) as e:
+            single_row.main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--plain-layout applies to the planar rows" in err and "--ncdhw applies to --row volume only" in err

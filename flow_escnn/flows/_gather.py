@@ -46,6 +46,7 @@ __all__ = [
     "permute_pixels",
     "permute_columns",
     "is_channels_last",
+    "gathers_rows",
     "PixelRows",
     "pixel_rows",
     "cached_rows",
@@ -325,6 +326,13 @@ def is_channels_last(x: torch.Tensor, nd: int = 2) -> bool:
     return nd == 2 and x.dim() >= 3 and x.shape[-3] > 1 and x.stride(-3) == 1 and x.stride(-1) == x.shape[-3]
 
 
+def gathers_rows(x: torch.Tensor, nd: int = 2) -> bool:
+    """Whether exact transports and paddings of ``x`` run as pixel-row gathers (:func:`gather_pixel_rows`): channels-last
+    fields on the CPU (where the backward's index additions are sequential, so deterministic; the engine keeps
+    states channels-last on the CPU only)."""
+    return x.device.type == "cpu" and is_channels_last(x, nd)
+
+
 def gather_pixel_rows(
     x: torch.Tensor, rows: PixelRows, out_grid: Sequence[int],
     perm: Optional[torch.Tensor] = None, perm_inverse: Optional[torch.Tensor] = None, pool: bool = False,
@@ -417,7 +425,7 @@ class CircularPad(torch.nn.Module):
             raise ValueError(f"this padding is built for a {'x'.join(str(n) for n in grid)} grid, got "
                              f"{tuple(x.shape[-nd:])}")
         padded = tuple(n + 2 * p for n in grid)
-        if is_channels_last(x, nd):  # whole pixel rows
+        if gathers_rows(x, nd):  # whole pixel rows
             lead = x.shape[:-3]
             y = gather_pixel_rows(x.reshape(-1, 1, *x.shape[-3:]), self.rows(math.prod(lead), x.device), padded)
             return y.reshape(*lead, x.shape[-3], *padded)

@@ -54,7 +54,7 @@ from flow_escnn._validate import one_of
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
 from flow_escnn.flows._gather import (
-    PixelRows, cached_rows, gather_pixel_rows, interior_index, inverse_permutation, is_channels_last, pad_index,
+    PixelRows, cached_rows, gather_pixel_rows, gathers_rows, interior_index, inverse_permutation, pad_index,
     permute_pixels, pixel_rows, ring_layers,
 )
 from flow_escnn.flows._reduce import REDUCTIONS, reduce_over
@@ -292,7 +292,7 @@ class GatherTransport(torch.nn.Module):
         moves = self.pad or not self.spatial_identity  # else the transport is the map itself
         return (self.exact and self.fiber_identity and bool(moves) and self.num_slices > 1 and x.dim() == 5
                 and x.shape[1] == self.num_slices and tuple(x.shape[2:]) == (self.channels, *self.grid)
-                and is_channels_last(x, len(self.grid)))
+                and gathers_rows(x, len(self.grid)))
 
     def _transport(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                    reduce: Optional[str] = None) -> torch.Tensor:
@@ -324,7 +324,7 @@ class GatherTransport(torch.nn.Module):
         padded, n, n_out = self.padded_shape, math.prod(grid), self.pad_map.numel()
         if self.spatial_identity and not p:
             return x
-        if self.exact and self.rho is None and is_channels_last(x, nd):  # channels-last fields: whole pixel rows
+        if self.exact and self.rho is None and gathers_rows(x, nd):  # channels-last fields: whole pixel rows
             m, n_lead = math.prod(s_shape), math.prod(lead)
             perm = [] if self.perm is None else [self._select(t, sel).reshape(m, c) for t in (self.perm, self.perm_inverse)]
             y = gather_pixel_rows(x.reshape(n_lead, m, c, *grid), self._pixel_rows(sel, m, n_lead, x.device), padded,
