@@ -37,6 +37,9 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from flow_escnn.flows._layout import gathers_rows
+from flow_escnn.flows._reduce import first_max
+
 __all__ = [
     "pad_index",
     "interior_index",
@@ -45,8 +48,6 @@ __all__ = [
     "CircularPad",
     "permute_pixels",
     "permute_columns",
-    "is_channels_last",
-    "gathers_rows",
     "PixelRows",
     "pixel_rows",
     "cached_rows",
@@ -269,7 +270,7 @@ class _GatherRows(torch.autograd.Function):
         if not pool:
             return y
         lead, slices, _, p = rows.sizes
-        values, ctx.first = _first_max(y.view(lead, slices, -1))
+        values, ctx.first = first_max(y.view(lead, slices, -1))
         return y, values
 
     @staticmethod
@@ -293,21 +294,8 @@ class _GatherRows(torch.autograd.Function):
         return g, None, None
 
 
-def _first_max(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``x.amax(1)`` and the index of its first maximal slice (uint8 up to 256 slices), as
-    :func:`~flow_escnn.flows._reduce.max_over` routes the gradient."""
-    values = x.amax(1)
-    v = x.shape[1]
-    not_yet = x.select(1, 0) != values
-    index = not_yet.to(torch.uint8 if v <= 256 else torch.int64)
-    for i in range(1, v - 1):
-        not_yet &= x.select(1, i) != values
-        index += not_yet
-    return values, index
-
-
 #: How many row tables (batch sizes, devices) a padding or transport keeps.
-ROW_CACHE_SIZE = 8
+ROW_CACHE_SIZE = 4
 
 
 def cached_rows(owner: Any, key: Any, build: Any) -> PixelRows:
@@ -318,19 +306,6 @@ def cached_rows(owner: Any, key: Any, build: Any) -> PixelRows:
             cache.pop(next(iter(cache)))
         cache[key] = build()
     return cache[key]
-
-
-def is_channels_last(x: torch.Tensor, nd: int = 2) -> bool:
-    """Whether the fields ``x [..., C, H, W]`` (``nd = 2``) have more than one channel, stored innermost (the
-    ``channels_last`` layout of each map), so that a pixel's channels are one contiguous row."""
-    return nd == 2 and x.dim() >= 3 and x.shape[-3] > 1 and x.stride(-3) == 1 and x.stride(-1) == x.shape[-3]
-
-
-def gathers_rows(x: torch.Tensor, nd: int = 2) -> bool:
-    """Whether exact transports and paddings of ``x`` run as pixel-row gathers (:func:`gather_pixel_rows`): channels-last
-    fields on the CPU (where the backward's index additions are sequential, so deterministic; the engine keeps
-    states channels-last on the CPU only)."""
-    return x.device.type == "cpu" and is_channels_last(x, nd)
 
 
 def gather_pixel_rows(
@@ -359,7 +334,7 @@ def gather_pixel_rows(
     else:
         out = flat.index_select(0, rows.index)
         if pool:
-            out = (out, _first_max(out.view(lead, slices, -1))[0])
+            out = (out, first_max(out.view(lead, slices, -1))[0])
     y, pooled = out if pool else (out, None)
     y = y.view(lead, slices, -1, c)
     if perm is not None:

@@ -9,7 +9,7 @@ Here ``amax`` finds the values (0.1 ms) and :math:`|V| - 1` vectorised compariso
 index (1.1 ms), kept as uint8 (an eighth of ``max``'s int64 indices) for the backward's
 scatter. ``python -m benchmarks.step_kernels``: ``max`` 2.1-2.3x slower, forward + backward.
 
-Channels-last planar fields (:func:`~flow_escnn.flows._gather.is_channels_last`) are reduced through
+Channels-last planar fields (:func:`~flow_escnn.flows._layout.is_channels_last`) are reduced through
 their contiguous view ``[..., H, W, C]``: torch's reduction over an outer axis of the strided
 ``[..., C, H, W]`` view took 5.6x (``amax``) and 2.8x (``sum``) as long for ``[8, 25, 32, 30, 30]``
 over axis 1 (one thread, our 2-core CPU). :func:`sum_over` is that sum, for the gradients of
@@ -17,33 +17,38 @@ broadcast terms.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 
 from flow_escnn._validate import one_of
-from flow_escnn.flows._gather import is_channels_last
+from flow_escnn.flows._layout import is_channels_last
 
-__all__ = ["REDUCTIONS", "max_over", "reduce_over", "sum_over"]
+__all__ = ["REDUCTIONS", "first_max", "max_over", "reduce_over", "sum_over"]
 
 #: Reductions of :func:`reduce_over`.
 REDUCTIONS = ("max", "mean")
 
 
+def first_max(x: torch.Tensor, dim: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``x.amax(dim)`` and the index of the first maximal slice along ``dim`` (``uint8`` for up to 256 slices; module
+    docstring): the number of leading slices that are not maximal."""
+    values = x.amax(dim)
+    v = x.shape[dim]
+    not_yet = x.select(dim, 0) != values
+    index = not_yet.to(torch.uint8 if v <= 256 else torch.int64)
+    for i in range(1, v - 1):
+        not_yet &= x.select(dim, i) != values
+        index += not_yet
+    return values, index
+
+
 class _MaxOver(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:  # type: ignore[override]
-        values = x.amax(dim)
-        v = x.shape[dim]
-        index_dtype = torch.uint8 if v <= 256 else torch.int64
-        # index of the first maximum = the number of leading slices that are not maximal
-        not_yet = x.select(dim, 0) != values
-        index = not_yet.to(index_dtype)
-        for i in range(1, v - 1):
-            not_yet &= x.select(dim, i) != values
-            index += not_yet
+        values, index = first_max(x, dim)
         ctx.save_for_backward(index)
-        ctx.v, ctx.dim = v, dim
+        ctx.v, ctx.dim = x.shape[dim], dim
         return values
 
     @staticmethod

@@ -54,9 +54,10 @@ from flow_escnn._validate import one_of
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
 from flow_escnn.flows._gather import (
-    PixelRows, cached_rows, gather_pixel_rows, gathers_rows, interior_index, inverse_permutation, pad_index,
-    permute_pixels, pixel_rows, ring_layers,
+    PixelRows, cached_rows, gather_pixel_rows, interior_index, inverse_permutation, pad_index, permute_pixels,
+    pixel_rows, ring_layers,
 )
+from flow_escnn.flows._layout import gathers_rows
 from flow_escnn.flows._reduce import REDUCTIONS, reduce_over
 from flow_escnn.flows._resample import resample_fields
 

@@ -54,7 +54,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from flow_escnn._validate import one_of
-from flow_escnn.flows._gather import CircularPad, is_channels_last
+from flow_escnn.flows._gather import CircularPad
+from flow_escnn.flows._layout import is_channels_last
 from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window

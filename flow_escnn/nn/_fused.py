@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn.flows._gather import inverse_permutation
+from flow_escnn.flows._reduce import first_max
 from flow_escnn.nn._nonlinearity import apply_nonlinearity, nonlinearity_backward
 
-__all__ = ["Fold", "fold_gather", "scatter_into", "first_max", "fold_adjoint", "FoldedTransport", "ReadWindow",
+__all__ = ["Fold", "fold_gather", "scatter_into", "fold_adjoint", "FoldedTransport", "ReadWindow",
            "read_window", "WindowAddActivate"]
 
 
@@ -74,19 +75,6 @@ def scatter_into(gx: torch.Tensor, fold: Fold, positions: torch.Tensor, values: 
         return
     targets = fold.rows[..., None] * n + pix
     gx.view(b, -1).scatter_add_(1, targets.view(b, -1), values.reshape(b, -1))
-
-
-def first_max(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``x.amax(1)`` and the index of the first maximal slice (``uint8`` for up to 256 slices), as
-    :func:`~flow_escnn.flows._reduce.max_over` computes them (the same values and gradient routing)."""
-    values = x.amax(1)
-    v = x.shape[1]
-    not_yet = x.select(1, 0) != values
-    index = not_yet.to(torch.uint8 if v <= 256 else torch.int64)
-    for i in range(1, v - 1):
-        not_yet &= x.select(1, i) != values
-        index += not_yet
-    return values, index
 
 
 def fold_adjoint(gy: Optional[torch.Tensor], g_read: Optional[torch.Tensor], fold: Fold,
