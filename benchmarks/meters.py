@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from flow_escnn.flows._layout import is_channels_last
 from flow_escnn.nn._kernels import conv2d as library_conv2d
 from flow_escnn.nn._kernels import conv3d as library_conv3d
 
@@ -128,7 +129,7 @@ class ConvRecorder(TorchFunctionMode):
             self.calls.append(dict(
                 fn=_FUNCTIONS.get(func, F.conv2d),
                 input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype, device=x.device,
-                channels_last=x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last),
+                channels_last=x.dim() == 4 and is_channels_last(x),
                 weight=tuple(w.shape), bias=b is not None, kwargs=rest,
             ))
         return func(*args, **kwargs)

@@ -265,13 +265,9 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, rows: PixelRows, pool: bool) -> Any:  # type: ignore[override]
         ctx.set_materialize_grads(False)
-        ctx.rows, ctx.pool, ctx.first, ctx.channels = rows, pool, None, x.shape[1]
-        y = x.index_select(0, rows.index)
-        if not pool:
-            return y
-        lead, slices, _, p = rows.sizes
-        values, ctx.first = first_max(y.view(lead, slices, -1))
-        return y, values
+        ctx.rows, ctx.channels = rows, x.shape[1]
+        y, values, ctx.first = _select_rows(x, rows, pool)
+        return (y, values) if pool else y
 
     @staticmethod
     def backward(ctx: Any, gy: Optional[torch.Tensor], gp: Optional[torch.Tensor] = None) -> Any:  # type: ignore[override]
@@ -292,6 +288,15 @@ class _GatherRows(torch.autograd.Function):
             target = src * c + torch.arange(c, device=src.device)
             g.view(-1).index_add_(0, target.view(-1), gp.reshape(-1))
         return g, None, None
+
+
+def _select_rows(x: torch.Tensor, rows: PixelRows, pool: bool) -> Tuple[torch.Tensor, Any, Any]:
+    """The output rows of :class:`_GatherRows` and, with ``pool``, their max over the slices and its first index."""
+    y = x.index_select(0, rows.index)
+    if not pool:
+        return y, None, None
+    lead, slices = rows.sizes[:2]
+    return (y, *first_max(y.view(lead, slices, -1)))
 
 
 #: How many row tables (batch sizes, devices) a padding or transport keeps.
@@ -328,14 +333,11 @@ def gather_pixel_rows(
     flat = x.movedim(2, -1).reshape(-1, c)
     if pool and perm is not None:
         raise ValueError("gather_pixel_rows pools over the slices only without a fiber permutation")
-    grad = torch.is_grad_enabled() and flat.requires_grad
-    if grad:
+    if torch.is_grad_enabled() and flat.requires_grad:
         out = _GatherRows.apply(flat, rows, pool)
+        y, pooled = out if pool else (out, None)
     else:
-        out = flat.index_select(0, rows.index)
-        if pool:
-            out = (out, first_max(out.view(lead, slices, -1))[0])
-    y, pooled = out if pool else (out, None)
+        y, pooled, _ = _select_rows(flat, rows, pool)
     y = y.view(lead, slices, -1, c)
     if perm is not None:
         y = permute_columns(y, perm.view(1, slices, 1, c), perm_inverse.view(1, slices, 1, c))
@@ -407,7 +409,7 @@ class CircularPad(torch.nn.Module):
         targets = [getattr(self, f"ring{i}_source") for i in range(self.num_rings)]
         lead = x.shape[: x.dim() - nd]
         out = permute_pixels(x.reshape(*lead, math.prod(grid)), self.index, self.inverse, self.ring, targets)
-        return out.view(*lead, *(n + 2 * p for n in grid))
+        return out.view(*lead, *padded)
 
 
 def circular_pad(x: torch.Tensor, pad: int, dims: int = 2) -> torch.Tensor:

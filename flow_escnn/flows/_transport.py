@@ -156,7 +156,7 @@ class GatherTransport(torch.nn.Module):
         pixel_ring = ring_layers(grid, self.pad)
         self.register_buffer("ring_pixels", torch.cat(pixel_ring) if pixel_ring else torch.zeros(0, dtype=torch.long),
                              persistent=False)
-        rings = ring_layers(grid, self.pad, 1 if self.spatial_identity else self.channels)
+        rings = pixel_ring if self.spatial_identity else ring_layers(grid, self.pad, self.channels)
         self.num_rings = len(rings)
         self.ring_sizes = [int(r.numel()) for r in rings]
         self.register_buffer("ring", torch.cat(rings) if rings else None, persistent=False)

@@ -139,8 +139,13 @@ def _channels_last(s: torch.Tensor) -> torch.Tensor:
     return s.reshape(b * v, c, h, w).contiguous(memory_format=torch.channels_last).view(b, v, c, h, w)
 
 
-def _same(s: torch.Tensor) -> torch.Tensor:
-    return s
+def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A zero state ``[B, V, C, *grid]``, allocated channels-last (planar) when asked."""
+    if not channels_last:
+        return torch.zeros(*shape, dtype=dtype, device=device)
+    b, v, *rest = shape
+    out = torch.empty(b * v, *rest, dtype=dtype, device=device, memory_format=torch.channels_last)
+    return out.zero_().view(*shape)
 
 
 class _Moved(NamedTuple):
@@ -491,9 +496,7 @@ class Recurrence(torch.nn.Module):
         grid = tuple(moved.state[0].shape[3:])
         if moved.conv_input is None:  # the zero initial state: W * 0 = 0, written fresh (the updates write into it)
             s0 = moved.state[0]
-            bt = torch.zeros(b, v, ww.shape[0], *grid, dtype=s0.dtype, device=s0.device)
-            if is_channels_last(s0):  # the run's layout
-                bt = _channels_last(bt)
+            bt = _zeros((b, v, ww.shape[0], *grid), s0.dtype, s0.device, is_channels_last(s0))  # the run's layout
         else:
             bt = conv(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
             bt = bt.view(b, v, bt.shape[1], *grid)
@@ -521,10 +524,8 @@ class Recurrence(torch.nn.Module):
 
     def zero_state(self, batch: int, dtype: torch.dtype, device: torch.device,
                    channels_last: bool = False) -> List[State]:
-        layout = _channels_last if channels_last else _same
         return [
-            tuple(layout(torch.zeros(batch, self.num_flows, s.hidden_channels, *self.grid_shape, dtype=dtype,
-                                     device=device))
+            tuple(_zeros((batch, self.num_flows, s.hidden_channels, *self.grid_shape), dtype, device, channels_last)
                   for _ in range(s.state_size))
             for s in self.layers
         ]

@@ -54,7 +54,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     always use ``conv2d`` (cuDNN was not measured against this path).
 
     ``channels_last=True`` returns the output in the ``channels_last`` memory format (the layout of the
-    engine's co-moving states, :func:`channels_last_2d`): ``conv2d`` of the input in that format, or the
+    engine's CPU states, :func:`channels_last_2d`): ``conv2d`` of the input in that format, or the
     im2col product taken pixel-major, :math:`Y^\\top = \\mathrm{cols}(x)^\\top W^\\top` (a batched GEMM with a
     transposed operand; its output is the channels-last map).
     """
