@@ -1,4 +1,4 @@
-"""Benchmark: two kernels of the recurrence step against the plain torch call they replace.
+"""Benchmark: kernels of the recurrence step against the plain torch call they replace.
 
 Run from the repository root::
 
@@ -19,11 +19,20 @@ Run from the repository root::
 * ``pooled_readout``: that row's readout, a bilinear C8 transport of 5 slices followed by the max
   over them, as two calls (``reduce_velocities(plan(h, start=s), "max")``) against one
   (``plan(h, start=s, reduce="max")``, pooled inside the resampling's layout), forward + backward.
+* ``channels_last``, the pieces of the engine's channels-last states
+  (:meth:`~flow_escnn.nn._engine.Recurrence.channels_last`): the rotation row's recurrent
+  convolution (``[40, 32, 28, 28]``, 3x3, forward + backward, the output gradient in the input's
+  layout) on plain against channels-last maps (``conv2d_vs_channels_last``); the reduction over V of
+  the translation row's padded state (``[8, 25, 32, 30, 30]``, channels-last) on its strided view
+  against the contiguous one (:func:`~flow_escnn.flows._reduce.reduce_over`,
+  :func:`~flow_escnn.flows._reduce.sum_over`; forward), ``amax`` and ``sum``; and the resampling's
+  pixel-major layout ``[m * N, batch * C]`` of the rotation row's state reached from the plain layout
+  (the full transposition) against the batch move from channels-last (``transpose_vs_batch_move``).
 
 Both sides compute the same values (checked here); times are medians of alternating rounds. The
 last line is machine readable (``<plain>_vs_<library>``, above 1 where the library is faster)::
 
-    RATIOS conv2d_vs_im2col_c1_n40=<x> ... conv3d_vs_channels_last_c4_n108=<x> ... unpooled_vs_pooled_readout=<x>
+    RATIOS conv2d_vs_im2col_c1_n40=<x> ... conv3d_vs_channels_last_c4_n108=<x> ... transpose_vs_batch_move=<x>
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows._element import GridElement  # noqa: E402
+from flow_escnn.flows._reduce import reduce_over, sum_over  # noqa: E402
 from flow_escnn.flows._transport import TransportPlan  # noqa: E402
 from flow_escnn.nn._kernels import conv2d, conv3d  # noqa: E402
 from flow_escnn.nn._pooling import reduce_velocities  # noqa: E402
@@ -91,6 +101,31 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
     ratios["unpooled_vs_pooled_readout"] = time_ratio(
         lambda: torch.autograd.grad(reduce_velocities(plan(hr, start=0), "max"), hr, ghr),
         lambda: torch.autograd.grad(plan(hr, start=0, reduce="max"), hr, ghr), repeats)
+    x = torch.randn(batch * slices, channels, grid, grid, generator=g)
+    w = torch.randn(channels, channels, 3, 3, generator=g, requires_grad=True)
+    gy = torch.randn(batch * slices, channels, grid, grid, generator=g)
+    xl, gyl = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+    x.requires_grad_(), xl.requires_grad_()
+    if (F.conv2d(x, w, padding=1) - F.conv2d(xl, w, padding=1)).abs().max() > 1e-3:
+        raise RuntimeError("the channels-last convolution disagrees with the plain one; this benchmark is broken")
+    ratios[f"conv2d_vs_channels_last_c{channels}_n{batch * slices}"] = time_ratio(
+        lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), gy),
+        lambda: torch.autograd.grad(F.conv2d(xl, w, padding=1), (xl, w), gyl), repeats)
+    v = 25 if slices > 2 else slices  # the translation row's |V| (the smoke test's tiny sizes keep theirs)
+    hs = torch.randn(batch * v, channels, grid + 2, grid + 2, generator=g).contiguous(memory_format=torch.channels_last)
+    hs = hs.view(batch, v, channels, grid + 2, grid + 2)
+    if not torch.equal(hs.sum(1, keepdim=True), sum_over(hs, [1])) or not torch.equal(hs.amax(1), reduce_over(hs, 1, "max")):
+        raise RuntimeError("the reductions over the contiguous view disagree; this benchmark is broken")
+    ratios[f"strided_vs_contiguous_amax_v{v}"] = time_ratio(
+        lambda: hs.amax(1), lambda: hs.movedim(-3, -1).amax(1).movedim(-1, -3), repeats)
+    ratios[f"strided_vs_contiguous_sum_v{v}"] = time_ratio(lambda: hs.sum(1, keepdim=True), lambda: sum_over(hs, [1]),
+                                                           repeats)
+    hp = torch.randn(batch, slices, channels, grid * grid, generator=g)
+    hl = hp.transpose(2, 3).contiguous().transpose(2, 3)  # the same fields, channels innermost
+    if not torch.equal(hp.permute(1, 3, 0, 2).contiguous(), hl.permute(1, 3, 0, 2).contiguous()):
+        raise RuntimeError("the two layouts disagree; this benchmark is broken")
+    ratios["transpose_vs_batch_move"] = time_ratio(lambda: hp.permute(1, 3, 0, 2).contiguous(),
+                                                   lambda: hl.permute(1, 3, 0, 2).contiguous(), repeats)
     return ratios
 
 

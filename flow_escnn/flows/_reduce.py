@@ -11,9 +11,9 @@ scatter. ``python -m benchmarks.step_kernels``: ``max`` 2.1-2.3x slower, forward
 
 Channels-last planar fields (:func:`~flow_escnn.flows._layout.is_channels_last`) are reduced through
 their contiguous view ``[..., H, W, C]``: torch's reduction over an outer axis of the strided
-``[..., C, H, W]`` view took 5.6x (``amax``) and 2.8x (``sum``) as long for ``[8, 25, 32, 30, 30]``
-over axis 1 (one thread, our 2-core CPU). :func:`sum_over` is that sum, for the gradients of
-broadcast terms.
+``[..., C, H, W]`` view took 6.5-7.5x (``amax``) and 4.1-4.3x (``sum``) as long for
+``[8, 25, 32, 30, 30]`` over axis 1 (``python -m benchmarks.step_kernels --threads 1``, two runs, our
+2-core CPU). :func:`sum_over` is that sum, for the gradients of broadcast terms.
 """
 from __future__ import annotations
 

@@ -30,12 +30,12 @@ its outermost axis) and transposes only the pooled ``[N_out, batch, C]`` back: f
 followed by the max over :math:`V` (the predictor's), this saves the full-size transposition
 each way and the strided max. Fields whose channels are innermost in memory (a channels-last
 state, :func:`~flow_escnn.nn._kernels.conv2d`) are already pixel-major: laying them out moves only
-the batch axis, whole runs of ``C`` values (a fifth of the time of the full transposition for the
-C8 rotation row's ``[8, 5, 32, 784]``), their fiber permutations, which then permute the innermost
-axis, applied in the same pass (one gather), and the result goes back to channels-last the same way.
-Repeating the tables per batch element, to read the channels-last map in place as
-``[batch * m * N, C]``, was timed as well: as fast in the step, with tables ``batch`` times larger,
-so it was not kept.
+the batch axis, whole runs of ``C`` values (the full transposition of the C8 rotation row's
+``[8, 5, 32, 784]`` took 5.1-5.6x as long, ``python -m benchmarks.step_kernels``), their fiber
+permutations, which then permute the innermost axis, applied in the same pass (one gather), and the
+result goes back to channels-last the same way. Repeating the tables per batch element, to read the
+channels-last map in place as ``[batch * m * N, C]``, was timed as well: as fast in the step, with
+tables ``batch`` times larger, so it was not kept.
 """
 from __future__ import annotations
 
