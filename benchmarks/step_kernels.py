@@ -28,11 +28,17 @@ Run from the repository root::
   :func:`~flow_escnn.flows._reduce.sum_over`; forward), ``amax`` and ``sum``; and the resampling's
   pixel-major layout ``[m * N, batch * C]`` of the rotation row's state reached from the plain layout
   (the full transposition) against the batch move from channels-last (``transpose_vs_batch_move``).
+* ``thin_output``: :func:`flow_escnn.nn._kernels.conv2d` of filters with few output channels (channels
+  contracted first, then the shifted taps added, at most
+  :data:`~flow_escnn.nn._kernels.THIN_OUTPUT_MAX_CHANNELS`) against ``torch.nn.functional.conv2d``, forward +
+  backward (input and weight gradients), on a decoder's last layer: the pooled ``[8, 32, 28, 28]`` readout
+  (channels-last, as the engine hands it over) into 1 and 2 channels, 3x3, and into 4 (the crossover).
 
 Both sides compute the same values (checked here); times are medians of alternating rounds. The
 last line is machine readable (``<plain>_vs_<library>``, above 1 where the library is faster)::
 
-    RATIOS conv2d_vs_im2col_c1_n40=<x> ... conv3d_vs_channels_last_c4_n108=<x> ... transpose_vs_batch_move=<x>
+    RATIOS conv2d_vs_im2col_c1_n40=<x> ... conv3d_vs_channels_last_c4_n108=<x> ... transpose_vs_batch_move=<x> \\
+        conv2d_vs_thin_output_c32_o1=<x> conv2d_vs_thin_output_c32_o2=<x> conv2d_vs_thin_output_c32_o4=<x>
 """
 from __future__ import annotations
 
@@ -126,6 +132,16 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         raise RuntimeError("the two layouts disagree; this benchmark is broken")
     ratios["transpose_vs_batch_move"] = time_ratio(lambda: hp.permute(1, 3, 0, 2).contiguous(),
                                                    lambda: hl.permute(1, 3, 0, 2).contiguous(), repeats)
+    x = torch.randn(batch, channels, grid, grid, generator=g).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    for c_out in (1, 2, 4):
+        w = torch.randn(c_out, channels, 3, 3, generator=g, requires_grad=True)
+        gy = torch.randn(batch, c_out, grid, grid, generator=g)
+        if (conv2d(x, w, padding=1) - F.conv2d(x, w, padding=1)).abs().max() > 1e-3:
+            raise RuntimeError(f"conv2d disagrees with F.conv2d into {c_out} channels; this benchmark is broken")
+        ratios[f"conv2d_vs_thin_output_c{channels}_o{c_out}"] = time_ratio(
+            lambda w=w, gy=gy: torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), gy),
+            lambda w=w, gy=gy: torch.autograd.grad(conv2d(x, w, padding=1), (x, w), gy), repeats)
     return ratios
 
 

@@ -220,11 +220,12 @@ def test_step_kernels_compares_equal_results(capsys):
     from benchmarks import step_kernels
 
     ratios = step_kernels.run(batch=1, slices=2, channels=4, grid=6, repeats=1)
-    assert len(ratios) == 13 and all(math.isfinite(r) and r > 0 for r in ratios.values())
+    assert len(ratios) == 16 and all(math.isfinite(r) and r > 0 for r in ratios.values())
     last = _last_line_of_main(step_kernels, ["--repeats", "1", "--threads", "1"], capsys)
     assert re.match(r"^RATIOS conv2d_vs_im2col_c1_n40=\S+ .* max_vs_max_over_v=\S+ unpooled_vs_pooled_readout=\S+ "
                     r"conv2d_vs_channels_last_c32_n40=\S+ strided_vs_contiguous_amax_v25=\S+ "
-                    r"strided_vs_contiguous_sum_v25=\S+ transpose_vs_batch_move=\S+$", last)
+                    r"strided_vs_contiguous_sum_v25=\S+ transpose_vs_batch_move=\S+ conv2d_vs_thin_output_c32_o1=\S+ "
+                    r"conv2d_vs_thin_output_c32_o2=\S+ conv2d_vs_thin_output_c32_o4=\S+$", last)
 
 
 def test_rotation_step_times_both_steps(capsys):

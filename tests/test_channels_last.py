@@ -125,6 +125,28 @@ def test_channels_last_resample_matches_the_plain_layout(reduce, with_perm):
     assert _max_diff(bad, want) > 1e-3
 
 
+@pytest.mark.parametrize("reduce", [None, "max"])
+def test_interpolated_transport_of_channels_last_fields_stays_channels_last(reduce):
+    """A co-moving readout (45-degree C8 tables, pooled or not) of a channels-last state: the plain state's values,
+    channels-last, so the decoder convolves it in that layout too (no copy back to [N, C, H, W])."""
+    from flow_escnn.flows._element import GridElement
+    from flow_escnn.flows._transport import TransportPlan
+
+    gs = gspaces.rot2dOnR2(8)
+    field = enn.FieldType(gs, [gs.regular_repr])
+    plan = TransportPlan(field, [GridElement(gs, gs.fibergroup.element(k)) for k in (1, 2, 3)], (7, 7),
+                         interpolation="bilinear")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 8, 7, 7, generator=g)
+    x_cl = x.reshape(6, 8, 7, 7).contiguous(memory_format=torch.channels_last).view(2, 3, 8, 7, 7)
+    want, got = plan(x, start=0, reduce=reduce), plan(x_cl, start=0, reduce=reduce)
+    assert torch.allclose(got, want, atol=1e-6)
+    maps = got if reduce else got.reshape(6, 8, 7, 7)
+    assert _is_channels_last(maps)
+    # control: the check flags the plain layout
+    assert not _is_channels_last(want if reduce else want.reshape(6, 8, 7, 7))
+
+
 C4 = gspaces.rot2dOnR2(4)
 
 

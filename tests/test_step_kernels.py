@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from flow_escnn.nn import _kernels as nnk
-from flow_escnn.nn._kernels import CHANNELS_LAST_3D_MAX_CHANNELS, IM2COL_MAX_CHANNELS, conv, conv2d, conv3d
+from flow_escnn.nn._kernels import (
+    CHANNELS_LAST_3D_MAX_CHANNELS, IM2COL_MAX_CHANNELS, THIN_OUTPUT_MAX_CHANNELS, conv, conv2d, conv3d,
+)
 from flow_escnn.nn._pooling import reduce_velocities
 
 
@@ -65,6 +67,59 @@ def test_thin_conv_float32_close_to_conv2d():
 def test_thin_conv_refuses_a_channel_mismatch():
     with pytest.raises(ValueError, match="2 channels but the filter expects 1"):
         conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(3, 1, 3, 3))
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("this convolution must not reach F.conv2d on the CPU")
+
+
+@pytest.mark.parametrize("c_out", range(1, THIN_OUTPUT_MAX_CHANNELS + 1))
+@pytest.mark.parametrize("padding, kernel", [(0, (3, 3)), (1, (3, 3)), (2, (3, 5)), (3, (3, 3))])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_thin_output_conv_matches_conv2d(c_out, padding, kernel, channels_last, monkeypatch):
+    """Few output channels (channels contracted first, then the shifted taps added): F.conv2d's values and gradients
+    to float64 rounding, for padding below, at and above the kernel's reach, the gradient in the input's layout."""
+    g = torch.Generator().manual_seed(c_out + 5 * padding)
+    x = torch.randn(3, 6, 9, 8, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = torch.randn(c_out, 6, *kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(F.conv2d(x, w, b, padding=padding).shape, generator=g, dtype=torch.float64)
+    want = _conv_grads(lambda *a: F.conv2d(*a, padding=padding), x, w, b, gy)
+    monkeypatch.setattr(nnk.F, "conv2d", _refuse)  # proves the thin-output path ran
+    got = _conv_grads(lambda *a: conv2d(*a, padding=padding), x, w, b, gy)
+    assert _max_diff(got, want) < 1e-12
+    assert got[1].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    with torch.no_grad():
+        assert _max_diff([conv2d(x, w, b, padding=padding)], [want[0]]) < 1e-12
+    # control: the same comparison flags a kernel that reads the filter flipped
+    bad = _conv_grads(lambda x_, w_, b_: conv2d(x_, w_.flip(-1, -2), b_, padding=padding), x, w, b, gy)
+    assert _max_diff(bad, want) > 1e-3
+
+
+def test_thin_output_conv_gradcheck(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(nnk.F, "conv2d", _refuse)
+    torch.autograd.gradcheck(lambda a, b: conv2d(a, b, padding=1), (x, w))
+
+
+def test_thicker_outputs_and_autocast_keep_conv2d():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 7, 7, generator=g)
+    w = torch.randn(THIN_OUTPUT_MAX_CHANNELS + 1, 8, 3, 3, generator=g)
+    assert torch.equal(conv2d(x, w, None, padding=1), F.conv2d(x, w, None, padding=1))
+    w1 = torch.randn(1, 8, 3, 3, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(conv2d(x, w1, None, padding=1), F.conv2d(x, w1, None, padding=1))
+
+
+def test_thin_output_conv_refuses_a_channel_mismatch():
+    with pytest.raises(ValueError, match="8 channels but the filter expects 6"):
+        conv2d(torch.zeros(1, 8, 5, 5), torch.zeros(1, 6, 3, 3))
 
 
 @pytest.mark.parametrize("c_in, dtype", [(2, torch.float32), (4, torch.float32), (8, torch.float32),

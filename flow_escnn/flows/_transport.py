@@ -248,7 +248,7 @@ class GatherTransport(torch.nn.Module):
             offset = torch.arange(m, device=x.device)[:, None] * c
             perm = tuple((self._select(p, sel).reshape(m, c) + offset).reshape(-1) for p in (self.perm, self.perm_inverse))
         out = resample_fields(x.reshape(batch, m, c, n), self.interpolation_tables(sel), self.pad_map.numel(), perm, reduce)
-        return out.reshape(*lead, *(() if reduce else s_shape), -1)
+        return out.reshape(*lead, *(() if reduce else s_shape), c, -1)  # C and N kept apart: a channels-last out stays
 
     def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
                 reduce: Optional[str] = None) -> torch.Tensor:

@@ -4,7 +4,7 @@ checkpoint segments and the batched input terms."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,8 @@ from flow_escnn._validate import positive_int
 from flow_escnn.flows._gather import CircularPad, circular_pad
 
 __all__ = [
-    "conv", "conv2d", "conv3d", "IM2COL_MAX_CHANNELS", "CHANNELS_LAST_2D", "CHANNELS_LAST_3D_MAX_CHANNELS",
-    "channels_last_2d", "conv_same", "check_dtype",
+    "conv", "conv2d", "conv3d", "IM2COL_MAX_CHANNELS", "THIN_OUTPUT_MAX_CHANNELS", "CHANNELS_LAST_2D",
+    "CHANNELS_LAST_3D_MAX_CHANNELS", "channels_last_2d", "conv_same", "check_dtype",
     "segment_length", "INPUT_BATCH_BYTES",
     "frames_per_batch", "InputBatches",
 ]
@@ -24,6 +24,9 @@ __all__ = [
 INPUT_BATCH_BYTES = 16 * 2**20
 #: CPU convolutions with at most this many input channels run as im2col + batched GEMM (:func:`conv2d`).
 IM2COL_MAX_CHANNELS = 2
+#: CPU convolutions with at most this many output channels (and more input channels than
+#: :data:`IM2COL_MAX_CHANNELS`) contract the channels first, then add the shifted taps (:func:`conv2d`).
+THIN_OUTPUT_MAX_CHANNELS = 2
 #: Planar CPU maps of these dtypes run channels-last where the engine can keep them so (:func:`channels_last_2d`).
 CHANNELS_LAST_2D = frozenset({torch.float32, torch.bfloat16})
 #: CPU volume convolutions of this dtype with 2 to this many input channels run channels-last (:func:`conv3d`).
@@ -57,9 +60,27 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     engine's CPU states, :func:`channels_last_2d`): ``conv2d`` of the input in that format, or the
     im2col product taken pixel-major, :math:`Y^\\top = \\mathrm{cols}(x)^\\top W^\\top` (a batched GEMM with a
     transposed operand; its output is the channels-last map).
+
+    A CPU filter with at most :data:`THIN_OUTPUT_MAX_CHANNELS` output channels (a decoder's last layer, into
+    the frame's channels) contracts the channels of every input pixel first and then adds the
+    :math:`k^2` shifted tap planes,
+
+    .. math::
+        z_{o,a,b}(p) = \\sum_c W_{o,c,a,b}\\, x_c(p), \\qquad
+        y_o(q) = b_o + \\sum_{a,b} z_{o,a,b}(q + (a, b) - \\text{padding}),
+
+    with :math:`z` zero outside the grid; its backward pass is two GEMMs on the :math:`k^2` shifted copies of the
+    output gradient (:class:`_ThinOutputConv`). Same sums again. Why: oneDNN spends as long on a 32 -> 1 channel
+    3x3 convolution as on one into 32 channels. ``python -m benchmarks.step_kernels --threads 1``
+    (``conv2d_vs_thin_output_*``, forward + backward, ``[8, 32, 28, 28]`` channels-last): ``conv2d`` took 1.37x
+    this path's time into 1 channel, 1.38x into 2 and 0.97x into 4 (the crossover; one run on our 2-core CPU).
+    Under ``torch.autocast`` such filters keep ``conv2d``.
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
         return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding, channels_last)
+    if (x.dim() == 4 and x.device.type == "cpu" and x.shape[1] > IM2COL_MAX_CHANNELS
+            and weight.shape[0] <= THIN_OUTPUT_MAX_CHANNELS and not torch.is_autocast_enabled("cpu")):
+        return _thin_output(x, weight, bias, padding, channels_last)
     if x.dim() != 4 or x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -86,6 +107,72 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     else:
         y = torch.baddbmm(bias.reshape(1, c_out, 1).expand(n, -1, 1), filt, cols)
     return y.view(n, c_out, ho, wo)
+
+
+def _thin_output(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,
+                 channels_last: bool) -> torch.Tensor:
+    """:func:`conv2d` of a filter with few output channels: channels contracted first (:class:`_ThinOutputConv`)."""
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d: the input has {x.shape[1]} channels but the filter expects {weight.shape[1]} "
+                         f"(weight {list(weight.shape)})")
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        y = _ThinOutputConv.apply(x, weight, padding)
+    else:
+        y = _thin_output_forward(_pixel_rows(x), _tap_rows(weight), weight.shape, x.shape, padding)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x [N, C, H, W]`` as ``[N H W, C]`` (a view of a channels-last map, else a copy)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _tap_rows(weight: torch.Tensor) -> torch.Tensor:
+    """``weight [O, C, kh, kw]`` as ``[O kh kw, C]``."""
+    return weight.permute(0, 2, 3, 1).reshape(-1, weight.shape[1])
+
+
+def _thin_output_forward(rows: torch.Tensor, taps: torch.Tensor, w_shape: Tuple[int, ...], x_shape: Tuple[int, ...],
+                         padding: int) -> torch.Tensor:
+    """``[N, O, H', W']`` from the pixel rows and tap rows: ``z = taps rows^T`` per tap, then the shifted sum."""
+    o, _, kh, kw = w_shape
+    n, _, h, w = x_shape
+    ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    z = (taps @ rows.t()).view(o, kh, kw, n, h, w)
+    if padding:
+        z = F.pad(z, (padding,) * 4)
+    y = z[:, 0, 0, :, :ho, :wo].clone()
+    for a in range(kh):
+        for b in range(kw):
+            if a or b:
+                y.add_(z[:, a, b, :, a : a + ho, b : b + wo])
+    return y.transpose(0, 1)
+
+
+class _ThinOutputConv(torch.autograd.Function):
+    """:func:`conv2d` into few output channels (:func:`_thin_output_forward`). Backward: the output gradient's
+    :math:`k^2` shifted copies ``G [O kh kw, N H W]`` (zero outside), then ``dx = G^T taps`` (pixel rows: the
+    channels-last map) and ``dW = G rows``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:  # type: ignore[override]
+        rows, taps = _pixel_rows(x), _tap_rows(weight)
+        ctx.save_for_backward(rows, taps)
+        ctx.shapes = (tuple(x.shape), tuple(weight.shape), padding, x.stride(1) == 1 and x.shape[1] > 1)
+        return _thin_output_forward(rows, taps, weight.shape, x.shape, padding)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        rows, taps = ctx.saved_tensors
+        (n, c, h, w), (o, _, kh, kw), p, channels_last = ctx.shapes
+        # G[o, a, b, n, i, j] = gy[n, o, i + p - a, j + p - b]: gy padded to [H + kh - 1, W + kw - 1], windows flipped
+        gp = F.pad(gy.transpose(0, 1), (kw - 1 - p, kw - 1 - p, kh - 1 - p, kh - 1 - p))
+        g = gp.unfold(2, h, 1).unfold(3, w, 1).flip(2, 3).permute(0, 2, 3, 1, 4, 5).reshape(o * kh * kw, n * h * w)
+        gx = (g.t() @ taps).view(n, h, w, c).permute(0, 3, 1, 2)
+        gw = (g @ rows).view(o, kh, kw, c).permute(0, 3, 1, 2)
+        return (gx if channels_last else gx.contiguous()), gw, None
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 0) -> torch.Tensor:
