@@ -28,24 +28,33 @@ def _max_diff(a, b):
     return max(float((p - q).detach().abs().max()) for p, q in zip(a, b))
 
 
-@pytest.mark.parametrize("c_in", [1, 2])
+def _refuse(*args, **kwargs):
+    raise AssertionError("this convolution must not reach F.conv2d on the CPU")
+
+
+@pytest.mark.parametrize("c_in", range(1, IM2COL_MAX_CHANNELS + 1))
 @pytest.mark.parametrize("padding", [0, 1, 2])
 @pytest.mark.parametrize("bias", [True, False])
-def test_thin_conv_matches_conv2d(c_in, padding, bias, monkeypatch):
+@pytest.mark.parametrize("layout", ["plain", "channels_last"])
+def test_thin_conv_matches_conv2d(c_in, padding, bias, layout, monkeypatch):
+    """GEMMs on the shifted copies: F.conv2d's values and gradients (input, filter, bias) to float64 rounding, in
+    either output layout, the output gradient arriving in that layout (the backward's two branches)."""
     g = torch.Generator().manual_seed(c_in + 3 * padding)
     k = 2 * padding + 1 if padding else 3
+    cl = layout == "channels_last"
     x = torch.randn(3, c_in, 9, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(5, c_in, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, c_in, k, k - 2 if k > 3 else k, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
     gy = torch.randn(F.conv2d(x, w, b, padding=padding).shape, generator=g, dtype=torch.float64)
+    if cl:
+        gy = gy.contiguous(memory_format=torch.channels_last)
     want = _conv_grads(lambda *a: F.conv2d(*a, padding=padding), x, w, b, gy)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("thin inputs must not reach F.conv2d on the CPU")
-
-    monkeypatch.setattr(nnk.F, "conv2d", refuse)  # proves the im2col path ran
-    got = _conv_grads(lambda *a: conv2d(*a, padding=padding), x, w, b, gy)
+    monkeypatch.setattr(nnk.F, "conv2d", _refuse)  # proves the thin-input path ran
+    got = _conv_grads(lambda *a: conv2d(*a, padding=padding, channels_last=cl), x, w, b, gy)
+    assert got[0].is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
     assert _max_diff(got, want) < 1e-12
+    with torch.no_grad():
+        assert _max_diff([conv2d(x, w, b, padding=padding, channels_last=cl)], [want[0]]) < 1e-12
     # control: the same comparison flags a kernel that reads the filter flipped
     bad = _conv_grads(lambda x_, w_, b_: conv2d(x_, w_.flip(-1, -2), b_, padding=padding), x, w, b, gy)
     assert _max_diff(bad, want) > 1e-3
@@ -64,13 +73,25 @@ def test_thin_conv_float32_close_to_conv2d():
     assert float((conv2d(x, w, b) - ref).abs().max() / ref.abs().max()) < 1e-6
 
 
+def test_thin_conv_under_autocast_runs_in_its_precision_with_float32_gradients(monkeypatch):
+    """Under bf16 autocast the thin-input path casts its operands as conv2d's autocast does: a bf16 output close to
+    F.conv2d's under the same autocast, and gradients in the float32 of the parameters."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 1, 10, 10, generator=g, requires_grad=True)
+    w = torch.randn(8, 1, 3, 3, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = F.conv2d(x, w, padding=1)
+        monkeypatch.setattr(nnk.F, "conv2d", _refuse)
+        got = conv2d(x, w, padding=1, channels_last=True)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert float((got - want).detach().float().abs().max()) < 2e-2 * float(want.detach().float().abs().max())
+    gx, gw = torch.autograd.grad(got.float().square().sum(), (x, w))
+    assert gx.dtype == gw.dtype == torch.float32 and torch.isfinite(gw).all()
+
+
 def test_thin_conv_refuses_a_channel_mismatch():
-    with pytest.raises(ValueError, match="2 channels but the filter expects 1"):
-        conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(3, 1, 3, 3))
-
-
-def _refuse(*args, **kwargs):
-    raise AssertionError("this convolution must not reach F.conv2d on the CPU")
+    with pytest.raises(ValueError, match="1 channels but the filter expects 2"):
+        conv2d(torch.zeros(1, 1, 5, 5), torch.zeros(3, 2, 3, 3))
 
 
 @pytest.mark.parametrize("c_out", range(1, THIN_OUTPUT_MAX_CHANNELS + 1))

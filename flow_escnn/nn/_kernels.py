@@ -22,8 +22,8 @@ __all__ = [
 
 #: Upper bound on the output bytes of one batch of input terms (:class:`InputBatches`).
 INPUT_BATCH_BYTES = 16 * 2**20
-#: CPU convolutions with at most this many input channels run as im2col + batched GEMM (:func:`conv2d`).
-IM2COL_MAX_CHANNELS = 2
+#: CPU convolutions with at most this many input channels run as GEMMs on the shifted copies of the input (:func:`conv2d`).
+IM2COL_MAX_CHANNELS = 1
 #: CPU convolutions with at most this many output channels (and more input channels than
 #: :data:`IM2COL_MAX_CHANNELS`) contract the channels first, then add the shifted taps (:func:`conv2d`).
 THIN_OUTPUT_MAX_CHANNELS = 2
@@ -42,23 +42,25 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
            channels_last: bool = False) -> torch.Tensor:
     """Stride-1, ungrouped ``torch.nn.functional.conv2d`` of ``x [N, C, H, W]`` (zero ``padding``).
 
-    On the CPU, an input with at most :data:`IM2COL_MAX_CHANNELS` channels (the frames entering
-    layer 0) is convolved as one batched GEMM on its ``C k^2`` shifted views,
+    On the CPU, an input with at most :data:`IM2COL_MAX_CHANNELS` channel (the frames entering
+    layer 0) is convolved as GEMMs on its ``C k^2`` shifted copies, stored tap-major,
 
     .. math::
-        y_n = b + W_{[C_{out},\\, C k^2]}\\, \\mathrm{cols}(x_n)_{[C k^2,\\, H' W']},
+        Y = b + W_{[C_{out},\\, C k^2]}\\, \\mathrm{cols}(x)_{[C k^2,\\, N H' W']},
 
-    the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``). Why:
-    oneDNN handles such thin inputs badly, above all their weight gradient.
-    ``python -m benchmarks.step_kernels --threads 1`` on our 2-core CPU, forward + weight gradient,
-    3x3 into 32 channels, four runs: ``conv2d`` took 2.3-3.7x this path's time for ``[40, 1, 30, 30]``
-    (the rotation row's layer-0 inputs), 2.4-3.0x for ``[160, 1, 30, 30]``, 1.5-1.8x for two input
-    channels and 1.00-1.05x for four (the crossover, so the threshold stays at two). Other devices
-    always use ``conv2d`` (cuDNN was not measured against this path).
+    the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``), with a
+    backward of single GEMMs over the whole batch (:class:`_ThinInputConv`). Why: oneDNN handles such
+    thin inputs badly, above all their weight gradient. ``python -m benchmarks.step_kernels --threads 1
+    --repeats 31`` on our 2-core CPU, forward + weight gradient, 3x3 into 32 channels, two runs:
+    ``conv2d`` took 1.7-3.3x this path's time for ``[40, 1, 30, 30]`` (the rotation row's layer-0 inputs;
+    oneDNN's time is bimodal there) and 1.8-1.9x for ``[160, 1, 30, 30]``. With two input channels this
+    path lost (``conv2d`` 0.82-0.91x its time, three runs), so the threshold is one. Other devices
+    always use ``conv2d`` (cuDNN was not measured against this path); under ``torch.autocast`` the
+    operands are cast as ``conv2d``'s autocast would, and the path runs in that precision.
 
     ``channels_last=True`` returns the output in the ``channels_last`` memory format (the layout of the
     engine's CPU states, :func:`channels_last_2d`): ``conv2d`` of the input in that format, or the
-    im2col product taken pixel-major, :math:`Y^\\top = \\mathrm{cols}(x)^\\top W^\\top` (a batched GEMM with a
+    thin input's product taken pixel-major, :math:`Y^\\top = \\mathrm{cols}(x)^\\top W^\\top` (one GEMM with a
     transposed operand; its output is the channels-last map).
 
     A CPU filter with at most :data:`THIN_OUTPUT_MAX_CHANNELS` output channels (a decoder's last layer, into
@@ -85,28 +87,104 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, padding=padding)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d: the input has {x.shape[1]} channels but the filter expects {weight.shape[1]} "
+                         f"(weight {list(weight.shape)})")
+    if torch.is_autocast_enabled("cpu"):  # conv2d's autocast: every operand in the lower precision, then none inside
+        dtype = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):
+            return conv2d(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), padding,
+                          channels_last)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return _ThinInputConv.apply(x, weight, bias, padding, channels_last)
+    return _thin_input_forward(_tap_cols(x, weight.shape, padding), weight, bias, x.shape, padding, channels_last)
+
+
+def _tap_cols(x: torch.Tensor, w_shape: Tuple[int, ...], padding: int) -> torch.Tensor:
+    """The ``C k^2`` shifted copies of ``x [N, C, H, W]`` (zero-padded by ``padding``), tap-major: ``[C kh kw, N H' W']``."""
     if padding:
         x = F.pad(x, (padding,) * 4)
-    n, c, h, w = x.shape
-    c_out, c_in, kh, kw = weight.shape
-    if c_in != c:
-        raise ValueError(f"conv2d: the input has {c} channels but the filter expects {c_in} (weight {list(weight.shape)})")
-    ho, wo = h - kh + 1, w - kw + 1
-    k = c * kh * kw
-    cols = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 1, 4, 5, 2, 3).reshape(n, k, ho * wo)
-    if channels_last:  # [n, HW, c_out] = cols^T W^T, batched GEMM with a transposed operand
-        filt = weight.reshape(1, c_out, k).transpose(1, 2).expand(n, -1, -1)
-        if bias is None:
-            y = torch.bmm(cols.transpose(1, 2), filt)
-        else:
-            y = torch.baddbmm(bias.reshape(1, 1, c_out).expand(n, 1, -1), cols.transpose(1, 2), filt)
-        return y.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
-    filt = weight.reshape(1, c_out, k).expand(n, -1, -1)
+    kh, kw = w_shape[-2:]
+    cols = x.unfold(2, kh, 1).unfold(3, kw, 1)  # [N, C, H', W', kh, kw]
+    return cols.permute(1, 4, 5, 0, 2, 3).reshape(x.shape[1] * kh * kw, -1)
+
+
+def _thin_input_forward(cols: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                        x_shape: Tuple[int, ...], padding: int, channels_last: bool) -> torch.Tensor:
+    """``y = b + W cols`` from the tap-major ``cols [C k^2, N H' W']``: pixel rows ``cols^T W^T`` (the channels-last
+    map) or, plain, one GEMM per batch element on a view of ``cols``."""
+    c_out, k = weight.shape[0], cols.shape[0]
+    n, _, h, w = x_shape
+    ho, wo = h + 2 * padding - weight.shape[2] + 1, w + 2 * padding - weight.shape[3] + 1
+    wm = weight.reshape(c_out, k)
+    if channels_last:
+        rows = cols.t() @ wm.t() if bias is None else torch.addmm(bias, cols.t(), wm.t())
+        return rows.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
+    per = cols.view(k, n, ho * wo).transpose(0, 1)  # [N, C k^2, H'W'], a view
+    filt = wm.unsqueeze(0).expand(n, -1, -1)
     if bias is None:
-        y = torch.bmm(filt, cols)
+        y = torch.bmm(filt, per)
     else:
-        y = torch.baddbmm(bias.reshape(1, c_out, 1).expand(n, -1, 1), filt, cols)
+        y = torch.baddbmm(bias.view(1, c_out, 1).expand(n, -1, 1), filt, per)
     return y.view(n, c_out, ho, wo)
+
+
+def _col2im(taps: torch.Tensor, x_shape: Tuple[int, ...], padding: int) -> torch.Tensor:
+    """The adjoint of :func:`_tap_cols`: every tap's plane of ``taps [C, kh, kw, N, H', W']`` added back at its shift,
+    padding cropped."""
+    n, c, h, w = x_shape
+    kh, kw, _, ho, wo = taps.shape[1:]
+    hp, wp = h + 2 * padding, w + 2 * padding
+    acc = taps.dtype if taps.dtype in (torch.float32, torch.float64) else torch.float32  # half precision: add in float32
+    out = taps.new_zeros(c, n, hp, wp, dtype=acc)
+    for a in range(kh):
+        for b in range(kw):
+            out[:, :, a : a + ho, b : b + wo] += taps[:, a, b]
+    out = out.to(taps.dtype).transpose(0, 1)
+    return out[..., padding : padding + h, padding : padding + w] if padding else out
+
+
+class _ThinInputConv(torch.autograd.Function):
+    """:func:`conv2d` of a thin input as GEMMs on its tap-major columns (:func:`_tap_cols`). Backward:
+    ``dW = dY cols^T`` and ``db`` as single GEMM / sum over every pixel of the batch, ``dx`` the columns' gradient
+    ``W^T dY`` added back at the taps' shifts (:func:`_col2im`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
+                padding: int, channels_last: bool) -> torch.Tensor:
+        cols = _tap_cols(x, weight.shape, padding)
+        ctx.save_for_backward(cols, weight)
+        ctx.meta = (tuple(x.shape), padding, bias is not None)
+        return _thin_input_forward(cols, weight, bias, x.shape, padding, channels_last)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        cols, weight = ctx.saved_tensors
+        x_shape, padding, has_bias = ctx.meta
+        c_out, k = weight.shape[0], cols.shape[0]
+        n, c = x_shape[:2]
+        kh, kw = weight.shape[-2:]
+        ho, wo = g.shape[-2:]
+        wm = weight.reshape(c_out, k)
+        gw = gb = gx = None
+        if g.stride(1) == 1 and c_out > 1:  # channels-last: the gradient's pixel rows [N H' W', C_out] (a view)
+            rows = g.permute(0, 2, 3, 1).reshape(-1, c_out)
+            if ctx.needs_input_grad[1]:
+                gw = (cols @ rows).t()
+            if has_bias and ctx.needs_input_grad[2]:
+                gb = rows.sum(0)
+            if ctx.needs_input_grad[0]:
+                gx = _col2im((wm.t() @ rows.t()).view(c, kh, kw, n, ho, wo), x_shape, padding)
+        else:  # plain: one GEMM per batch element ([N, C_out, H'W'] and the columns' per-element views)
+            gp = g.reshape(n, c_out, ho * wo)
+            if ctx.needs_input_grad[1]:
+                gw = torch.bmm(cols.view(k, n, ho * wo).transpose(0, 1), gp.transpose(1, 2)).sum(0).t()
+            if has_bias and ctx.needs_input_grad[2]:
+                gb = gp.sum((0, 2))
+            if ctx.needs_input_grad[0]:
+                gcols = torch.bmm(wm.t().unsqueeze(0).expand(n, -1, -1), gp)  # [N, C k^2, H'W']
+                gx = _col2im(gcols.view(n, c, kh, kw, ho, wo).permute(1, 2, 3, 0, 4, 5), x_shape, padding)
+        return gx, (None if gw is None else gw.reshape(weight.shape)), gb, None, None
 
 
 def _thin_output(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,
