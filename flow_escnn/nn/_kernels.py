@@ -74,8 +74,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     with :math:`z` zero outside the grid; its backward pass is two GEMMs on the :math:`k^2` shifted copies of the
     output gradient (:class:`_ThinOutputConv`). Same sums again. Why: oneDNN spends as long on a 32 -> 1 channel
     3x3 convolution as on one into 32 channels. ``python -m benchmarks.step_kernels --threads 1``
-    (``conv2d_vs_thin_output_*``, forward + backward, ``[8, 32, 28, 28]`` channels-last): ``conv2d`` took 1.37x
-    this path's time into 1 channel, 1.38x into 2 and 0.97x into 4 (the crossover; one run on our 2-core CPU).
+    (``conv2d_vs_thin_output_*``, forward + backward, ``[8, 32, 28, 28]`` channels-last): ``conv2d`` took
+    1.37-1.43x this path's time into 1 channel, 1.06-1.38x into 2 and 0.97-1.02x into 4 (the crossover; three
+    runs on our 2-core CPU).
     Under ``torch.autocast`` such filters keep ``conv2d``.
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
