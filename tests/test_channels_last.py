@@ -427,3 +427,60 @@ def test_bf16_autocast_runs_channels_last_and_agrees_with_the_plain_layout(monke
     assert rel(got, want) < 2e-2
     # control: the same comparison flags the run on half the input
     assert rel(_predict_grads(model, 0.5 * x, amp=True), want) > 2e-2
+
+
+def _rotation_predictor(dtype=torch.float64, **kw):
+    from flow_escnn.models import NextFramePredictor
+
+    gs = gspaces.rot2dOnR2(8)
+    torch.manual_seed(2)
+    model = NextFramePredictor(enn.FieldType(gs, [gs.trivial_repr]), enn.FieldType(gs, [gs.regular_repr] * 2),
+                               FlowSet.rotations(gs, [-1, 0, 1]), decoder_layers=1, bias=True, **kw)
+    return model.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("flows", ["rotation", "translation-bias"])
+def test_deferred_input_terms_are_the_convolved_ones(dtype, checkpoint, flows, monkeypatch):
+    """A co-moving predictor at 45 degrees per frame (and one of translations whose U has a bias) on a
+    one-channel input: layer 0's input convolution added by the update into the recurrent term
+    (:class:`~flow_escnn.nn._kernels.ThinTerm`; the predictions are fed back, so the input gradient runs too) gives
+    the predictions and gradients of the run that convolves it first (``DEFER_INPUT`` off): float64 to rounding,
+    float32 (channels-last states) to float32 rounding. Control: the same comparison flags a deferred term read
+    with its filter mirrored."""
+    from flow_escnn.nn import _engine
+    from flow_escnn.nn.cell_kinds import fernn
+
+    x = torch.rand(2, 4, 1, 9, 9, generator=torch.Generator().manual_seed(8), dtype=dtype)
+    if flows == "rotation":
+        model = _rotation_predictor(dtype, checkpoint=checkpoint)
+    else:  # trivial hidden fields: U has a bias, which the deferred term adds too
+        model = _translation_predictor(mode="comoving", bias=True, checkpoint=checkpoint).to(dtype)
+        with torch.no_grad():  # escnn starts biases at zero
+            for name, p in model.named_parameters():
+                if "bias" in name:
+                    p.copy_(torch.linspace(-0.5, 0.5, p.numel(), dtype=dtype).view_as(p))
+        assert model.encoder.weights()["l0_u_bias"].abs().sum() > 0
+    assert model.encoder.recurrence((9, 9), "cpu", 8).defers_input(x, model.encoder.weights())
+    deferred = []
+    real = fernn.add_thin_conv_
+
+    def spy(out, term):
+        deferred.append(term.x.shape)
+        return real(out, term)
+
+    monkeypatch.setattr(fernn, "add_thin_conv_", spy)
+    got = _predict_grads(model, x)
+    assert len(deferred) >= 4 + 2  # every update: 4 given frames, 2 fed back (checkpointing recomputes some)
+    monkeypatch.setattr(_engine, "DEFER_INPUT", False)
+    deferred.clear()
+    want = _predict_grads(model, x)
+    assert not deferred
+    scale = max(float(t.detach().abs().max()) for t in want)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _max_diff(got, want) < tol * scale
+    # control: a deferred term with its filter mirrored
+    monkeypatch.setattr(_engine, "DEFER_INPUT", True)
+    monkeypatch.setattr(fernn, "add_thin_conv_", lambda out, term: real(out, term._replace(weight=term.weight.flip(-1))))
+    assert _max_diff(_predict_grads(model, x), want) > 1e-3 * scale

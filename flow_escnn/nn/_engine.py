@@ -45,7 +45,7 @@ the input (the predictor's autoregressive continuation is the same step).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import math
 
@@ -60,7 +60,7 @@ from flow_escnn.flows._reduce import reduce_over
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window
 from flow_escnn.nn._kernels import (
-    InputBatches, channels_last_2d, check_dtype, conv, conv_same, frames_per_batch, segment_length,
+    InputBatches, ThinTerm, channels_last_2d, check_dtype, conv, conv_same, frames_per_batch, segment_length,
 )
 from flow_escnn.nn._nonlinearity import FIELD_NONLINEARITIES, apply_nonlinearity, field_nonlinearity
 
@@ -68,6 +68,8 @@ __all__ = ["LayerSpec", "Recurrence", "RunResult", "Weights", "FRAMES", "Act", "
 
 State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
+#: Co-moving FERNN runs on thin CPU inputs convolve layer 0's input inside the update (:meth:`Recurrence.defers_input`).
+DEFER_INPUT = True
 #: The frames the engine runs a recurrence in: stationary (the state is transported, ``"hidden"``) or co-moving.
 FRAMES = ("hidden", "comoving")
 
@@ -285,10 +287,12 @@ class Recurrence(torch.nn.Module):
         return times[:, None] * self.num_flows + torch.arange(self.num_flows, device=device)
 
     def input_terms(self, l: int, x: torch.Tensor, weights: Weights, t0: int, window: bool = False,
-                    channels_last: bool = False) -> torch.Tensor:
+                    channels_last: bool = False, defer: bool = False) -> Union[torch.Tensor, ThinTerm]:
         """:math:`U * x` of layer ``l`` for ``x [B, n, (V,) C_in, *grid]`` (frames ``t0 ..``); ``[B, n, 1|V, G, *grid]``.
 
-        Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`. With a
+        Layer 0 in the co-moving mode convolves :math:`\\psi_t(\\nu)^{-1} x_t` for every :math:`\\nu`; with
+        ``defer=True`` a thin input's convolution is returned as a :class:`~flow_escnn.nn._kernels.ThinTerm` over the
+        ``B * n * V`` maps instead, for the update to add into the recurrent term (:meth:`defers_input`). With a
         view window, layer 0's term is written into the window, zeros elsewhere, or with ``window=True`` returned
         as it is, on the window's grid (:meth:`update` writes it). ``channels_last``: the terms in that layout
         (the run's states are, :meth:`channels_last`).
@@ -303,7 +307,10 @@ class Recurrence(torch.nn.Module):
             xp = self.to_comoving(x, rows=self._rows(t0, n, x.device))  # [B, n, V, C, *(grid + 2p)]
             v = self.num_flows
             flat = xp.reshape(b * n * v, *xp.shape[-nd - 1:])
-            out = conv(flat, uw, ub, padding=0 if spec.pad else uw.shape[-1] // 2, channels_last=channels_last)
+            padding = 0 if spec.pad else uw.shape[-1] // 2
+            if defer and ThinTerm.applies(flat, uw):
+                return ThinTerm(flat, uw, ub, padding)
+            out = conv(flat, uw, ub, padding=padding, channels_last=channels_last)
         elif l == 0 and self.view is not None:  # the view's own grid, zero padding; then written into the window
             out = conv_same(x.reshape(b * n * v, *x.shape[-3:]), uw, ub, "zeros")
             if not window:
@@ -313,6 +320,17 @@ class Recurrence(torch.nn.Module):
             pad = self.pads[str(spec.kernel_size // 2)] if spec.pad else None
             out = conv_same(x.reshape(b * n * v, *x.shape[-nd - 1:]), uw, ub, spec.padding_mode, pad, channels_last)
         return out.view(b, n, v, out.shape[1], *grid)
+
+    def defers_input(self, x: torch.Tensor, weights: Weights) -> bool:
+        """Whether a run on ``x [B, T, C_in, *grid]`` hands layer 0's input terms to its update unconvolved
+        (:class:`~flow_escnn.nn._kernels.ThinTerm`): co-moving (one term per map of the recurrent term), a FERNN
+        update :math:`\\sigma(b + a)` with a pointwise nonlinearity, and a thin CPU input
+        (:meth:`ThinTerm.applies <flow_escnn.nn._kernels.ThinTerm.applies>`). The update then convolves the input
+        into the recurrent term's memory, and the term is never written on its own."""
+        spec = self.layers[0]
+        return (DEFER_INPUT and self.comoving and spec.add_activate and spec.nonlinearity not in FIELD_NONLINEARITIES
+                and not spec.learned_transport and not spec.mixing and x.dim() == 3 + self.nd and self.nd == 2
+                and ThinTerm.applies(x[:, 0], weights["l0_u_weight"]))
 
     def _write_window(self, u: torch.Tensor) -> torch.Tensor:
         """A term on the view window's grid ``[..., h, w]`` written into the window of the map, zeros elsewhere."""
@@ -502,7 +520,7 @@ class Recurrence(torch.nn.Module):
             bt = bt.view(b, v, bt.shape[1], *grid)
             if spec.learned_transport:
                 bt = self._velocity_kernel(l, bt, weights)
-        if tuple(u.shape[3:]) != grid:  # the input term of a view window (input_terms(window=True))
+        if not isinstance(u, ThinTerm) and tuple(u.shape[3:]) != grid:  # a view window's term (input_terms(window=True))
             if spec.add_activate and spec.nonlinearity not in FIELD_NONLINEARITIES:
                 return (self._window_update(bt, u, spec.nonlinearity),)
             u = self._write_window(u)
@@ -619,6 +637,7 @@ class Recurrence(torch.nn.Module):
         per_batch = frames_per_batch(chunk, b * v * weights["l0_u_weight"].shape[0] * hw * x.element_size())
         if cl:
             per_batch = 1  # a channels-last batch's gradient would be stacked frame by frame into the wrong layout
+        defer = self.defers_input(x, weights)
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
 
@@ -631,7 +650,7 @@ class Recurrence(torch.nn.Module):
             if flat:
                 st = self._unflatten(flat)
             else:  # zero initial state, in the dtype the convolutions produce (autocast)
-                st = self.zero_state(b, input_term(0).dtype if given else x.dtype, x.device, cl)
+                st = self.zero_state(b, input_term(0).dtype if given and not defer else x.dtype, x.device, cl)
             outs, preds = [], []
             last = len(self.layers) - 1
             for i in range(n):
@@ -659,8 +678,11 @@ class Recurrence(torch.nn.Module):
                 if carry_past_inputs and t >= t_in:  # the states are carried, not updated
                     st = [moved[l].state for l in range(len(self.layers))]
                     continue
-                u = (input_term(i) if t < t_in else
-                     self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl).squeeze(1))
+                if defer:  # one frame's term, convolved by the update (defers_input)
+                    u = self.input_terms(0, x[:, t : t + 1] if t < t_in else guess.unsqueeze(1), weights, t, defer=True)
+                else:
+                    u = (input_term(i) if t < t_in else
+                         self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl).squeeze(1))
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:

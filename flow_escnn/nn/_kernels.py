@@ -4,7 +4,7 @@ checkpoint segments and the batched input terms."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from flow_escnn.flows._gather import CircularPad, circular_pad
 __all__ = [
     "conv", "conv2d", "conv3d", "IM2COL_MAX_CHANNELS", "THIN_OUTPUT_MAX_CHANNELS", "CHANNELS_LAST_2D",
     "CHANNELS_LAST_3D_MAX_CHANNELS", "channels_last_2d", "conv_same", "check_dtype",
+    "ThinTerm", "add_thin_conv_", "thin_conv_grads",
     "segment_length", "INPUT_BATCH_BYTES",
     "frames_per_batch", "InputBatches",
 ]
@@ -146,9 +147,8 @@ def _col2im(taps: torch.Tensor, x_shape: Tuple[int, ...], padding: int) -> torch
 
 
 class _ThinInputConv(torch.autograd.Function):
-    """:func:`conv2d` of a thin input as GEMMs on its tap-major columns (:func:`_tap_cols`). Backward:
-    ``dW = dY cols^T`` and ``db`` as single GEMM / sum over every pixel of the batch, ``dx`` the columns' gradient
-    ``W^T dY`` added back at the taps' shifts (:func:`_col2im`)."""
+    """:func:`conv2d` of a thin input as GEMMs on its tap-major columns (:func:`_tap_cols`); backward
+    :func:`thin_conv_grads`."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
@@ -162,30 +162,79 @@ class _ThinInputConv(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         cols, weight = ctx.saved_tensors
         x_shape, padding, has_bias = ctx.meta
-        c_out, k = weight.shape[0], cols.shape[0]
-        n, c = x_shape[:2]
-        kh, kw = weight.shape[-2:]
-        ho, wo = g.shape[-2:]
-        wm = weight.reshape(c_out, k)
-        gw = gb = gx = None
-        if g.stride(1) == 1 and c_out > 1:  # channels-last: the gradient's pixel rows [N H' W', C_out] (a view)
-            rows = g.permute(0, 2, 3, 1).reshape(-1, c_out)
-            if ctx.needs_input_grad[1]:
-                gw = (cols @ rows).t()
-            if has_bias and ctx.needs_input_grad[2]:
-                gb = rows.sum(0)
-            if ctx.needs_input_grad[0]:
-                gx = _col2im((wm.t() @ rows.t()).view(c, kh, kw, n, ho, wo), x_shape, padding)
-        else:  # plain: one GEMM per batch element ([N, C_out, H'W'] and the columns' per-element views)
-            gp = g.reshape(n, c_out, ho * wo)
-            if ctx.needs_input_grad[1]:
-                gw = torch.bmm(cols.view(k, n, ho * wo).transpose(0, 1), gp.transpose(1, 2)).sum(0).t()
-            if has_bias and ctx.needs_input_grad[2]:
-                gb = gp.sum((0, 2))
-            if ctx.needs_input_grad[0]:
-                gcols = torch.bmm(wm.t().unsqueeze(0).expand(n, -1, -1), gp)  # [N, C k^2, H'W']
-                gx = _col2im(gcols.view(n, c, kh, kw, ho, wo).permute(1, 2, 3, 0, 4, 5), x_shape, padding)
-        return gx, (None if gw is None else gw.reshape(weight.shape)), gb, None, None
+        needs = ctx.needs_input_grad
+        return (*thin_conv_grads(g, cols, weight, x_shape, padding, needs[0], needs[1], has_bias and needs[2]),
+                None, None)
+
+
+def thin_conv_grads(g: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor, x_shape: Tuple[int, ...], padding: int,
+                    need_x: bool, need_weight: bool, need_bias: bool) -> Tuple[Optional[torch.Tensor], ...]:
+    """``(dx, dW, db)`` of a thin-input convolution (:func:`conv2d`) from its output gradient ``g [N, C_out, H', W']``
+    and tap-major columns: ``dW = dY cols^T`` and ``db`` as one GEMM / sum over every pixel of the batch, ``dx`` the
+    columns' gradient ``W^T dY`` added back at the taps' shifts (:func:`_col2im`); None where not needed."""
+    c_out, k = weight.shape[0], cols.shape[0]
+    n, c = x_shape[:2]
+    kh, kw = weight.shape[-2:]
+    ho, wo = g.shape[-2:]
+    wm = weight.reshape(c_out, k)
+    gw = gb = gx = None
+    if g.stride(1) == 1 and c_out > 1:  # channels-last: the gradient's pixel rows [N H' W', C_out] (a view)
+        rows = g.permute(0, 2, 3, 1).reshape(-1, c_out)
+        if need_weight:
+            gw = (cols @ rows).t()
+        if need_bias:
+            gb = rows.sum(0)
+        if need_x:
+            gx = _col2im((wm.t() @ rows.t()).view(c, kh, kw, n, ho, wo), x_shape, padding)
+    else:  # plain: one GEMM per batch element ([N, C_out, H'W'] and the columns' per-element views)
+        gp = g.reshape(n, c_out, ho * wo)
+        if need_weight:
+            gw = torch.bmm(cols.view(k, n, ho * wo).transpose(0, 1), gp.transpose(1, 2)).sum(0).t()
+        if need_bias:
+            gb = gp.sum((0, 2))
+        if need_x:
+            gcols = torch.bmm(wm.t().unsqueeze(0).expand(n, -1, -1), gp)  # [N, C k^2, H'W']
+            gx = _col2im(gcols.view(n, c, kh, kw, ho, wo).permute(1, 2, 3, 0, 4, 5), x_shape, padding)
+    return gx, (None if gw is None else gw.reshape(weight.shape)), gb
+
+
+class ThinTerm(NamedTuple):
+    """A thin input's convolution :math:`U * x` (``x [N, C, H, W]``, at most :data:`IM2COL_MAX_CHANNELS` channels, on
+    the CPU) not computed yet: an update adds it straight into the memory of the recurrent term it is summed with
+    (:func:`add_thin_conv_`), instead of writing it and reading it back (:meth:`Recurrence.input_terms
+    <flow_escnn.nn._engine.Recurrence.input_terms>` with ``defer=True``). ``tensor()`` computes it (:func:`conv2d`)."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    padding: int
+
+    def tensor(self, channels_last: bool = False) -> torch.Tensor:
+        return conv2d(self.x, self.weight, self.bias, self.padding, channels_last)
+
+    @staticmethod
+    def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+        """Whether :func:`conv2d` of ``x`` by ``weight`` takes the thin-input path in this precision (no autocast)."""
+        return (x.dim() == 4 and x.device.type == "cpu" and x.shape[1] <= IM2COL_MAX_CHANNELS and x.dtype == weight.dtype
+                and not torch.is_autocast_enabled("cpu"))
+
+
+def add_thin_conv_(out: torch.Tensor, term: ThinTerm) -> torch.Tensor:
+    """``out += conv2d(term)`` in place for ``out [N, C_out, H', W']`` (either layout; no autograd); returns the
+    term's tap-major columns (:func:`thin_conv_grads` takes them)."""
+    x, weight, bias, padding = term
+    cols = _tap_cols(x, weight.shape, padding)
+    c_out, n = weight.shape[0], x.shape[0]
+    wm = weight.reshape(c_out, -1)
+    if out.stride(1) == 1 and c_out > 1:  # channels-last: pixel rows (view() raises rather than copy)
+        rows = out.permute(0, 2, 3, 1).view(-1, c_out)
+        rows.addmm_(cols.t(), wm.t())
+    else:
+        rows = out.view(n, c_out, -1)
+        rows.baddbmm_(wm.unsqueeze(0).expand(n, -1, -1), cols.view(cols.shape[0], n, -1).transpose(0, 1))
+    if bias is not None:
+        out.add_(bias.view(1, -1, 1, 1))
+    return cols
 
 
 def _thin_output(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,

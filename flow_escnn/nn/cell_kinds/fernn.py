@@ -10,7 +10,7 @@ make autograd record a ``CopySlices`` node (copying the whole base in the backwa
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
@@ -18,6 +18,7 @@ from flow_escnn.flows._flowset import FlowSet
 from flow_escnn.flows._reduce import sum_over
 from flow_escnn.nn.cell_kinds.registry import CellKind
 from flow_escnn.nn._cells import FlowCellBase, State
+from flow_escnn.nn._kernels import ThinTerm, add_thin_conv_, thin_conv_grads
 from flow_escnn.nn._nonlinearity import apply_nonlinearity, nonlinearity_backward
 from flow_escnn.nn._sequence import FlowRNN
 
@@ -46,9 +47,42 @@ class _AddActivate(torch.autograd.Function):
         return g, ga, None, None
 
 
-def fernn_update(b: torch.Tensor, a: torch.Tensor, moved: State, nonlinearity: str) -> State:
-    """:math:`h_t = \\sigma(a + b)`, computed in place in ``b``'s base (a fresh convolution output)."""
+class _AddConvActivate(torch.autograd.Function):
+    """:math:`\\sigma(b + U * x)` for a thin input (:class:`~flow_escnn.nn._kernels.ThinTerm`), the convolution
+    added straight into ``b``'s memory (:func:`~flow_escnn.nn._kernels.add_thin_conv_`): the term is never written on
+    its own. Saves the output and the term's columns; backward: the nonlinearity's, then the convolution's
+    (:func:`~flow_escnn.nn._kernels.thin_conv_grads`)."""
+
+    @staticmethod
+    def forward(ctx: Any, base: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
+                bias: Optional[torch.Tensor], padding: int, name: str) -> torch.Tensor:
+        cols = add_thin_conv_(base, ThinTerm(x, weight, bias, padding))
+        apply_nonlinearity(base, name, inplace=True)
+        ctx.mark_dirty(base)
+        ctx.save_for_backward(base, cols, weight)
+        ctx.meta = (name, tuple(x.shape), padding, bias is not None)
+        return base
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        out, cols, weight = ctx.saved_tensors
+        name, x_shape, padding, has_bias = ctx.meta
+        g = nonlinearity_backward(grad, out, name)
+        needs = ctx.needs_input_grad
+        gx, gw, gb = thin_conv_grads(g, cols, weight, x_shape, padding, needs[1], needs[2], has_bias and needs[3])
+        return g, gx, gw, gb, None, None
+
+
+def fernn_update(b: torch.Tensor, a: Union[torch.Tensor, ThinTerm], moved: State, nonlinearity: str) -> State:
+    """:math:`h_t = \\sigma(a + b)`, computed in place in ``b``'s base (a fresh convolution output); a thin input's
+    term not yet convolved (:class:`~flow_escnn.nn._kernels.ThinTerm`, one per map of ``b``) is convolved into it."""
     base = b._base if b._base is not None else b
+    if isinstance(a, ThinTerm):
+        flat = base if base.dim() == a.x.dim() else base.view(a.x.shape[0], *base.shape[-3:])  # the term's [B*V] maps
+        if torch.is_grad_enabled() and (b.requires_grad or a.x.requires_grad or a.weight.requires_grad):
+            return (_AddConvActivate.apply(flat, a.x, a.weight, a.bias, a.padding, nonlinearity).view(b.shape),)
+        add_thin_conv_(flat, a)
+        return (apply_nonlinearity(flat, nonlinearity, inplace=True).view(b.shape),)
     if torch.is_grad_enabled() and (b.requires_grad or a.requires_grad):
         if a.dtype != b.dtype:
             a = a.to(b.dtype)
