@@ -571,3 +571,64 @@ def test_transport_with_reduce_is_the_reduced_transport(interpolation, reps, rng
         plan(x, start=2, reduce="sum")
     with pytest.raises(ValueError, match="pass 1-D rows"):
         plan(x[:, :1].unsqueeze(1), rows=torch.tensor([[0, 1], [2, 3]]), reduce="max")
+
+
+# ----------------------------------------------------------------------------------------------
+# compacted product tables (flows._resample.product_tables)
+# ----------------------------------------------------------------------------------------------
+def test_compacted_products_are_the_padded_ones(rng):
+    """The C8 45-degree tables of 5 slices (exact rows among them, and S^T padded with zero weights), compacted to
+    their nonzero taps with per-row offsets: the padded products' values and backward, to float64 rounding.
+    Control: the same comparison flags a compaction that drops one nonzero tap."""
+    from flow_escnn.flows._resample import block_table, compact_table, product_tables, sparse_resample
+
+    field = enn.FieldType(C8, [C8.regular_repr])
+    plan = TransportPlan(field, [GridElement(C8, C8.fibergroup.element(k % 8)) for k in (-2, -1, 0, 1, 2)], (9, 9),
+                         interpolation="bilinear")
+    tables = plan.interpolation_tables()
+    n = 81
+    padded = (block_table(tables[0], tables[1], n), block_table(tables[2], tables[3], n))
+    fwd, adj = product_tables(tables, n, n, torch.float64)
+    assert fwd[0].numel() < padded[0][0].numel() and adj[0].numel() < padded[1][0].numel()
+    x = torch.randn(5 * n, 6, generator=rng, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5 * n, 6, generator=rng, dtype=torch.float64)
+
+    def run(table, transposed):
+        y = sparse_resample(x, table, transposed)
+        return y, torch.autograd.grad(y, x, g)[0]
+
+    want = run(*padded)
+    got = run(fwd, adj)
+    assert max(float((a - b).detach().abs().max()) for a, b in zip(got, want)) < 1e-13
+    # control: one nonzero tap dropped from each table
+    def drop(table):
+        index, weights, offsets = compact_table(table)
+        return index, torch.cat([weights[:-1], weights.new_zeros(1)]), offsets
+
+    bad = run(drop(padded[0]), drop(padded[1]))
+    assert max(float((a - b).detach().abs().max()) for a, b in zip(bad, want)) > 1e-3
+
+
+def test_interpolated_transport_caches_its_products_per_selection(rng):
+    """A co-moving table read by rows (one period of time steps): each selection's products are built once and
+    reused, the results those of freshly built (uncached) products. Control: the rows of another step differ."""
+    from flow_escnn.flows import _transport as tr
+
+    field = enn.FieldType(C8, [C8.regular_repr])
+    plan = TransportPlan(field, [GridElement(C8, C8.fibergroup.element(k % 8)) for k in range(8)], (7, 7),
+                         interpolation="bilinear")
+    x = torch.randn(2, 3, 8, 7, 7, generator=rng, dtype=torch.float64)
+    rows = [torch.tensor([t, (t + 1) % 8, (t + 3) % 8]) for t in range(8)]
+    first = [plan(x, rows=r) for r in rows]
+    cache = plan.__dict__["_product_cache"]
+    assert len(cache) == 8
+    built = {k: id(v) for k, v in cache.items()}
+    again = [plan(x, rows=r) for r in rows]
+    assert {k: id(v) for k, v in cache.items()} == built  # nothing rebuilt
+    fresh = []
+    for r in rows:
+        plan.__dict__["_product_cache"] = {}
+        fresh.append(plan(x, rows=r))
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, again, fresh))
+    assert tr.PRODUCT_CACHE_SIZE >= 8
+    assert float((first[1] - first[2]).abs().max()) > 1e-3

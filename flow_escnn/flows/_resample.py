@@ -14,6 +14,11 @@ with per-sample weights): for every output row, the weighted sum of ``K`` input 
 ``L`` contiguous values, in one kernel, without materialising ``K`` gathered copies. The
 backward pass is the same call with the transposed tables (``S^T``, padded to a fixed
 number of taps with zero weights): no ``scatter_add``, deterministic on every device.
+On the CPU both tables are compacted first (:func:`product_tables`): their zero-weight taps
+(the padding of ``S^T``, and all but one tap of a row that lands on a pixel, as every row of an
+exact angle does) are dropped, and every row gets its own number of taps (``embedding_bag``'s
+``offsets``). The C8 rotation row's readout at an odd multiple of 45 degrees keeps 8624 of the
+15680 forward and of the 39200 padded backward taps, at an even one 3920.
 
 Why not a sparse CSR product (``torch.sparse_csr_tensor @ dense``, this module's previous
 kernel): torch's CPU path zero-fills and copies its output around the MKL kernel, and
@@ -39,7 +44,7 @@ tables ``batch`` times larger, so it was not kept.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +52,42 @@ import torch.nn.functional as F
 from flow_escnn.flows._gather import permute_rows
 from flow_escnn.flows._reduce import reduce_over
 
-__all__ = ["block_table", "sparse_resample", "resample_fields"]
+__all__ = ["block_table", "compact_table", "Products", "product_tables", "sparse_resample", "resample_fields"]
 
 #: ``(index [R, K], weights [R, K])``: row ``r`` of ``S`` has the entries ``weights[r, k]`` at the
-#: columns ``index[r, k]`` (duplicate columns add up; zero weights are padding).
-Table = Tuple[torch.Tensor, torch.Tensor]
+#: columns ``index[r, k]`` (duplicate columns add up; zero weights are padding); or, compacted
+#: (:func:`compact_table`), ``(index [nnz], weights [nnz], offsets [R])``: row ``r``'s entries from ``offsets[r]``.
+Table = Tuple[torch.Tensor, ...]
+
+
+class Products(NamedTuple):
+    """The two products of one resampling: ``forward`` (``S``) and ``adjoint`` (``S^T``, its backward)."""
+
+    forward: Table
+    adjoint: Table
+
+
+def compact_table(table: Table) -> Table:
+    """``(index, weights, offsets)``: the table's nonzero entries only, each row with its own number of taps."""
+    index, weights = table[:2]
+    keep = weights != 0
+    counts = keep.sum(1)
+    offsets = torch.cumsum(counts, 0) - counts
+    return index[keep], weights[keep], offsets
+
+
+def product_tables(tables: Tuple[torch.Tensor, ...], n_in: int, n_out: int, dtype: torch.dtype) -> Products:
+    """The :class:`Products` of ``m`` interpolation tables ``index, weights [m, N_out, K]`` and their transposed
+    ``t_index, t_weights [m, N_in, K']`` (:func:`block_table`), the weights in ``dtype`` (the product's: float32 for
+    half precision), compacted on the CPU (:func:`compact_table`; elsewhere that would wait for the device), unless
+    ``torch.compile`` traces it."""
+    index, weights, t_index, t_weights = tables
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    fwd = block_table(index, weights.to(compute), n_in)
+    adj = block_table(t_index, t_weights.to(compute), n_out)
+    if index.device.type == "cpu" and not torch.compiler.is_compiling():  # (compiled: shapes that depend on values)
+        fwd, adj = compact_table(fwd), compact_table(adj)
+    return Products(fwd, adj)
 
 
 def block_table(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> Table:
@@ -67,25 +103,25 @@ def block_table(index: torch.Tensor, weights: torch.Tensor, n_in: int) -> Table:
 
 
 def _product(table: Table, x: torch.Tensor) -> torch.Tensor:
-    index, weights = table
+    index, weights = table[:2]
+    offsets = table[2] if len(table) > 2 else None
     compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(x.device.type, enabled=False):
-        y = F.embedding_bag(index, x.to(compute), per_sample_weights=weights.to(compute), mode="sum")
+        y = F.embedding_bag(index, x.to(compute), offsets, per_sample_weights=weights.to(compute), mode="sum")
     return y.to(x.dtype)
 
 
 class _SparseResample(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor,  # type: ignore[override]
-                t_index: torch.Tensor, t_weights: torch.Tensor) -> torch.Tensor:
-        ctx.transposed = (t_index, t_weights)
+    def forward(ctx: Any, x: torch.Tensor, products: Products) -> torch.Tensor:  # type: ignore[override]
+        ctx.adjoint = products.adjoint
         # detached: embedding_bag on a tensor that requires grad takes its autograd kernel (bag bookkeeping for a
-        # backward this Function replaces), 2.3x the forward-only kernel's time here ([3920, 256], 4 taps)
-        return _product((index, weights), x.detach())
+        # backward this Function replaces), more than twice the forward-only kernel's time for the rotation row
+        return _product(products.forward, x.detach())
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
-        return (_product(ctx.transposed, gy), None, None, None, None)
+        return (_product(ctx.adjoint, gy), None)
 
 
 def sparse_resample(x: torch.Tensor, table: Table, transposed: Table) -> torch.Tensor:
@@ -93,26 +129,27 @@ def sparse_resample(x: torch.Tensor, table: Table, transposed: Table) -> torch.T
 
     Args:
         x: ``[m * N_in, L]`` (rows: slice-major pixels).
-        table: :func:`block_table` of the tables (``m * N_out`` rows).
-        transposed: :func:`block_table` of the transposed tables (``m * N_in`` rows).
+        table: :func:`block_table` of the tables (``m * N_out`` rows), or its :func:`compact_table`.
+        transposed: :func:`block_table` of the transposed tables (``m * N_in`` rows), or its :func:`compact_table`.
 
     Returns:
         ``[m * N_out, L]``.
     """
     if not torch.is_grad_enabled() or not x.requires_grad:
         return _product(table, x)
-    return _SparseResample.apply(x, *table, *transposed)
+    return _SparseResample.apply(x, Products(table, transposed))
 
 
 def resample_fields(
-    x: torch.Tensor, tables: Tuple[torch.Tensor, ...], n_out: int,
+    x: torch.Tensor, tables: Union[Tuple[torch.Tensor, ...], Products], n_out: int,
     perm: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, reduce: Optional[str] = None,
 ) -> torch.Tensor:
     """Transport fields ``x [batch, m, C, N]`` by ``m`` interpolation tables (the same for every channel).
 
     Args:
         x: ``[batch, m, C, N]``.
-        tables: ``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']``.
+        tables: ``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']``, or their
+            :func:`product_tables` (built once by a caller that reuses them).
         n_out: ``N_out``.
         perm: ``(perm, inverse)``, each ``[m * C]``: the fiber permutations of all slices as rows of
             ``x.view(batch, m * C, N)`` (applied first: they commute with the spatial resampling).
@@ -122,14 +159,14 @@ def resample_fields(
         ``[batch, m, C, N_out]``, or ``[batch, C, N_out]`` with ``reduce``.
     """
     batch, m, c, n = x.shape
+    products = tables if isinstance(tables, Products) else product_tables(tables, n, n_out, x.dtype)
     if c > 1 and x.stride(2) == 1:
-        return _resample_channels_last(x, tables, n_out, perm, reduce)
+        return _resample_channels_last(x, products, n_out, perm, reduce)
     xs = x.reshape(batch, m * c, n)
     if perm is not None:
         xs = permute_rows(xs, *perm)
     rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
-    index, weights, t_index, t_weights = tables
-    out = sparse_resample(rows, block_table(index, weights, n), block_table(t_index, t_weights, n_out))
+    out = sparse_resample(rows, *products)
     if reduce is not None:
         return reduce_over(out.view(m, n_out * batch * c), 0, reduce).view(n_out, batch, c).permute(1, 2, 0)
     return out.view(m, n_out, batch, c).permute(2, 0, 3, 1)
@@ -164,7 +201,7 @@ class _PixelMajor(torch.autograd.Function):
 
 
 def _resample_channels_last(
-    x: torch.Tensor, tables: Tuple[torch.Tensor, ...], n_out: int,
+    x: torch.Tensor, products: Products, n_out: int,
     perm: Optional[Tuple[torch.Tensor, torch.Tensor]], reduce: Optional[str],
 ) -> torch.Tensor:
     """:func:`resample_fields` of fields whose channels are innermost in memory (``x.stride(2) == 1``): laid out as
@@ -177,8 +214,7 @@ def _resample_channels_last(
         index, inverse = (p.view(m, c) - offset for p in perm)
     grad = torch.is_grad_enabled() and x.requires_grad
     rows = _PixelMajor.apply(x, index, inverse) if grad else _pixel_major(x, index)
-    tab_index, weights, t_index, t_weights = tables
-    out = sparse_resample(rows, block_table(tab_index, weights, n), block_table(t_index, t_weights, n_out))
+    out = sparse_resample(rows, *products)
     if reduce is not None:
         pooled = reduce_over(out.view(m, n_out * batch * c), 0, reduce).view(n_out, batch, c)
         return pooled.transpose(0, 1).contiguous().transpose(1, 2)

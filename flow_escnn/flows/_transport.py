@@ -59,13 +59,15 @@ from flow_escnn.flows._gather import (
 )
 from flow_escnn.flows._layout import gathers_rows
 from flow_escnn.flows._reduce import REDUCTIONS, reduce_over
-from flow_escnn.flows._resample import resample_fields
+from flow_escnn.flows._resample import Products, product_tables, resample_fields
 
 __all__ = ["GatherTransport", "TransportPlan", "INTERPOLATIONS"]
 
 #: Flat (channel-materialised) tables up to this many entries are built once at construction;
 #: larger ones (long co-moving tables over many channels) are built per call for the rows used.
 _FLAT_CACHE_LIMIT = 1 << 22
+#: Interpolated transports keep the product tables of this many row selections (:meth:`GatherTransport._products`).
+PRODUCT_CACHE_SIZE = 32
 
 
 class GatherTransport(torch.nn.Module):
@@ -237,6 +239,25 @@ class GatherTransport(torch.nn.Module):
         rows = self._select(self.table_rows, sel).reshape(-1)
         return tuple(t.index_select(0, rows) for t in (self.index, self.weights, self.t_index, self.t_weights))  # type: ignore[return-value]
 
+    def _products(self, sel: Any, x: torch.Tensor) -> Products:
+        """The :func:`~flow_escnn.flows._resample.product_tables` of the selected slices for ``x``'s dtype, cached on
+        the CPU by the selected rows (a co-moving run cycles through one period of them; the last
+        :data:`PRODUCT_CACHE_SIZE` kept)."""
+        def build() -> Products:
+            return product_tables(self.interpolation_tables(sel), math.prod(self.grid), self.pad_map.numel(), x.dtype)
+
+        if self.index.device.type != "cpu" or torch.compiler.is_compiling():
+            return build()
+        rows = ((sel.start, sel.stop) if isinstance(sel, slice)
+                else None if sel is None else tuple(sel.reshape(-1).tolist()))
+        key = (rows, x.dtype)
+        cache = self.__dict__.setdefault("_product_cache", {})
+        if key not in cache:
+            if len(cache) >= PRODUCT_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[key] = build()
+        return cache[key]
+
     def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...],
                   reduce: Optional[str] = None) -> torch.Tensor:
         """The interpolated transport of ``x [*lead, *S, C, *grid]`` by the selected rows (channel permutation,
@@ -247,7 +268,7 @@ class GatherTransport(torch.nn.Module):
         if self.perm is not None:
             offset = torch.arange(m, device=x.device)[:, None] * c
             perm = tuple((self._select(p, sel).reshape(m, c) + offset).reshape(-1) for p in (self.perm, self.perm_inverse))
-        out = resample_fields(x.reshape(batch, m, c, n), self.interpolation_tables(sel), self.pad_map.numel(), perm, reduce)
+        out = resample_fields(x.reshape(batch, m, c, n), self._products(sel, x), self.pad_map.numel(), perm, reduce)
         return out.reshape(*lead, *(() if reduce else s_shape), c, -1)  # C and N kept apart: a channels-last out stays
 
     def forward(self, x: torch.Tensor, start: Optional[int] = None, rows: Optional[torch.Tensor] = None,
