@@ -31,7 +31,9 @@ with :math:`M` the optional V-mixing and :math:`x_t` the frame (layer 0) or the 
 with no state transport and the *input frame* is transported instead,
 :math:`U * (\\psi_t(\\nu)^{-1} f_t)`, which equals :math:`\\psi_t(\\nu)^{-1}(U * f_t)` for exact
 flows (so both modes compute the same function) and costs a transport of the few input
-channels rather than of all gate channels. A layer with a learned transport (the G-RNN+,
+channels rather than of all gate channels. Where that input is a thin CPU one, the FERNN update adds
+:math:`U * f` into the recurrent term's memory itself (:meth:`Recurrence.defers_input`), so the term is
+never stored on its own. A layer with a learned transport (the G-RNN+,
 ``LayerSpec.learned_transport``) replaces the
 transport by a learned depthwise kernel per velocity applied after :math:`W`:
 :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
