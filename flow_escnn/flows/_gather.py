@@ -50,6 +50,7 @@ __all__ = [
     "permute_columns",
     "PixelRows",
     "pixel_rows",
+    "cached",
     "cached_rows",
     "gather_pixel_rows",
     "permute_rows",
@@ -303,14 +304,19 @@ def _select_rows(x: torch.Tensor, rows: PixelRows, pool: bool) -> Tuple[torch.Te
 ROW_CACHE_SIZE = 4
 
 
-def cached_rows(owner: Any, key: Any, build: Any) -> PixelRows:
-    """``build()`` cached on ``owner`` under ``key`` (the last :data:`ROW_CACHE_SIZE` kept)."""
-    cache = owner.__dict__.setdefault("_row_cache", {})
+def cached(owner: Any, name: str, key: Any, build: Any, size: int) -> Any:
+    """``build()`` cached on ``owner`` (its ``__dict__[name]``, no buffer) under ``key``, the last ``size`` kept."""
+    cache = owner.__dict__.setdefault(name, {})
     if key not in cache:
-        if len(cache) >= ROW_CACHE_SIZE:
+        if len(cache) >= size:
             cache.pop(next(iter(cache)))
         cache[key] = build()
     return cache[key]
+
+
+def cached_rows(owner: Any, key: Any, build: Any) -> PixelRows:
+    """``build()`` cached on ``owner`` under ``key`` (the last :data:`ROW_CACHE_SIZE` kept)."""
+    return cached(owner, "_row_cache", key, build, ROW_CACHE_SIZE)
 
 
 def gather_pixel_rows(

@@ -54,7 +54,7 @@ from flow_escnn._validate import one_of
 from flow_escnn.flows._element import GridElement
 from flow_escnn.flows._tables import DEFAULT_INTERPOLATION, INTERPOLATIONS, as_permutation, spatial_table, transpose_table
 from flow_escnn.flows._gather import (
-    PixelRows, cached_rows, gather_pixel_rows, interior_index, inverse_permutation, pad_index, permute_pixels,
+    PixelRows, cached, cached_rows, gather_pixel_rows, interior_index, inverse_permutation, pad_index, permute_pixels,
     pixel_rows, ring_layers,
 )
 from flow_escnn.flows._layout import gathers_rows
@@ -250,13 +250,7 @@ class GatherTransport(torch.nn.Module):
             return build()
         rows = ((sel.start, sel.stop) if isinstance(sel, slice)
                 else None if sel is None else tuple(sel.reshape(-1).tolist()))
-        key = (rows, x.dtype)
-        cache = self.__dict__.setdefault("_product_cache", {})
-        if key not in cache:
-            if len(cache) >= PRODUCT_CACHE_SIZE:
-                cache.pop(next(iter(cache)))
-            cache[key] = build()
-        return cache[key]
+        return cached(self, "_product_cache", (rows, x.dtype), build, PRODUCT_CACHE_SIZE)
 
     def _resample(self, x: torch.Tensor, sel: Any, lead: Tuple[int, ...], s_shape: Tuple[int, ...],
                   reduce: Optional[str] = None) -> torch.Tensor:
