@@ -2,8 +2,10 @@
 
 The floor replays the step's convolutions with the functions the step called: ``F.conv2d`` (``F.conv3d``
 for volumes), or
-:func:`flow_escnn.nn._kernels.conv2d` (the same convolution; an im2col GEMM for inputs with at
-most two channels on the CPU), so it neither misses nor slows down the layer-0 input convolutions.
+:func:`flow_escnn.nn._kernels.conv2d` (the same convolution; GEMMs on the shifted copies for one-channel
+inputs on the CPU), so it neither misses nor slows down the layer-0 input convolutions. A co-moving FERNN's
+deferred input convolution (:func:`flow_escnn.nn._kernels.add_thin_conv_`, added into the recurrent term) is
+recorded and replayed as that ``conv2d`` call.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from flow_escnn.flows._layout import is_channels_last
+from flow_escnn.nn._kernels import add_thin_conv_ as library_add_thin_conv_
 from flow_escnn.nn._kernels import conv2d as library_conv2d
 from flow_escnn.nn._kernels import conv3d as library_conv3d
 
@@ -117,7 +120,14 @@ class ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d, library_conv2d, library_conv3d, F.conv3d, torch.conv3d):
+        if func is library_add_thin_conv_:  # out += conv2d(x, w, b, padding): recorded as that conv2d
+            out, (x, w, b, padding) = args
+            self.calls.append(dict(
+                fn=library_conv2d, input=tuple(x.shape), input_grad=bool(x.requires_grad), dtype=x.dtype,
+                device=x.device, channels_last=False, weight=tuple(w.shape), bias=b is not None,
+                kwargs={"padding": padding, **({"channels_last": True} if is_channels_last(out) else {})},
+            ))
+        elif func in (F.conv2d, torch.conv2d, library_conv2d, library_conv3d, F.conv3d, torch.conv3d):
             x, w = args[0], args[1]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
             names = (("padding", "channels_last") if func is library_conv2d else ("padding",)

@@ -73,6 +73,8 @@ def test_every_row_floor_and_target_is_reported(tiny_run):
     # channels-last, as the float32 CPU planes are) + 1 fed back, W on the 2 updates after the first (the zero
     # initial state needs no W * 0), 2 decoder convs per prediction
     assert res["floor_convs"]["fernn-floor"] == 2 + 1 + 2 + 2 * 2
+    # the co-moving rotation step adds its input convolutions into the recurrent term (deferred): still in its floor
+    assert res["floor_convs"]["rotation-floor"] == res["floor_convs"]["fernn-floor"]
     assert res["floor_convs"]["volume-floor"] == 1 + 1 + 2 + 2 * 2  # the same calls, conv3d (one batch of U)
     assert res["ratios"]["volume_vs_floor"] == pytest.approx(res["median_s"]["volume"] / res["median_s"]["volume-floor"])
     assert len(res["targets"]) == 10 and all(f"target {'PASS' if t['pass'] else 'FAIL'}: {t['ratio']}" in out

@@ -223,6 +223,8 @@ def add_thin_conv_(out: torch.Tensor, term: ThinTerm) -> torch.Tensor:
     """``out += conv2d(term)`` in place for ``out [N, C_out, H', W']`` (either layout; no autograd); returns the
     term's tap-major columns (:func:`thin_conv_grads` takes them)."""
     x, weight, bias, padding = term
+    if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the convolution (the benchmark's conv recorder)
+        return handle_torch_function(add_thin_conv_, (x, weight), out, term)
     cols = _tap_cols(x, weight.shape, padding)
     c_out, n = weight.shape[0], x.shape[0]
     wm = weight.reshape(c_out, -1)
