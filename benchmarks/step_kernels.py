@@ -4,11 +4,12 @@ Run from the repository root::
 
     python -m benchmarks.step_kernels --threads 1
 
-* ``thin_conv``: :func:`flow_escnn.nn._kernels.conv2d` (im2col + batched GEMM for inputs with at
-  most :data:`~flow_escnn.nn._kernels.IM2COL_MAX_CHANNELS` channels on the CPU) against
-  ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input convolutions of
-  ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]`` into 32
-  channels, 3x3), and on 2 and 4 input channels (the crossover).
+* ``thin_conv``: :func:`flow_escnn.nn._kernels.conv2d`'s thin-input path (GEMMs on the tap-major shifted
+  copies, taken on the CPU for inputs with at most :data:`~flow_escnn.nn._kernels.IM2COL_MAX_CHANNELS`
+  channels) against ``torch.nn.functional.conv2d``, forward + weight gradient, on the layer-0 input
+  convolutions of ``benchmarks/bench_fernn.py``'s rotation row (``[40, 1, 30, 30]`` and ``[160, 1, 30, 30]``
+  into 32 channels, 3x3), and on 2 and 4 input channels (the crossover: the path is forced there, the
+  threshold raised while it is timed).
 * ``thin_volume_conv``: :func:`flow_escnn.nn._kernels.conv3d` (channels-last for float volumes with
   2 to 8 input channels on the CPU) against ``torch.nn.functional.conv3d``, forward + backward
   (input and weight gradients), 3x3x3 on ``18^3`` inputs: 2 -> 2 and 4 -> 4 channels over 108
@@ -56,6 +57,7 @@ from flow_escnn._compat import import_escnn  # noqa: E402
 from flow_escnn.flows._element import GridElement  # noqa: E402
 from flow_escnn.flows._reduce import reduce_over, sum_over  # noqa: E402
 from flow_escnn.flows._transport import TransportPlan  # noqa: E402
+from flow_escnn.nn import _kernels  # noqa: E402
 from flow_escnn.nn._kernels import conv2d, conv3d  # noqa: E402
 from flow_escnn.nn._pooling import reduce_velocities  # noqa: E402
 
@@ -75,11 +77,20 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         w = torch.randn(channels, c_in, 3, 3, generator=g, requires_grad=True)
         b = torch.randn(channels, generator=g, requires_grad=True)
         gy = torch.randn(n, channels, grid, grid, generator=g)
-        if (conv2d(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
+        def thin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            """conv2d with its thin-input path taken for this many channels (the threshold raised, then restored)."""
+            saved = _kernels.IM2COL_MAX_CHANNELS
+            _kernels.IM2COL_MAX_CHANNELS = max(saved, x.shape[1])
+            try:
+                return conv2d(x, w, b)
+            finally:
+                _kernels.IM2COL_MAX_CHANNELS = saved
+
+        if (thin(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
             raise RuntimeError(f"conv2d disagrees with F.conv2d for {c_in} input channels; this benchmark is broken")
         ratios[f"conv2d_vs_im2col_c{c_in}_n{n}"] = time_ratio(
             lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(F.conv2d(x, w, b), (w, b), gy),
-            lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(conv2d(x, w, b), (w, b), gy), repeats)
+            lambda x=x, w=w, b=b, gy=gy: torch.autograd.grad(thin(x, w, b), (w, b), gy), repeats)
     side = min(grid, 16)  # the volume FERNN's 16^3 torus, padded by one voxel
     for c_in, n in ((2, (27 * batch) // 2), (4, (27 * batch) // 2), (8, (27 * batch) // 4)):
         x = torch.randn(n, c_in, side + 2, side + 2, side + 2, generator=g, requires_grad=True)

@@ -52,10 +52,10 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     the same sums as ``conv2d`` (float64: equal to rounding; ``tests/test_step_kernels.py``), with a
     backward of single GEMMs over the whole batch (:class:`_ThinInputConv`). Why: oneDNN handles such
     thin inputs badly, above all their weight gradient. ``python -m benchmarks.step_kernels --threads 1
-    --repeats 31`` on our 2-core CPU, forward + weight gradient, 3x3 into 32 channels, two runs:
+    --repeats 31`` on our 2-core CPU, forward + weight gradient, 3x3 into 32 channels, four runs:
     ``conv2d`` took 1.7-3.3x this path's time for ``[40, 1, 30, 30]`` (the rotation row's layer-0 inputs;
-    oneDNN's time is bimodal there) and 1.8-1.9x for ``[160, 1, 30, 30]``. With two input channels this
-    path lost (``conv2d`` 0.82-0.91x its time, three runs), so the threshold is one. Other devices
+    oneDNN's time is bimodal there) and 1.8-2.0x for ``[160, 1, 30, 30]``. With two input channels this
+    path lost (``conv2d`` 0.82-0.91x its time, five runs), so the threshold is one. Other devices
     always use ``conv2d`` (cuDNN was not measured against this path); under ``torch.autocast`` the
     operands are cast as ``conv2d``'s autocast would, and the path runs in that precision.
 
@@ -76,7 +76,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     output gradient (:class:`_ThinOutputConv`). Same sums again. Why: oneDNN spends as long on a 32 -> 1 channel
     3x3 convolution as on one into 32 channels. ``python -m benchmarks.step_kernels --threads 1``
     (``conv2d_vs_thin_output_*``, forward + backward, ``[8, 32, 28, 28]`` channels-last): ``conv2d`` took
-    1.37-1.43x this path's time into 1 channel, 1.06-1.38x into 2 and 0.97-1.02x into 4 (the crossover; three
+    1.37-1.77x this path's time into 1 channel, 1.06-1.38x into 2 and 0.93-1.02x into 4 (the crossover; five
     runs on our 2-core CPU).
     Under ``torch.autocast`` such filters keep ``conv2d``.
     """
