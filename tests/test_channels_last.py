@@ -484,3 +484,29 @@ def test_deferred_input_terms_are_the_convolved_ones(dtype, checkpoint, flows, m
     monkeypatch.setattr(_engine, "DEFER_INPUT", True)
     monkeypatch.setattr(fernn, "add_thin_conv_", lambda out, term: real(out, term._replace(weight=term.weight.flip(-1))))
     assert _max_diff(_predict_grads(model, x), want) > 1e-3 * scale
+
+
+def test_deferred_input_term_trains_a_bias_alone(monkeypatch):
+    """Only U's bias trainable: its gradient through the deferred terms (the first step's, on the zero state, where
+    nothing else requires a gradient, included) is the convolved run's. Control: without the first frame's
+    contribution the gradient differs."""
+    from flow_escnn.nn import _engine
+
+    model = _translation_predictor(mode="comoving", bias=True).double()
+    names = [n for n, _ in model.named_parameters()]
+    bias = next(p for n, p in model.named_parameters() if n.startswith("encoder") and "bias" in n)
+    for p in model.parameters():
+        p.requires_grad_(p is bias)
+    with torch.no_grad():
+        bias.copy_(torch.linspace(-0.3, 0.3, bias.numel(), dtype=bias.dtype).view_as(bias))
+    x = torch.rand(2, 3, 1, 8, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+
+    def grad(frames):
+        return torch.autograd.grad(model(frames, 2).square().mean(), bias)[0]
+
+    got = grad(x)
+    monkeypatch.setattr(_engine, "DEFER_INPUT", False)
+    want = grad(x)
+    assert names and float(want.abs().max()) > 0
+    assert float((got - want).abs().max()) < 1e-12 * float(want.abs().max())
+    assert float((grad(x[:, 1:]) - want).abs().max()) > 1e-3 * float(want.abs().max())

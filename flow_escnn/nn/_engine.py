@@ -332,7 +332,7 @@ class Recurrence(torch.nn.Module):
         spec = self.layers[0]
         return (DEFER_INPUT and self.comoving and spec.add_activate and spec.nonlinearity not in FIELD_NONLINEARITIES
                 and not spec.learned_transport and not spec.mixing and x.dim() == 3 + self.nd and self.nd == 2
-                and ThinTerm.applies(x[:, 0], weights["l0_u_weight"]))
+                and x.shape[1] > 0 and ThinTerm.applies(x[:, 0], weights["l0_u_weight"]))
 
     def _write_window(self, u: torch.Tensor) -> torch.Tensor:
         """A term on the view window's grid ``[..., h, w]`` written into the window of the map, zeros elsewhere."""

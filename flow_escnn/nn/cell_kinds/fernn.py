@@ -79,7 +79,7 @@ def fernn_update(b: torch.Tensor, a: Union[torch.Tensor, ThinTerm], moved: State
     base = b._base if b._base is not None else b
     if isinstance(a, ThinTerm):
         flat = base if base.dim() == a.x.dim() else base.view(a.x.shape[0], *base.shape[-3:])  # the term's [B*V] maps
-        if torch.is_grad_enabled() and (b.requires_grad or a.x.requires_grad or a.weight.requires_grad):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (b, a.x, a.weight, a.bias)):
             return (_AddConvActivate.apply(flat, a.x, a.weight, a.bias, a.padding, nonlinearity).view(b.shape),)
         add_thin_conv_(flat, a)
         return (apply_nonlinearity(flat, nonlinearity, inplace=True).view(b.shape),)
