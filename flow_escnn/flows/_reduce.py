@@ -17,7 +17,7 @@ their contiguous view ``[..., H, W, C]``: torch's reduction over an outer axis o
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple
 
 import torch
 
@@ -59,14 +59,20 @@ class _MaxOver(torch.autograd.Function):
         return out.scatter_(d, index.long().unsqueeze(d), grad.unsqueeze(d)), None
 
 
+def _through_layout(x: torch.Tensor, dims: Any, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``reduce(x)`` over the axes ``dims`` (non-negative), of channels-last planar fields through their contiguous
+    view ``[..., H, W, C]`` when every axis lies before the fields' own (module docstring)."""
+    if all(d < x.dim() - 3 for d in dims) and is_channels_last(x):
+        return reduce(x.movedim(-3, -1)).movedim(-1, -3)
+    return reduce(x)
+
+
 def max_over(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x.max(dim).values`` with its gradient, faster on the CPU (module docstring)."""
     dim = dim % x.dim()
     if x.shape[dim] == 1:
         return x.squeeze(dim)
-    if dim < x.dim() - 3 and is_channels_last(x):
-        return _MaxOver.apply(x.movedim(-3, -1), dim).movedim(-1, -3)
-    return _MaxOver.apply(x, dim)
+    return _through_layout(x, [dim], lambda t: _MaxOver.apply(t, dim))
 
 
 def reduce_over(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
@@ -74,14 +80,10 @@ def reduce_over(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
     if one_of(mode, REDUCTIONS, "reduce") == "max":
         return max_over(x, dim)
     dim = dim % x.dim()
-    if dim < x.dim() - 3 and is_channels_last(x):
-        return x.movedim(-3, -1).mean(dim).movedim(-1, -3)
-    return x.mean(dim)
+    return _through_layout(x, [dim], lambda t: t.mean(dim))
 
 
 def sum_over(x: torch.Tensor, dims: Any) -> torch.Tensor:
     """``x.sum(dims, keepdim=True)``, through the contiguous view of channels-last planar fields (module docstring)."""
     dims = [d % x.dim() for d in dims]
-    if all(d < x.dim() - 3 for d in dims) and is_channels_last(x):
-        return x.movedim(-3, -1).sum(dims, keepdim=True).movedim(-1, -3)
-    return x.sum(dims, keepdim=True)
+    return _through_layout(x, dims, lambda t: t.sum(dims, keepdim=True))

@@ -82,16 +82,19 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """
     if has_torch_function((x, weight)):  # lets a TorchFunctionMode see the call (the benchmark's conv recorder)
         return handle_torch_function(conv2d, (x, weight), x, weight, bias, padding, channels_last)
-    if (x.dim() == 4 and x.device.type == "cpu" and x.shape[1] > IM2COL_MAX_CHANNELS
-            and weight.shape[0] <= THIN_OUTPUT_MAX_CHANNELS and not torch.is_autocast_enabled("cpu")):
-        return _thin_output(x, weight, bias, padding, channels_last)
-    if x.dim() != 4 or x.device.type != "cpu" or x.shape[1] > IM2COL_MAX_CHANNELS:
+    cpu_plane = x.dim() == 4 and x.device.type == "cpu"
+    thin_input = _thin_input(x)
+    thin_output = (cpu_plane and not thin_input and weight.shape[0] <= THIN_OUTPUT_MAX_CHANNELS
+                   and not torch.is_autocast_enabled("cpu"))
+    if not (thin_input or thin_output):
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, padding=padding)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"conv2d: the input has {x.shape[1]} channels but the filter expects {weight.shape[1]} "
                          f"(weight {list(weight.shape)})")
+    if thin_output:
+        return _thin_output(x, weight, bias, padding, channels_last)
     if torch.is_autocast_enabled("cpu"):  # conv2d's autocast: every operand in the lower precision, then none inside
         dtype = torch.get_autocast_dtype("cpu")
         with torch.autocast("cpu", enabled=False):
@@ -100,6 +103,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _ThinInputConv.apply(x, weight, bias, padding, channels_last)
     return _thin_input_forward(_tap_cols(x, weight.shape, padding), weight, bias, x.shape, padding, channels_last)
+
+
+def _thin_input(x: torch.Tensor) -> bool:
+    """Whether :func:`conv2d` convolves ``x`` by GEMMs on its shifted copies: a CPU plane with at most
+    :data:`IM2COL_MAX_CHANNELS` channels."""
+    return x.dim() == 4 and x.device.type == "cpu" and x.shape[1] <= IM2COL_MAX_CHANNELS
 
 
 def _tap_cols(x: torch.Tensor, w_shape: Tuple[int, ...], padding: int) -> torch.Tensor:
@@ -202,21 +211,17 @@ class ThinTerm(NamedTuple):
     """A thin input's convolution :math:`U * x` (``x [N, C, H, W]``, at most :data:`IM2COL_MAX_CHANNELS` channels, on
     the CPU) not computed yet: an update adds it straight into the memory of the recurrent term it is summed with
     (:func:`add_thin_conv_`), instead of writing it and reading it back (:meth:`Recurrence.input_terms
-    <flow_escnn.nn._engine.Recurrence.input_terms>` with ``defer=True``). ``tensor()`` computes it (:func:`conv2d`)."""
+    <flow_escnn.nn._engine.Recurrence.input_terms>` with ``defer=True``)."""
 
     x: torch.Tensor
     weight: torch.Tensor
     bias: Optional[torch.Tensor]
     padding: int
 
-    def tensor(self, channels_last: bool = False) -> torch.Tensor:
-        return conv2d(self.x, self.weight, self.bias, self.padding, channels_last)
-
     @staticmethod
     def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether :func:`conv2d` of ``x`` by ``weight`` takes the thin-input path in this precision (no autocast)."""
-        return (x.dim() == 4 and x.device.type == "cpu" and x.shape[1] <= IM2COL_MAX_CHANNELS and x.dtype == weight.dtype
-                and not torch.is_autocast_enabled("cpu"))
+        return _thin_input(x) and x.dtype == weight.dtype and not torch.is_autocast_enabled("cpu")
 
 
 def add_thin_conv_(out: torch.Tensor, term: ThinTerm) -> torch.Tensor:
@@ -242,9 +247,6 @@ def add_thin_conv_(out: torch.Tensor, term: ThinTerm) -> torch.Tensor:
 def _thin_output(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,
                  channels_last: bool) -> torch.Tensor:
     """:func:`conv2d` of a filter with few output channels: channels contracted first (:class:`_ThinOutputConv`)."""
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d: the input has {x.shape[1]} channels but the filter expects {weight.shape[1]} "
-                         f"(weight {list(weight.shape)})")
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         y = _ThinOutputConv.apply(x, weight, padding)
     else:
