@@ -468,3 +468,22 @@ def test_shift_indices_periodic_grid():
 def test_shift_indices_periodic_grid_rejects_aliased_set():
     with pytest.raises(ValueError, match=r"coincide on the periodic grid \(2, 2\)"):
         FlowSet.translations(C4, 1).shift_indices((1, 0), periodic_grid=(2, 2))
+
+
+def test_period_is_the_least_time_that_maps_the_torus_to_itself_and_is_cached_per_grid():
+    """``FlowGenerator.period`` (cached per generator and grid): the least ``p >= 1`` whose ``psi_p`` has the
+    identity rotation and a translation that is zero modulo the grid, found here by trying every ``p``. The same
+    generators on a transposed grid have other periods (a cache keyed without the grid would repeat the first)."""
+    def least(g, h, w):
+        for p in range(1, 1000):
+            e = g.psi(p)
+            if np.allclose(e.matrix, np.eye(2)) and not e.translation_mod(h, w).any():
+                return p
+
+    gens = [FlowGenerator(C8, (1, 0), 1), FlowGenerator(C4, (2, 1)), FlowGenerator(C4, (1, 0)), FlowGenerator(C4, (1, 0), 2),
+            FlowGenerator(C8, rotation=3), FlowGenerator(C8, rotation=11)]  # k = 3 and 11: one generator on C8
+    for _ in range(2):  # the second pass reads the cache
+        for g in gens:
+            for h, w in ((5, 3), (3, 5), (4, 6)):
+                assert g.period((h, w)) == least(g, h, w), (g, h, w)
+    assert FlowGenerator(C4, (1, 0)).period((5, 3)) == 3 and FlowGenerator(C4, (1, 0)).period((3, 5)) == 5  # control

@@ -20,6 +20,7 @@ data velocities at *any* angle (the data generators draw them); a test checks it
 """
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -197,7 +198,9 @@ class FlowGenerator:
         Raises:
             ValueError: unless ``grid_shape`` is a pair of positive integers.
         """
-        h, w = check_grid_shape(grid_shape)
+        return _period(self, *check_grid_shape(grid_shape))
+
+    def _period(self, h: int, w: int) -> Optional[int]:
         turns = Fraction(self._k) / steps_per_turn(self._gspace)
         order = (turns - math.floor(turns)).denominator  # r^k has order q for k/N = p/q of a turn
         exact = (self.element() ** order).exact_translation
@@ -243,3 +246,10 @@ class FlowGenerator:
         if self._k:
             parts.append(f"k={self._k} ({math.degrees(self.angle):.4g} deg/frame)")
         return f"FlowGenerator({', '.join(parts)})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _period(generator: FlowGenerator, h: int, w: int) -> Optional[int]:
+    """:meth:`FlowGenerator.period`, cached (generators are immutable values): a co-moving layer asks for the period of
+    its flows on every forward pass, and composing the elements took milliseconds."""
+    return generator._period(h, w)
