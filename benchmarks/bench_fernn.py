@@ -54,6 +54,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -275,19 +276,17 @@ class Step:
 
     def __call__(self) -> None:
         prev = torch.are_deterministic_algorithms_enabled()
-        prev_bytes = nn_kernels.INPUT_BATCH_BYTES
+        batch_bytes = nn_kernels.INPUT_BATCH_BYTES if self.input_batch_bytes is None else self.input_batch_bytes
         torch.use_deterministic_algorithms(self.deterministic)
-        if self.input_batch_bytes is not None:
-            nn_kernels.INPUT_BATCH_BYTES = self.input_batch_bytes
         try:
-            self.opt.zero_grad(set_to_none=True)
-            loss = self.loss()
-            loss.backward()
-            self.opt.step()
-            self.losses.append(float(loss.detach()))
+            with mock.patch.object(nn_kernels, "INPUT_BATCH_BYTES", batch_bytes):
+                self.opt.zero_grad(set_to_none=True)
+                loss = self.loss()
+                loss.backward()
+                self.opt.step()
+                self.losses.append(float(loss.detach()))
         finally:
             torch.use_deterministic_algorithms(prev)
-            nn_kernels.INPUT_BATCH_BYTES = prev_bytes
 
 
 class WorldStep(Step):
@@ -371,11 +370,8 @@ def transport_share(step: Step, step_s: float, cfg: BenchConfig) -> float:
                       args, kwargs))
         return orig(self, x, *args, **kwargs)
 
-    GatherTransport.forward = rec  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(GatherTransport, "forward", rec):
         step()
-    finally:
-        GatherTransport.forward = orig  # type: ignore[method-assign]
 
     def replay() -> None:
         for plan, x, args, kwargs in calls:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from typing import Callable, Optional, Sequence
+from unittest import mock
 
 import torch
 
@@ -81,26 +82,12 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
 
 def _without_channels_last(step: Callable[[], None]) -> Callable[[], None]:
     """``step`` run with every volume convolution NCDHW (the channels-last table emptied, then restored)."""
-    def run() -> None:
-        saved = dict(_kernels.CHANNELS_LAST_3D_MAX_CHANNELS)
-        _kernels.CHANNELS_LAST_3D_MAX_CHANNELS.clear()
-        try:
-            step()
-        finally:
-            _kernels.CHANNELS_LAST_3D_MAX_CHANNELS.update(saved)
-    return run
+    return mock.patch.dict(_kernels.CHANNELS_LAST_3D_MAX_CHANNELS, clear=True)(step)
 
 
 def _plain_layout(step: Callable[[], None]) -> Callable[[], None]:
     """``step`` run with its planar states in the plain layout (the channels-last dtypes emptied, then restored)."""
-    def run() -> None:
-        saved = _kernels.CHANNELS_LAST_2D
-        _kernels.CHANNELS_LAST_2D = frozenset()
-        try:
-            step()
-        finally:
-            _kernels.CHANNELS_LAST_2D = saved
-    return run
+    return mock.patch.object(_kernels, "CHANNELS_LAST_2D", frozenset())(step)
 
 
 if __name__ == "__main__":

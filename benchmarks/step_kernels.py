@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 import sys
 from typing import Dict, Optional, Sequence
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,12 +80,8 @@ def run(batch: int = 8, slices: int = 5, channels: int = 32, grid: int = 28, rep
         gy = torch.randn(n, channels, grid, grid, generator=g)
         def thin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             """conv2d with its thin-input path taken for this many channels (the threshold raised, then restored)."""
-            saved = _kernels.IM2COL_MAX_CHANNELS
-            _kernels.IM2COL_MAX_CHANNELS = max(saved, x.shape[1])
-            try:
+            with mock.patch.object(_kernels, "IM2COL_MAX_CHANNELS", max(_kernels.IM2COL_MAX_CHANNELS, x.shape[1])):
                 return conv2d(x, w, b)
-            finally:
-                _kernels.IM2COL_MAX_CHANNELS = saved
 
         if (thin(x, w, b) - F.conv2d(x, w, b)).abs().max() > 1e-3:
             raise RuntimeError(f"conv2d disagrees with F.conv2d for {c_in} input channels; this benchmark is broken")
