@@ -154,8 +154,8 @@ def resample_fields(
         tables: ``index, weights [m, N_out, K]`` and the transposed ``t_index, t_weights [m, N, K']``, or their
             :func:`product_tables` (built once by a caller that reuses them).
         n_out: ``N_out``.
-        perm: ``(perm, inverse)``, each ``[m * C]``: the fiber permutations of all slices as rows of
-            ``x.view(batch, m * C, N)`` (applied first: they commute with the spatial resampling).
+        perm: ``(perm, inverse)``, each ``[m, C]``: slice ``i``'s fiber permutation (its output channel ``j`` is
+            input channel ``perm[i, j]``) and its inverse (applied first: they commute with the spatial resampling).
         reduce: ``None``, or ``"max"`` / ``"mean"`` over the ``m`` slices (:func:`~flow_escnn.flows._reduce.reduce_over`).
 
     Returns:
@@ -166,8 +166,9 @@ def resample_fields(
     if c > 1 and x.stride(2) == 1:
         return _resample_channels_last(x, products, n_out, perm, reduce)
     xs = x.reshape(batch, m * c, n)
-    if perm is not None:
-        xs = permute_rows(xs, *perm)
+    if perm is not None:  # as rows of [batch, m * C, N]
+        offset = torch.arange(m, device=x.device).view(m, 1) * c
+        xs = permute_rows(xs, *((p + offset).reshape(-1) for p in perm))
     rows = xs.view(batch, m, c, n).permute(1, 3, 0, 2).reshape(m * n, batch * c)
     out = sparse_resample(rows, *products)
     if reduce is not None:
@@ -211,10 +212,7 @@ def _resample_channels_last(
     ``[m * N, batch * C]`` by moving the batch axis only (whole runs of ``C`` values, the fiber permutations applied
     on the way, :class:`_PixelMajor`), and returned channels-last."""
     batch, m, c, n = x.shape
-    index = inverse = None
-    if perm is not None:  # per slice, on the innermost axis
-        offset = torch.arange(m, device=x.device).view(m, 1) * c
-        index, inverse = (p.view(m, c) - offset for p in perm)
+    index, inverse = (None, None) if perm is None else perm  # per slice, on the innermost axis
     grad = torch.is_grad_enabled() and x.requires_grad
     rows = _PixelMajor.apply(x, index, inverse) if grad else _pixel_major(x, index)
     out = sparse_resample(rows, *products)

@@ -260,8 +260,7 @@ class GatherTransport(torch.nn.Module):
         m, batch = math.prod(s_shape), math.prod(lead)  # plain Python ints (np.prod broke torch.compile graphs)
         perm = None
         if self.perm is not None:
-            offset = torch.arange(m, device=x.device)[:, None] * c
-            perm = tuple((self._select(p, sel).reshape(m, c) + offset).reshape(-1) for p in (self.perm, self.perm_inverse))
+            perm = tuple(self._select(p, sel).reshape(m, c) for p in (self.perm, self.perm_inverse))
         out = resample_fields(x.reshape(batch, m, c, n), self._products(sel, x), self.pad_map.numel(), perm, reduce)
         return out.reshape(*lead, *(() if reduce else s_shape), c, -1)  # C and N kept apart: a channels-last out stays
 
