@@ -274,13 +274,16 @@ def test_pooled_readouts_are_the_pooled_guesses(mode, pool):
 
 # -- the zero initial state ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,mode,mixing", list(_cases()))
-def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixing):
+def test_zero_initial_state_skips_step_zero_and_changes_nothing(cell, mode, mixing, monkeypatch):
     """With no initial state the first step neither transports nor convolves the zero state (``W * 0 = 0``):
     predictions, final states and gradients equal those of a run handed explicit zero states (which takes
     the full step), bit for bit, for every cell kind, frame and V-mixing, with and without checkpointing.
-    Control: the shortcut is taken (one recurrent convolution fewer) and an explicit non-zero state is seen."""
+    Control: the shortcut is taken (one recurrent convolution fewer) and an explicit non-zero state is seen.
+    (The co-moving one-slice start, which sums the first recurrent term's gradient over V before its
+    convolution's backward, is switched off here: tests of its own below.)"""
     from flow_escnn.nn import _engine
 
+    monkeypatch.setattr(_engine, "UNIFORM_START", False)
     torch.manual_seed(0)
     model = _randomize(NextFramePredictor(IN, HID, FlowSet.translations(C4, 1), cell=cell, mode=mode, decoder_layers=1,
                                           **_kwargs(cell, mixing)).to(F64))
@@ -468,3 +471,98 @@ def test_the_zero_initial_state_is_not_moved_either():
         _engine.conv = real
     assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
     assert not torch.equal(run([tuple(s + 0.1 for s in layer) for layer in zeros])[0], ref)
+
+
+# -- the co-moving one-slice start ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["fernn", "gru", "lstm"])
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_comoving_start_runs_one_slice_and_changes_only_rounding(cell, checkpoint, monkeypatch):
+    """Co-moving from the zero state, every slice of the first update holds the same state, so the engine runs
+    that update on one slice and convolves one slice at the next step (``UNIFORM_START``): predictions, final
+    states and gradients equal those of the run over all V to float64 rounding (two layers, so the second
+    layer's start is one slice as well). Controls: the shortcut is taken (the first recurrent convolution has
+    B maps, not B * V); a given initial state, even zeros, or a lifted input does not take it; a backward that
+    averages instead of summing over the slices is flagged."""
+    from flow_escnn.nn import _engine
+
+    torch.manual_seed(0)
+    flows = FlowSet.rotations(gspaces.rot2dOnR2(8), [-1, 0, 1])  # 45 degrees: interpolated, so co-moving
+    c8 = flows.gspace
+    model = _randomize(NextFramePredictor(enn.FieldType(c8, [c8.trivial_repr]), enn.FieldType(c8, [c8.regular_repr]),
+                                          flows, cell=cell, mode="comoving", num_layers=2, decoder_layers=1).to(F64))
+    x = _x(t=4, h=7)
+    program = model.encoder.recurrence((7, 7), "cpu", 6)
+    assert program.comoving
+    v = len(flows)
+    calls, recurrent = [], []  # the maps of every convolution by layer 0's recurrent filter
+    real = _engine.conv
+
+    def counting(*args, **kwargs):
+        if args[1] is recurrent[0]:
+            calls.append(args[0].shape[0])
+        return real(*args, **kwargs)
+
+    def run(uniform, h0=None, inputs=x):
+        monkeypatch.setattr(_engine, "UNIFORM_START", uniform)
+        weights = model.encoder.weights()
+        recurrent[:] = [weights["l0_w_weight"]]
+        calls.clear()
+        res = program.run(inputs, weights, h0, predict=lambda s, g: g.amax(1)[:, :1], predict_from=2, extra_steps=2,
+                          checkpoint=checkpoint)
+        out = torch.stack(res.predictions, 1)
+        finals = torch.cat([s.reshape(-1) for layer in res.states for s in layer])
+        grads = torch.autograd.grad(out.square().sum() + finals.sum(), list(model.encoder.parameters()))
+        return out.detach(), finals.detach(), grads, list(calls)
+
+    monkeypatch.setattr(_engine, "conv", counting)
+    out, finals, grads, first_calls = run(True)
+    ref, ref_finals, ref_grads, ref_calls = run(False)
+    assert first_calls[0] == 2 and ref_calls[0] == 2 * v  # the first recurrent convolution: one slice per sample
+    assert _rel(out, ref) <= 1e-12 and _rel(finals, ref_finals) <= 1e-12
+    assert max(_rel(a, b) for a, b in zip(grads, ref_grads)) <= 1e-12
+    # not taken: a given initial state (zeros included), a lifted input
+    zeros = program.zero_state(2, F64, torch.device("cpu"))
+    assert run(True, zeros)[3][0] == 2 * v
+    assert run(True, inputs=x.unsqueeze(2).expand(-1, -1, v, -1, -1, -1))[3][0] == 2 * v
+    # control: the same comparison flags a backward that averages over the slices
+    monkeypatch.setattr(_engine._BroadcastSlices, "backward",
+                        staticmethod(lambda ctx, g: (g.view(ctx.shape).mean(1, keepdim=True), None)))
+    bad = run(True)[2]
+    assert max(_rel(a, b) for a, b in zip(bad, ref_grads)) > 1e-3
+
+
+def test_comoving_start_channels_last_thin_input_float32(monkeypatch):
+    """The rotation benchmark's path: a co-moving FERNN on a thin input in float32, its states channels-last and
+    its input convolution deferred into the update (a one-slice ``ThinTerm``): the one-slice start matches the run
+    over all V to float32 rounding, values and gradients, and its broadcast term is channels-last."""
+    from flow_escnn.nn import _engine
+
+    flows = FlowSet.rotations(gspaces.rot2dOnR2(8), [-1, 0, 1])
+    c8 = flows.gspace
+    torch.manual_seed(0)
+    model = NextFramePredictor(enn.FieldType(c8, [c8.trivial_repr]), enn.FieldType(c8, [c8.regular_repr] * 2), flows,
+                               decoder_layers=1)
+    x = _x(t=4, h=9, dtype=torch.float32)
+    program = model.encoder.recurrence((9, 9), "cpu", 6)
+    assert program.defers_input(x, model.encoder.weights())
+    layouts = []
+    real = _engine._BroadcastSlices.forward
+
+    def spy(ctx, t, n):
+        out = real(ctx, t, n)
+        layouts.append(out.is_contiguous(memory_format=torch.channels_last))
+        return out
+
+    monkeypatch.setattr(_engine._BroadcastSlices, "forward", staticmethod(spy))
+
+    def run(uniform):
+        monkeypatch.setattr(_engine, "UNIFORM_START", uniform)
+        model.zero_grad(set_to_none=True)
+        pred = model(x, 2)
+        pred.square().sum().backward()
+        return pred.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    out, grads = run(True)
+    assert layouts == [True]
+    ref, ref_grads = run(False)
+    assert _rel(out, ref) <= 1e-5 and max(_rel(a, b) for a, b in zip(grads, ref_grads)) <= 1e-4

@@ -33,7 +33,11 @@ with no state transport and the *input frame* is transported instead,
 flows (so both modes compute the same function) and costs a transport of the few input
 channels rather than of all gate channels. Where that input is a thin CPU one, the FERNN update adds
 :math:`U * f` into the recurrent term's memory itself (:meth:`Recurrence.defers_input`), so the term is
-never stored on its own. A layer with a learned transport (the G-RNN+,
+never stored on its own. From the zero state, on an input without a :math:`V` axis, the co-moving first
+update sees the same input in every slice (:math:`\\psi_0(\\nu)` is the identity) and the same zero state, so
+:math:`k_0(\\nu)` is one map for all :math:`\\nu`: it is computed once (``[B, 1, C, H, W]``), and the next step
+convolves that one slice and writes :math:`W * k_0` out for every :math:`\\nu` (:data:`UNIFORM_START`). A layer
+with a learned transport (the G-RNN+,
 ``LayerSpec.learned_transport``) replaces the
 transport by a learned depthwise kernel per velocity applied after :math:`W`:
 :math:`h_t(\\nu) = \\sigma(K_\\nu \\circledast [W * h_{t-1}](\\nu) + U * f_t)`.
@@ -58,7 +62,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from flow_escnn._validate import one_of
 from flow_escnn.flows._gather import CircularPad
 from flow_escnn.flows._layout import is_channels_last
-from flow_escnn.flows._reduce import reduce_over
+from flow_escnn.flows._reduce import reduce_over, sum_over
 from flow_escnn.flows._transport import GatherTransport
 from flow_escnn.nn._fused import Fold, FoldedTransport, WindowAddActivate, read_window
 from flow_escnn.nn._kernels import (
@@ -72,6 +76,10 @@ State = Tuple[torch.Tensor, ...]
 Weights = Dict[str, Optional[torch.Tensor]]
 #: Co-moving FERNN runs on thin CPU inputs convolve layer 0's input inside the update (:meth:`Recurrence.defers_input`).
 DEFER_INPUT = True
+#: A co-moving run from the zero state on an input without a V axis runs its first update on one slice (every slice
+#: holds the same state then) and writes the next update's recurrent term out for all V from one slice's
+#: convolution (:meth:`Recurrence.run`).
+UNIFORM_START = True
 #: The frames the engine runs a recurrence in: stationary (the state is transported, ``"hidden"``) or co-moving.
 FRAMES = ("hidden", "comoving")
 
@@ -150,6 +158,33 @@ def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device, chann
     b, v, *rest = shape
     out = torch.empty(b * v, *rest, dtype=dtype, device=device, memory_format=torch.channels_last)
     return out.zero_().view(*shape)
+
+
+class _BroadcastSlices(torch.autograd.Function):
+    """A recurrent term ``[B, 1, C, *grid]`` of a V-uniform state written out for all ``V`` slices, as a fresh
+    ``[B * V, C, *grid]`` in its layout (the update adds into it in place); backward: the sum over the slices."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, v: int) -> torch.Tensor:  # type: ignore[override]
+        b, _, c, *grid = x.shape
+        cl = len(grid) == 2 and is_channels_last(x)
+        out = torch.empty(b * v, c, *grid, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last if cl else torch.contiguous_format)
+        out.view(b, v, c, *grid).copy_(x.expand(b, v, c, *grid))
+        ctx.shape = (b, v, c, *grid)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        return sum_over(g.view(ctx.shape), [1]), None
+
+
+def _first_slice(u: Union[torch.Tensor, ThinTerm], batch: int) -> Union[torch.Tensor, ThinTerm]:
+    """The input term ``u`` (``[B, V, G, *grid]``, or a :class:`~flow_escnn.nn._kernels.ThinTerm` over ``B * V``
+    maps) of its first slice only."""
+    if isinstance(u, ThinTerm):
+        return u._replace(x=u.x.view(batch, -1, *u.x.shape[1:])[:, 0])
+    return u[:, :1]
 
 
 class _Moved(NamedTuple):
@@ -519,6 +554,9 @@ class Recurrence(torch.nn.Module):
             bt = _zeros((b, v, ww.shape[0], *grid), s0.dtype, s0.device, is_channels_last(s0))  # the run's layout
         else:
             bt = conv(moved.conv_input, ww, padding=0 if spec.pad else ww.shape[-1] // 2)
+            slices = u.x.shape[0] // b if isinstance(u, ThinTerm) else u.shape[1]
+            if v == 1 and slices > 1 and self.comoving:  # a V-uniform state (run(): the first update's), one slice
+                bt, v = _BroadcastSlices.apply(bt.view(b, 1, bt.shape[1], *grid), slices), slices
             bt = bt.view(b, v, bt.shape[1], *grid)
             if spec.learned_transport:
                 bt = self._velocity_kernel(l, bt, weights)
@@ -640,6 +678,11 @@ class Recurrence(torch.nn.Module):
         if cl:
             per_batch = 1  # a channels-last batch's gradient would be stacked frame by frame into the wrong layout
         defer = self.defers_input(x, weights)
+        # co-moving from the zero state on an input without a V axis: every slice of the first update sees the same
+        # input (psi_0 is the identity) and the same zero state, so the first update runs on one slice and the
+        # states stay [B, 1, C, *grid] until the next update's recurrent term is written out for all V (update())
+        uniform = (UNIFORM_START and self.comoving and states is None and x.dim() == 3 + self.nd
+                   and self.num_flows > 1)
         outputs: List[torch.Tensor] = []
         predictions: List[torch.Tensor] = []
 
@@ -659,10 +702,11 @@ class Recurrence(torch.nn.Module):
                 t = t0 + i
                 want = predict is not None and predict_from <= t <= last_predict
                 layers = range(len(self.layers)) if t < n_updates else [last]
-                if i == 0 and not flat and not want:
+                first = i == 0 and not flat and not want
+                if first:
                     # the zero initial state: its transports (self-motion included) are zero and W * 0 = 0 (update()
                     # writes zeros for it), so neither the transports nor the recurrent convolutions of step 0 run
-                    moved = {l: _Moved(None, st[l], None) for l in layers}
+                    moved = {l: _Moved(None, tuple(s[:, :1] for s in st[l]) if uniform else st[l], None) for l in layers}
                 else:
                     moved = {l: self.transport(l, st[l], weights, t, want and l == last, readout_pool, act,
                                                readout_only=t >= n_updates)
@@ -685,6 +729,8 @@ class Recurrence(torch.nn.Module):
                 else:
                     u = (input_term(i) if t < t_in else
                          self.input_terms(0, guess.unsqueeze(1), weights, t, window=True, channels_last=cl).squeeze(1))
+                if first and uniform:
+                    u = _first_slice(u, b)
                 new: List[State] = []
                 for l in range(len(self.layers)):
                     if l > 0:
