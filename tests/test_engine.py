@@ -478,11 +478,11 @@ def test_the_zero_initial_state_is_not_moved_either():
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_comoving_start_runs_one_slice_and_changes_only_rounding(cell, checkpoint, monkeypatch):
     """Co-moving from the zero state, every slice of the first update holds the same state, so the engine runs
-    that update on one slice and convolves one slice at the next step (``UNIFORM_START``): predictions, final
-    states and gradients equal those of the run over all V to float64 rounding (two layers, so the second
-    layer's start is one slice as well). Controls: the shortcut is taken (the first recurrent convolution has
-    B maps, not B * V); a given initial state, even zeros, or a lifted input does not take it; a backward that
-    averages instead of summing over the slices is flagged."""
+    that update on one slice and convolves one slice at the next step (``UNIFORM_START``): predictions (the first
+    read from the one-slice state), per-step outputs, final states and gradients equal those of the run over all V
+    to float64 rounding (two layers, so the second layer's start is one slice as well). Controls: the shortcut is
+    taken (the first recurrent convolution has B maps, not B * V); a given initial state, even zeros, or a lifted
+    input does not take it; a backward that averages instead of summing over the slices is flagged."""
     from flow_escnn.nn import _engine
 
     torch.manual_seed(0)
@@ -507,10 +507,10 @@ def test_comoving_start_runs_one_slice_and_changes_only_rounding(cell, checkpoin
         weights = model.encoder.weights()
         recurrent[:] = [weights["l0_w_weight"]]
         calls.clear()
-        res = program.run(inputs, weights, h0, predict=lambda s, g: g.amax(1)[:, :1], predict_from=2, extra_steps=2,
-                          checkpoint=checkpoint)
+        res = program.run(inputs, weights, h0, predict=lambda s, g: g.amax(1)[:, :1], predict_from=1, extra_steps=2,
+                          checkpoint=checkpoint)  # predict_from=1: the one-slice state is read out too
         out = torch.stack(res.predictions, 1)
-        finals = torch.cat([s.reshape(-1) for layer in res.states for s in layer])
+        finals = torch.cat([s.reshape(-1) for layer in res.states for s in layer] + [o.reshape(-1) for o in res.outputs])
         grads = torch.autograd.grad(out.square().sum() + finals.sum(), list(model.encoder.parameters()))
         return out.detach(), finals.detach(), grads, list(calls)
 
