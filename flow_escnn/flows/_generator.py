@@ -198,7 +198,7 @@ class FlowGenerator:
         Raises:
             ValueError: unless ``grid_shape`` is a pair of positive integers.
         """
-        return _period(self, *check_grid_shape(grid_shape))
+        return _cached_period(self, *check_grid_shape(grid_shape))
 
     def _period(self, h: int, w: int) -> Optional[int]:
         turns = Fraction(self._k) / steps_per_turn(self._gspace)
@@ -249,7 +249,7 @@ class FlowGenerator:
 
 
 @functools.lru_cache(maxsize=4096)
-def _period(generator: FlowGenerator, h: int, w: int) -> Optional[int]:
+def _cached_period(generator: FlowGenerator, h: int, w: int) -> Optional[int]:
     """:meth:`FlowGenerator.period`, cached (generators are immutable values): a co-moving layer asks for the period of
     its flows on every forward pass, and composing the elements took milliseconds."""
     return generator._period(h, w)
